@@ -1,0 +1,76 @@
+"""The `c2d` command. `c2d dev` manages the embedded local stack and runs the demo."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from c2d_cli import stack
+
+app = typer.Typer(help="Compute-to-Data on Dagster.", no_args_is_help=True)
+dev = typer.Typer(
+    help="The embedded local stack (Dagster webserver and daemon on 127.0.0.1).", no_args_is_help=True
+)
+app.add_typer(dev, name="dev")
+console = Console()
+
+HomeOption = Annotated[
+    Path, typer.Option("--home", envvar="C2D_HOME", help="State folder of the local stack (DAGSTER_HOME).")
+]
+
+
+def _home(home: Path | None) -> Path:
+    return (home or Path.cwd() / ".c2d").resolve()
+
+
+@dev.command("up")
+def dev_up(
+    home: HomeOption = Path(".c2d"),
+    port: Annotated[int | None, typer.Option(help="Webserver port (default 3300, or a free one).")] = None,
+) -> None:
+    """Start the stack, or reuse the one already running; writes .c2d/stack.json."""
+    os.environ["C2D_HOME"] = str(_home(home))
+    try:
+        running, reused = stack.up(_home(home), port=port)
+    except stack.StackError as error:
+        console.print(f"[red]could not start the stack:[/] {error}")
+        raise typer.Exit(1) from error
+    console.print(f"{'already running' if reused else 'started'}: Dagster UI at {running.webserver_url}")
+    console.print(f"state in {running.home} (stack.json has the URLs and PIDs)")
+
+
+@dev.command("down")
+def dev_down(home: HomeOption = Path(".c2d")) -> None:
+    """Stop the stack recorded in .c2d/stack.json."""
+    console.print("stopped" if stack.down(_home(home)) else "no stack was running")
+
+
+@dev.command("status")
+def dev_status(home: HomeOption = Path(".c2d")) -> None:
+    """Print stack.json of the running stack."""
+    running = stack.read_stack(_home(home))
+    if running is None:
+        console.print("no stack (run: c2d dev up)")
+        raise typer.Exit(1)
+    console.print_json(json.dumps(running.__dict__))
+
+
+@dev.command("demo")
+def dev_demo(
+    home: HomeOption = Path(".c2d"),
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the job.")] = 300.0,
+) -> None:
+    """Run a sample compute job end to end on the embedded stack and show its results."""
+    from c2d_cli.demo import run_demo
+
+    os.environ["C2D_HOME"] = str(_home(home))
+    raise typer.Exit(run_demo(_home(home), console, timeout=timeout))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,234 @@
+"""The embedded local stack: dagster-webserver and dagster-daemon on 127.0.0.1, state under `.c2d/`.
+
+`up` is idempotent (a running stack is reused), writes `.c2d/stack.json` with URLs and PIDs, and
+renders the Dagster instance file with one queue limit per compute environment. `down` stops by PID.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import httpx
+import yaml
+
+from c2d_core.environments import Environments
+from c2d_core.settings import EngineSettings
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_PORT = 3300
+START_TIMEOUT = 120.0
+
+
+class StackError(RuntimeError):
+    pass
+
+
+@dataclass
+class Stack:
+    home: str
+    dagster_home: str
+    webserver_url: str
+    webserver_host: str
+    webserver_port: int
+    webserver_pid: int
+    daemon_pid: int
+    started_at: float
+
+    @property
+    def stack_file(self) -> Path:
+        return Path(self.home) / "stack.json"
+
+
+def stack_file(home: Path) -> Path:
+    return home / "stack.json"
+
+
+def read_stack(home: Path) -> Stack | None:
+    path = stack_file(home)
+    if not path.exists():
+        return None
+    try:
+        return Stack(**json.loads(path.read_text()))
+    except (ValueError, TypeError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still answers kill(0); check its state.
+    try:
+        status = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except OSError:
+        return False
+    return status != "Z"
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def render_instance(home: Path, environments: Environments) -> Path:
+    """Write $DAGSTER_HOME/dagster.yaml: the project's instance file plus per-environment queue limits."""
+    config = yaml.safe_load((PROJECT_ROOT / "dagster.yaml").read_text())
+    coordinator = config["run_coordinator"]["config"]
+    coordinator["tag_concurrency_limits"] = [
+        {"key": "c2d/environment", "value": env.id, "limit": env.max_jobs} for env in environments.all()
+    ]
+    target = home / "dagster.yaml"
+    target.write_text(yaml.safe_dump(config, sort_keys=False))
+    return target
+
+
+def ensure_provider_key(home: Path) -> Path:
+    """The development provider key (decrypts DDO files in the configure pod). Never printed."""
+    path = EngineSettings(home=home).resolved_provider_key_file
+    if not path.exists():
+        from eth_account import Account
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(path.parent, 0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(Account.create().key.hex())
+    return path
+
+
+def _stack_env(home: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["C2D_HOME"] = str(home)
+    env["DAGSTER_HOME"] = str(home)
+    bin_dir = str(Path(sys.executable).parent)
+    env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
+    return env
+
+
+def _wait_until_ready(url: str, home: Path, pids: list[int], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    query = '{ instance { daemonHealth { daemonStatus(daemonType: "QUEUED_RUN_COORDINATOR") { healthy } } } }'
+    last_error = "no answer yet"
+    while time.monotonic() < deadline:
+        for pid in pids:
+            if not _alive(pid):
+                raise StackError(f"a stack process (pid {pid}) exited during start; see {home / 'logs'}")
+        try:
+            answer = httpx.post(f"{url}/graphql", json={"query": query}, timeout=5).json()
+            healthy = answer["data"]["instance"]["daemonHealth"]["daemonStatus"]["healthy"]
+            if healthy:
+                return
+            last_error = "the daemon has not reported a heartbeat yet"
+        except (httpx.HTTPError, KeyError, TypeError, ValueError) as error:
+            last_error = str(error) or type(error).__name__
+        time.sleep(0.5)
+    raise StackError(f"the stack did not become ready in {timeout:.0f} s ({last_error}); see {home / 'logs'}")
+
+
+def up(home: Path, port: int | None = None, timeout: float = START_TIMEOUT) -> tuple[Stack, bool]:
+    """Start (or reuse) the stack; returns it and whether it was already running."""
+    home = home.resolve()
+    existing = read_stack(home)
+    if existing and _alive(existing.webserver_pid) and _alive(existing.daemon_pid):
+        try:
+            httpx.get(f"{existing.webserver_url}/server_info", timeout=5).raise_for_status()
+            return existing, True
+        except httpx.HTTPError:
+            pass
+    if existing:
+        down(home)
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "logs").mkdir(exist_ok=True)
+    settings = EngineSettings(home=home)
+    render_instance(home, Environments.load(settings.environments_file))
+    ensure_provider_key(home)
+    if port is None:
+        port = DEFAULT_PORT if _port_free(DEFAULT_PORT) else _free_port()
+    elif not _port_free(port):
+        raise StackError(f"port {port} on 127.0.0.1 is taken; choose another with --port")
+    env = _stack_env(home)
+    workspace = str(PROJECT_ROOT / "workspace.yaml")
+    bin_dir = Path(sys.executable).parent
+    with (home / "logs" / "webserver.log").open("ab") as web_log:
+        webserver = subprocess.Popen(
+            [str(bin_dir / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), "-w", workspace],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=web_log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    with (home / "logs" / "daemon.log").open("ab") as daemon_log:
+        daemon = subprocess.Popen(
+            [str(bin_dir / "dagster-daemon"), "run", "-w", workspace],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=daemon_log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    stack = Stack(
+        home=str(home),
+        dagster_home=str(home),
+        webserver_url=url,
+        webserver_host="127.0.0.1",
+        webserver_port=port,
+        webserver_pid=webserver.pid,
+        daemon_pid=daemon.pid,
+        started_at=time.time(),
+    )
+    stack_file(home).write_text(json.dumps(asdict(stack), indent=2))
+    try:
+        _wait_until_ready(url, home, [webserver.pid, daemon.pid], timeout)
+    except BaseException:
+        down(home)
+        raise
+    return stack, False
+
+
+def _stop(pid: int, grace: float = 10.0) -> None:
+    if not _alive(pid):
+        return
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and _alive(pid):
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.1)
+    if _alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+
+
+def down(home: Path) -> bool:
+    """Stop the stack recorded in `stack.json`; returns whether anything was running."""
+    stack = read_stack(home.resolve())
+    if stack is None:
+        return False
+    was_running = _alive(stack.webserver_pid) or _alive(stack.daemon_pid)
+    for pid in (stack.daemon_pid, stack.webserver_pid):
+        _stop(pid)
+    stack_file(home.resolve()).unlink(missing_ok=True)
+    return was_running

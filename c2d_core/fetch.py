@@ -1,0 +1,364 @@
+"""Streaming download of Ocean file objects into the job volume, with limits, retries and a checksum.
+
+Only `url` files for now; `ipfs`, `s3` and `arweave` fetchers will reuse `FetchLimits`, the retry loop
+and `_stream_to_file`. A file's location is a secret of the data publisher, so no error message, log
+line or exception raised from here ever contains any part of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from c2d_core.workflow import FileObject
+
+MIB = 1024 * 1024
+MAX_REDIRECTS = 5
+ALLOWED_SCHEMES = frozenset({"http", "https"})
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+
+# Checks a URL (the first and every redirect hop) before it is requested; raises FetchError to refuse.
+# This is the seam for the SSRF guard (private and metadata addresses); by default only schemes are checked.
+UrlGuard = Callable[[httpx.URL], None]
+Sleeper = Callable[[float], None]
+Clock = Callable[[], float]
+
+
+class FetchError(Exception):
+    """A download failed. The message is safe to log and to show a consumer: it names no location."""
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.transient = transient
+
+
+@dataclass(frozen=True)
+class FetchLimits:
+    """How long and how much one download may take. `deadline` bounds all attempts and backoffs."""
+
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    retries: int = 3  # attempts after the first, for transient failures only
+    backoff_base: float = 0.5
+    backoff_cap: float = 10.0
+    deadline: float = 900.0
+    max_bytes: int = 1024 * MIB
+
+    def __post_init__(self) -> None:
+        if self.connect_timeout <= 0 or self.read_timeout <= 0 or self.deadline <= 0:
+            raise ValueError("timeouts and the deadline must be positive")
+        if self.retries < 0 or self.max_bytes < 1:
+            raise ValueError("retries must be >= 0 and max_bytes >= 1")
+
+
+@dataclass(frozen=True)
+class FetchedFile:
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class _Request:
+    method: str
+    url: httpx.URL
+    headers: dict[str, str]
+    json_body: dict[str, Any] | None = None
+
+
+def check_scheme(url: httpx.URL) -> None:
+    """The default guard: plain http(s) only, so no file:, ftp: or gopher: reads the pod's own disk."""
+    if url.scheme not in ALLOWED_SCHEMES:
+        raise FetchError("only http and https locations are allowed")
+    if not url.host:
+        raise FetchError("the location has no host")
+
+
+def _query_params(userdata: Mapping[str, Any]) -> dict[str, str]:
+    """Ocean sends userdata as query parameters on GET; nested values travel as JSON text."""
+    params: dict[str, str] = {}
+    for key, value in userdata.items():
+        if isinstance(value, str):
+            params[str(key)] = value
+        elif isinstance(value, bool) or value is None:
+            params[str(key)] = json.dumps(value)
+        elif isinstance(value, int | float):
+            params[str(key)] = str(value)
+        else:
+            params[str(key)] = json.dumps(value, separators=(",", ":"))
+    return params
+
+
+def _url_request(file_object: FileObject, userdata: Mapping[str, Any] | None) -> _Request:
+    assert file_object.url is not None  # FileObject guarantees a url for type "url"
+    url = httpx.URL(file_object.url)
+    # Identity encoding keeps Content-Length meaningful for the early size check; a file object's own
+    # Accept-Encoding header still wins.
+    headers = {"Accept-Encoding": "identity", **file_object.headers}
+    if file_object.method == "POST":
+        # As Ocean's Provider does: POST carries userdata as a JSON body, GET as query parameters.
+        return _Request("POST", url, headers, json_body=dict(userdata) if userdata else None)
+    if userdata:
+        # Merged into the URL's own query, as `requests` does for Ocean (httpx's `params=` would replace it).
+        url = url.copy_merge_params(_query_params(userdata))
+    return _Request("GET", url, headers)
+
+
+def _as_file_object(file_object: FileObject | Mapping[str, Any], label: str) -> FileObject:
+    if isinstance(file_object, FileObject):
+        return file_object
+    try:
+        return FileObject.model_validate(dict(file_object))
+    except ValueError:
+        # The validation error would quote the input, i.e. the location: say only what is wrong.
+        raise FetchError(f"{label}: not a valid file object (needs 'type' and its fields)") from None
+
+
+def fetch_to_file(
+    file_object: FileObject | Mapping[str, Any],
+    dest_path: Path,
+    limits: FetchLimits,
+    userdata: Mapping[str, Any] | None = None,
+    client: httpx.Client | None = None,
+    sleeper: Sleeper = time.sleep,
+    clock: Clock = time.monotonic,
+    *,
+    url_guard: UrlGuard = check_scheme,
+    label: str = "file",
+) -> FetchedFile:
+    """Download `file_object` to `dest_path` (via `<dest>.part`), returning its size and sha256.
+
+    Transient failures (connection errors, timeouts, 5xx, 429) are retried with capped exponential
+    backoff and jitter, within `limits.deadline`; anything else fails at once. `label` (e.g.
+    "input file 0") starts every error message.
+    """
+    obj = _as_file_object(file_object, label)
+    if obj.type != "url":
+        raise FetchError(f"{label}: files of type '{obj.type}' are not supported yet")
+    try:
+        request = _url_request(obj, userdata)
+    except (httpx.InvalidURL, TypeError, ValueError):
+        raise FetchError(f"{label}: the location is not a valid URL") from None
+    try:
+        url_guard(request.url)
+    except FetchError as error:
+        raise FetchError(f"{label}: {error.message}") from None
+
+    own_client = client is None
+    if client is None:
+        # trust_env=False: no proxy or netrc from the pod's environment changes where requests go.
+        client = httpx.Client(follow_redirects=False, trust_env=False)
+    try:
+        return _fetch_with_retries(request, dest_path, limits, client, sleeper, clock, url_guard, label)
+    finally:
+        if own_client:
+            client.close()
+
+
+def _fetch_with_retries(
+    request: _Request,
+    dest_path: Path,
+    limits: FetchLimits,
+    client: httpx.Client,
+    sleeper: Sleeper,
+    clock: Clock,
+    url_guard: UrlGuard,
+    label: str,
+) -> FetchedFile:
+    deadline_at = clock() + limits.deadline
+    attempts = 0
+    while True:
+        attempts += 1
+        try:
+            return _attempt(request, dest_path, limits, client, clock, deadline_at, url_guard)
+        except FetchError as error:
+            if not error.transient:
+                raise FetchError(f"{label}: {error.message}") from None
+            failure, retry_after = error, _retry_after_of(error)
+        if attempts > limits.retries:
+            raise FetchError(f"{label}: {failure.message} after {_attempts(attempts)}") from None
+        delay = _backoff(attempts, limits, retry_after)
+        if clock() + delay >= deadline_at:
+            raise FetchError(
+                f"{label}: {failure.message} after {_attempts(attempts)}, "
+                f"and the {_seconds(limits.deadline)}-second deadline leaves no time to retry"
+            ) from None
+        sleeper(delay)
+
+
+def _seconds(value: float) -> str:
+    # Callers pass what is left of a larger budget (e.g. 837.4183 s): show it the way a person would.
+    return f"{value:.0f}" if value >= 10 else f"{round(value, 1):g}"
+
+
+def _attempts(count: int) -> str:
+    return f"{count} attempt" if count == 1 else f"{count} attempts"
+
+
+def _backoff(attempt: int, limits: FetchLimits, retry_after: float | None) -> float:
+    ceiling = min(limits.backoff_cap, limits.backoff_base * 2.0 ** (attempt - 1))
+    # Half fixed, half random: spreads many pods retrying one source without making waits unbounded.
+    delay = ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311 - jitter, not cryptography
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, limits.backoff_cap))
+    return delay
+
+
+class _TransientStatus(FetchError):
+    def __init__(self, message: str, retry_after: float | None) -> None:
+        super().__init__(message, transient=True)
+        self.retry_after = retry_after
+
+
+def _retry_after_of(error: FetchError) -> float | None:
+    return error.retry_after if isinstance(error, _TransientStatus) else None
+
+
+def _parse_retry_after(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None  # an HTTP date: not worth parsing, the backoff still applies
+    return seconds if seconds >= 0 else None
+
+
+def _timeout(limits: FetchLimits, remaining: float) -> httpx.Timeout:
+    # No single read or connect may outlive the overall deadline.
+    remaining = max(remaining, 0.001)
+    connect = min(limits.connect_timeout, remaining)
+    read = min(limits.read_timeout, remaining)
+    return httpx.Timeout(connect=connect, read=read, write=read, pool=connect)
+
+
+def _attempt(
+    request: _Request,
+    dest_path: Path,
+    limits: FetchLimits,
+    client: httpx.Client,
+    clock: Clock,
+    deadline_at: float,
+    url_guard: UrlGuard,
+) -> FetchedFile:
+    """One try, following redirects by hand so every hop passes the guard. Raises FetchError."""
+    try:
+        outgoing = client.build_request(
+            request.method,
+            request.url,
+            headers=request.headers,
+            json=request.json_body,
+            timeout=_timeout(limits, deadline_at - clock()),
+        )
+    except (httpx.InvalidURL, TypeError, ValueError):
+        raise FetchError("the location is not a valid URL") from None
+    if clock() >= deadline_at:
+        raise FetchError(f"did not finish within the {_seconds(limits.deadline)}-second deadline")
+    for _hop in range(MAX_REDIRECTS + 1):
+        response = _send(client, outgoing)
+        try:
+            if response.status_code in REDIRECT_STATUSES:
+                following = response.next_request
+                if following is None:
+                    raise FetchError(f"HTTP {response.status_code} from the data source without a location")
+                url_guard(following.url)
+                following.extensions = {
+                    **following.extensions,
+                    "timeout": _timeout(limits, deadline_at - clock()).as_dict(),
+                }
+                outgoing = following
+                continue
+            _check_status(response)
+            return _stream_to_file(response, dest_path, limits, clock, deadline_at)
+        finally:
+            response.close()
+    raise FetchError(f"more than {MAX_REDIRECTS} redirects")
+
+
+def _send(client: httpx.Client, request: httpx.Request) -> httpx.Response:
+    # httpx's own messages quote the URL: map each error to a fixed sentence.
+    try:
+        return client.send(request, stream=True, follow_redirects=False)
+    except httpx.TimeoutException:
+        raise FetchError("timed out", transient=True) from None
+    except httpx.NetworkError:
+        raise FetchError("could not connect to the data source", transient=True) from None
+    except httpx.RemoteProtocolError:
+        raise FetchError("the data source broke the connection", transient=True) from None
+    except httpx.UnsupportedProtocol:
+        raise FetchError("only http and https locations are allowed") from None
+    except (httpx.HTTPError, UnicodeError):
+        # e.g. a header value that cannot be sent; the exception text would quote it.
+        raise FetchError("the request to the data source failed") from None
+
+
+def _check_status(response: httpx.Response) -> None:
+    status = response.status_code
+    if 200 <= status < 300:
+        return
+    message = f"HTTP {status} from the data source"
+    if status >= 500 or status == 429:
+        raise _TransientStatus(message, _parse_retry_after(response.headers.get("retry-after")))
+    raise FetchError(message)
+
+
+def _declared_length(response: httpx.Response) -> int | None:
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        return None  # the length of the encoded body says little about the decoded size
+    try:
+        value = int(response.headers.get("content-length", ""))
+    except ValueError:
+        return None
+    return value if value >= 0 else None
+
+
+def _stream_to_file(
+    response: httpx.Response, dest_path: Path, limits: FetchLimits, clock: Clock, deadline_at: float
+) -> FetchedFile:
+    """Write the body to `<dest>.part` while hashing it, then rename; never leaves a partial file."""
+    cap_message = f"larger than the {limits.max_bytes}-byte cap"
+    declared = _declared_length(response)
+    if declared is not None and declared > limits.max_bytes:
+        raise FetchError(cap_message)
+    partial = dest_path.with_name(dest_path.name + ".part")
+    digest = hashlib.sha256()
+    size = 0
+    completed = False
+    try:
+        with partial.open("wb") as out:
+            # Chunks as they come off the socket (at most 64 KiB each): a fixed chunk size would make
+            # httpx buffer until it is full, and a trickling source could then outrun the deadline.
+            for chunk in response.iter_bytes():
+                size += len(chunk)
+                if size > limits.max_bytes:
+                    raise FetchError(cap_message)
+                if clock() > deadline_at:
+                    raise FetchError(f"did not finish within the {_seconds(limits.deadline)}-second deadline")
+                digest.update(chunk)
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        partial.replace(dest_path)
+        completed = True
+    except httpx.TimeoutException:
+        raise FetchError("timed out", transient=True) from None
+    except (httpx.NetworkError, httpx.RemoteProtocolError):
+        raise FetchError("the data source broke the connection", transient=True) from None
+    except httpx.DecodingError:
+        raise FetchError("the data source sent a body that could not be decoded") from None
+    except httpx.HTTPError:
+        raise FetchError("reading from the data source failed", transient=True) from None
+    finally:
+        if not completed:
+            partial.unlink(missing_ok=True)
+    return FetchedFile(size=size, sha256=digest.hexdigest())

@@ -1,0 +1,63 @@
+"""Engine settings, read from `C2D_*` environment variables (pydantic-settings).
+
+The embedded default keeps everything under one project-local folder, `.c2d/` (`C2D_HOME`), which is
+also Dagster's `DAGSTER_HOME`. Nothing in that folder is ever visible inside an algorithm sandbox.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIB = 1024**2
+
+
+def _default_home() -> Path:
+    return Path.cwd() / ".c2d"
+
+
+class EngineSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="C2D_", extra="ignore")
+
+    deployment: Literal["local", "k8s"] = "local"
+    home: Path = Field(default_factory=_default_home)
+    environments_file: Path = Path(__file__).resolve().parent.parent / "config" / "environments.yaml"
+    # Where the result store and the per-job work dirs live in the embedded default.
+    results_dir: Path | None = None
+    work_dir: Path | None = None
+    # The image of the configure and publish pods; locally it maps to this project's own interpreter.
+    pod_image: str = "c2d-pod:latest"
+    # Stage deadlines: Ocean has none for configure and publish, which is how jobs hang forever.
+    configure_deadline: int = Field(default=900, ge=1, description="seconds")
+    publish_deadline: int = Field(default=600, ge=1, description="seconds")
+    # Input fetching (configure pod).
+    max_input_bytes: int = Field(default=1024 * MIB, ge=1)
+    connect_timeout: float = Field(default=10.0, gt=0)
+    read_timeout: float = Field(default=60.0, gt=0)
+    fetch_retries: int = Field(default=3, ge=0, le=10)
+    # Results: a cap on outputs per job so one job cannot fill the store.
+    max_output_files: int = Field(default=1000, ge=1)
+    # Sandbox: each concurrently running pod takes its own uid, so per-uid limits stay per job.
+    sandbox_uid_base: int = Field(default=61000, ge=1000)
+    sandbox_slots: int = Field(default=32, ge=1, le=1000)
+    keep_work_dirs: bool = False
+    # The key that decrypts the DDOs' encrypted `files`; only the configure pod ever sees it.
+    provider_key_file: Path | None = None
+    # Plain file objects put dataset locations into run config (visible in the Dagster UI): allowed
+    # only when a developer asks for it, never by default.
+    allow_plain_files: bool = False
+
+    @property
+    def resolved_results_dir(self) -> Path:
+        return self.results_dir or self.home / "results"
+
+    @property
+    def resolved_work_dir(self) -> Path:
+        return self.work_dir or self.home / "jobs"
+
+    @property
+    def resolved_provider_key_file(self) -> Path:
+        return self.provider_key_file or self.home / "secrets" / "provider-key"

@@ -1,0 +1,83 @@
+"""Ocean's compute job status codes, with their exact texts.
+
+Codes 1..70 are the Operator-Service / Operator-Engine set that ocean.py and ocean.js know; the finer
+failure codes (2, 11, 21, 22, 33, 41, 42, 61, 62) are Ocean Node's C2D v2 additions.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class JobStatus(IntEnum):
+    WARMING_UP = 1
+    QUEUE_EXPIRED = 2
+    JOB_STARTED = 10
+    PULL_IMAGE_FAILED = 11
+    CONFIGURING_VOLUMES = 20
+    VOLUME_CREATION_FAILED = 21
+    CONTAINER_CREATION_FAILED = 22
+    PROVISIONING_SUCCESS = 30
+    DATA_PROVISIONING_FAILED = 31
+    ALGORITHM_PROVISIONING_FAILED = 32
+    DATA_UPLOAD_FAILED = 33
+    RUNNING_ALGORITHM = 40
+    ALGORITHM_FAILED = 41
+    DISK_QUOTA_EXCEEDED = 42
+    FILTERING_RESULTS = 50
+    PUBLISHING_RESULTS = 60
+    RESULTS_FETCH_FAILED = 61
+    RESULTS_UPLOAD_FAILED = 62
+    JOB_FINISHED = 70
+
+    @property
+    def text(self) -> str:
+        return _TEXTS[self]
+
+    @property
+    def is_failure(self) -> bool:
+        return self in _FAILURES
+
+    @property
+    def is_terminal(self) -> bool:
+        return self is JobStatus.JOB_FINISHED or self in _FAILURES
+
+
+# Texts as Ocean's clients display them; "Running algorithm " keeps Ocean's trailing space.
+_TEXTS: dict[JobStatus, str] = {
+    JobStatus.WARMING_UP: "Warming up",
+    JobStatus.QUEUE_EXPIRED: "Job expired in queue",
+    JobStatus.JOB_STARTED: "Job started",
+    JobStatus.PULL_IMAGE_FAILED: "Pulling algorithm image failed",
+    JobStatus.CONFIGURING_VOLUMES: "Configuring volumes",
+    JobStatus.VOLUME_CREATION_FAILED: "Volume creation failed",
+    JobStatus.CONTAINER_CREATION_FAILED: "Container creation failed",
+    JobStatus.PROVISIONING_SUCCESS: "Provisioning success",
+    JobStatus.DATA_PROVISIONING_FAILED: "Data provisioning failed",
+    JobStatus.ALGORITHM_PROVISIONING_FAILED: "Algorithm provisioning failed",
+    JobStatus.DATA_UPLOAD_FAILED: "Data upload to container failed",
+    JobStatus.RUNNING_ALGORITHM: "Running algorithm ",
+    JobStatus.ALGORITHM_FAILED: "Failed to run algorithm",
+    JobStatus.DISK_QUOTA_EXCEEDED: "Error: disk quota exceeded",
+    JobStatus.FILTERING_RESULTS: "Filtering results",
+    JobStatus.PUBLISHING_RESULTS: "Publishing results",
+    JobStatus.RESULTS_FETCH_FAILED: "Failed to fetch results",
+    JobStatus.RESULTS_UPLOAD_FAILED: "Failed to upload results",
+    JobStatus.JOB_FINISHED: "Job finished",
+}
+
+_FAILURES = frozenset(
+    {
+        JobStatus.QUEUE_EXPIRED,
+        JobStatus.PULL_IMAGE_FAILED,
+        JobStatus.VOLUME_CREATION_FAILED,
+        JobStatus.CONTAINER_CREATION_FAILED,
+        JobStatus.DATA_PROVISIONING_FAILED,
+        JobStatus.ALGORITHM_PROVISIONING_FAILED,
+        JobStatus.DATA_UPLOAD_FAILED,
+        JobStatus.ALGORITHM_FAILED,
+        JobStatus.DISK_QUOTA_EXCEEDED,
+        JobStatus.RESULTS_FETCH_FAILED,
+        JobStatus.RESULTS_UPLOAD_FAILED,
+    }
+)

@@ -1,0 +1,190 @@
+"""The `Workflow`: everything the Provider hands the engine to run one compute job.
+
+It travels as Dagster run config, so it must never hold a plaintext dataset location in production:
+the Provider passes each service's files as the DDO's encrypted blob (`encryptedFiles`), which only the
+configure pod can decrypt. Plain `files` exist for tests and local data (see docs/architecture.md).
+Resource limits are deliberately absent: the engine takes them from its own environment configuration
+at run time, so a crafted run config cannot raise them.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+DID_PATTERN = re.compile(r"^did:op:[0-9a-fA-F]{64}$")
+JOB_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
+ADDRESS_PATTERN = re.compile(r"^0x[0-9a-fA-F]{40}$")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+class FileObject(BaseModel):
+    """One of Ocean's file objects (`{"type": "url", "url": ..., "method": ..., "headers": ...}`).
+
+    Other types (`ipfs`, `s3`, `arweave`) carry their own fields, kept as extras for their fetchers.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    type: Literal["url", "ipfs", "s3", "arweave"] = "url"
+    url: str | None = None
+    method: Literal["GET", "POST"] = "GET"
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _url_needs_location(self) -> FileObject:
+        if self.type == "url" and not self.url:
+            raise ValueError("a file of type 'url' needs a 'url'")
+        return self
+
+
+class ServiceFiles(_Model):
+    """A service's files: either the DDO's encrypted blob or plain file objects, never both."""
+
+    encrypted_files: str | None = Field(default=None, alias="encryptedFiles")
+    files: list[FileObject] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ServiceFiles:
+        if (self.encrypted_files is None) == (self.files is None):
+            raise ValueError("give exactly one of 'encryptedFiles' or 'files'")
+        if self.files is not None and not self.files:
+            raise ValueError("'files' must list at least one file")
+        if self.encrypted_files is not None and not re.fullmatch(r"(0x)?[0-9a-fA-F]+", self.encrypted_files):
+            raise ValueError("'encryptedFiles' must be a hex string")
+        return self
+
+
+class DatasetInput(_Model):
+    did: str
+    service_id: str = Field(alias="serviceId")
+    order_tx: str | None = Field(default=None, alias="transferTxId")
+    ddo: dict[str, Any] | None = None
+    files: ServiceFiles
+    userdata: dict[str, Any] | None = None
+
+    @field_validator("did")
+    @classmethod
+    def _did(cls, value: str) -> str:
+        if not DID_PATTERN.match(value):
+            raise ValueError("a dataset DID looks like did:op:<64 hex characters>")
+        return value.lower()
+
+    @property
+    def did_hash(self) -> str:
+        """The DID without `did:op:`: Ocean's folder name under /data/inputs."""
+        return self.did.removeprefix("did:op:")
+
+
+class Container(_Model):
+    entrypoint: str
+    image: str
+    tag: str = "latest"
+    checksum: str | None = None
+
+    @field_validator("entrypoint")
+    @classmethod
+    def _entrypoint(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("the container entrypoint is empty")
+        return value
+
+    @field_validator("image", "tag")
+    @classmethod
+    def _image_part(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._/:@-]*", value):
+            raise ValueError("image and tag may hold letters, digits and . _ / : @ - only")
+        return value
+
+    @property
+    def reference(self) -> str:
+        """`image@sha256:...` when the checksum is a digest, else `image:tag` (Ocean's rule)."""
+        if self.checksum and self.checksum.startswith("sha256:"):
+            return f"{self.image}@{self.checksum}"
+        return f"{self.image}:{self.tag}"
+
+
+class AlgorithmSpec(_Model):
+    """A published algorithm (`did` + `files`) or a raw one (`rawcode`), always with a container."""
+
+    did: str | None = None
+    service_id: str | None = Field(default=None, alias="serviceId")
+    order_tx: str | None = Field(default=None, alias="transferTxId")
+    ddo: dict[str, Any] | None = None
+    files: ServiceFiles | None = None
+    rawcode: str | None = None
+    container: Container
+    algocustomdata: dict[str, Any] | None = None
+    userdata: dict[str, Any] | None = None
+
+    @field_validator("did")
+    @classmethod
+    def _did(cls, value: str | None) -> str | None:
+        if value is not None and not DID_PATTERN.match(value):
+            raise ValueError("an algorithm DID looks like did:op:<64 hex characters>")
+        return value.lower() if value else value
+
+    @model_validator(mode="after")
+    def _published_or_raw(self) -> AlgorithmSpec:
+        if self.rawcode is not None:
+            if self.did is not None or self.files is not None:
+                raise ValueError("a raw algorithm has 'rawcode' only, no 'did' or 'files'")
+            if not self.rawcode.strip():
+                raise ValueError("'rawcode' is empty")
+        elif self.did is None or self.files is None:
+            raise ValueError("an algorithm is either published ('did' and 'files') or raw ('rawcode')")
+        return self
+
+    @property
+    def did_hash(self) -> str:
+        return self.did.removeprefix("did:op:") if self.did else ""
+
+
+class Workflow(_Model):
+    job_id: str = Field(alias="jobId")
+    owner: str
+    environment: str
+    agreement_id: str | None = Field(default=None, alias="agreementId")
+    chain_id: int | None = Field(default=None, alias="chainId")
+    inputs: list[DatasetInput] = Field(min_length=1, max_length=32)
+    algorithm: AlgorithmSpec
+
+    @field_validator("job_id")
+    @classmethod
+    def _job_id(cls, value: str) -> str:
+        if not JOB_ID_PATTERN.match(value):
+            raise ValueError("jobId is 32 lowercase hex characters (a uuid4 hex)")
+        return value
+
+    @field_validator("owner")
+    @classmethod
+    def _owner(cls, value: str) -> str:
+        if not ADDRESS_PATTERN.match(value):
+            raise ValueError("owner is an Ethereum address, 0x followed by 40 hex characters")
+        return value
+
+    @field_validator("environment")
+    @classmethod
+    def _environment(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", value):
+            raise ValueError("environment id may hold letters, digits and . _ - (at most 128)")
+        return value
+
+    @property
+    def dids(self) -> list[str]:
+        return [item.did for item in self.inputs]
+
+    def public_summary(self) -> dict[str, Any]:
+        """What may be shown anywhere (tags, UI, logs): ids only, never file locations."""
+        return {
+            "jobId": self.job_id,
+            "owner": self.owner,
+            "environment": self.environment,
+            "inputDID": self.dids,
+            "algoDID": self.algorithm.did or "raw",
+        }

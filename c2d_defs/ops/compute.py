@@ -1,0 +1,264 @@
+"""The three stages of a compute job as Dagster ops: configure -> run_algorithm -> publish.
+
+Each op records the job's Ocean status on the run as tags (see c2d_core.job_tags) and hands its work
+to the `pod_runner` resource as a `PodSpec`. A failed stage never skips publish: logs always come back.
+The run fails (for operators) exactly when the job ends in one of Ocean's failure statuses.
+"""
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import dagster as dg
+from pydantic import ValidationError
+
+from c2d_core import job_tags
+from c2d_core.environments import Environment, UnknownEnvironmentError
+from c2d_core.results import ResultEntry
+from c2d_core.settings import EngineSettings
+from c2d_core.status import JobStatus
+from c2d_core.workflow import JOB_ID_PATTERN, Workflow
+from c2d_defs.pod_spec import PodResult, PodRunner
+from c2d_defs.pod_specs import algorithm_spec, configure_spec, publish_spec
+from c2d_defs.pods import layout
+from c2d_defs.resources import ComputeEnvironments, LocalResultStoreResource
+
+LOG_TAIL_LINES = 40
+
+
+class WorkflowConfig(dg.Config):
+    """Run config of compute_job: the workflow the Provider built (see c2d_core.workflow)."""
+
+    workflow: dict[str, Any]
+
+
+@dataclass
+class JobState:
+    """What one stage tells the next; kept in memory (mem_io_manager), never written to disk."""
+
+    job_id: str
+    status: JobStatus
+    detail: str = ""
+    workflow: Workflow | None = None
+    environment: Environment | None = None
+    algorithm_ran: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+def record_status(context: dg.OpExecutionContext, status: JobStatus, detail: str = "") -> None:
+    tags = {job_tags.STATUS: str(int(status)), job_tags.STATUS_TEXT: status.text}
+    if detail:
+        tags[job_tags.STATUS_DETAIL] = detail[:1000]
+    context.instance.add_run_tags(context.run_id, tags)
+    context.log.info(f"status {int(status)} {status.text.strip()}" + (f": {detail}" if detail else ""))
+
+
+def record_phase(context: dg.OpExecutionContext, phase: str, edge: str) -> None:
+    context.instance.add_run_tags(context.run_id, {job_tags.phase_tag(phase, edge): f"{time.time():.3f}"})
+
+
+def _job_id_of(context: dg.OpExecutionContext, raw: dict[str, Any]) -> str:
+    """The job id for the volume and the results, even when the workflow itself is unusable."""
+    for candidate in (raw.get("jobId"), context.run.tags.get(job_tags.JOB_ID)):
+        if isinstance(candidate, str) and JOB_ID_PATTERN.match(candidate):
+            return candidate
+    return context.run_id.replace("-", "")
+
+
+def _explain_validation(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors()[:5]:
+        where = ".".join(str(p) for p in item["loc"]) or "workflow"
+        parts.append(f"{where}: {item['msg']}")
+    return "malformed workflow: " + "; ".join(parts)
+
+
+def _log_pod(context: dg.OpExecutionContext, component: str, result: PodResult) -> None:
+    context.log.info(
+        f"{component} pod ended: {result.termination}"
+        + (f" (exit code {result.exit_code})" if result.exit_code is not None else "")
+        + f" after {result.duration:.2f} s"
+        + (f": {result.message}" if result.message else "")
+    )
+    tail = "\n".join(result.log_tail.splitlines()[-LOG_TAIL_LINES:])
+    if tail:
+        context.log.info(f"{component} log (last lines):\n{tail}")
+
+
+def _pod_report(result: PodResult) -> dict[str, Any]:
+    try:
+        report = json.loads(result.termination_message) if result.termination_message else {}
+    except json.JSONDecodeError:
+        return {}
+    return report if isinstance(report, dict) else {}
+
+
+@dg.op(
+    description="Fetch the inputs and the algorithm into the job volume (Ocean's pod-configuration).",
+    tags={"c2d/stage": "configure"},
+)
+def configure(
+    context: dg.OpExecutionContext,
+    config: WorkflowConfig,
+    pod_runner: dg.ResourceParam[PodRunner],
+    environments: ComputeEnvironments,
+) -> JobState:
+    settings = EngineSettings()
+    record_phase(context, "configure", "started")
+    state = JobState(job_id=_job_id_of(context, config.workflow), status=JobStatus.CONFIGURING_VOLUMES)
+    record_status(context, JobStatus.CONFIGURING_VOLUMES)
+    try:
+        try:
+            workflow = Workflow.model_validate(config.workflow)
+        except ValidationError as error:
+            state.status, state.detail = JobStatus.DATA_PROVISIONING_FAILED, _explain_validation(error)
+            return state
+        state.workflow = workflow
+        plain = any(item.files.files for item in workflow.inputs) or bool(
+            workflow.algorithm.files and workflow.algorithm.files.files
+        )
+        if plain and not settings.allow_plain_files:
+            state.status = JobStatus.DATA_PROVISIONING_FAILED
+            state.detail = (
+                "plain file objects are disabled: send the DDO's encryptedFiles "
+                "(or set C2D_ALLOW_PLAIN_FILES=true on a development stack)"
+            )
+            return state
+        try:
+            state.environment = environments.get(workflow.environment)
+        except UnknownEnvironmentError as error:
+            state.status, state.detail = JobStatus.DATA_PROVISIONING_FAILED, str(error)
+            return state
+        try:
+            pod_runner.prepare_volume(workflow.job_id, state.environment.disk_bytes)
+            pod_runner.write_file(
+                workflow.job_id, layout.WORKFLOW_DOC, workflow.model_dump_json(by_alias=True).encode()
+            )
+        except OSError as error:
+            state.status, state.detail = JobStatus.VOLUME_CREATION_FAILED, f"job volume: {error.strerror}"
+            return state
+        result = pod_runner.run(configure_spec(workflow, state.environment, settings))
+        _log_pod(context, "configure", result)
+        report = _pod_report(result)
+        reported = report.get("status")
+        if reported in (30, 31, 32):
+            state.status = JobStatus(reported)
+            state.detail = "" if reported == 30 else str(report.get("message", ""))
+        else:
+            state.status = JobStatus.DATA_PROVISIONING_FAILED
+            state.detail = (
+                f"configure pod ended without a report: {result.termination} {result.message}".strip()
+            )
+        if state.status is JobStatus.PROVISIONING_SUCCESS and result.termination != "Completed":
+            state.status = JobStatus.DATA_PROVISIONING_FAILED
+            state.detail = f"configure pod: {result.termination} {result.message}".strip()
+        return state
+    finally:
+        record_status(context, state.status, state.detail if state.status.is_failure else "")
+        record_phase(context, "configure", "finished")
+
+
+@dg.op(
+    description="Run the consumer's algorithm in its sandbox or pod, with the environment's limits.",
+    tags={"c2d/stage": "run_algorithm"},
+)
+def run_algorithm(
+    context: dg.OpExecutionContext, state: JobState, pod_runner: dg.ResourceParam[PodRunner]
+) -> JobState:
+    if state.status is not JobStatus.PROVISIONING_SUCCESS or not state.workflow or not state.environment:
+        context.log.info(f"algorithm not run: the job is at status {int(state.status)} {state.status.text}")
+        return state
+    record_phase(context, "algorithm", "started")
+    state.status = JobStatus.RUNNING_ALGORITHM
+    record_status(context, state.status)
+    env = state.environment
+    result = pod_runner.run(algorithm_spec(state.workflow, env))
+    _log_pod(context, "algorithm", result)
+    tags: dict[str, str] = {job_tags.ALGORITHM_TERMINATION: result.termination}
+    if result.exit_code is not None:
+        tags[job_tags.ALGORITHM_EXIT_CODE] = str(result.exit_code)
+    context.instance.add_run_tags(context.run_id, tags)
+    record_phase(context, "algorithm", "finished")
+    state.algorithm_ran = result.termination not in ("ImageNotFound", "StartError")
+    # Like Ocean Node, an algorithm that ran but failed still publishes and finishes (70); the
+    # termination tags and the detail say how it ended. Failing to start at all is status 41.
+    if result.termination in ("ImageNotFound", "StartError"):
+        state.status, state.detail = JobStatus.ALGORITHM_FAILED, result.message
+        record_status(context, state.status, state.detail)
+    elif result.termination == "DiskQuotaExceeded":
+        state.status, state.detail = JobStatus.DISK_QUOTA_EXCEEDED, result.message
+        record_status(context, state.status, state.detail)
+    elif result.termination == "Error":
+        state.detail = f"algorithm exited with code {result.exit_code}"
+    elif result.termination == "DeadlineExceeded":
+        state.detail = f"algorithm stopped at the environment's maxJobDuration ({env.max_job_duration} s)"
+    elif result.termination == "OOMKilled":
+        state.detail = f"algorithm killed: out of memory (limit {env.ram_gb} GB)"
+    elif result.termination == "Stopped":
+        state.detail = "algorithm stopped on request"
+    return state
+
+
+@dg.op(
+    description="Upload outputs and logs to the result store and write the results manifest.",
+    tags={"c2d/stage": "publish"},
+)
+def publish(
+    context: dg.OpExecutionContext,
+    state: JobState,
+    pod_runner: dg.ResourceParam[PodRunner],
+    result_store: LocalResultStoreResource,
+) -> list[dict[str, Any]]:
+    settings = EngineSettings()
+    on_success_path = not state.status.is_failure
+    manifest: list[ResultEntry] = []
+    record_phase(context, "publish", "started")
+    if on_success_path:
+        record_status(context, JobStatus.PUBLISHING_RESULTS)
+    try:
+        if state.environment is None:
+            context.log.info("nothing to publish: the job never got a volume")
+        else:
+            spec = publish_spec(
+                state.job_id,
+                state.environment,
+                settings,
+                result_store.publish_mounts(state.job_id),
+                result_store.publish_env(),
+            )
+            result = pod_runner.run(spec)
+            _log_pod(context, "publish", result)
+            report = _pod_report(result)
+            manifest_location = report.get("manifest")
+            if isinstance(manifest_location, str):
+                with result_store.store().open(manifest_location) as handle:
+                    manifest = [ResultEntry.model_validate(item) for item in json.load(handle)]
+            if report.get("status") != 70 or result.termination != "Completed":
+                message = str(report.get("message") or f"{result.termination} {result.message}".strip())
+                if on_success_path:
+                    state.status, state.detail = JobStatus.RESULTS_UPLOAD_FAILED, message
+                else:
+                    context.log.warning(f"publishing logs failed too: {message}")
+    finally:
+        if state.environment is not None and not settings.keep_work_dirs:
+            pod_runner.release_volume(state.job_id)
+        public = [entry.public() for entry in manifest]
+        context.instance.add_run_tags(
+            context.run_id,
+            {
+                job_tags.RESULTS: json.dumps(public, separators=(",", ":")),
+                job_tags.DATE_FINISHED: f"{time.time():.3f}",
+            },
+        )
+        if not state.status.is_failure:
+            state.status = JobStatus.JOB_FINISHED
+        record_status(context, state.status, state.detail)
+        record_phase(context, "publish", "finished")
+    context.add_output_metadata({"results": len(manifest), "status": int(state.status)})
+    if state.status.is_failure:
+        raise dg.Failure(
+            description=f"job ended with status {int(state.status)} {state.status.text}: {state.detail}",
+            metadata={"c2d_status": int(state.status)},
+        )
+    return public

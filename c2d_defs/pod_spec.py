@@ -1,0 +1,101 @@
+"""What a stage asks to run, and what came back: the contract between ops and pod runners.
+
+A `PodSpec` reads like a one-container Kubernetes pod because in production it becomes one
+(dagster-k8s); the embedded default runs the same spec in a bubblewrap sandbox. Ops build specs and
+never ask which runner will run them.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Component = Literal["configure", "algorithm", "publish"]
+
+# How a pod ended, named as Kubernetes names container and pod terminations.
+Termination = Literal[
+    "Completed",  # exit code 0
+    "Error",  # non-zero exit code
+    "DeadlineExceeded",  # killed at the wall-clock deadline
+    "OOMKilled",  # killed for exceeding its memory limit
+    "DiskQuotaExceeded",  # killed for writing more than its disk limit
+    "Stopped",  # stopped on request (job stop, run terminated)
+    "ImageNotFound",  # the image has no local runtime / cannot be pulled
+    "StartError",  # the sandbox or container could not be started
+]
+
+
+class Mount(BaseModel):
+    """A folder of the job volume (or, for a local result store only, a host folder) in the pod."""
+
+    model_config = ConfigDict(frozen=True)
+
+    mount_path: str
+    sub_path: str = ""
+    host_path: str | None = None
+    read_only: bool = True
+
+
+class PodSpec(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    job_id: str
+    component: Component
+    environment_id: str
+    image: str
+    command: list[str] = Field(min_length=1)
+    env: dict[str, str] = Field(default_factory=dict)
+    mounts: list[Mount] = Field(default_factory=list)
+    # Secret name -> path inside the pod; each runner resolves the name (a file, a k8s Secret).
+    secrets: dict[str, str] = Field(default_factory=dict)
+    workdir: str = "/data"
+    cpu: float = 1.0
+    memory_bytes: int
+    disk_bytes: int
+    max_processes: int = 256
+    network: bool = False
+    deadline_seconds: int = Field(ge=1)
+    # Where, inside the job volume, the pod's stdout and stderr are written.
+    log_sub_path: str
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class PodResult(BaseModel):
+    termination: Termination
+    exit_code: int | None = None
+    message: str = ""
+    # What the pod wrote to its termination-message file (/dev/termination-log), at most 4 KiB.
+    termination_message: str = ""
+    log_tail: str = ""
+    started_at: float
+    finished_at: float
+
+    @property
+    def succeeded(self) -> bool:
+        return self.termination == "Completed"
+
+    @property
+    def duration(self) -> float:
+        return self.finished_at - self.started_at
+
+
+class PodRunner(abc.ABC):
+    """Runs pod specs for one job volume's lifetime: prepare, run each stage, release."""
+
+    @abc.abstractmethod
+    def prepare_volume(self, job_id: str, disk_bytes: int) -> None:
+        """Create the job's volume with Ocean's folder layout (idempotent)."""
+
+    @abc.abstractmethod
+    def write_file(self, job_id: str, sub_path: str, content: bytes) -> None:
+        """Put a small file (the workflow document) into the job volume before a stage runs."""
+
+    @abc.abstractmethod
+    def run(self, spec: PodSpec) -> PodResult:
+        """Run one pod to its end and report how it ended; never raises for the pod's own failure."""
+
+    @abc.abstractmethod
+    def release_volume(self, job_id: str) -> None:
+        """Delete the job's volume (idempotent)."""

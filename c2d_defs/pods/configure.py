@@ -1,0 +1,376 @@
+"""The configure pod (Ocean's pod-configuration): fetch a job's inputs, algorithm and DDOs into /data.
+
+Run as `python -m c2d_defs.pods.configure`. Reports 30, 31 or 32 in its termination message and as its
+exit code (0 for 30). Plaintext file locations exist only in this process: never in its log or report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydantic import ValidationError
+
+from c2d_core.crypto import CryptoError, decrypt_service_files
+from c2d_core.fetch import Clock, FetchError, FetchLimits, fetch_to_file
+from c2d_core.settings import EngineSettings
+from c2d_core.status import JobStatus
+from c2d_core.workflow import AlgorithmSpec, DatasetInput, FileObject, ServiceFiles, Workflow
+from c2d_defs.pods import layout
+from c2d_defs.pods.common import (
+    EnvError,
+    PodLog,
+    Terminated,
+    env_float,
+    env_int,
+    explain_validation,
+    raise_on_sigterm,
+    write_termination_message,
+)
+
+_DEFAULTS = EngineSettings.model_fields
+# The algorithm runs as another (unprivileged) uid: it must read inputs and write outputs and logs.
+READABLE_DIR, WRITABLE_DIR, READABLE_FILE, EXECUTABLE_FILE = 0o755, 0o777, 0o644, 0o755
+SUBDIR_MODES = {
+    "inputs": READABLE_DIR,
+    "transformations": READABLE_DIR,
+    "ddos": READABLE_DIR,
+    "outputs": WRITABLE_DIR,
+    "logs": WRITABLE_DIR,
+}
+
+
+class StageFailure(Exception):
+    """Ends the input or algorithm being provisioned; the message is safe to log and report."""
+
+
+@dataclass(frozen=True)
+class ConfigureSettings:
+    workflow_path: Path
+    volume: Path
+    termination_log: Path
+    provider_key_file: Path
+    limits: FetchLimits  # `deadline` here is the whole stage's fetch budget, shared by all files
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> ConfigureSettings:
+        configure_deadline = int(_DEFAULTS["configure_deadline"].default)
+        limits = FetchLimits(
+            connect_timeout=env_float(environ, "C2D_CONNECT_TIMEOUT", _DEFAULTS["connect_timeout"].default),
+            read_timeout=env_float(environ, "C2D_READ_TIMEOUT", _DEFAULTS["read_timeout"].default),
+            retries=env_int(environ, "C2D_FETCH_RETRIES", _DEFAULTS["fetch_retries"].default, minimum=0),
+            # A little under the runner's hard deadline, so the pod still gets to write its report.
+            deadline=env_float(environ, "C2D_FETCH_DEADLINE", float(max(1, configure_deadline - 5))),
+            max_bytes=env_int(environ, "C2D_MAX_INPUT_BYTES", _DEFAULTS["max_input_bytes"].default, 1),
+        )
+        return cls(
+            workflow_path=Path(environ.get("WORKFLOW") or layout.WORKFLOW_PATH),
+            volume=Path(environ.get("VOLUME") or layout.VOLUME_PATH),
+            termination_log=Path(environ.get("TERMINATION_LOG") or layout.TERMINATION_LOG_PATH),
+            provider_key_file=Path(environ.get("PROVIDER_KEY_FILE") or layout.PROVIDER_KEY_PATH),
+            limits=limits,
+        )
+
+
+def _file_report(index: int, size: int, sha256: str) -> dict[str, Any]:
+    return {"index": index, "size": size, "sha256": sha256}
+
+
+class Configurator:
+    """One run of the configure stage over one workflow; fills `report` as it goes."""
+
+    def __init__(
+        self,
+        settings: ConfigureSettings,
+        log: PodLog,
+        report: dict[str, Any],
+        client: httpx.Client | None = None,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.log = log
+        self.report = report
+        self.client = client
+        self.clock = clock
+        self.deadline_at = clock() + settings.limits.deadline
+        self._provider_key: str | None = None
+        self.data = settings.volume
+        self.inputs_dir = self.data / "inputs"
+        self.transformations_dir = self.data / "transformations"
+        self.ddos_dir = self.data / "ddos"
+
+    # --- the stage ---------------------------------------------------------------------------------
+
+    def run(self) -> JobStatus:
+        self._make_folders()
+        workflow = self._load_workflow()
+        if workflow is None:
+            return JobStatus.DATA_PROVISIONING_FAILED
+        self.log(
+            f"job {workflow.job_id}: {len(workflow.inputs)} input(s), "
+            f"algorithm {workflow.algorithm.did_hash or 'raw'}"
+        )
+        failures = [
+            message for index, item in enumerate(workflow.inputs) if (message := self._input(index, item))
+        ]
+        if failures:
+            # Ocean's rule: with any dataset missing, the algorithm is not even fetched.
+            self.report["message"] = failures[0] + (
+                f" (and {len(failures) - 1} more input(s) failed)" if len(failures) > 1 else ""
+            )
+            self.log("algorithm not fetched: data provisioning failed")
+            return JobStatus.DATA_PROVISIONING_FAILED
+        message = self._algorithm(workflow.algorithm)
+        if message:
+            self.report["message"] = message
+            return JobStatus.ALGORITHM_PROVISIONING_FAILED
+        self.report["message"] = JobStatus.PROVISIONING_SUCCESS.text
+        return JobStatus.PROVISIONING_SUCCESS
+
+    def _make_folders(self) -> None:
+        for name, mode in SUBDIR_MODES.items():
+            folder = self.data / name
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                folder.chmod(mode)
+            except OSError as error:
+                # As Ocean: the runner may have created it already (as another user); a real problem
+                # surfaces when a file cannot be written there.
+                self.log(f"folder {name}: {error.strerror or type(error).__name__}")
+
+    def _load_workflow(self) -> Workflow | None:
+        try:
+            raw = self.settings.workflow_path.read_bytes()
+        except OSError as error:
+            self.report["message"] = f"cannot read the workflow document: {error.strerror}"
+            self.log(self.report["message"])
+            return None
+        try:
+            return Workflow.model_validate_json(raw)
+        except ValidationError as error:
+            self.report["message"] = explain_validation(error, "workflow")
+            self.log(self.report["message"])
+            return None
+
+    # --- inputs ------------------------------------------------------------------------------------
+
+    def _input(self, index: int, item: DatasetInput) -> str | None:
+        """Provision one dataset; returns the failure message, or None when all its files arrived."""
+        entry: dict[str, Any] = {"did": item.did, "files": []}
+        self.report["inputs"].append(entry)
+        self.log(f"input {index} ({item.did_hash}): started")
+        started = self.clock()
+        try:
+            folder = self.inputs_dir / item.did_hash
+            _make_dir(folder, READABLE_DIR)
+            if item.ddo is not None:
+                self._write_ddo(item.did_hash, item.ddo)
+            files = self._resolve_files(item.files, item.ddo, item.service_id, f"input {index}")
+            for file_index, file_object in enumerate(files):
+                label = f"input {index} file {file_index}"
+                fetched = self._fetch(file_object, folder / str(file_index), item.userdata, file_index, label)
+                entry["files"].append(fetched)
+        except StageFailure as failure:
+            message = str(failure)
+            entry["error"] = message
+            self.log(f"input {index} ({item.did_hash}): FAILED: {message}")
+            return message
+        self.log(
+            f"input {index} ({item.did_hash}): {len(entry['files'])} file(s) "
+            f"in {self.clock() - started:.2f} s"
+        )
+        return None
+
+    # --- algorithm ---------------------------------------------------------------------------------
+
+    def _algorithm(self, algorithm: AlgorithmSpec) -> str | None:
+        name = algorithm.did_hash or "raw"
+        entry: dict[str, Any] = {"did": algorithm.did or "raw", "files": []}
+        self.report["algorithm"] = entry
+        self.log(f"algorithm ({name}): started")
+        started = self.clock()
+        try:
+            # Written before the algorithm is fetched, as Ocean does; `{}` so algorithms can always read it.
+            custom = json.dumps(algorithm.algocustomdata or {}).encode()
+            _write_file(self.inputs_dir / layout.ALGO_CUSTOM_DATA, custom, READABLE_FILE)
+            if algorithm.did and algorithm.ddo is not None:
+                self._write_ddo(algorithm.did_hash, algorithm.ddo)
+            if algorithm.rawcode is not None:
+                code = algorithm.rawcode.encode("utf-8")
+                target = self.transformations_dir / "algorithm"
+                _write_file(target, code, EXECUTABLE_FILE)
+                digest = hashlib.sha256(code).hexdigest()
+                entry["files"].append(_file_report(0, len(code), digest))
+                self.log(f"algorithm file 0: raw code, {len(code)} bytes, sha256 {digest}")
+            else:
+                assert algorithm.files is not None  # AlgorithmSpec: published means files are given
+                files = self._resolve_files(algorithm.files, algorithm.ddo, algorithm.service_id, "algorithm")
+                for file_index, file_object in enumerate(files):
+                    target = self.transformations_dir / ("algorithm" if file_index == 0 else str(file_index))
+                    label = f"algorithm file {file_index}"
+                    fetched = self._fetch(file_object, target, algorithm.userdata, file_index, label)
+                    entry["files"].append(fetched)
+                    if file_index == 0:
+                        _chmod(target, EXECUTABLE_FILE)
+        except StageFailure as failure:
+            message = str(failure)
+            entry["error"] = message
+            self.log(f"algorithm ({name}): FAILED: {message}")
+            return message
+        self.log(f"algorithm ({name}): {len(entry['files'])} file(s) in {self.clock() - started:.2f} s")
+        return None
+
+    # --- shared steps ------------------------------------------------------------------------------
+
+    def _write_ddo(self, did_hash: str, ddo: dict[str, Any]) -> None:
+        # DDOs hold only the encrypted files blob, so they are safe for the algorithm to read.
+        _write_file(self.ddos_dir / did_hash, json.dumps(ddo).encode("utf-8"), READABLE_FILE)
+        self.log(f"ddo {did_hash}: written")
+
+    def _resolve_files(
+        self, files: ServiceFiles, ddo: dict[str, Any] | None, service_id: str | None, what: str
+    ) -> Sequence[FileObject]:
+        if files.files is not None:
+            return files.files
+        assert files.encrypted_files is not None  # ServiceFiles: exactly one of the two
+        nft, datatoken = _expected_addresses(ddo, service_id)
+        try:
+            raw_files = decrypt_service_files(
+                self._key(what),
+                files.encrypted_files,
+                expected_nft_address=nft,
+                expected_datatoken_address=datatoken,
+            )
+        except CryptoError as error:
+            raise StageFailure(f"{what}: {error}") from None
+        self.log(f"{what}: decrypted {len(raw_files)} file object(s)")
+        return [_file_object(raw, f"{what} file {index}") for index, raw in enumerate(raw_files)]
+
+    def _key(self, what: str) -> str:
+        if self._provider_key is None:
+            try:
+                self._provider_key = self.settings.provider_key_file.read_text().strip()
+            except OSError as error:
+                raise StageFailure(
+                    f"{what}: encryptedFiles need the provider key, which cannot be read ({error.strerror})"
+                ) from None
+        return self._provider_key
+
+    def _fetch(
+        self, file_object: FileObject, target: Path, userdata: dict[str, Any] | None, index: int, label: str
+    ) -> dict[str, Any]:
+        remaining = self.deadline_at - self.clock()
+        if remaining <= 0:
+            raise StageFailure(
+                f"{label}: the stage's {self.settings.limits.deadline:.0f}-second fetch deadline has passed"
+            )
+        limits = replace(self.settings.limits, deadline=remaining)
+        started = self.clock()
+        try:
+            fetched = fetch_to_file(
+                file_object, target, limits, userdata=userdata, client=self.client, label=label
+            )
+        except FetchError as error:
+            raise StageFailure(error.message) from None
+        _chmod(target, READABLE_FILE)
+        self.log(f"{label}: {fetched.size} bytes, sha256 {fetched.sha256}, {self.clock() - started:.2f} s")
+        return _file_report(index, fetched.size, fetched.sha256)
+
+
+def _expected_addresses(ddo: dict[str, Any] | None, service_id: str | None) -> tuple[str | None, str | None]:
+    """The NFT and datatoken the DDO names for this service, to check the decrypted blob against."""
+    if not isinstance(ddo, dict):
+        return None, None
+    nft = ddo.get("nftAddress") if isinstance(ddo.get("nftAddress"), str) else None
+    datatoken = None
+    for service in ddo.get("services") or []:
+        if isinstance(service, dict) and service.get("id") == service_id:
+            value = service.get("datatokenAddress")
+            datatoken = value if isinstance(value, str) else None
+    return nft, datatoken
+
+
+def _file_object(raw: dict[str, Any], label: str) -> FileObject:
+    # Ocean's DDOs spell methods in lower case ("get"); the model takes Ocean's upper-case form.
+    fields = dict(raw)
+    if isinstance(fields.get("method"), str):
+        fields["method"] = fields["method"].upper()
+    try:
+        return FileObject.model_validate(fields)
+    except ValidationError as error:
+        raise StageFailure(explain_validation(error, f"{label} object")) from None
+
+
+def _make_dir(folder: Path, mode: int) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        folder.chmod(mode)
+    except OSError as error:
+        raise StageFailure(f"cannot create a folder in the job volume: {error.strerror}") from None
+
+
+def _chmod(path: Path, mode: int) -> None:
+    try:
+        path.chmod(mode)
+    except OSError as error:
+        raise StageFailure(f"cannot set permissions in the job volume: {error.strerror}") from None
+
+
+def _write_file(path: Path, content: bytes, mode: int) -> None:
+    try:
+        path.write_bytes(content)
+        path.chmod(mode)
+    except OSError as error:
+        raise StageFailure(f"cannot write to the job volume: {error.strerror}") from None
+
+
+def _where(error: BaseException) -> str:
+    """File and line of the innermost frame: enough to debug, and unlike the message it holds no URL."""
+    trace = error.__traceback__
+    while trace is not None and trace.tb_next is not None:
+        trace = trace.tb_next
+    if trace is None:
+        return ""
+    return f" at {os.path.basename(trace.tb_frame.f_code.co_filename)}:{trace.tb_lineno}"
+
+
+def main(environ: Mapping[str, str] | None = None, client: httpx.Client | None = None) -> int:
+    environ = os.environ if environ is None else environ
+    log = PodLog("configure")
+    report: dict[str, Any] = {"status": 0, "message": "", "inputs": [], "algorithm": {"files": []}}
+    termination_log = Path(environ.get("TERMINATION_LOG") or layout.TERMINATION_LOG_PATH)
+    started = time.monotonic()
+    try:
+        settings = ConfigureSettings.from_env(environ)
+        # One client for the stage: its TLS context and connections are reused across files.
+        owned = httpx.Client(follow_redirects=False, trust_env=False) if client is None else None
+        try:
+            status = Configurator(settings, log, report, client=client or owned).run()
+        finally:
+            if owned is not None:
+                owned.close()
+    except (EnvError, Terminated) as error:
+        status, report["message"] = JobStatus.DATA_PROVISIONING_FAILED, f"configure: {error}"
+        log(report["message"])
+    except Exception as error:
+        # Never the exception's text: an HTTP library error would quote the URL it failed on.
+        status = JobStatus.DATA_PROVISIONING_FAILED
+        report["message"] = f"configure failed unexpectedly ({type(error).__name__}{_where(error)})"
+        log(report["message"])
+    report["status"] = int(status)
+    log(f"status {int(status)} {status.text} after {time.monotonic() - started:.2f} s")
+    write_termination_message(termination_log, report, log)
+    return layout.EXIT_OK if status is JobStatus.PROVISIONING_SUCCESS else int(status)
+
+
+if __name__ == "__main__":
+    raise_on_sigterm()
+    sys.exit(main())

@@ -1,0 +1,249 @@
+"""compute_job executed in process against the real sandbox, pod programs and a local HTTP origin.
+
+Every path a job can take ends in a clear Ocean status with a detail on the run, and publish always
+runs so logs come back. (The same job through the real webserver and daemon: test_stack_e2e.py.)
+"""
+
+import hashlib
+import json
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from c2d_cli.origin import LocalOrigin
+from c2d_core import job_tags
+from c2d_core.crypto import encrypt_for, public_key_of
+from c2d_core.settings import EngineSettings
+from c2d_defs.jobs import compute_job
+from c2d_defs.resources import ComputeEnvironments, LocalPodRunnerResource, LocalResultStoreResource
+
+DID_A = "did:op:" + hashlib.sha256(b"dataset-a").hexdigest()
+DID_B = "did:op:" + hashlib.sha256(b"dataset-b").hexdigest()
+ENVIRONMENTS = """
+environments:
+  - id: test-env
+    ramGB: 0.5
+    diskGB: 0.05
+    maxJobDuration: 4
+    maxJobs: 2
+    maxProcesses: 64
+    imageMap:
+      - image: "python:3.11*"
+        aliases: {python: /usr/bin/python3}
+"""
+
+SUM_ALGORITHM = """
+import json, os
+dids = json.loads(os.environ["DIDS"])
+total = 0
+for did in dids:
+    for name in sorted(os.listdir(f"/data/inputs/{did}")):
+        total += sum(int(line) for line in open(f"/data/inputs/{did}/{name}") if line.strip())
+custom = json.load(open("/data/inputs/algoCustomData.json"))
+os.makedirs("/data/outputs/deep/er", exist_ok=True)
+open("/data/outputs/total.txt", "w").write(str(total * custom.get("factor", 1)))
+open("/data/outputs/deep/er/note.txt", "w").write("nested")
+os.symlink("/etc/passwd", "/data/outputs/leak")
+print("sum done", total)
+"""
+
+
+@pytest.fixture
+def c2d_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "home"
+    (home / "secrets").mkdir(parents=True)
+    envs = tmp_path / "environments.yaml"
+    envs.write_text(ENVIRONMENTS)
+    monkeypatch.setenv("C2D_HOME", str(home))
+    monkeypatch.setenv("C2D_ENVIRONMENTS_FILE", str(envs))
+    monkeypatch.setenv("C2D_CONFIGURE_DEADLINE", "30")
+    monkeypatch.setenv("C2D_FETCH_RETRIES", "0")
+    from eth_account import Account
+
+    (home / "secrets" / "provider-key").write_text(Account.create().key.hex())
+    return home
+
+
+@pytest.fixture
+def origin(tmp_path: Path):
+    folder = tmp_path / "origin"
+    folder.mkdir()
+    (folder / "a.txt").write_text("1\n2\n3\n")
+    (folder / "b.txt").write_text("10\n20\n")
+    with LocalOrigin(folder) as server:
+        yield server
+
+
+def _encrypted(home: Path, urls: list[str]) -> dict:
+    key = (home / "secrets" / "provider-key").read_text().strip()
+    document = {
+        "nftAddress": "0x" + "0" * 40,
+        "datatokenAddress": "0x" + "0" * 40,
+        "files": [{"type": "url", "url": url, "method": "GET"} for url in urls],
+    }
+    return {"encryptedFiles": encrypt_for(public_key_of(key), json.dumps(document).encode())}
+
+
+def _workflow(home: Path, origin: LocalOrigin, **overrides) -> dict:
+    workflow = {
+        "jobId": hashlib.md5(json.dumps(overrides, sort_keys=True, default=str).encode()).hexdigest(),
+        "owner": "0x" + "1" * 40,
+        "environment": "test-env",
+        "inputs": [
+            {"did": DID_A, "serviceId": "compute", "files": _encrypted(home, [f"{origin.url}/a.txt"])},
+            {"did": DID_B, "serviceId": "compute", "files": _encrypted(home, [f"{origin.url}/b.txt"])},
+        ],
+        "algorithm": {
+            "rawcode": SUM_ALGORITHM,
+            "container": {"entrypoint": "python $ALGO", "image": "python", "tag": "3.11-slim"},
+            "algocustomdata": {"factor": 2},
+        },
+    }
+    workflow.update(overrides)
+    return workflow
+
+
+def _run(workflow: dict):
+    instance = dg.DagsterInstance.ephemeral()
+    result = compute_job.execute_in_process(
+        run_config={"ops": {"configure": {"config": {"workflow": workflow}}}},
+        instance=instance,
+        resources={
+            "pod_runner": LocalPodRunnerResource(),
+            "result_store": LocalResultStoreResource(),
+            "environments": ComputeEnvironments(),
+            "io_manager": dg.mem_io_manager,
+        },
+        raise_on_error=False,
+    )
+    tags = instance.get_run_by_id(result.run_id).tags
+    logs = "\n".join(event.message or "" for event in instance.all_logs(result.run_id) if event.message)
+    return result, tags, logs
+
+
+def _manifest(tags) -> list[dict]:
+    return json.loads(tags[job_tags.RESULTS])
+
+
+def test_job_runs_end_to_end_with_ocean_layout_and_results(c2d_home: Path, origin: LocalOrigin) -> None:
+    workflow = _workflow(c2d_home, origin)
+    result, tags, logs = _run(workflow)
+    assert result.success, tags.get(job_tags.STATUS_DETAIL)
+    assert tags[job_tags.STATUS] == "70" and tags[job_tags.STATUS_TEXT] == "Job finished"
+    assert tags[job_tags.ALGORITHM_EXIT_CODE] == "0"
+    for phase in ("configure", "algorithm", "publish"):
+        started = float(tags[job_tags.phase_tag(phase, "started")])
+        assert float(tags[job_tags.phase_tag(phase, "finished")]) >= started
+    manifest = _manifest(tags)
+    assert [(e["index"], e["filename"], e["type"]) for e in manifest] == [
+        (0, "deep_er_note.txt", "output"),
+        (1, "total.txt", "output"),
+        (2, "algorithm.log", "algorithmLog"),
+        (3, "configure.log", "configurationLog"),
+        (4, "publish.log", "publishLog"),
+    ]
+    results = EngineSettings().resolved_results_dir / workflow["jobId"]
+    assert (results / "total.txt").read_text() == str((6 + 30) * 2)
+    assert hashlib.sha256((results / "total.txt").read_bytes()).hexdigest() == manifest[1]["sha256"]
+    assert "sum done 36" in (results / "algorithm.log").read_text()
+    assert not (results / "leak").exists()
+    # Dataset locations never appear in the run's tags, its event log, or anything published.
+    published = "".join(p.read_text(errors="replace") for p in results.iterdir())
+    for text in (json.dumps(dict(tags)), logs, published):
+        assert origin.url.split("//")[1] not in text
+    # The job volume is released after publish.
+    assert not (EngineSettings().resolved_work_dir / workflow["jobId"]).exists()
+
+
+def test_missing_input_ends_31_skips_algorithm_and_still_publishes_logs(
+    c2d_home: Path, origin: LocalOrigin
+) -> None:
+    workflow = _workflow(c2d_home, origin)
+    workflow["inputs"][1] = {
+        "did": DID_B,
+        "serviceId": "compute",
+        "files": _encrypted(c2d_home, [f"{origin.url}/missing.txt"]),
+    }
+    result, tags, _ = _run(workflow)
+    assert not result.success
+    assert tags[job_tags.STATUS] == "31" and tags[job_tags.STATUS_TEXT] == "Data provisioning failed"
+    assert "404" in tags[job_tags.STATUS_DETAIL]
+    assert job_tags.ALGORITHM_EXIT_CODE not in tags
+    assert [e["type"] for e in _manifest(tags)] == ["configurationLog", "publishLog"]
+
+
+def test_algorithm_exiting_non_zero_finishes_with_its_exit_code(c2d_home: Path, origin: LocalOrigin) -> None:
+    algorithm = {
+        "rawcode": "import sys; print('bad'); sys.exit(3)",
+        "container": {"entrypoint": "python $ALGO", "image": "python", "tag": "3.11"},
+    }
+    _result, tags, _ = _run(_workflow(c2d_home, origin, algorithm=algorithm))
+    assert tags[job_tags.STATUS] == "70"
+    assert tags[job_tags.ALGORITHM_EXIT_CODE] == "3" and tags[job_tags.ALGORITHM_TERMINATION] == "Error"
+    assert tags[job_tags.STATUS_DETAIL] == "algorithm exited with code 3"
+    assert "algorithmLog" in [e["type"] for e in _manifest(tags)]
+
+
+def test_algorithm_past_deadline_is_killed_and_recorded(c2d_home: Path, origin: LocalOrigin) -> None:
+    algorithm = {
+        "rawcode": "import time\nopen('/data/outputs/partial.txt','w').write('p')\ntime.sleep(60)",
+        "container": {"entrypoint": "python $ALGO", "image": "python", "tag": "3.11"},
+    }
+    _result, tags, _ = _run(_workflow(c2d_home, origin, algorithm=algorithm))
+    assert tags[job_tags.ALGORITHM_TERMINATION] == "DeadlineExceeded"
+    assert "maxJobDuration (4 s)" in tags[job_tags.STATUS_DETAIL]
+    assert "partial.txt" in [e["filename"] for e in _manifest(tags)]
+
+
+def test_unmapped_image_fails_41_without_fallback(c2d_home: Path, origin: LocalOrigin) -> None:
+    algorithm = {
+        "rawcode": "print(1)",
+        "container": {"entrypoint": "node $ALGO", "image": "node", "tag": "20"},
+    }
+    result, tags, _ = _run(_workflow(c2d_home, origin, algorithm=algorithm))
+    assert not result.success
+    assert tags[job_tags.STATUS] == "41"
+    assert "node:20" in tags[job_tags.STATUS_DETAIL]
+
+
+def test_disk_quota_is_status_42(c2d_home: Path, origin: LocalOrigin) -> None:
+    algorithm = {
+        "rawcode": "f=open('/data/outputs/big','wb')\nfor _ in range(200): f.write(b'x'*1048576)\n",
+        "container": {"entrypoint": "python $ALGO", "image": "python", "tag": "3.11"},
+    }
+    result, tags, _ = _run(_workflow(c2d_home, origin, algorithm=algorithm))
+    assert not result.success
+    assert tags[job_tags.STATUS] == "42", tags.get(job_tags.STATUS_DETAIL)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [({"environment": "nowhere"}, "unknown compute environment 'nowhere'"), ({"owner": "bob"}, "owner")],
+)
+def test_bad_workflow_ends_with_clear_status(
+    c2d_home: Path, origin: LocalOrigin, overrides, fragment
+) -> None:
+    result, tags, _ = _run(_workflow(c2d_home, origin, **overrides))
+    assert not result.success
+    assert tags[job_tags.STATUS] == "31"
+    assert fragment in tags[job_tags.STATUS_DETAIL]
+    assert tags[job_tags.DATE_FINISHED]
+
+
+def test_plain_file_objects_are_refused_unless_enabled(
+    c2d_home: Path, origin: LocalOrigin, monkeypatch
+) -> None:
+    workflow = _workflow(c2d_home, origin)
+    workflow["inputs"] = [
+        {
+            "did": DID_A,
+            "serviceId": "compute",
+            "files": {"files": [{"type": "url", "url": f"{origin.url}/a.txt"}]},
+        }
+    ]
+    _, tags, _ = _run(workflow)
+    assert tags[job_tags.STATUS] == "31" and "C2D_ALLOW_PLAIN_FILES" in tags[job_tags.STATUS_DETAIL]
+    monkeypatch.setenv("C2D_ALLOW_PLAIN_FILES", "true")
+    _result, tags, _ = _run({**workflow, "jobId": "f" * 32})
+    assert tags[job_tags.STATUS] == "70", tags.get(job_tags.STATUS_DETAIL)

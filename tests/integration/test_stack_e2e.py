@@ -1,0 +1,90 @@
+"""The real embedded stack: dagster-webserver + dagster-daemon on 127.0.0.1, a job submitted through
+`DagsterGraphQLClient`, its input served by a local HTTP origin, results checked byte for byte."""
+
+import hashlib
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from c2d_cli import engine, stack
+from c2d_cli.demo import demo_workflow
+from c2d_cli.origin import LocalOrigin
+from c2d_core import job_tags
+from c2d_core.settings import EngineSettings
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+@pytest.fixture(scope="module")
+def running_stack(tmp_path_factory: pytest.TempPathFactory):
+    home = tmp_path_factory.mktemp("stack") / ".c2d"
+    running, reused = stack.up(home, port=stack._free_port())
+    assert not reused
+    try:
+        yield running
+    finally:
+        assert stack.down(home)
+        for pid in (running.webserver_pid, running.daemon_pid):
+            assert not stack._alive(pid)
+
+
+def test_stack_is_reused_and_renders_queue_limits(running_stack: stack.Stack) -> None:
+    again, reused = stack.up(Path(running_stack.home))
+    assert reused and again.webserver_pid == running_stack.webserver_pid
+    instance = (Path(running_stack.home) / "dagster.yaml").read_text()
+    assert "c2d/environment" in instance and "ocean-compute" in instance
+    info = json.loads((Path(running_stack.home) / "stack.json").read_text())
+    assert info["webserver_url"].startswith("http://127.0.0.1:")
+
+
+def test_job_through_graphql_reaches_70_with_manifest_and_outputs(running_stack: stack.Stack) -> None:
+    home = Path(running_stack.home)
+    settings = EngineSettings(home=home)
+    with LocalOrigin(EXAMPLES) as origin:
+        workflow = demo_workflow(origin.url, settings.resolved_provider_key_file)
+        run_id = engine.submit(running_stack.webserver_host, running_stack.webserver_port, workflow)
+        seen: list[int] = []
+        view = engine.wait_for_job(
+            running_stack.webserver_url, run_id, timeout=120, on_change=lambda v: seen.append(v.status)
+        )
+    assert view.run_status == "SUCCESS", view.tags
+    assert view.status == 70 and view.status_text == "Job finished"
+    assert seen[0] in (1, 20, 30, 40, 60, 70) and seen[-1] == 70
+    assert view.tags[job_tags.JOB_ID] == workflow.job_id
+    assert view.tags[job_tags.ENVIRONMENT] == "ocean-compute"
+    manifest = view.results
+    assert [entry["type"] for entry in manifest] == [
+        "output",
+        "algorithmLog",
+        "configurationLog",
+        "publishLog",
+    ]
+    summary_entry = manifest[0]
+    summary = (settings.resolved_results_dir / workflow.job_id / "summary.json").read_bytes()
+    assert summary_entry["filename"] == "summary.json" and summary_entry["filesize"] == len(summary)
+    assert summary_entry["sha256"] == hashlib.sha256(summary).hexdigest()
+    cities = json.loads(summary)["cities"]
+    assert cities["Lisbon"]["count"] == 4 and cities["Berlin"]["max"] == 7.4
+    # The operator's view: the run has the three ops, each succeeded.
+    query = (
+        """query($runId: ID!) { runOrError(runId: $runId) { ... on Run { stepStats { stepKey status } } } }"""
+    )
+    answer = httpx.post(
+        f"{running_stack.webserver_url}/graphql",
+        json={"query": query, "variables": {"runId": run_id}},
+        timeout=10,
+    ).json()
+    steps = {s["stepKey"]: s["status"] for s in answer["data"]["runOrError"]["stepStats"]}
+    assert steps == {"configure": "SUCCESS", "run_algorithm": "SUCCESS", "publish": "SUCCESS"}
+    # The dataset's location is nowhere in the run's config as stored by Dagster.
+    config_query = """query($runId: ID!) { runOrError(runId: $runId) { ... on Run { runConfigYaml } } }"""
+    run_config = httpx.post(
+        f"{running_stack.webserver_url}/graphql",
+        json={"query": config_query, "variables": {"runId": run_id}},
+        timeout=10,
+    ).json()["data"]["runOrError"]["runConfigYaml"]
+    assert "weather.csv" not in run_config and "127.0.0.1" not in run_config
