@@ -31,6 +31,7 @@ DATE_FINISHED = "c2d/date_finished"
 ALGORITHM_EXIT_CODE = "c2d/algorithm/exit_code"
 ALGORITHM_TERMINATION = "c2d/algorithm/termination"  # Completed, Error, DeadlineExceeded, OOMKilled, ...
 RESULTS = "c2d/results"  # JSON list of public manifest entries
+STOP_REQUESTED = "c2d/stopreq"  # "1" when the consumer stopped the job (Ocean's stopreq)
 
 
 def phase_tag(phase: str, edge: str) -> str:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
+from dagster._core.errors import DagsterExecutionInterruptedError
 from pydantic import ValidationError
 
 from c2d_core import job_tags
@@ -164,7 +165,10 @@ def configure(
     tags={"c2d/stage": "run_algorithm"},
 )
 def run_algorithm(
-    context: dg.OpExecutionContext, state: JobState, pod_runner: dg.ResourceParam[PodRunner]
+    context: dg.OpExecutionContext,
+    state: JobState,
+    pod_runner: dg.ResourceParam[PodRunner],
+    result_store: LocalResultStoreResource,
 ) -> JobState:
     if state.status is not JobStatus.PROVISIONING_SUCCESS or not state.workflow or not state.environment:
         context.log.info(f"algorithm not run: the job is at status {int(state.status)} {state.status.text}")
@@ -173,7 +177,20 @@ def run_algorithm(
     state.status = JobStatus.RUNNING_ALGORITHM
     record_status(context, state.status)
     env = state.environment
-    result = pod_runner.run(algorithm_spec(state.workflow, env))
+    try:
+        result = pod_runner.run(algorithm_spec(state.workflow, env))
+    except (DagsterExecutionInterruptedError, KeyboardInterrupt):
+        # The run was terminated (a consumer's stop): the runner has killed the pod. Like Ocean,
+        # publish what the algorithm wrote so far and its log, then let the run end as canceled.
+        context.log.warning("stop requested: the algorithm was killed; publishing its outputs and logs")
+        context.instance.add_run_tags(
+            context.run_id, {job_tags.ALGORITHM_TERMINATION: "Stopped", job_tags.STOP_REQUESTED: "1"}
+        )
+        record_phase(context, "algorithm", "finished")
+        state.algorithm_ran = True
+        state.detail = "algorithm stopped on request"
+        publish_results(context, state, pod_runner, result_store)
+        raise
     _log_pod(context, "algorithm", result)
     tags: dict[str, str] = {job_tags.ALGORITHM_TERMINATION: result.termination}
     if result.exit_code is not None:
@@ -200,16 +217,13 @@ def run_algorithm(
     return state
 
 
-@dg.op(
-    description="Upload outputs and logs to the result store and write the results manifest.",
-    tags={"c2d/stage": "publish"},
-)
-def publish(
+def publish_results(
     context: dg.OpExecutionContext,
     state: JobState,
-    pod_runner: dg.ResourceParam[PodRunner],
+    pod_runner: PodRunner,
     result_store: LocalResultStoreResource,
 ) -> list[dict[str, Any]]:
+    """Run the publish pod, record the manifest and the final status; release the job volume."""
     settings = EngineSettings()
     on_success_path = not state.status.is_failure
     manifest: list[ResultEntry] = []
@@ -255,7 +269,21 @@ def publish(
             state.status = JobStatus.JOB_FINISHED
         record_status(context, state.status, state.detail)
         record_phase(context, "publish", "finished")
-    context.add_output_metadata({"results": len(manifest), "status": int(state.status)})
+    return public
+
+
+@dg.op(
+    description="Upload outputs and logs to the result store and write the results manifest.",
+    tags={"c2d/stage": "publish"},
+)
+def publish(
+    context: dg.OpExecutionContext,
+    state: JobState,
+    pod_runner: dg.ResourceParam[PodRunner],
+    result_store: LocalResultStoreResource,
+) -> list[dict[str, Any]]:
+    public = publish_results(context, state, pod_runner, result_store)
+    context.add_output_metadata({"results": len(public), "status": int(state.status)})
     if state.status.is_failure:
         raise dg.Failure(
             description=f"job ended with status {int(state.status)} {state.status.text}: {state.detail}",

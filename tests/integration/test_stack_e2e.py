@@ -3,6 +3,7 @@
 
 import hashlib
 import json
+import time
 from pathlib import Path
 
 import httpx
@@ -88,3 +89,38 @@ def test_job_through_graphql_reaches_70_with_manifest_and_outputs(running_stack:
         timeout=10,
     ).json()["data"]["runOrError"]["runConfigYaml"]
     assert "weather.csv" not in run_config and "127.0.0.1" not in run_config
+
+
+def test_stopping_a_running_job_kills_the_algorithm_and_still_publishes(running_stack: stack.Stack) -> None:
+    from dagster_graphql import DagsterGraphQLClient
+
+    home = Path(running_stack.home)
+    settings = EngineSettings(home=home)
+    slow = (
+        "import time\nopen('/data/outputs/partial.txt', 'w').write('half')\n"
+        "print('working', flush=True)\ntime.sleep(120)\n"
+    )
+    with LocalOrigin(EXAMPLES) as origin:
+        workflow = demo_workflow(origin.url, settings.resolved_provider_key_file)
+        workflow = workflow.model_copy(
+            update={"algorithm": workflow.algorithm.model_copy(update={"rawcode": slow})}
+        )
+        run_id = engine.submit(running_stack.webserver_host, running_stack.webserver_port, workflow)
+        deadline = time.monotonic() + 60
+        while engine.read_job(running_stack.webserver_url, run_id).status != 40:
+            assert time.monotonic() < deadline, "the job never reached status 40"
+            time.sleep(0.2)
+        time.sleep(1.0)  # let the algorithm write its partial output
+        DagsterGraphQLClient(
+            running_stack.webserver_host, port_number=running_stack.webserver_port
+        ).terminate_run(run_id)
+        started = time.monotonic()
+        view = engine.wait_for_job(running_stack.webserver_url, run_id, timeout=60)
+    assert time.monotonic() - started < 30
+    assert view.run_status == "CANCELED"
+    assert view.status == 70 and view.tags[job_tags.STOP_REQUESTED] == "1"
+    assert view.tags[job_tags.ALGORITHM_TERMINATION] == "Stopped"
+    names = [entry["filename"] for entry in view.results]
+    assert "partial.txt" in names and "algorithm.log" in names
+    log = (settings.resolved_results_dir / workflow.job_id / "algorithm.log").read_text()
+    assert "working" in log
