@@ -5,7 +5,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system-deps demo test lint typecheck bench down clean
+TOOLS := .tools
+ANVIL_VERSION := 1.7.1
+ANVIL_STAMP := $(TOOLS)/.anvil-$(ANVIL_VERSION).stamp
+
+.PHONY: install system-deps tools demo test lint typecheck bench down clean
 
 $(STAMP): pyproject.toml
 	@echo ">> creating $(VENV) and installing the project (pinned dependencies)"
@@ -20,7 +24,18 @@ system-deps:
 	@command -v bwrap >/dev/null 2>&1 || { echo ">> installing bubblewrap"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq bubblewrap >/dev/null; }
 
-install: $(STAMP) system-deps
+# anvil (the local chain of the dev stack and the tests) from npm, pinned, into a project-local folder.
+# The native binary arrives as an optional dependency: never install with --omit=optional.
+$(ANVIL_STAMP):
+	@command -v npm >/dev/null 2>&1 || { echo "npm (Node.js >= 18) is needed to install anvil"; exit 1; }
+	@echo ">> installing anvil $(ANVIL_VERSION) into $(TOOLS)"
+	npm install --prefix $(TOOLS) --save-exact --include=optional --no-audit --no-fund --loglevel=error @foundry-rs/anvil@$(ANVIL_VERSION)
+	@ls $(TOOLS)/node_modules/@foundry-rs/anvil-*/bin/anvil >/dev/null 2>&1 || { echo "anvil's native binary is missing from $(TOOLS)"; exit 1; }
+	@touch $@
+
+tools: $(ANVIL_STAMP)
+
+install: $(STAMP) system-deps tools
 
 demo: install
 	$(BIN)/c2d dev demo
@@ -28,12 +43,12 @@ demo: install
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy c2d_core c2d_defs c2d_cli
+	$(BIN)/mypy c2d_core c2d_defs c2d_cli provider_api
 	$(BIN)/pytest -q
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy c2d_core c2d_defs c2d_cli
+	$(BIN)/mypy c2d_core c2d_defs c2d_cli provider_api
 
 bench: install
 	$(BIN)/python bench/job_overhead.py

@@ -20,11 +20,16 @@ from pathlib import Path
 import httpx
 import yaml
 
+from c2d_cli.stack_paths import STACK_LOGS
 from c2d_core.environments import Environments
 from c2d_core.settings import EngineSettings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PORT = 3300
+DEFAULT_PROVIDER_PORT = 8030
+DEFAULT_RPC_PORT = 8545
+# Which of anvil's public test accounts the development Provider uses.
+DEV_PROVIDER_ACCOUNT = 9
 START_TIMEOUT = 120.0
 
 
@@ -42,10 +47,19 @@ class Stack:
     webserver_pid: int
     daemon_pid: int
     started_at: float
+    # The chain and the Provider (issue 3); absent in a stack.json written before them.
+    provider_url: str = ""
+    provider_pid: int = 0
+    rpc_url: str = ""
+    chain_id: int = 8996
+    anvil_pid: int = 0
+    addresses_file: str = ""
 
     @property
-    def stack_file(self) -> Path:
-        return Path(self.home) / "stack.json"
+    def pids(self) -> list[int]:
+        return [
+            pid for pid in (self.provider_pid, self.daemon_pid, self.webserver_pid, self.anvil_pid) if pid
+        ]
 
 
 def stack_file(home: Path) -> Path:
@@ -101,16 +115,19 @@ def render_instance(home: Path, environments: Environments) -> Path:
 
 
 def ensure_provider_key(home: Path) -> Path:
-    """The development provider key (decrypts DDO files in the configure pod). Never printed."""
+    """The development provider key, derived from anvil's public test mnemonic. Never printed.
+
+    The Provider signs fees and encrypts DDO files with it; the configure pod decrypts with it.
+    """
     path = EngineSettings(home=home).resolved_provider_key_file
     if not path.exists():
-        from eth_account import Account
+        from c2d_core.chain import dev_accounts
 
         path.parent.mkdir(parents=True, exist_ok=True)
         os.chmod(path.parent, 0o700)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
-            handle.write(Account.create().key.hex())
+            handle.write(dev_accounts(DEV_PROVIDER_ACCOUNT + 1)[DEV_PROVIDER_ACCOUNT].key.hex())
     return path
 
 
@@ -130,7 +147,7 @@ def _wait_until_ready(url: str, home: Path, pids: list[int], timeout: float) -> 
     while time.monotonic() < deadline:
         for pid in pids:
             if not _alive(pid):
-                raise StackError(f"a stack process (pid {pid}) exited during start; see {home / 'logs'}")
+                raise StackError(f"a stack process (pid {pid}) exited during start; see {home / STACK_LOGS}")
         try:
             answer = httpx.post(f"{url}/graphql", json={"query": query}, timeout=5).json()
             healthy = answer["data"]["instance"]["daemonHealth"]["daemonStatus"]["healthy"]
@@ -140,67 +157,144 @@ def _wait_until_ready(url: str, home: Path, pids: list[int], timeout: float) -> 
         except (httpx.HTTPError, KeyError, TypeError, ValueError) as error:
             last_error = str(error) or type(error).__name__
         time.sleep(0.5)
-    raise StackError(f"the stack did not become ready in {timeout:.0f} s ({last_error}); see {home / 'logs'}")
+    logs = home / STACK_LOGS
+    raise StackError(f"the stack did not become ready in {timeout:.0f} s ({last_error}); see {logs}")
+
+
+def _pick_port(preferred: int) -> int:
+    return preferred if _port_free(preferred) else _free_port()
+
+
+def _wait_for_provider(url: str, pid: int, home: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            raise StackError(f"the Provider exited during start; see {home / STACK_LOGS / 'provider.log'}")
+        try:
+            if httpx.get(f"{url}/", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    log = home / STACK_LOGS / "provider.log"
+    raise StackError(f"the Provider did not answer in {timeout:.0f} s; see {log}")
+
+
+def _healthy(existing: Stack) -> bool:
+    if not all(_alive(pid) for pid in existing.pids) or not existing.provider_pid:
+        return False
+    try:
+        httpx.get(f"{existing.webserver_url}/server_info", timeout=5).raise_for_status()
+        httpx.get(f"{existing.provider_url}/", timeout=5).raise_for_status()
+    except httpx.HTTPError:
+        return False
+    return True
 
 
 def up(home: Path, port: int | None = None, timeout: float = START_TIMEOUT) -> tuple[Stack, bool]:
     """Start (or reuse) the stack; returns it and whether it was already running."""
+    from c2d_cli import chain_stack
+
     home = home.resolve()
     existing = read_stack(home)
-    if existing and _alive(existing.webserver_pid) and _alive(existing.daemon_pid):
-        try:
-            httpx.get(f"{existing.webserver_url}/server_info", timeout=5).raise_for_status()
-            return existing, True
-        except httpx.HTTPError:
-            pass
+    if existing and _healthy(existing):
+        return existing, True
     if existing:
         down(home)
     home.mkdir(parents=True, exist_ok=True)
-    (home / "logs").mkdir(exist_ok=True)
+    (home / STACK_LOGS).mkdir(exist_ok=True)
     settings = EngineSettings(home=home)
     render_instance(home, Environments.load(settings.environments_file))
-    ensure_provider_key(home)
+    key_file = ensure_provider_key(home)
     if port is None:
-        port = DEFAULT_PORT if _port_free(DEFAULT_PORT) else _free_port()
+        port = _pick_port(DEFAULT_PORT)
     elif not _port_free(port):
         raise StackError(f"port {port} on 127.0.0.1 is taken; choose another with --port")
     env = _stack_env(home)
     workspace = str(PROJECT_ROOT / "workspace.yaml")
     bin_dir = Path(sys.executable).parent
-    with (home / "logs" / "webserver.log").open("ab") as web_log:
-        webserver = subprocess.Popen(
-            [str(bin_dir / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), "-w", workspace],
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdout=web_log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    with (home / "logs" / "daemon.log").open("ab") as daemon_log:
-        daemon = subprocess.Popen(
-            [str(bin_dir / "dagster-daemon"), "run", "-w", workspace],
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdout=daemon_log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    stack = Stack(
-        home=str(home),
-        dagster_home=str(home),
-        webserver_url=url,
-        webserver_host="127.0.0.1",
-        webserver_port=port,
-        webserver_pid=webserver.pid,
-        daemon_pid=daemon.pid,
-        started_at=time.time(),
-    )
-    stack_file(home).write_text(json.dumps(asdict(stack), indent=2))
+    started: list[int] = []
     try:
+        anvil_pid, rpc_url = chain_stack.start_anvil(home, _pick_port(DEFAULT_RPC_PORT))
+        started.append(anvil_pid)
+        addresses_file = chain_stack.ensure_deployed(rpc_url, home)
+        with (home / STACK_LOGS / "webserver.log").open("ab") as web_log:
+            webserver = subprocess.Popen(
+                [str(bin_dir / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), "-w", workspace],
+                cwd=PROJECT_ROOT,
+                env=env,
+                stdout=web_log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        started.append(webserver.pid)
+        with (home / STACK_LOGS / "daemon.log").open("ab") as daemon_log:
+            daemon = subprocess.Popen(
+                [str(bin_dir / "dagster-daemon"), "run", "-w", workspace],
+                cwd=PROJECT_ROOT,
+                env=env,
+                stdout=daemon_log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        started.append(daemon.pid)
+        url = f"http://127.0.0.1:{port}"
+        provider_port = _pick_port(DEFAULT_PROVIDER_PORT)
+        provider_url = f"http://127.0.0.1:{provider_port}"
+        provider_env = {
+            **env,
+            "PROVIDER_ENVIRONMENT": "development",
+            "PROVIDER_PRIVATE_KEY": key_file.read_text().strip(),
+            "PROVIDER_RPC_URL": rpc_url,
+            "PROVIDER_CHAIN_ID": "8996",
+            "PROVIDER_ADDRESSES_FILE": str(addresses_file),
+            "PROVIDER_GRAPHQL_URL": f"{url}/graphql",
+            "PROVIDER_URL": provider_url,
+            # The demo's data lives on a loopback origin; production refuses this setting.
+            "PROVIDER_ALLOW_NON_PUBLIC_IP": "true",
+        }
+        with (home / STACK_LOGS / "provider.log").open("ab") as provider_log:
+            provider = subprocess.Popen(
+                [
+                    str(bin_dir / "uvicorn"),
+                    "--factory",
+                    "provider_api.main:create_app",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(provider_port),
+                    "--no-access-log",
+                ],
+                cwd=PROJECT_ROOT,
+                env=provider_env,
+                stdout=provider_log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        started.append(provider.pid)
+        stack = Stack(
+            home=str(home),
+            dagster_home=str(home),
+            webserver_url=url,
+            webserver_host="127.0.0.1",
+            webserver_port=port,
+            webserver_pid=webserver.pid,
+            daemon_pid=daemon.pid,
+            started_at=time.time(),
+            provider_url=provider_url,
+            provider_pid=provider.pid,
+            rpc_url=rpc_url,
+            chain_id=8996,
+            anvil_pid=anvil_pid,
+            addresses_file=str(addresses_file),
+        )
+        stack_file(home).write_text(json.dumps(asdict(stack), indent=2))
         _wait_until_ready(url, home, [webserver.pid, daemon.pid], timeout)
+        _wait_for_provider(provider_url, provider.pid, home, timeout)
     except BaseException:
-        down(home)
+        for pid in reversed(started):
+            _stop(pid)
+        stack_file(home).unlink(missing_ok=True)
         raise
     return stack, False
 
@@ -227,8 +321,8 @@ def down(home: Path) -> bool:
     stack = read_stack(home.resolve())
     if stack is None:
         return False
-    was_running = _alive(stack.webserver_pid) or _alive(stack.daemon_pid)
-    for pid in (stack.daemon_pid, stack.webserver_pid):
+    was_running = any(_alive(pid) for pid in stack.pids)
+    for pid in stack.pids:  # the Provider first, the chain last
         _stop(pid)
     stack_file(home.resolve()).unlink(missing_ok=True)
     return was_running

@@ -18,6 +18,8 @@ from pydantic import BaseModel, Field
 
 ResultType = Literal["output", "algorithmLog", "configurationLog", "publishLog"]
 CHUNK = 1024 * 1024
+# The manifest sits beside a job's results; output names never start with a dot, so it cannot clash.
+MANIFEST_NAME = ".manifest.json"
 
 
 class ResultEntry(BaseModel):
@@ -93,6 +95,14 @@ class LocalResultStore(ResultStore):
 
     def delete_job(self, job_id: str) -> None:
         shutil.rmtree(self._job_dir(job_id), ignore_errors=True)
+
+
+def read_manifest(store: ResultStore, job_id: str) -> list[ResultEntry]:
+    """A job's full manifest (with locations), as the publish pod stored it."""
+    import json
+
+    with store.open(f"{job_id}/{MANIFEST_NAME}") as handle:
+        return [ResultEntry.model_validate(item) for item in json.load(handle)]
 
 
 def iter_file(path: Path) -> Iterator[bytes]:

@@ -8,6 +8,8 @@ workflow document) sit beside it so the algorithm pod, which mounts only `data/.
 
 from __future__ import annotations
 
+from c2d_core import results
+
 # Sub-paths of the job volume.
 DATA = "data"
 INPUTS = "data/inputs"
@@ -32,7 +34,7 @@ ALGORITHM_LOG = "data/logs/algorithm.log"
 CONFIGURE_LOG = "adminlogs/configure.log"
 PUBLISH_LOG = "adminlogs/publish.log"
 ALGO_CUSTOM_DATA = "algoCustomData.json"
-MANIFEST_NAME = ".manifest.json"
+MANIFEST_NAME = results.MANIFEST_NAME
 
 # Exit codes of the pod programs; equal to the job status they report, so a pod's exit code alone
 # says what happened even when its termination message is lost.

@@ -1,0 +1,148 @@
+"""A consumer's client of an Ocean Provider's compute API, as ocean.py and ocean.js speak it.
+
+Discovers the routes from `GET /` (`serviceEndpoints`), fetches a fresh nonce before each signed call
+and signs EIP-191 over keccak(message + nonce), exactly like Ocean's own clients.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from eth_account import Account
+from eth_account.messages import encode_defunct
+from eth_account.signers.local import LocalAccount
+from eth_utils import keccak
+
+
+class ProviderError(RuntimeError):
+    def __init__(self, status: int, body: Any) -> None:
+        super().__init__(f"Provider answered {status}: {body}")
+        self.status = status
+        self.body = body
+
+
+def sign(account: LocalAccount, message: str) -> str:
+    signed = Account.sign_message(encode_defunct(primitive=keccak(text=message)), account.key)
+    return "0x" + bytes(signed.signature).hex().removeprefix("0x")
+
+
+class ProviderClient:
+    def __init__(self, url: str, timeout: float = 30.0) -> None:
+        self.url = url.rstrip("/")
+        self._http = httpx.Client(timeout=timeout)
+        self._endpoints: dict[str, tuple[str, str]] | None = None
+
+    def close(self) -> None:
+        self._http.close()
+
+    def root(self) -> dict[str, Any]:
+        return self._json(self._http.get(f"{self.url}/"))
+
+    def _endpoint(self, name: str) -> tuple[str, str]:
+        if self._endpoints is None:
+            self._endpoints = {
+                key: (value[0], value[1]) for key, value in self.root()["serviceEndpoints"].items()
+            }
+        return self._endpoints[name]
+
+    def _call(self, name: str, **kwargs: Any) -> httpx.Response:
+        method, path = self._endpoint(name)
+        return self._http.request(method, f"{self.url}{path}", **kwargs)
+
+    @staticmethod
+    def _json(response: httpx.Response) -> Any:
+        try:
+            body = response.json()
+        except ValueError:
+            body = response.text
+        if response.status_code >= 400:
+            raise ProviderError(response.status_code, body)
+        return body
+
+    def nonce(self, address: str) -> int:
+        value = self._json(self._call("nonce", params={"userAddress": address}))["nonce"]
+        return int(float(value))
+
+    def _next_nonce(self, address: str) -> str:
+        return str(self.nonce(address) + 1)
+
+    def environments(self, chain_id: int) -> list[dict[str, Any]]:
+        return list(
+            self._json(self._call("computeEnvironments", params={"chainId": chain_id}))[str(chain_id)]
+        )
+
+    def encrypt(self, data: bytes, chain_id: int) -> str:
+        response = self._call(
+            "encrypt",
+            params={"chainId": chain_id},
+            content=data,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        if response.status_code != 201:
+            raise ProviderError(response.status_code, response.text)
+        return response.text
+
+    def initialize_compute(
+        self,
+        datasets: list[dict[str, Any]],
+        algorithm: dict[str, Any],
+        env_id: str,
+        valid_until: int,
+        consumer: str,
+    ) -> dict[str, Any]:
+        body = {
+            "datasets": datasets,
+            "algorithm": algorithm,
+            "compute": {"env": env_id, "validUntil": valid_until},
+            "consumerAddress": consumer,
+        }
+        return dict(self._json(self._call("initializeCompute", json=body)))
+
+    def start(
+        self,
+        account: LocalAccount,
+        dataset: dict[str, Any],
+        algorithm: dict[str, Any],
+        env_id: str,
+        additional: list[dict[str, Any]] | None = None,
+    ) -> list[dict[str, Any]]:
+        nonce = self._next_nonce(account.address)
+        body = {
+            "consumerAddress": account.address,
+            "signature": sign(account, account.address + dataset["documentId"] + nonce),
+            "nonce": int(nonce),
+            "environment": env_id,
+            "dataset": dataset,
+            "algorithm": algorithm,
+            "additionalDatasets": additional or [],
+        }
+        return list(self._json(self._call("computeStart", json=body)))
+
+    def status(self, consumer: str, job_id: str | None = None) -> list[dict[str, Any]]:
+        params = {"consumerAddress": consumer, **({"jobId": job_id} if job_id else {})}
+        return list(self._json(self._call("computeStatus", params=params)))
+
+    def stop(self, account: LocalAccount, job_id: str, document_id: str = "") -> list[dict[str, Any]]:
+        nonce = self._next_nonce(account.address)
+        params = {
+            "consumerAddress": account.address,
+            "jobId": job_id,
+            "documentId": document_id,
+            "nonce": nonce,
+            "signature": sign(account, account.address + job_id + document_id + nonce),
+        }
+        return list(self._json(self._call("computeStop", params=params)))
+
+    def result(
+        self, account: LocalAccount, job_id: str, index: int, headers: dict[str, str] | None = None
+    ) -> httpx.Response:
+        nonce = self._next_nonce(account.address)
+        params = {
+            "consumerAddress": account.address,
+            "jobId": job_id,
+            "index": str(index),
+            "nonce": nonce,
+            "signature": sign(account, account.address + job_id + str(index) + nonce),
+        }
+        return self._call("computeResult", params=params, headers=headers or {})

@@ -1,0 +1,412 @@
+"""The compute flow behind the routes: resolve assets, apply the policy, check orders, quote fees,
+and turn a valid start request into a `Workflow` for the engine.
+
+Ordering matters for safety: everything here runs after the request's signature and nonce were
+checked (the nonce is spent first, so a replay cannot reach the chain or Dagster), and nothing is
+submitted until every input's order and the algorithm's order are proven on chain.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+import threading
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from c2d_core.environments import Environment, Environments, UnknownEnvironmentError
+from c2d_core.workflow import Workflow
+from provider_api import policy
+from provider_api.assets import AssetError, DdoResolver, ResolvedAsset
+from provider_api.errors import OceanHTTPError, bad_request, field_errors, resource_error
+
+if TYPE_CHECKING:
+    from c2d_core.chain import Chain
+    from provider_api.settings import ProviderSettings
+
+WEI = 10**18
+RequestT = TypeVar("RequestT", bound=BaseModel)
+
+
+class _Request(BaseModel):
+    # Clients send keys we do not use (ocean.py's `additionalInputs`, ocean.js extras): ignore them.
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class InputRef(_Request):
+    document_id: str = Field(alias="documentId", min_length=1)
+    service_id: str = Field(alias="serviceId", min_length=1)
+    transfer_tx_id: str | None = Field(default=None, alias="transferTxId")
+    userdata: dict[str, Any] | None = None
+
+    @field_validator("userdata", mode="before")
+    @classmethod
+    def _json_userdata(cls, value: Any) -> Any:
+        return _json_object(value, "userdata")
+
+
+class RawAlgorithm(_Request):
+    rawcode: str | None = None
+    url: str | None = None
+    container: dict[str, Any]
+
+
+class AlgorithmRef(_Request):
+    document_id: str | None = Field(default=None, alias="documentId")
+    service_id: str | None = Field(default=None, alias="serviceId")
+    transfer_tx_id: str | None = Field(default=None, alias="transferTxId")
+    userdata: dict[str, Any] | None = None
+    algocustomdata: dict[str, Any] | None = None
+    meta: RawAlgorithm | None = None
+
+    @field_validator("userdata", "algocustomdata", mode="before")
+    @classmethod
+    def _json_fields(cls, value: Any) -> Any:
+        return _json_object(value, "algocustomdata")
+
+
+class StartRequest(_Request):
+    consumer_address: str = Field(alias="consumerAddress", pattern=r"^0x[0-9a-fA-F]{40}$")
+    signature: str = Field(min_length=1)
+    nonce: str
+    environment: str = Field(min_length=1)
+    dataset: InputRef
+    algorithm: AlgorithmRef
+    additional_datasets: list[InputRef] = Field(
+        default_factory=list, alias="additionalDatasets", max_length=16
+    )
+    output: dict[str, Any] | None = None
+
+    @field_validator("nonce", mode="before")
+    @classmethod
+    def _nonce_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+
+class ComputeSection(_Request):
+    env: str = Field(min_length=1)
+    valid_until: int = Field(alias="validUntil")
+
+
+class InitializeRequest(_Request):
+    datasets: list[InputRef] = Field(min_length=1, max_length=17)
+    algorithm: AlgorithmRef
+    compute: ComputeSection
+    consumer_address: str = Field(alias="consumerAddress", pattern=r"^0x[0-9a-fA-F]{40}$")
+
+
+def checksum_address(address: str) -> str:
+    from eth_utils import to_checksum_address
+
+    return str(to_checksum_address(address))
+
+
+def _json_object(value: Any, name: str) -> Any:
+    if isinstance(value, str):
+        if not value.strip():
+            return None
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{name} must be a JSON object") from error
+    return value
+
+
+def parse_request(model: type[RequestT], params: dict[str, Any]) -> RequestT:
+    """Parse a request's parameters; missing or malformed fields are a 400 naming each field."""
+    if "additionalInputs" in params and "additionalDatasets" not in params:
+        # ocean.py sends its additional datasets under this name.
+        params = {**params, "additionalDatasets": params["additionalInputs"]}
+    try:
+        return model.model_validate(params)
+    except ValidationError as error:
+        errors = {}
+        for item in error.errors():
+            where = ".".join(str(p) for p in item["loc"]) or "body"
+            errors[where] = item["msg"]
+        raise field_errors(errors) from None
+
+
+@dataclass
+class CheckedInput:
+    ref: InputRef
+    asset: ResolvedAsset
+    service_index: int
+    service: dict[str, Any]
+    resource: str
+
+    @property
+    def datatoken(self) -> str:
+        return str(self.service.get("datatokenAddress", ""))
+
+
+@dataclass
+class CheckedAlgorithm:
+    ref: AlgorithmRef
+    asset: ResolvedAsset | None
+    service_index: int | None
+    service: dict[str, Any] | None
+    container: dict[str, Any]
+
+
+class ComputeService:
+    """One per Provider process: the policy and order logic shared by initializeCompute and start."""
+
+    def __init__(
+        self,
+        settings: ProviderSettings,
+        environments: Environments,
+        resolver: DdoResolver,
+        chain: Chain,
+    ) -> None:
+        self.settings = settings
+        self.environments = environments
+        self.resolver = resolver
+        self.chain = chain
+        self._checksums: dict[str, str] = {}
+        self._checksum_lock = threading.Lock()
+
+    # -- environments -------------------------------------------------------------------------
+
+    def environment(self, env_id: str) -> Environment:
+        try:
+            return self.environments.get(env_id)
+        except UnknownEnvironmentError:
+            raise bad_request("Compute environment does not exist") from None
+
+    def consumer_address_of(self, env: Environment) -> str:
+        """The address that orders name as `consumer` for this environment (Ocean's env consumerAddress)."""
+        return env.consumer_address or self.settings.address
+
+    def fee_token_of(self, env: Environment) -> str:
+        return env.fee_token or self.chain.address("Ocean")
+
+    # -- assets and policy --------------------------------------------------------------------
+
+    def resolve(self, did: str, resource: str) -> ResolvedAsset:
+        try:
+            asset = self.resolver.resolve(did)
+        except AssetError:
+            raise resource_error(resource, "did_not_found") from None
+        if asset is None:
+            raise resource_error(resource, "did_not_found")
+        return asset
+
+    def check_input(self, ref: InputRef, resource: str, consumer: str, main: bool) -> CheckedInput:
+        asset = self.resolve(ref.document_id, resource)
+        policy.check_asset_consumable(asset.ddo, state=asset.state, consumer=consumer, resource=resource)
+        service = policy.check_input_service(asset.ddo, ref.service_id, resource, main=main)
+        found = asset.service(ref.service_id)
+        assert found is not None  # check_input_service found it
+        return CheckedInput(ref=ref, asset=asset, service_index=found[0], service=service, resource=resource)
+
+    def check_algorithm(
+        self, ref: AlgorithmRef, inputs: list[CheckedInput], consumer: str
+    ) -> CheckedAlgorithm:
+        if ref.meta is not None:
+            container = ref.meta.container
+            for item in inputs:
+                if item.service.get("type") == "compute":
+                    policy.check_algorithm(
+                        item.service,
+                        item.resource,
+                        algorithm_ddo=None,
+                        raw_meta=ref.meta.model_dump(),
+                        algorithm_files_checksum=None,
+                    )
+            return CheckedAlgorithm(
+                ref=ref, asset=None, service_index=None, service=None, container=container
+            )
+        if not ref.document_id or not ref.service_id:
+            raise resource_error("algorithm", "missing_meta_documentId")
+        asset = self.resolve(ref.document_id, "algorithm")
+        policy.check_asset_consumable(asset.ddo, state=asset.state, consumer=consumer, resource="algorithm")
+        service = policy.find_service(asset.ddo, ref.service_id, "algorithm")
+        found = asset.service(ref.service_id)
+        assert found is not None
+        container = dict(((asset.ddo.get("metadata") or {}).get("algorithm") or {}).get("container") or {})
+        checksum = None
+        for item in inputs:
+            if item.service.get("type") != "compute":
+                continue
+            if self._trust_needs_files_checksum(item.service, asset.did) and checksum is None:
+                checksum = self.algorithm_files_checksum(asset, service)
+            policy.check_algorithm(
+                item.service,
+                item.resource,
+                algorithm_ddo=asset.ddo,
+                raw_meta=None,
+                algorithm_files_checksum=checksum,
+                algorithm_did=asset.did,
+            )
+        return CheckedAlgorithm(
+            ref=ref, asset=asset, service_index=found[0], service=service, container=container
+        )
+
+    @staticmethod
+    def _trust_needs_files_checksum(service: dict[str, Any], algorithm_did: str) -> bool:
+        trusted = ((service.get("compute") or {}).get("publisherTrustedAlgorithms")) or []
+        return any(
+            isinstance(entry, dict)
+            and str(entry.get("did", "")).lower() == algorithm_did.lower()
+            and entry.get("filesChecksum")
+            for entry in trusted
+        )
+
+    def algorithm_files_checksum(self, asset: ResolvedAsset, service: dict[str, Any]) -> str:
+        """Ocean's filesChecksum: the sha256 of each algorithm file's content, concatenated in order.
+
+        The Provider fetches the files itself (bounded by `max_checksum_bytes`); results are cached by
+        the encrypted files blob, which changes whenever the files do.
+        """
+        from c2d_core.crypto import decrypt_service_files
+        from c2d_core.fetch import FetchError
+        from provider_api.routes.files import fetch_file_object
+
+        blob = str(service.get("files", ""))
+        key = hashlib.sha256(blob.encode()).hexdigest()
+        with self._checksum_lock:
+            if key in self._checksums:
+                return self._checksums[key]
+        try:
+            files = decrypt_service_files(self.settings.private_key_hex, blob)
+        except ValueError:
+            raise resource_error("algorithm", "file_unavailable") from None
+        digests = []
+        with tempfile.TemporaryDirectory(prefix="c2d-checksum-") as tmp:
+            for index, file_object in enumerate(files):
+                try:
+                    fetched = fetch_file_object(file_object, Path(tmp) / str(index), self.settings)
+                except FetchError:
+                    raise resource_error("algorithm", "file_unavailable") from None
+                digests.append(fetched.sha256)
+        checksum = policy.files_checksum(digests)
+        with self._checksum_lock:
+            self._checksums[key] = checksum
+        return checksum
+
+    # -- fees ---------------------------------------------------------------------------------
+
+    def fee_amount(self, env: Environment, seconds: int) -> int:
+        from c2d_core.fees import fee_amount
+
+        return fee_amount(str(env.price_min), max(seconds, 0))
+
+    def quote(
+        self,
+        env: Environment,
+        datatoken: str,
+        service_id: str,
+        did: str,
+        consumer: str,
+        valid_until: int,
+        paying: bool,
+    ) -> dict[str, Any]:
+        """A provider fee bound to this environment, datatoken, service, DID and consumer."""
+        from c2d_core.fees import provider_data, sign_provider_fee
+
+        now = self.chain.block_timestamp()
+        data = provider_data(
+            environment=env.id,
+            datatoken=datatoken,
+            service_id=service_id,
+            did=did,
+            consumer=consumer,
+            timestamp=now,
+        )
+        amount = self.fee_amount(env, valid_until - now) if paying else 0
+        fee = sign_provider_fee(
+            self.settings.private_key_hex,
+            data,
+            self.settings.address,
+            self.fee_token_of(env),
+            amount,
+            valid_until,
+        )
+        return fee.to_wire()
+
+    # -- workflow -----------------------------------------------------------------------------
+
+    def build_workflow(
+        self,
+        request: StartRequest,
+        env: Environment,
+        inputs: list[CheckedInput],
+        algorithm: CheckedAlgorithm,
+        chain_id: int,
+    ) -> Workflow:
+        """The run config: DDOs and the services' *encrypted* files only, never a plaintext location."""
+        algorithm_section: dict[str, Any]
+        if algorithm.asset is None:
+            assert request.algorithm.meta is not None
+            if not request.algorithm.meta.rawcode:
+                raise resource_error("algorithm", "meta_oneof_url_rawcode_remote")
+            algorithm_section = {"rawcode": request.algorithm.meta.rawcode}
+        else:
+            assert algorithm.service is not None
+            algorithm_section = {
+                "did": algorithm.asset.did,
+                "serviceId": algorithm.service["id"],
+                "transferTxId": request.algorithm.transfer_tx_id,
+                "ddo": algorithm.asset.ddo,
+                "files": {"encryptedFiles": algorithm.service["files"]},
+            }
+        container = algorithm.container
+        try:
+            return Workflow.model_validate(
+                {
+                    "jobId": uuid.uuid4().hex,
+                    # One spelling of the owner everywhere: run tags are matched exactly.
+                    "owner": checksum_address(request.consumer_address),
+                    "environment": env.id,
+                    "agreementId": request.dataset.transfer_tx_id,
+                    "chainId": chain_id,
+                    "inputs": [
+                        {
+                            "did": item.asset.did,
+                            "serviceId": item.ref.service_id,
+                            "transferTxId": item.ref.transfer_tx_id,
+                            "ddo": item.asset.ddo,
+                            "files": {"encryptedFiles": item.service["files"]},
+                            **({"userdata": item.ref.userdata} if item.ref.userdata else {}),
+                        }
+                        for item in inputs
+                    ],
+                    "algorithm": {
+                        **algorithm_section,
+                        "container": {
+                            "entrypoint": container.get("entrypoint", ""),
+                            "image": container.get("image", ""),
+                            "tag": container.get("tag") or "latest",
+                            **({"checksum": container["checksum"]} if container.get("checksum") else {}),
+                        },
+                        **(
+                            {"algocustomdata": request.algorithm.algocustomdata}
+                            if request.algorithm.algocustomdata
+                            else {}
+                        ),
+                        **({"userdata": request.algorithm.userdata} if request.algorithm.userdata else {}),
+                    },
+                }
+            )
+        except ValidationError as error:
+            first = error.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise bad_request(f"cannot run this request: {where}: {first['msg']}") from None
+
+
+__all__ = [
+    "AlgorithmRef",
+    "CheckedInput",
+    "ComputeService",
+    "InitializeRequest",
+    "InputRef",
+    "OceanHTTPError",
+    "StartRequest",
+    "parse_request",
+]

@@ -1,0 +1,203 @@
+"""A compute job as the Provider reads it from Dagster run storage, and its Ocean job JSON.
+
+`JobRecord` is one `compute_job` run: its Dagster status, tags (see c2d_core.job_tags) and times.
+`ocean_job_json` turns it into the status object Ocean's clients parse, plus our own keys.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from c2d_core import job_tags
+from c2d_core.status import JobStatus
+
+# Dagster run states in which the run worker is gone for good.
+ENDED_RUN_STATES = frozenset({"SUCCESS", "FAILURE", "CANCELED"})
+# Only a terminate request (the Provider's stop, or an operator in the Dagster UI) cancels a run.
+CANCELED_RUN_STATES = frozenset({"CANCELING", "CANCELED"})
+
+PHASES = ("configure", "algorithm", "publish")
+# The keys of a result entry a consumer sees: Ocean's, plus the `index` it downloads by.
+PUBLIC_RESULT_KEYS = ("filename", "filesize", "type", "index")
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    run_id: str
+    run_status: str
+    tags: dict[str, str] = field(default_factory=dict)
+    created: float = 0.0
+    ended: float | None = None
+
+    @property
+    def job_id(self) -> str:
+        return self.tags.get(job_tags.JOB_ID, "")
+
+    @property
+    def owner(self) -> str:
+        return self.tags.get(job_tags.OWNER, "")
+
+    @property
+    def agreement_id(self) -> str:
+        return self.tags.get(job_tags.AGREEMENT_ID, "")
+
+    @property
+    def environment(self) -> str:
+        return self.tags.get(job_tags.ENVIRONMENT, "")
+
+    @property
+    def run_ended(self) -> bool:
+        return self.run_status in ENDED_RUN_STATES
+
+    @property
+    def published(self) -> bool:
+        """Publish's last word is written: the job has its final status, results and finish time."""
+        return job_tags.DATE_FINISHED in self.tags
+
+    @property
+    def finished(self) -> bool:
+        """Ocean's "finished" (`dateFinished` set): nothing more will happen to this job."""
+        return self.published or self.run_ended
+
+
+def _epoch(value: float | None) -> str | None:
+    """Epoch seconds as Ocean sends them: a decimal string, e.g. "1629281470.08931"."""
+    if value is None or not math.isfinite(value):
+        return None
+    return str(round(value, 6))
+
+
+def _tag_epoch(tags: dict[str, str], key: str) -> str | None:
+    try:
+        return _epoch(float(tags[key]))
+    except (KeyError, ValueError):
+        return None
+
+
+def _tag_status(tags: dict[str, str]) -> JobStatus:
+    try:
+        return JobStatus(int(tags.get(job_tags.STATUS, "")))
+    except ValueError:
+        return JobStatus.WARMING_UP
+
+
+def _unfinished_end(status: JobStatus) -> JobStatus:
+    """The failure status of a run that ended before the engine recorded a final one.
+
+    Named for what did not happen: the inputs were never provisioned (31), the algorithm never ran to
+    its end (41), or the results were never uploaded (62).
+    """
+    if status in (JobStatus.WARMING_UP, JobStatus.JOB_STARTED, JobStatus.CONFIGURING_VOLUMES):
+        return JobStatus.DATA_PROVISIONING_FAILED
+    if status is JobStatus.PUBLISHING_RESULTS:
+        return JobStatus.RESULTS_UPLOAD_FAILED
+    return JobStatus.ALGORITHM_FAILED
+
+
+def _unfinished_detail(record: JobRecord, was: JobStatus) -> str:
+    where = "before it started" if was is JobStatus.WARMING_UP else f"at status {int(was)} {was.text.strip()}"
+    if record.run_status == "CANCELED":
+        return f"job stopped on request {where}"
+    return f"the engine ended the job {where} without a final status (run {record.run_status})"
+
+
+def _results(tags: dict[str, str]) -> list[dict[str, Any]] | str:
+    raw = tags.get(job_tags.RESULTS)
+    if raw is None:
+        return ""
+    try:
+        entries = json.loads(raw)
+    except json.JSONDecodeError:
+        return ""
+    public = [
+        {key: entry[key] for key in PUBLIC_RESULT_KEYS if key in entry}
+        for entry in entries
+        if isinstance(entry, dict)
+    ]
+    # Ocean sends "" rather than an empty list when a job has no results.
+    return public or ""
+
+
+def _stopreq(record: JobRecord) -> int:
+    # The engine tags a stop that caught the algorithm running; a run terminated in any other stage
+    # (queued, configuring, publishing) carries the request in its CANCELING / CANCELED state.
+    termination = record.tags.get(job_tags.ALGORITHM_TERMINATION)
+    if (
+        record.tags.get(job_tags.STOP_REQUESTED) == "1"
+        or record.run_status in CANCELED_RUN_STATES
+        or termination == "Stopped"
+    ):
+        return 1
+    if termination == "DeadlineExceeded":
+        return 2
+    return 0
+
+
+def _int_tag(tags: dict[str, str], key: str) -> int | None:
+    try:
+        return int(tags[key])
+    except (KeyError, ValueError):
+        return None
+
+
+def _input_dids(tags: dict[str, str]) -> list[str]:
+    try:
+        dids = json.loads(tags.get(job_tags.INPUT_DIDS, "[]"))
+    except json.JSONDecodeError:
+        dids = []
+    if isinstance(dids, list) and dids:
+        return [str(did) for did in dids]
+    return [tags[job_tags.DID]] if job_tags.DID in tags else []
+
+
+def ocean_job_json(record: JobRecord) -> dict[str, Any]:
+    """Ocean's job status object for `record`, plus `statusDetail`, `phases`, `terminationDetails`
+    and `runStatus`.
+
+    A run that ended without publish's final word (its worker died, or it was stopped) is reported as
+    finished with a failure status, so no client waits forever. A stopped job keeps Ocean's marker
+    `stopreq: 1`: its status is 70 if publish still ran, else the failure status of the stage it
+    was stopped in.
+    """
+    tags = record.tags
+    status = _tag_status(tags)
+    detail = tags.get(job_tags.STATUS_DETAIL, "")
+    date_finished = _tag_epoch(tags, job_tags.DATE_FINISHED)
+    if record.run_ended and not record.published:
+        if not status.is_terminal:
+            was = status
+            status = _unfinished_end(was)
+            detail = _unfinished_detail(record, was)
+        date_finished = _epoch(record.ended if record.ended is not None else record.created)
+    termination = tags.get(job_tags.ALGORITHM_TERMINATION)
+    return {
+        "agreementId": record.agreement_id,
+        "jobId": record.job_id,
+        "owner": record.owner,
+        "status": int(status),
+        "statusText": status.text,
+        "dateCreated": _epoch(record.created),
+        "dateFinished": date_finished,
+        "results": _results(tags),
+        "stopreq": _stopreq(record),
+        "removed": 0,
+        "algoDID": tags.get(job_tags.ALGO_DID, "raw"),
+        "inputDID": _input_dids(tags),
+        "statusDetail": detail,
+        "phases": {
+            phase: {
+                "started": _tag_epoch(tags, job_tags.phase_tag(phase, "started")),
+                "finished": _tag_epoch(tags, job_tags.phase_tag(phase, "finished")),
+            }
+            for phase in PHASES
+        },
+        "terminationDetails": {
+            "exitCode": _int_tag(tags, job_tags.ALGORITHM_EXIT_CODE),
+            "OOMKilled": termination == "OOMKilled",
+            "reason": termination,
+        },
+        "runStatus": record.run_status,
+    }

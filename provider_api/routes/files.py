@@ -1,0 +1,342 @@
+"""`fileinfo` (is a file reachable, how big, what type, its sha256) and `validateContainer`.
+
+A file's location is the data publisher's secret: nothing here returns or logs any part of it, not
+even the file name from its path (only a name the server declares in Content-Disposition). Requests
+go only to public addresses unless `allow_non_public_ip` is on, each redirect hop checked again.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from email.message import Message
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import httpx
+from fastapi import APIRouter
+from pydantic import BaseModel, Field, ValidationError
+
+from c2d_core.fetch import (
+    MAX_REDIRECTS,
+    REDIRECT_STATUSES,
+    FetchedFile,
+    FetchError,
+    FetchLimits,
+    UrlGuard,
+    check_scheme,
+    fetch_to_file,
+)
+from c2d_core.workflow import FileObject
+from provider_api.deps import SettingsDep
+from provider_api.errors import bad_request
+from provider_api.params import ParamsDep
+from provider_api.policy import PolicyError, validate_container
+from provider_api.settings import ProviderSettings
+
+router = APIRouter(prefix="/api/services", tags=["files"])
+
+PROBE_TIMEOUT = httpx.Timeout(10.0)
+# Types Ocean knows; only `url` is served here, the others get Ocean's "Unsupported type".
+OCEAN_FILE_TYPES = frozenset({"url", "ipfs", "arweave", "graphql", "smartcontract", "s3"})
+_CONTENT_RANGE_TOTAL = re.compile(r"bytes\s+(?:\d+-\d+|\*)/(\d+)", re.IGNORECASE)
+
+
+# --- where requests may go ------------------------------------------------------------------------
+
+
+def _is_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_global and not address.is_multicast
+
+
+def public_host_guard(url: httpx.URL) -> None:
+    """Refuse a URL whose host is, or resolves to, any non-public address (loopback, private,
+    link-local such as cloud metadata, CGNAT, reserved). A name that does not resolve is refused too.
+
+    Checked before each request and redirect hop; the HTTP client resolves again when it connects,
+    so a DNS answer that changes in between (rebinding) is not caught here.
+    """
+    check_scheme(url)
+    host = url.host
+    try:
+        addresses = [ipaddress.ip_address(host)]
+    except ValueError:
+        try:
+            infos = socket.getaddrinfo(host, url.port or 443, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError):
+            raise FetchError("the host of the location does not resolve") from None
+        addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+    if not addresses or not all(_is_public(address) for address in addresses):
+        raise FetchError("the location is not a public address")
+
+
+def url_guard_for(settings: ProviderSettings) -> UrlGuard:
+    """The guard every Provider-side fetch of a file object should use."""
+    return check_scheme if settings.allow_non_public_ip else public_host_guard
+
+
+def checksum_limits(settings: ProviderSettings) -> FetchLimits:
+    """Limits for hashing a file's content (fileinfo, trusted-algorithm `filesChecksum`)."""
+    return FetchLimits(
+        connect_timeout=10.0,
+        read_timeout=30.0,
+        retries=1,
+        deadline=120.0,
+        max_bytes=max(settings.max_checksum_bytes, 1),
+    )
+
+
+def fetch_file_object(
+    file_object: FileObject | Mapping[str, Any], dest: Path, settings: ProviderSettings
+) -> FetchedFile:
+    """c2d_core's streaming fetch (size, sha256) with the Provider's guard and checksum limits."""
+    return fetch_to_file(
+        file_object, dest, checksum_limits(settings), url_guard=url_guard_for(settings), label="file"
+    )
+
+
+# --- probing a file ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Probe:
+    content_length: int | None
+    content_type: str | None
+    filename: str | None
+
+
+def _send(client: httpx.Client, request: httpx.Request) -> httpx.Response:
+    # httpx's messages quote the URL: each error becomes a fixed sentence.
+    try:
+        return client.send(request, stream=True, follow_redirects=False)
+    except httpx.TimeoutException:
+        raise FetchError("timed out") from None
+    except httpx.NetworkError:
+        raise FetchError("could not connect to the data source") from None
+    except httpx.UnsupportedProtocol:
+        raise FetchError("only http and https locations are allowed") from None
+    except (httpx.HTTPError, UnicodeError, ValueError):
+        raise FetchError("the request to the data source failed") from None
+
+
+def _request(
+    client: httpx.Client, method: str, url: httpx.URL, headers: dict[str, str], guard: UrlGuard
+) -> httpx.Response:
+    """One request, following redirects by hand so each hop passes `guard`. The caller closes it."""
+    guard(url)
+    try:
+        outgoing = client.build_request(method, url, headers=headers)
+    except (httpx.InvalidURL, TypeError, ValueError):
+        raise FetchError("the location is not a valid URL") from None
+    for _hop in range(MAX_REDIRECTS + 1):
+        response = _send(client, outgoing)
+        if response.status_code not in REDIRECT_STATUSES:
+            return response
+        following = response.next_request
+        response.close()
+        if following is None:
+            raise FetchError(f"HTTP {response.status_code} from the data source without a location")
+        guard(following.url)
+        outgoing = following
+    raise FetchError(f"more than {MAX_REDIRECTS} redirects")
+
+
+def _declared_filename(response: httpx.Response) -> str | None:
+    value = response.headers.get("content-disposition")
+    if not value:
+        return None
+    message = Message()
+    message["content-disposition"] = value
+    name = message.get_filename()
+    if not name:
+        return None
+    # Only the last path component, printable and short: the name is shown to consumers.
+    name = PurePosixPath(name.replace("\\", "/")).name
+    name = "".join(char for char in name if char.isprintable())[:255]
+    return name or None
+
+
+def _probe_from(response: httpx.Response, ranged: bool) -> Probe:
+    length: int | None = None
+    if ranged and response.status_code == 206:
+        match = _CONTENT_RANGE_TOTAL.search(response.headers.get("content-range", ""))
+        length = int(match.group(1)) if match else None
+    elif response.headers.get("content-encoding", "identity").lower() in ("", "identity"):
+        declared = response.headers.get("content-length", "")
+        length = int(declared) if declared.isdigit() else None
+    content_type = response.headers.get("content-type") or None
+    return Probe(length, content_type, _declared_filename(response))
+
+
+def probe_file(file_object: FileObject, guard: UrlGuard, client: httpx.Client | None = None) -> Probe:
+    """Reach the file without downloading it: HEAD, or where HEAD is not answered with 2xx (servers
+    without HEAD, presigned URLs signed for GET), a GET of its first byte. POST files are checked with
+    their own method, as Ocean does. Raises FetchError, whose message names no location."""
+    assert file_object.url is not None
+    try:
+        url = httpx.URL(file_object.url)
+    except (httpx.InvalidURL, TypeError, ValueError):
+        raise FetchError("the location is not a valid URL") from None
+    headers = {"Accept-Encoding": "identity", **file_object.headers}
+    own_client = client is None
+    if client is None:
+        # trust_env=False: no proxy or netrc from the Provider's environment changes where requests go.
+        client = httpx.Client(follow_redirects=False, trust_env=False, timeout=PROBE_TIMEOUT)
+    try:
+        if file_object.method == "GET":
+            response = _request(client, "HEAD", url, headers, guard)
+            try:
+                if 200 <= response.status_code < 300:
+                    return _probe_from(response, ranged=False)
+            finally:
+                response.close()
+        response = _request(client, file_object.method, url, {**headers, "Range": "bytes=0-0"}, guard)
+        try:
+            if 200 <= response.status_code < 300:
+                return _probe_from(response, ranged=True)
+            raise FetchError(f"HTTP {response.status_code} from the data source")
+        finally:
+            response.close()  # the body is never read
+    finally:
+        if own_client:
+            client.close()
+
+
+# --- fileinfo ------------------------------------------------------------------------------------
+
+
+class FileInfo(BaseModel):
+    """One file as fileinfo reports it (Ocean's keys); never its location."""
+
+    index: int
+    valid: bool
+    type: str
+    contentLength: str | None = None
+    contentType: str | None = None
+    filename: str | None = None
+    checksum: str | None = Field(default=None, description="sha256 hex of the content, when asked for")
+    checksumType: str | None = None
+    error: str | None = Field(default=None, description="Why the file is not valid (no location in it)")
+
+
+def _file_object(raw: Mapping[str, Any], label: str) -> FileObject:
+    """A file object from a request, refused (400) in Ocean's words when malformed or not served."""
+    kind = raw.get("type")
+    if not isinstance(kind, str) or not kind:
+        raise bad_request(f"malformed file object: {label} needs a 'type'")
+    if kind != "url":
+        known = kind in OCEAN_FILE_TYPES
+        raise bad_request(f"Unsupported type {kind[:40]}" + (" by this Provider (only url)" if known else ""))
+    method = raw.get("method", "GET")
+    if not isinstance(method, str) or method.upper() not in ("GET", "POST"):
+        raise bad_request(f"Unsafe method {str(method)[:20]}: {label} may use GET or POST")
+    fields = {key: raw[key] for key in ("type", "url", "headers") if key in raw}
+    fields["method"] = method.upper()
+    try:
+        return FileObject.model_validate(fields)
+    except ValidationError as error:
+        # Field names and rules only: the rejected input would be the location.
+        reasons = "; ".join(_reason(item) for item in error.errors())
+        raise bad_request(f"malformed file object: {label}: {reasons}") from None
+
+
+def _reason(item: Mapping[str, Any]) -> str:
+    where = ".".join(str(part) for part in item.get("loc", ()))
+    message = str(item.get("msg", "invalid")).removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
+
+
+def inspect_file(
+    index: int, file_object: FileObject, settings: ProviderSettings, with_checksum: bool
+) -> FileInfo:
+    guard = url_guard_for(settings)
+    try:
+        probe = probe_file(file_object, guard)
+    except FetchError as error:
+        return FileInfo(index=index, valid=False, type=file_object.type, error=error.message)
+    info = FileInfo(
+        index=index,
+        valid=True,
+        type=file_object.type,
+        contentLength=None if probe.content_length is None else str(probe.content_length),
+        contentType=probe.content_type,
+        filename=probe.filename,
+    )
+    too_big = probe.content_length is not None and probe.content_length > settings.max_checksum_bytes
+    if not with_checksum or too_big or settings.max_checksum_bytes == 0:
+        return info
+    with tempfile.TemporaryDirectory(prefix="c2d-fileinfo-") as tmp:
+        try:
+            fetched = fetch_file_object(file_object, Path(tmp) / "content", settings)
+        except FetchError as error:
+            # The size cap is not a fault of the file: like Ocean, it is then reported without checksum.
+            if error.message.endswith("-byte cap"):
+                return info
+            return FileInfo(index=index, valid=False, type=file_object.type, error=error.message)
+    return info.model_copy(
+        update={"checksum": fetched.sha256, "checksumType": "sha256", "contentLength": str(fetched.size)}
+    )
+
+
+def inspect_files(
+    files: Sequence[Mapping[str, Any]], settings: ProviderSettings, *, with_checksum: bool
+) -> list[FileInfo]:
+    """fileinfo for decrypted service files (the `{did, serviceId}` form) or a single file object."""
+    objects = [_file_object(raw, f"file {index}") for index, raw in enumerate(files)]
+    return [inspect_file(index, obj, settings, with_checksum) for index, obj in enumerate(objects)]
+
+
+def _truthy(value: object) -> bool:
+    # ocean.py sends `checksum: 1`, ocean.js `true`; query strings carry text.
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes")
+    return bool(value)
+
+
+@router.post(
+    "/fileinfo",
+    name="fileinfo",
+    summary="fileinfo",
+    response_model=list[FileInfo],
+    response_model_exclude_none=True,
+    description=(
+        "Whether a file is reachable, with contentLength, contentType, the server-declared filename and, "
+        "when `checksum` is true, the sha256 of its content (files up to the Provider's checksum limit). "
+        "Body: one file object `{type: 'url', url, method?, headers?, checksum?}`. Never returns a location. "
+        "The `{did, serviceId}` form is not supported yet."
+    ),
+)
+def fileinfo(params: ParamsDep, settings: SettingsDep) -> list[FileInfo]:
+    with_checksum = _truthy(params.get("checksum", False))
+    if "did" in params or "serviceId" in params:
+        raise bad_request("fileinfo by did and serviceId is not supported yet: send a file object")
+    if not params:
+        raise bad_request("malformed file object: send a file object such as {type: 'url', url: ...}")
+    return inspect_files([params], settings, with_checksum=with_checksum)
+
+
+# --- validateContainer ---------------------------------------------------------------------------
+
+
+@router.post(
+    "/validateContainer",
+    name="validateContainer",
+    summary="validateContainer",
+    description=(
+        "Check an algorithm container `{entrypoint, image, tag, checksum}`: entrypoint, image and checksum "
+        "set, checksum a `sha256:` digest. 200 echoes it; 400 `{error: missing_entrypoint_image_checksum | "
+        "checksum_prefix | checksum_format}`."
+    ),
+)
+def validate_container_route(params: ParamsDep) -> dict[str, Any]:
+    try:
+        validate_container(params)
+    except PolicyError as error:
+        raise bad_request(error.code) from None
+    return params

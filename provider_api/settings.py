@@ -1,0 +1,142 @@
+"""Provider settings, read from `PROVIDER_*` environment variables; unsafe values refuse to start.
+
+Development runs against anvil with a key derived from anvil's public test mnemonic. Production needs
+its own key: a missing key, or any key of that public mnemonic, stops the Provider at start-up.
+"""
+
+from __future__ import annotations
+
+from functools import cache, cached_property
+from pathlib import Path
+from typing import Literal
+
+from eth_account import Account
+from eth_account.hdaccount import key_from_seed, seed_from_mnemonic
+from eth_account.signers.local import LocalAccount
+from eth_utils import is_address, to_checksum_address
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from c2d_core.settings import EngineSettings
+
+MIB = 1024**2
+
+# Anvil's (and Hardhat's) default mnemonic: public, so every key derived from it is public too.
+ANVIL_MNEMONIC = "test test test test test test test test test test test junk"
+# How many of its accounts count as known: anvil creates 10 by default; scripts often ask for more.
+KNOWN_DEV_ACCOUNTS = 30
+# The development Provider uses the last of anvil's 10 default accounts, away from the deployer (0)
+# and the accounts tests use as publishers and consumers.
+PROVIDER_DEV_ACCOUNT_INDEX = 9
+
+
+@cache
+def anvil_dev_key(index: int) -> str:
+    """The 0x-hex private key of account `index` of anvil's public mnemonic (m/44'/60'/0'/0/index)."""
+    seed = _anvil_seed()
+    return "0x" + key_from_seed(seed, f"m/44'/60'/0'/0/{index}").hex()
+
+
+@cache
+def _anvil_seed() -> bytes:
+    return seed_from_mnemonic(ANVIL_MNEMONIC, "")
+
+
+@cache
+def known_dev_keys() -> frozenset[str]:
+    return frozenset(anvil_dev_key(index)[2:] for index in range(KNOWN_DEV_ACCOUNTS))
+
+
+def _normalised_key(value: str) -> str:
+    text = value.strip().lower().removeprefix("0x")
+    if len(text) != 64 or any(char not in "0123456789abcdef" for char in text):
+        raise ValueError("the private key must be 32 bytes as 64 hex characters (0x prefix optional)")
+    return text
+
+
+def _engine() -> EngineSettings:
+    return EngineSettings()
+
+
+def _default_nonce_db_url() -> str:
+    return f"sqlite:///{_engine().home / 'provider.db'}"
+
+
+def _default_environments_file() -> Path:
+    return _engine().environments_file
+
+
+def _default_results_dir() -> Path:
+    return _engine().resolved_results_dir
+
+
+class ProviderSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PROVIDER_", extra="ignore")
+
+    environment: Literal["development", "production"] = "development"
+    # Signs provider fees and decrypts DDO files. Development: anvil account 9 when unset.
+    private_key: SecretStr | None = None
+    chain_id: int = Field(default=8996, ge=1)
+    rpc_url: str = "http://127.0.0.1:8545"
+    addresses_file: Path | None = None
+    graphql_url: str = "http://127.0.0.1:3300/graphql"
+    # SQLAlchemy URL of the nonce store: SQLite embedded, `postgresql+psycopg2://...` in production.
+    nonce_db_url: str = Field(default_factory=_default_nonce_db_url)
+    environments_file: Path = Field(default_factory=_default_environments_file)
+    results_dir: Path = Field(default_factory=_default_results_dir)
+    # The Provider's own public URL (what DDOs name as serviceEndpoint).
+    url: str = "http://127.0.0.1:8030"
+    # fileinfo computes a content checksum only for files up to this size (Ocean: MAX_CHECKSUM_LENGTH).
+    max_checksum_bytes: int = Field(default=10 * MIB, ge=0)
+    # Who may call /decrypt. Empty means nobody: decrypting documents for anyone who signs would
+    # hand out whatever was encrypted to this key (Ocean allows everyone when its list is empty).
+    allowed_decrypters: list[str] = Field(default_factory=list)
+    # fileinfo and checksum fetches refuse private, loopback and link-local hosts unless this is on;
+    # development turns it on to reach local test servers, production refuses it.
+    allow_non_public_ip: bool = False
+
+    @field_validator("allowed_decrypters")
+    @classmethod
+    def _decrypters(cls, value: list[str]) -> list[str]:
+        bad = [item for item in value if not is_address(item)]
+        if bad:
+            raise ValueError(f"allowed_decrypters must be 0x addresses; not addresses: {bad}")
+        return [to_checksum_address(item) for item in value]
+
+    @model_validator(mode="after")
+    def _refuse_unsafe(self) -> ProviderSettings:
+        if self.private_key is not None:
+            key = _normalised_key(self.private_key.get_secret_value())
+            self.private_key = SecretStr("0x" + key)
+        if self.environment == "production":
+            if self.private_key is None:
+                raise ValueError(
+                    "PROVIDER_PRIVATE_KEY is required in production (the key that signs provider fees)"
+                )
+            if self.private_key.get_secret_value()[2:] in known_dev_keys():
+                raise ValueError(
+                    "PROVIDER_PRIVATE_KEY is a key of anvil's public test mnemonic: anyone can sign "
+                    "as it. Use a key of your own in production."
+                )
+            if self.allow_non_public_ip:
+                raise ValueError(
+                    "PROVIDER_ALLOW_NON_PUBLIC_IP is refused in production: it lets requests reach "
+                    "the Provider's own network (SSRF)"
+                )
+        elif self.private_key is None:
+            self.private_key = SecretStr(anvil_dev_key(PROVIDER_DEV_ACCOUNT_INDEX))
+        return self
+
+    @property
+    def private_key_hex(self) -> str:
+        """The private key as 0x-hex; read it only where it is used (signing, decrypting)."""
+        assert self.private_key is not None  # set by the validator in every environment
+        return self.private_key.get_secret_value()
+
+    @cached_property
+    def account(self) -> LocalAccount:
+        return Account.from_key(self.private_key_hex)
+
+    @property
+    def address(self) -> str:
+        return str(self.account.address)

@@ -1,0 +1,119 @@
+"""The whole embedded stack for end-to-end tests: anvil with the Ocean contracts, Dagster webserver and
+daemon, the Provider over HTTP, a local data origin, and a published dataset with a trusted algorithm."""
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+@dataclass
+class OceanStack:
+    running: object
+    chain: object
+    provider: object
+    origin_url: str
+    publisher: object
+    consumer: object
+    other_consumer: object
+    dataset: object
+    algorithm: object
+    untrusted_algorithm: object
+    raw_dataset: object
+    env: dict
+    algorithm_bytes: bytes
+
+
+@pytest.fixture(scope="session")
+def ocean_stack(tmp_path_factory: pytest.TempPathFactory):
+    from c2d_cli import stack
+    from c2d_cli.ocean_flow import SAMPLE_CONTAINER, mint_to, publish_asset
+    from c2d_cli.origin import LocalOrigin
+    from c2d_cli.provider_client import ProviderClient
+    from c2d_core.chain import Chain, dev_accounts
+    from provider_api.policy import trusted_algorithm_entry
+
+    home = tmp_path_factory.mktemp("ocean") / ".c2d"
+    running, _ = stack.up(home, port=stack._free_port())
+    provider = ProviderClient(running.provider_url)
+    try:
+        with LocalOrigin(EXAMPLES) as origin:
+            chain = Chain.connect(running.rpc_url, Path(running.addresses_file))
+            accounts = dev_accounts(10)
+            publisher, consumer, other = accounts[1], accounts[2], accounts[3]
+            algorithm_bytes = (EXAMPLES / "algorithms" / "summary.py").read_bytes()
+            algorithm_files = [{"type": "url", "url": f"{origin.url}/algorithms/summary.py", "method": "GET"}]
+            data_files = [{"type": "url", "url": f"{origin.url}/data/weather.csv", "method": "GET"}]
+            algorithm = publish_asset(
+                chain,
+                publisher,
+                provider,
+                name="Summary",
+                files=algorithm_files,
+                asset_type="algorithm",
+                service_type="access",
+                container=SAMPLE_CONTAINER,
+            )
+            untrusted = publish_asset(
+                chain,
+                publisher,
+                provider,
+                name="Untrusted",
+                files=algorithm_files,
+                asset_type="algorithm",
+                service_type="access",
+                container=SAMPLE_CONTAINER,
+            )
+            entry = trusted_algorithm_entry(
+                algorithm.did, hashlib.sha256(algorithm_bytes).hexdigest(), SAMPLE_CONTAINER
+            )
+            dataset = publish_asset(
+                chain,
+                publisher,
+                provider,
+                name="Weather",
+                files=data_files,
+                asset_type="dataset",
+                service_type="compute",
+                compute={
+                    "allowRawAlgorithm": False,
+                    "allowNetworkAccess": False,
+                    "publisherTrustedAlgorithms": [entry],
+                    "publisherTrustedAlgorithmPublishers": [],
+                },
+            )
+            raw_dataset = publish_asset(
+                chain,
+                publisher,
+                provider,
+                name="RawOK",
+                files=data_files,
+                asset_type="dataset",
+                service_type="compute",
+                compute={"allowRawAlgorithm": True, "publisherTrustedAlgorithms": ["*"]},
+            )
+            for asset in (algorithm, untrusted, dataset, raw_dataset):
+                for holder in (consumer, other):
+                    mint_to(chain, publisher, asset, holder.address, 20)
+            env = provider.environments(chain.chain_id)[0]
+            yield OceanStack(
+                running=running,
+                chain=chain,
+                provider=provider,
+                origin_url=origin.url,
+                publisher=publisher,
+                consumer=consumer,
+                other_consumer=other,
+                dataset=dataset,
+                algorithm=algorithm,
+                untrusted_algorithm=untrusted,
+                raw_dataset=raw_dataset,
+                env=env,
+                algorithm_bytes=algorithm_bytes,
+            )
+    finally:
+        provider.close()
+        stack.down(home)
