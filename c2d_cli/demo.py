@@ -1,8 +1,9 @@
-"""`c2d dev demo`: one compute job on the embedded stack, from a fresh clone, narrated as it goes.
+"""`c2d dev demo`: the whole Ocean Compute-to-Data flow on the embedded stack, narrated as it goes.
 
-A sample CSV is served by a local origin, its location is encrypted for the provider key exactly as a
-DDO's `files` are, and a raw sample algorithm summarises it in the sandbox. Until the Provider exists,
-the workflow is submitted to the engine directly over Dagster's GraphQL API.
+A publisher puts a sample dataset (a CSV served by a local origin) and a sample algorithm on the
+local chain, trusting that algorithm for compute; a consumer orders both with the Provider's signed
+fees, starts the job with a signed request, follows it and downloads every result. The dataset's
+location is encrypted for the Provider and never appears in run config, tags, logs or responses.
 """
 
 from __future__ import annotations
@@ -10,16 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-import uuid
 from pathlib import Path
 
 from rich.console import Console
 
-from c2d_cli import engine, stack
+from c2d_cli import stack
 from c2d_cli.origin import LocalOrigin
-from c2d_core.crypto import encrypt_for, public_key_of
-from c2d_core.settings import EngineSettings
-from c2d_core.status import JobStatus
 from c2d_core.workflow import Workflow
 
 EXAMPLES = stack.PROJECT_ROOT / "examples"
@@ -27,6 +24,11 @@ DEMO_OWNER = "0x" + "d" * 40
 
 
 def demo_workflow(origin_url: str, provider_key_file: Path) -> Workflow:
+    """A workflow submitted to the engine directly (no chain): used by the engine's own tests and bench."""
+    import uuid
+
+    from c2d_core.crypto import encrypt_for, public_key_of
+
     public_key = public_key_of(provider_key_file.read_text().strip())
     files_document = {
         "nftAddress": "0x" + "0" * 40,
@@ -56,46 +58,105 @@ def demo_workflow(origin_url: str, provider_key_file: Path) -> Workflow:
 
 
 def run_demo(home: Path, console: Console, timeout: float = 300.0) -> int:
+    from c2d_cli.ocean_flow import (
+        SAMPLE_CONTAINER,
+        download_results,
+        mint_to,
+        order_and_start,
+        publish_asset,
+        wait_for_job,
+    )
+    from c2d_cli.provider_client import ProviderClient
+    from c2d_core.chain import Chain, dev_accounts
+    from provider_api.policy import trusted_algorithm_entry
+
     started = time.monotonic()
-    console.print("[bold]1/4[/] starting the embedded stack (Dagster webserver + daemon, SQLite)…")
+    console.print("[bold]1/5[/] starting the embedded stack: anvil + Ocean contracts, Dagster, the Provider…")
     running, reused = stack.up(home)
-    console.print(f"    {'reusing the running stack' if reused else 'stack up'} at {running.webserver_url}")
-    settings = EngineSettings(home=home)
-    with LocalOrigin(EXAMPLES) as origin:
-        workflow = demo_workflow(origin.url, settings.resolved_provider_key_file)
-        console.print(
-            "[bold]2/4[/] submitting compute_job: dataset weather.csv (location encrypted for the "
-            "provider key), raw algorithm examples/algorithms/summary.py on python:3.11-slim"
-        )
-        run_id = engine.submit(running.webserver_host, running.webserver_port, workflow)
-        console.print(f"    job {workflow.job_id} is Dagster run {run_id}")
-        console.print("[bold]3/4[/] following the job:")
-        submit_time = time.monotonic()
-
-        def show(view: engine.JobView) -> None:
-            console.print(
-                f"    {time.monotonic() - submit_time:6.2f} s  status {view.status:>2} "
-                f"{view.status_text.strip()}  [dim](run {view.run_status})[/]"
+    console.print(
+        f"    {'reusing the running stack' if reused else 'stack up'}: Provider {running.provider_url}, "
+        f"Dagster UI {running.webserver_url}, chain {running.rpc_url} (id {running.chain_id})"
+    )
+    chain = Chain.connect(running.rpc_url, Path(running.addresses_file))
+    accounts = dev_accounts(3)
+    publisher, consumer = accounts[1], accounts[2]
+    provider = ProviderClient(running.provider_url)
+    try:
+        with LocalOrigin(EXAMPLES) as origin:
+            console.print("[bold]2/5[/] publishing (as the publisher, anvil account 1):")
+            algorithm_bytes = (EXAMPLES / "algorithms" / "summary.py").read_bytes()
+            algorithm = publish_asset(
+                chain,
+                publisher,
+                provider,
+                name="Weather summary",
+                asset_type="algorithm",
+                service_type="access",
+                container=SAMPLE_CONTAINER,
+                files=[{"type": "url", "url": f"{origin.url}/algorithms/summary.py", "method": "GET"}],
             )
-
-        view = engine.wait_for_job(running.webserver_url, run_id, timeout=timeout, on_change=show)
-    status = JobStatus(view.status)
-    results_dir = settings.resolved_results_dir / workflow.job_id
-    console.print(
-        f"[bold]4/4[/] final status {int(status)} {status.text.strip()}"
-        + (f": {view.detail}" if view.detail else "")
-    )
-    for entry in view.results:
-        console.print(
-            f"    [{entry['index']}] {entry['filename']:<20} {entry['filesize']:>7} B  {entry['type']}"
-        )
-    summary = results_dir / "summary.json"
+            console.print(f"    algorithm {algorithm.did}")
+            trusted = trusted_algorithm_entry(
+                algorithm.did, hashlib.sha256(algorithm_bytes).hexdigest(), SAMPLE_CONTAINER
+            )
+            dataset = publish_asset(
+                chain,
+                publisher,
+                provider,
+                name="Weather 2026-11",
+                asset_type="dataset",
+                service_type="compute",
+                compute={
+                    "allowRawAlgorithm": False,
+                    "allowNetworkAccess": False,
+                    "publisherTrustedAlgorithms": [trusted],
+                    "publisherTrustedAlgorithmPublishers": [],
+                },
+                files=[{"type": "url", "url": f"{origin.url}/data/weather.csv", "method": "GET"}],
+            )
+            console.print(f"    dataset   {dataset.did} (compute only, trusts the algorithm above)")
+            for asset in (dataset, algorithm):
+                mint_to(chain, publisher, asset, consumer.address)
+            console.print(f"    minted datatokens of both to the consumer {consumer.address}")
+            console.print(
+                "[bold]3/5[/] ordering and starting (as the consumer, anvil account 2): "
+                "initializeCompute → startOrder with the signed fees → signed POST compute"
+            )
+            env = provider.environments(chain.chain_id)[0]
+            job = order_and_start(
+                chain, consumer, provider, dataset, algorithm, env, algocustomdata={"column": "temp_c"}
+            )
+            console.print(f"    job {job['jobId']} accepted: status {job['status']} {job['statusText']}")
+            console.print("[bold]4/5[/] following the job through the Provider:")
+            submitted = time.monotonic()
+            final = wait_for_job(
+                provider,
+                consumer.address,
+                job["jobId"],
+                timeout=timeout,
+                on_change=lambda j: console.print(
+                    f"    {time.monotonic() - submitted:6.2f} s  status {j['status']:>2} "
+                    f"{j['statusText'].strip()}"
+                ),
+            )
+        out_dir = home / "demo-results" / final["jobId"]
+        console.print(f"[bold]5/5[/] downloading every result through computeResult into {out_dir}")
+        for path in download_results(provider, consumer, final, out_dir):
+            console.print(f"    {path.name:<16} {path.stat().st_size:>6} B")
+    finally:
+        provider.close()
+    console.print("    final job JSON:")
+    console.print_json(json.dumps(final))
+    summary = out_dir / "summary.json"
     if summary.exists():
-        console.print("    summary.json:")
+        console.print("    summary.json (the algorithm's output):")
         console.print(summary.read_text(), highlight=False)
-    console.print(f"    results in {results_dir}")
-    console.print(f"    inspect the run in the Dagster UI: {running.webserver_url}/runs/{run_id}")
-    console.print(
-        f"    done in {time.monotonic() - started:.1f} s. Stop the stack with: [bold]c2d dev down[/]"
-    )
-    return 0 if status is JobStatus.JOB_FINISHED else 1
+    from provider_api.operator import Operator
+
+    record = Operator(f"{running.webserver_url}/graphql").job(final["jobId"])
+    console.print(f"    results in {out_dir}")
+    if record is not None:
+        console.print(f"    the run in the Dagster UI: {running.webserver_url}/runs/{record.run_id}")
+    elapsed = time.monotonic() - started
+    console.print(f"    done in {elapsed:.1f} s. Stop the stack with: [bold].venv/bin/c2d dev down[/]")
+    return 0 if final["status"] == 70 else 1
