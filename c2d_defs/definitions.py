@@ -1,12 +1,14 @@
 """The code location: every job, resource and sensor of the compute engine, from one place.
 
-`C2D_DEPLOYMENT` picks the resources once (`local`: bubblewrap sandboxes and a local result store).
+`C2D_DEPLOYMENT` picks the resources once (`local`: bubblewrap sandboxes and a local result store;
+`k8s`: Kubernetes Jobs through dagster-k8s, a PVC per job, and a sensor that cleans up after them).
 Ops never ask which one they got.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import dagster as dg
@@ -14,14 +16,37 @@ import dagster as dg
 from c2d_defs.jobs import compute_job
 from c2d_defs.resources import ComputeEnvironments, LocalPodRunnerResource, LocalResultStoreResource
 
-resources_by_deployment: dict[str, dict[str, Any]] = {
-    "local": {
+
+def _local() -> tuple[dict[str, Any], list[dg.SensorDefinition]]:
+    resources = {
         "pod_runner": LocalPodRunnerResource(),
         "result_store": LocalResultStoreResource(),
         "environments": ComputeEnvironments(),
         # Stage outputs stay in memory: they carry the workflow, which must not land on disk.
         "io_manager": dg.mem_io_manager,
-    },
+    }
+    return resources, []
+
+
+def _k8s() -> tuple[dict[str, Any], list[dg.SensorDefinition]]:
+    # Imported only here: dagster-k8s costs about 2 s per process, which the embedded default never pays.
+    from c2d_defs.k8s_resources import K8sPodRunnerResource, k8s_volume_cleanup
+
+    resources = {
+        "pod_runner": K8sPodRunnerResource(),
+        # The local store on a volume shared by the run pods and the publish pod (jobs.sharedClaims).
+        "result_store": LocalResultStoreResource(),
+        "environments": ComputeEnvironments(),
+        # One run is one run pod (in-process executor): stage outputs never leave its memory.
+        "io_manager": dg.mem_io_manager,
+    }
+    return resources, [k8s_volume_cleanup]
+
+
+# Each deployment's resources (and sensors), built only for the deployment in use.
+resources_by_deployment: dict[str, Callable[[], tuple[dict[str, Any], list[dg.SensorDefinition]]]] = {
+    "local": _local,
+    "k8s": _k8s,
 }
 
 
@@ -35,4 +60,5 @@ def _deployment() -> str:
     return deployment
 
 
-defs = dg.Definitions(jobs=[compute_job], resources=resources_by_deployment[_deployment()])
+_resources, _sensors = resources_by_deployment[_deployment()]()
+defs = dg.Definitions(jobs=[compute_job], resources=_resources, sensors=_sensors)

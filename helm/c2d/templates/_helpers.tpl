@@ -1,0 +1,41 @@
+{{/* Names truncated to 63 characters, as Kubernetes label values and DNS names require. */}}
+{{- define "c2d.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "c2d.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "c2d.labels" -}}
+app.kubernetes.io/name: {{ include "c2d.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end -}}
+
+{{- define "c2d.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "c2d.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{/* Job pods carry these (set by the engine, c2d_defs/k8s_pod_runner.py); policies select on them. */}}
+{{- define "c2d.jobPodSelector" -}}
+app.kubernetes.io/name: c2d
+app.kubernetes.io/managed-by: c2d-engine
+{{- end -}}
+
+{{/* repository:tag; a tag may carry a digest ("0.1.0@sha256:..."). */}}
+{{- define "c2d.image" -}}
+{{- printf "%s:%s" .repository .tag -}}
+{{- end -}}
