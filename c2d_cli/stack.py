@@ -140,25 +140,59 @@ def _stack_env(home: Path) -> dict[str, str]:
     return env
 
 
+_READY_QUERY = """
+{
+  instance { daemonHealth { daemonStatus(daemonType: "QUEUED_RUN_COORDINATOR") { healthy } } }
+  workspaceOrError {
+    ... on Workspace {
+      locationEntries { name loadStatus locationOrLoadError { __typename ... on PythonError { message } } }
+    }
+  }
+}
+"""
+
+
 def _wait_until_ready(url: str, home: Path, pids: list[int], timeout: float) -> None:
+    """Ready means: the daemon's queue coordinator beats, and the code location loaded."""
     deadline = time.monotonic() + timeout
-    query = '{ instance { daemonHealth { daemonStatus(daemonType: "QUEUED_RUN_COORDINATOR") { healthy } } } }'
     last_error = "no answer yet"
     while time.monotonic() < deadline:
         for pid in pids:
             if not _alive(pid):
                 raise StackError(f"a stack process (pid {pid}) exited during start; see {home / STACK_LOGS}")
         try:
-            answer = httpx.post(f"{url}/graphql", json={"query": query}, timeout=5).json()
-            healthy = answer["data"]["instance"]["daemonHealth"]["daemonStatus"]["healthy"]
-            if healthy:
+            data = httpx.post(f"{url}/graphql", json={"query": _READY_QUERY}, timeout=5).json()["data"]
+            healthy = data["instance"]["daemonHealth"]["daemonStatus"]["healthy"]
+            entries = data["workspaceOrError"]["locationEntries"]
+            loaded = [e for e in entries if e["loadStatus"] == "LOADED"]
+            failed = [e for e in loaded if e["locationOrLoadError"]["__typename"] == "PythonError"]
+            if failed:
+                message = failed[0]["locationOrLoadError"].get("message", "")
+                raise StackError(f"the code location failed to load: {message.strip()[:500]}")
+            if healthy and loaded:
                 return
-            last_error = "the daemon has not reported a heartbeat yet"
+            last_error = "the daemon has no heartbeat yet" if not healthy else "the code location is loading"
         except (httpx.HTTPError, KeyError, TypeError, ValueError) as error:
             last_error = str(error) or type(error).__name__
         time.sleep(0.5)
     logs = home / STACK_LOGS
     raise StackError(f"the stack did not become ready in {timeout:.0f} s ({last_error}); see {logs}")
+
+
+def _create_instance_storage(home: Path, env: dict[str, str]) -> None:
+    """Create Dagster's SQLite storage once, before the webserver, daemon and code servers start.
+
+    Started together on a fresh home, they race to create it and can leave the schedule storage with
+    two migration heads, after which the code location never loads.
+    """
+    if (home / "history" / "runs.db").exists() and (home / "schedules" / "schedules.db").exists():
+        return
+    dagster = Path(sys.executable).parent / "dagster"
+    result = subprocess.run(
+        [str(dagster), "instance", "migrate"], env=env, cwd=PROJECT_ROOT, capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        raise StackError(f"could not create Dagster's storage in {home}: {result.stderr.strip()[-500:]}")
 
 
 def _pick_port(preferred: int) -> int:
@@ -213,6 +247,7 @@ def up(home: Path, port: int | None = None, timeout: float = START_TIMEOUT) -> t
     env = _stack_env(home)
     workspace = str(PROJECT_ROOT / "workspace.yaml")
     bin_dir = Path(sys.executable).parent
+    _create_instance_storage(home, env)
     started: list[int] = []
     try:
         anvil_pid, rpc_url = chain_stack.start_anvil(home, _pick_port(DEFAULT_RPC_PORT))

@@ -203,7 +203,24 @@ class ComputeService:
         service = policy.check_input_service(asset.ddo, ref.service_id, resource, main=main)
         found = asset.service(ref.service_id)
         assert found is not None  # check_input_service found it
+        self._check_files_readable(asset, service, resource)
         return CheckedInput(ref=ref, asset=asset, service_index=found[0], service=service, resource=resource)
+
+    def _check_files_readable(self, asset: ResolvedAsset, service: dict[str, Any], resource: str) -> None:
+        """The engine decrypts each input's files with this Provider's key: refuse, before anyone pays
+        or a job starts, an input whose files were sealed for another provider or copied from
+        another asset (Ocean's `compute_services_not_in_same_provider`)."""
+        from c2d_core.crypto import CryptoError, decrypt_service_files
+
+        try:
+            decrypt_service_files(
+                self.settings.private_key_hex,
+                str(service.get("files", "")),
+                expected_nft_address=asset.nft_address,
+                expected_datatoken_address=str(service.get("datatokenAddress", "")),
+            )
+        except (CryptoError, ValueError):
+            raise resource_error(resource, "compute_services_not_in_same_provider") from None
 
     def check_algorithm(
         self, ref: AlgorithmRef, inputs: list[CheckedInput], consumer: str
@@ -264,18 +281,26 @@ class ComputeService:
         The Provider fetches the files itself (bounded by `max_checksum_bytes`); results are cached by
         the encrypted files blob, which changes whenever the files do.
         """
-        from c2d_core.crypto import decrypt_service_files
+        from c2d_core.crypto import CryptoError, decrypt_service_files
         from c2d_core.fetch import FetchError
         from provider_api.routes.files import fetch_file_object
 
         blob = str(service.get("files", ""))
-        key = hashlib.sha256(blob.encode()).hexdigest()
+        datatoken = str(service.get("datatokenAddress", ""))
+        key = hashlib.sha256(f"{asset.nft_address}:{datatoken}:{blob}".encode()).hexdigest()
         with self._checksum_lock:
             if key in self._checksums:
                 return self._checksums[key]
         try:
-            files = decrypt_service_files(self.settings.private_key_hex, blob)
-        except ValueError:
+            # Files sealed for another key, or copied from another asset, are the algorithm's fault
+            # (400 file_unavailable), not a backend failure.
+            files = decrypt_service_files(
+                self.settings.private_key_hex,
+                blob,
+                expected_nft_address=asset.nft_address,
+                expected_datatoken_address=datatoken,
+            )
+        except (CryptoError, ValueError):
             raise resource_error("algorithm", "file_unavailable") from None
         digests = []
         with tempfile.TemporaryDirectory(prefix="c2d-checksum-") as tmp:

@@ -6,8 +6,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+OTHER_ENV = "ocean-compute-b"
+
+
+def _two_environments(path: Path) -> Path:
+    """The project's environments plus a copy of the first under another id."""
+    config = yaml.safe_load((ROOT / "config" / "environments.yaml").read_text())
+    config["environments"].append({**config["environments"][0], "id": OTHER_ENV})
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
 
 
 @dataclass
@@ -25,6 +36,8 @@ class OceanStack:
     raw_dataset: object
     env: dict
     algorithm_bytes: bytes
+    # A second environment, so a fee quoted for one can be tried in the other.
+    other_env: dict
 
 
 @pytest.fixture(scope="session")
@@ -37,7 +50,11 @@ def ocean_stack(tmp_path_factory: pytest.TempPathFactory):
     from provider_api.policy import trusted_algorithm_entry
 
     home = tmp_path_factory.mktemp("ocean") / ".c2d"
-    running, _ = stack.up(home, port=stack._free_port())
+    envs_file = _two_environments(home.parent / "environments.yaml")
+    with pytest.MonkeyPatch.context() as patch:
+        # Read by the Provider, the webserver and the daemon, which inherit the environment at start.
+        patch.setenv("C2D_ENVIRONMENTS_FILE", str(envs_file))
+        running, _ = stack.up(home, port=stack._free_port())
     provider = ProviderClient(running.provider_url)
     try:
         with LocalOrigin(EXAMPLES) as origin:
@@ -98,7 +115,8 @@ def ocean_stack(tmp_path_factory: pytest.TempPathFactory):
             for asset in (algorithm, untrusted, dataset, raw_dataset):
                 for holder in (consumer, other):
                     mint_to(chain, publisher, asset, holder.address, 20)
-            env = provider.environments(chain.chain_id)[0]
+            envs = {env["id"]: env for env in provider.environments(chain.chain_id)}
+            env = envs["ocean-compute"]
             yield OceanStack(
                 running=running,
                 chain=chain,
@@ -113,6 +131,7 @@ def ocean_stack(tmp_path_factory: pytest.TempPathFactory):
                 raw_dataset=raw_dataset,
                 env=env,
                 algorithm_bytes=algorithm_bytes,
+                other_env=envs[OTHER_ENV],
             )
     finally:
         provider.close()

@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import httpx
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field, ValidationError
 
 from c2d_core.fetch import (
@@ -33,9 +33,9 @@ from c2d_core.fetch import (
 )
 from c2d_core.workflow import FileObject
 from provider_api.deps import SettingsDep
-from provider_api.errors import bad_request
+from provider_api.errors import bad_request, resource_error
 from provider_api.params import ParamsDep
-from provider_api.policy import PolicyError, validate_container
+from provider_api.policy import PolicyError, find_service, validate_container
 from provider_api.settings import ProviderSettings
 
 router = APIRouter(prefix="/api/services", tags=["files"])
@@ -299,6 +299,35 @@ def _truthy(value: object) -> bool:
     return bool(value)
 
 
+def _service_files(
+    request: Request, settings: ProviderSettings, did: object, service_id: object
+) -> list[Any]:
+    """The decrypted file objects of a DDO service, resolved as the compute routes resolve DDOs."""
+    from c2d_core.crypto import CryptoError, decrypt_service_files
+    from provider_api.deps import get_chain, get_environments
+    from provider_api.routes.compute import get_compute_service
+
+    if not isinstance(did, str) or not did or service_id is None or service_id == "":
+        raise bad_request("fileinfo by did and serviceId needs both a did and a serviceId")
+    # The chain is reached only for this form: a file object needs no chain.
+    chain = get_chain(request, settings)
+    service = get_compute_service(request, settings, get_environments(request, settings), chain)
+    asset = service.resolve(did, "did")
+    try:
+        found = find_service(asset.ddo, service_id, "did")
+    except PolicyError:
+        raise resource_error("serviceId", "not_found") from None
+    try:
+        return decrypt_service_files(
+            settings.private_key_hex,
+            str(found.get("files", "")),
+            expected_nft_address=asset.nft_address,
+            expected_datatoken_address=str(found.get("datatokenAddress", "")),
+        )
+    except CryptoError:
+        raise bad_request("the service's files cannot be decrypted by this Provider") from None
+
+
 @router.post(
     "/fileinfo",
     name="fileinfo",
@@ -308,14 +337,16 @@ def _truthy(value: object) -> bool:
     description=(
         "Whether a file is reachable, with contentLength, contentType, the server-declared filename and, "
         "when `checksum` is true, the sha256 of its content (files up to the Provider's checksum limit). "
-        "Body: one file object `{type: 'url', url, method?, headers?, checksum?}`. Never returns a location. "
-        "The `{did, serviceId}` form is not supported yet."
+        "Body: one file object `{type: 'url', url, method?, headers?, checksum?}`, or `{did, serviceId, "
+        "checksum?}` for every file of a published service (decrypted by the Provider, one entry per file). "
+        "Never returns a location."
     ),
 )
-def fileinfo(params: ParamsDep, settings: SettingsDep) -> list[FileInfo]:
+def fileinfo(request: Request, params: ParamsDep, settings: SettingsDep) -> list[FileInfo]:
     with_checksum = _truthy(params.get("checksum", False))
     if "did" in params or "serviceId" in params:
-        raise bad_request("fileinfo by did and serviceId is not supported yet: send a file object")
+        files = _service_files(request, settings, params.get("did"), params.get("serviceId"))
+        return inspect_files(files, settings, with_checksum=with_checksum)
     if not params:
         raise bad_request("malformed file object: send a file object such as {type: 'url', url: ...}")
     return inspect_files([params], settings, with_checksum=with_checksum)

@@ -229,10 +229,8 @@ def test_non_public_addresses_are_refused_by_default(tmp_path: Path, http_origin
             {"type": "url", "url": "http://127.0.0.1/s3cr3t-bucket-path/a", "headers": ["s3cr3t"]},
             "malformed file object: file 0: headers: Input should be a valid dictionary",
         ),
-        (
-            {"did": "did:op:" + "ab" * 32, "serviceId": "0"},
-            "fileinfo by did and serviceId is not supported yet",
-        ),
+        ({"did": "did:op:" + "ab" * 32}, "fileinfo by did and serviceId needs both"),
+        ({"serviceId": "0"}, "fileinfo by did and serviceId needs both"),
         ({}, "malformed file object: send a file object such as {type: 'url', url: ...}"),
     ],
 )
