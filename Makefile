@@ -9,7 +9,7 @@ TOOLS := .tools
 ANVIL_VERSION := 1.7.1
 ANVIL_STAMP := $(TOOLS)/.anvil-$(ANVIL_VERSION).stamp
 
-.PHONY: install system-deps tools demo test lint typecheck bench down clean
+.PHONY: install system-deps tools test-tools demo test lint typecheck bench down clean
 
 $(STAMP): pyproject.toml
 	@echo ">> creating $(VENV) and installing the project (pinned dependencies)"
@@ -33,14 +33,25 @@ $(ANVIL_STAMP):
 	@ls $(TOOLS)/node_modules/@foundry-rs/anvil-*/bin/anvil >/dev/null 2>&1 || { echo "anvil's native binary is missing from $(TOOLS)"; exit 1; }
 	@touch $@
 
+# A real IPFS node for the IPFS result store tests (js-ipfs with the kubo RPC API), pinned by its lockfile.
+IPFS_NODE := tests/ipfs_node
+IPFS_STAMP := $(IPFS_NODE)/node_modules/.installed-stamp
+$(IPFS_STAMP): $(IPFS_NODE)/package-lock.json
+	@echo ">> installing the test IPFS node into $(IPFS_NODE)"
+	npm ci --prefix $(IPFS_NODE) --no-audit --no-fund --loglevel=error
+	@touch $@
+
 tools: $(ANVIL_STAMP)
+
+# Only the tests need the IPFS node; `make demo` does not install it.
+test-tools: $(IPFS_STAMP)
 
 install: $(STAMP) system-deps tools
 
 demo: install
 	$(BIN)/c2d dev demo
 
-test: install
+test: install test-tools
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy c2d_core c2d_defs c2d_cli provider_api
@@ -52,6 +63,7 @@ lint: install
 
 bench: install
 	$(BIN)/python bench/job_overhead.py
+	$(BIN)/python bench/provider_api.py
 
 down:
 	$(BIN)/c2d dev down

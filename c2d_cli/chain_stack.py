@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 
+from c2d_cli.processes import alive
 from c2d_cli.stack_paths import STACK_LOGS
 from c2d_core.chain import DEV_CHAIN_ID
 
@@ -172,20 +173,6 @@ def _launch(command: list[str], log_path: Path, rpc_url: str, chain_id: int, tim
     raise ChainStackError(f"anvil did not answer within {timeout:.0f} s; see {log_path}")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-    except OSError:
-        return True
-    return state != "Z"
-
-
 def _gone(pid: int) -> bool:
     """Whether `pid` has exited; reaps it when it is our child, so no zombie is left behind."""
     child = _children.get(pid)
@@ -194,7 +181,7 @@ def _gone(pid: int) -> bool:
             return False
         _children.pop(pid, None)
         return True
-    return not _alive(pid)
+    return not alive(pid)
 
 
 def stop_anvil(pid: int, grace: float = 10.0) -> None:

@@ -1,4 +1,5 @@
-"""The `c2d` command. `c2d dev` manages the embedded local stack and runs the demo."""
+"""The `c2d` command. `c2d dev` manages the embedded local stack and runs the demo; `envs`, `compute`,
+`publish` and `asset` are what consumers and publishers use (c2d_cli/commands_*.py)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,23 @@ import typer
 from rich.console import Console
 
 from c2d_cli import stack
+from c2d_cli.commands_compute import compute_app, envs_command
+from c2d_cli.commands_publish import asset_app, publish_app
 
-app = typer.Typer(help="Compute-to-Data on Dagster.", no_args_is_help=True)
+app = typer.Typer(
+    help="Compute-to-Data on Dagster: run algorithms on data you may not download, publish data for it.",
+    no_args_is_help=True,
+    # A traceback's local variables can hold a private key: never print them.
+    pretty_exceptions_show_locals=False,
+)
 dev = typer.Typer(
     help="The embedded local stack (Dagster webserver and daemon on 127.0.0.1).", no_args_is_help=True
 )
 app.add_typer(dev, name="dev")
+app.command("envs")(envs_command)
+app.add_typer(compute_app, name="compute")
+app.add_typer(publish_app, name="publish")
+app.add_typer(asset_app, name="asset")
 console = Console()
 
 HomeOption = Annotated[

@@ -1,4 +1,5 @@
-"""The embedded local stack: dagster-webserver and dagster-daemon on 127.0.0.1, state under `.c2d/`.
+"""The embedded local stack on 127.0.0.1: anvil with the Ocean contracts, dagster-webserver,
+dagster-daemon and the Provider, with all state under `.c2d/`.
 
 `up` is idempotent (a running stack is reused), writes `.c2d/stack.json` with URLs and PIDs, and
 renders the Dagster instance file with one queue limit per compute environment. `down` stops by PID.
@@ -6,10 +7,8 @@ renders the Dagster instance file with one queue limit per compute environment. 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from pathlib import Path
 import httpx
 import yaml
 
+from c2d_cli.processes import alive, stop_group
 from c2d_cli.stack_paths import STACK_LOGS
 from c2d_core.environments import Environments
 from c2d_core.settings import EngineSettings
@@ -76,21 +76,6 @@ def read_stack(home: Path) -> Stack | None:
         return None
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child still answers kill(0); check its state.
-    try:
-        status = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-    except OSError:
-        return False
-    return status != "Z"
-
-
 def _port_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         return sock.connect_ex(("127.0.0.1", port)) != 0
@@ -134,6 +119,8 @@ def ensure_provider_key(home: Path) -> Path:
 def _stack_env(home: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["C2D_HOME"] = str(home)
+    # The demo's and the tests' data origins listen on loopback; production stacks allow nothing.
+    env.setdefault("C2D_FETCH_ALLOW", "127.0.0.0/8,::1")
     env["DAGSTER_HOME"] = str(home)
     bin_dir = str(Path(sys.executable).parent)
     env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
@@ -158,7 +145,7 @@ def _wait_until_ready(url: str, home: Path, pids: list[int], timeout: float) -> 
     last_error = "no answer yet"
     while time.monotonic() < deadline:
         for pid in pids:
-            if not _alive(pid):
+            if not alive(pid):
                 raise StackError(f"a stack process (pid {pid}) exited during start; see {home / STACK_LOGS}")
         try:
             data = httpx.post(f"{url}/graphql", json={"query": _READY_QUERY}, timeout=5).json()["data"]
@@ -195,6 +182,20 @@ def _create_instance_storage(home: Path, env: dict[str, str]) -> None:
         raise StackError(f"could not create Dagster's storage in {home}: {result.stderr.strip()[-500:]}")
 
 
+def _spawn(command: list[str], env: dict[str, str], log: Path) -> int:
+    """Start one stack process in its own session (so `down` can stop its whole group); its pid."""
+    with log.open("ab") as output:
+        process = subprocess.Popen(
+            command,
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return process.pid
+
+
 def _pick_port(preferred: int) -> int:
     return preferred if _port_free(preferred) else _free_port()
 
@@ -202,7 +203,7 @@ def _pick_port(preferred: int) -> int:
 def _wait_for_provider(url: str, pid: int, home: Path, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not _alive(pid):
+        if not alive(pid):
             raise StackError(f"the Provider exited during start; see {home / STACK_LOGS / 'provider.log'}")
         try:
             if httpx.get(f"{url}/", timeout=2).status_code == 200:
@@ -215,7 +216,7 @@ def _wait_for_provider(url: str, pid: int, home: Path, timeout: float) -> None:
 
 
 def _healthy(existing: Stack) -> bool:
-    if not all(_alive(pid) for pid in existing.pids) or not existing.provider_pid:
+    if not all(alive(pid) for pid in existing.pids) or not existing.provider_pid:
         return False
     try:
         httpx.get(f"{existing.webserver_url}/server_info", timeout=5).raise_for_status()
@@ -253,26 +254,16 @@ def up(home: Path, port: int | None = None, timeout: float = START_TIMEOUT) -> t
         anvil_pid, rpc_url = chain_stack.start_anvil(home, _pick_port(DEFAULT_RPC_PORT))
         started.append(anvil_pid)
         addresses_file = chain_stack.ensure_deployed(rpc_url, home)
-        with (home / STACK_LOGS / "webserver.log").open("ab") as web_log:
-            webserver = subprocess.Popen(
-                [str(bin_dir / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), "-w", workspace],
-                cwd=PROJECT_ROOT,
-                env=env,
-                stdout=web_log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        started.append(webserver.pid)
-        with (home / STACK_LOGS / "daemon.log").open("ab") as daemon_log:
-            daemon = subprocess.Popen(
-                [str(bin_dir / "dagster-daemon"), "run", "-w", workspace],
-                cwd=PROJECT_ROOT,
-                env=env,
-                stdout=daemon_log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        started.append(daemon.pid)
+        webserver = _spawn(
+            [str(bin_dir / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), "-w", workspace],
+            env,
+            home / STACK_LOGS / "webserver.log",
+        )
+        started.append(webserver)
+        daemon = _spawn(
+            [str(bin_dir / "dagster-daemon"), "run", "-w", workspace], env, home / STACK_LOGS / "daemon.log"
+        )
+        started.append(daemon)
         url = f"http://127.0.0.1:{port}"
         provider_port = _pick_port(DEFAULT_PROVIDER_PORT)
         provider_url = f"http://127.0.0.1:{provider_port}"
@@ -288,67 +279,46 @@ def up(home: Path, port: int | None = None, timeout: float = START_TIMEOUT) -> t
             # The demo's data lives on a loopback origin; production refuses this setting.
             "PROVIDER_ALLOW_NON_PUBLIC_IP": "true",
         }
-        with (home / STACK_LOGS / "provider.log").open("ab") as provider_log:
-            provider = subprocess.Popen(
-                [
-                    str(bin_dir / "uvicorn"),
-                    "--factory",
-                    "provider_api.main:create_app",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(provider_port),
-                    "--no-access-log",
-                ],
-                cwd=PROJECT_ROOT,
-                env=provider_env,
-                stdout=provider_log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        started.append(provider.pid)
+        provider = _spawn(
+            [
+                str(bin_dir / "uvicorn"),
+                "--factory",
+                "provider_api.main:create_app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(provider_port),
+                "--no-access-log",
+            ],
+            provider_env,
+            home / STACK_LOGS / "provider.log",
+        )
+        started.append(provider)
         stack = Stack(
             home=str(home),
             dagster_home=str(home),
             webserver_url=url,
             webserver_host="127.0.0.1",
             webserver_port=port,
-            webserver_pid=webserver.pid,
-            daemon_pid=daemon.pid,
+            webserver_pid=webserver,
+            daemon_pid=daemon,
             started_at=time.time(),
             provider_url=provider_url,
-            provider_pid=provider.pid,
+            provider_pid=provider,
             rpc_url=rpc_url,
             chain_id=8996,
             anvil_pid=anvil_pid,
             addresses_file=str(addresses_file),
         )
         stack_file(home).write_text(json.dumps(asdict(stack), indent=2))
-        _wait_until_ready(url, home, [webserver.pid, daemon.pid], timeout)
-        _wait_for_provider(provider_url, provider.pid, home, timeout)
+        _wait_until_ready(url, home, [webserver, daemon], timeout)
+        _wait_for_provider(provider_url, provider, home, timeout)
     except BaseException:
         for pid in reversed(started):
-            _stop(pid)
+            stop_group(pid)
         stack_file(home).unlink(missing_ok=True)
         raise
     return stack, False
-
-
-def _stop(pid: int, grace: float = 10.0) -> None:
-    if not _alive(pid):
-        return
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and _alive(pid):
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
-        time.sleep(0.1)
-    if _alive(pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)
 
 
 def down(home: Path) -> bool:
@@ -356,8 +326,8 @@ def down(home: Path) -> bool:
     stack = read_stack(home.resolve())
     if stack is None:
         return False
-    was_running = any(_alive(pid) for pid in stack.pids)
+    was_running = any(alive(pid) for pid in stack.pids)
     for pid in stack.pids:  # the Provider first, the chain last
-        _stop(pid)
+        stop_group(pid)
     stack_file(home.resolve()).unlink(missing_ok=True)
     return was_running

@@ -1,8 +1,10 @@
 """Streaming download of Ocean file objects into the job volume, with limits, retries and a checksum.
 
-Only `url` files for now; `ipfs`, `s3` and `arweave` fetchers will reuse `FetchLimits`, the retry loop
-and `_stream_to_file`. A file's location is a secret of the data publisher, so no error message, log
-line or exception raised from here ever contains any part of it.
+Each file type (`url`, `ipfs`, `arweave`, `s3`) is a `FileSource` in `FILE_SOURCES`: it turns a file
+object into one HTTP request, and everything after that (redirects through the guard, `FetchLimits`,
+retries, streaming with sha256) is shared. A new type is one more entry there. A file's location is a
+secret of the data publisher, so no error message, log line or exception raised from here ever
+contains any part of it. The SSRF guard lives in `c2d_core.netguard`; callers pass its client.
 """
 
 from __future__ import annotations
@@ -11,11 +13,12 @@ import hashlib
 import json
 import os
 import random
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -67,14 +70,6 @@ class FetchedFile:
     sha256: str
 
 
-@dataclass(frozen=True)
-class _Request:
-    method: str
-    url: httpx.URL
-    headers: dict[str, str]
-    json_body: dict[str, Any] | None = None
-
-
 def check_scheme(url: httpx.URL) -> None:
     """The default guard: plain http(s) only, so no file:, ftp: or gopher: reads the pod's own disk."""
     if url.scheme not in ALLOWED_SCHEMES:
@@ -98,19 +93,149 @@ def _query_params(userdata: Mapping[str, Any]) -> dict[str, str]:
     return params
 
 
-def _url_request(file_object: FileObject, userdata: Mapping[str, Any] | None) -> _Request:
-    assert file_object.url is not None  # FileObject guarantees a url for type "url"
+@dataclass(frozen=True)
+class SourceSettings:
+    """Operator-chosen endpoints for content-addressed types (never taken from a file object)."""
+
+    ipfs_gateway: str = "https://ipfs.io"
+    arweave_gateway: str = "https://arweave.net"
+
+
+@dataclass(frozen=True)
+class SourceRequest:
+    """One file object as the HTTP request that fetches it."""
+
+    method: str
+    url: httpx.URL
+    headers: dict[str, str]
+    json_body: dict[str, Any] | None = None
+
+
+class FileSource(Protocol):
+    """Turns a file object of one type into the request that fetches it; raises FetchError."""
+
+    def __call__(
+        self, file_object: FileObject, userdata: Mapping[str, Any] | None, sources: SourceSettings
+    ) -> SourceRequest: ...
+
+
+def _url_request(
+    file_object: FileObject, userdata: Mapping[str, Any] | None, sources: SourceSettings | None = None
+) -> SourceRequest:
+    if file_object.url is None:
+        raise FetchError("a file of type 'url' needs a 'url'")
     url = httpx.URL(file_object.url)
     # Identity encoding keeps Content-Length meaningful for the early size check; a file object's own
     # Accept-Encoding header still wins.
     headers = {"Accept-Encoding": "identity", **file_object.headers}
     if file_object.method == "POST":
         # As Ocean's Provider does: POST carries userdata as a JSON body, GET as query parameters.
-        return _Request("POST", url, headers, json_body=dict(userdata) if userdata else None)
+        return SourceRequest("POST", url, headers, json_body=dict(userdata) if userdata else None)
     if userdata:
         # Merged into the URL's own query, as `requests` does for Ocean (httpx's `params=` would replace it).
         url = url.copy_merge_params(_query_params(userdata))
-    return _Request("GET", url, headers)
+    return SourceRequest("GET", url, headers)
+
+
+def _extra(file_object: FileObject, name: str) -> Any:
+    return (file_object.model_extra or {}).get(name)
+
+
+# A CID (v0 base58 or v1 base32/36), optionally with a path inside it; no dots, so no `..`.
+_IPFS_PATH = re.compile(r"^[A-Za-z0-9]{10,100}(/[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*)*$")
+_ARWEAVE_TX = re.compile(r"^[A-Za-z0-9_-]{43}$")
+
+
+def _gateway_url(gateway: str, path: str) -> httpx.URL:
+    return httpx.URL(gateway.rstrip("/") + "/" + path)
+
+
+def _ipfs_request(
+    file_object: FileObject, userdata: Mapping[str, Any] | None, sources: SourceSettings
+) -> SourceRequest:
+    """Ocean's `{type: ipfs, hash}` through the operator's gateway (`/ipfs/<cid>`)."""
+    cid = _extra(file_object, "hash")
+    if not isinstance(cid, str):
+        raise FetchError("a file of type 'ipfs' needs a 'hash'")
+    cid = cid.removeprefix("ipfs://").removeprefix("/ipfs/")
+    if not _IPFS_PATH.match(cid):
+        raise FetchError("the 'hash' of an ipfs file is not a CID")
+    return SourceRequest("GET", _gateway_url(sources.ipfs_gateway, f"ipfs/{cid}"), _headers(file_object))
+
+
+def _arweave_request(
+    file_object: FileObject, userdata: Mapping[str, Any] | None, sources: SourceSettings
+) -> SourceRequest:
+    """Ocean's `{type: arweave, transactionId}` through the operator's gateway (`/<tx id>`)."""
+    tx_id = _extra(file_object, "transactionId")
+    if not isinstance(tx_id, str) or not _ARWEAVE_TX.match(tx_id):
+        raise FetchError("a file of type 'arweave' needs a 'transactionId' of 43 base64url characters")
+    return SourceRequest("GET", _gateway_url(sources.arweave_gateway, tx_id), _headers(file_object))
+
+
+def _s3_request(
+    file_object: FileObject, userdata: Mapping[str, Any] | None, sources: SourceSettings
+) -> SourceRequest:
+    """Ocean's `{type: s3, s3Access: {endpoint, region, bucket, objectKey, accessKeyId, secretAccessKey}}`:
+    boto3 signs a short-lived GET (no network call), and the shared HTTP path fetches it, so the object
+    store gets the same guard, limits and streaming as any URL."""
+    access = _extra(file_object, "s3Access")
+    if not isinstance(access, dict):
+        raise FetchError("a file of type 's3' needs an 's3Access' object")
+    missing = [name for name in ("endpoint", "bucket", "objectKey") if not isinstance(access.get(name), str)]
+    if missing:
+        raise FetchError(f"the s3Access of an s3 file needs {', '.join(missing)}")
+    endpoint = str(access["endpoint"])
+    if "://" not in endpoint:
+        endpoint = "https://" + endpoint
+    check_scheme(httpx.URL(endpoint))
+    import boto3
+    from botocore import UNSIGNED
+    from botocore.config import Config
+
+    key_id, secret = access.get("accessKeyId"), access.get("secretAccessKey")
+    signed = isinstance(key_id, str) and isinstance(secret, str)
+    client = boto3.session.Session().client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name=str(access.get("region") or "us-east-1"),
+        aws_access_key_id=key_id if signed else None,
+        aws_secret_access_key=secret if signed else None,
+        config=Config(signature_version=None if signed else UNSIGNED, s3={"addressing_style": "path"}),
+    )
+    url = client.generate_presigned_url(
+        "get_object", Params={"Bucket": access["bucket"], "Key": access["objectKey"]}, ExpiresIn=3600
+    )
+    return SourceRequest("GET", httpx.URL(url), {"Accept-Encoding": "identity"})
+
+
+def _headers(file_object: FileObject) -> dict[str, str]:
+    return {"Accept-Encoding": "identity", **file_object.headers}
+
+
+# Keyed by Ocean's file `type`. Data engineers add a type by adding a FileSource here.
+FILE_SOURCES: dict[str, FileSource] = {
+    "url": _url_request,
+    "ipfs": _ipfs_request,
+    "arweave": _arweave_request,
+    "s3": _s3_request,
+}
+
+
+def source_request(
+    file_object: FileObject, userdata: Mapping[str, Any] | None, sources: SourceSettings
+) -> SourceRequest:
+    """The request that fetches `file_object`; FetchError (naming no location) when it cannot be built."""
+    source = FILE_SOURCES.get(file_object.type)
+    if source is None:
+        raise FetchError(f"files of type '{file_object.type}' are not supported")
+    try:
+        return source(file_object, userdata, sources)
+    except FetchError:
+        raise
+    except Exception:
+        # httpx and botocore messages quote what they were given: one fixed sentence instead.
+        raise FetchError("the location is not a valid URL") from None
 
 
 def _as_file_object(file_object: FileObject | Mapping[str, Any], label: str) -> FileObject:
@@ -134,6 +259,7 @@ def fetch_to_file(
     *,
     url_guard: UrlGuard = check_scheme,
     label: str = "file",
+    sources: SourceSettings | None = None,
 ) -> FetchedFile:
     """Download `file_object` to `dest_path` (via `<dest>.part`), returning its size and sha256.
 
@@ -142,13 +268,8 @@ def fetch_to_file(
     "input file 0") starts every error message.
     """
     obj = _as_file_object(file_object, label)
-    if obj.type != "url":
-        raise FetchError(f"{label}: files of type '{obj.type}' are not supported yet")
     try:
-        request = _url_request(obj, userdata)
-    except (httpx.InvalidURL, TypeError, ValueError):
-        raise FetchError(f"{label}: the location is not a valid URL") from None
-    try:
+        request = source_request(obj, userdata, sources or SourceSettings())
         url_guard(request.url)
     except FetchError as error:
         raise FetchError(f"{label}: {error.message}") from None
@@ -165,7 +286,7 @@ def fetch_to_file(
 
 
 def _fetch_with_retries(
-    request: _Request,
+    request: SourceRequest,
     dest_path: Path,
     limits: FetchLimits,
     client: httpx.Client,
@@ -242,7 +363,7 @@ def _timeout(limits: FetchLimits, remaining: float) -> httpx.Timeout:
 
 
 def _attempt(
-    request: _Request,
+    request: SourceRequest,
     dest_path: Path,
     limits: FetchLimits,
     client: httpx.Client,

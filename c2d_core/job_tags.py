@@ -32,6 +32,8 @@ ALGORITHM_EXIT_CODE = "c2d/algorithm/exit_code"
 ALGORITHM_TERMINATION = "c2d/algorithm/termination"  # Completed, Error, DeadlineExceeded, OOMKilled, ...
 RESULTS = "c2d/results"  # JSON list of public manifest entries
 STOP_REQUESTED = "c2d/stopreq"  # "1" when the consumer stopped the job (Ocean's stopreq)
+MANIFEST = "c2d/manifest"  # the results manifest's store location; internal, never in job JSON
+RESULTS_EXPIRED = "c2d/results_expired"  # "1" once storage expiry deleted the results
 
 
 def phase_tag(phase: str, edge: str) -> str:

@@ -55,21 +55,42 @@ class ResultStore(abc.ABC):
     def delete_job(self, job_id: str) -> None:
         """Remove everything stored for `job_id` (storage expiry, cleanup)."""
 
+    def read_range(self, location: str, start: int, length: int) -> Iterator[bytes]:
+        """`length` bytes from `start` of a stored result, in chunks; stores with ranged reads override."""
+        with self.open(location) as handle:
+            handle.seek(start)
+            remaining = length
+            while remaining > 0:
+                data = handle.read(min(CHUNK, remaining))
+                if not data:
+                    break
+                remaining -= len(data)
+                yield data
+
+
+def check_job_id(job_id: str) -> str:
+    if not job_id or "/" in job_id or job_id.startswith("."):
+        raise ValueError(f"bad job id {job_id!r}")
+    return job_id
+
+
+def check_name(name: str) -> str:
+    if not name or "/" in name or name in {".", ".."}:
+        raise ValueError(f"bad result name {name!r}")
+    return name
+
 
 class LocalResultStore(ResultStore):
-    """Results as files under `<root>/<job id>/`."""
+    """Results as files under `<root>/<job id>/`; locations are `<job id>/<name>`."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
 
     def _job_dir(self, job_id: str) -> Path:
-        if not job_id or "/" in job_id or job_id.startswith("."):
-            raise ValueError(f"bad job id {job_id!r}")
-        return self.root / job_id
+        return self.root / check_job_id(job_id)
 
     def put(self, job_id: str, name: str, source: BinaryIO) -> StoredObject:
-        if not name or "/" in name or name in {".", ".."}:
-            raise ValueError(f"bad result name {name!r}")
+        check_name(name)
         target_dir = self._job_dir(job_id)
         target_dir.mkdir(parents=True, exist_ok=True)
         target = target_dir / name

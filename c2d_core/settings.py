@@ -7,10 +7,10 @@ also Dagster's `DAGSTER_HOME`. Nothing in that folder is ever visible inside an 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIB = 1024**2
 
@@ -38,8 +38,25 @@ class EngineSettings(BaseSettings):
     connect_timeout: float = Field(default=10.0, gt=0)
     read_timeout: float = Field(default=60.0, gt=0)
     fetch_retries: int = Field(default=3, ge=0, le=10)
+    # SSRF guard: fetches reach public addresses only, plus these host names and CIDRs (comma-separated,
+    # e.g. `C2D_FETCH_ALLOW=127.0.0.0/8,minio.internal`). Empty by default; `*` (everything) only locally.
+    fetch_allow: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Gateways for Ocean's `ipfs` and `arweave` file types.
+    ipfs_gateway: str = "https://ipfs.io"
+    arweave_gateway: str = "https://arweave.net"
     # Results: a cap on outputs per job so one job cannot fill the store.
     max_output_files: int = Field(default=1000, ge=1)
+    # Where results go: `local` (results_dir), `s3` (C2D_S3_*) or `ipfs` (a kubo node's RPC API).
+    result_store: Literal["local", "s3", "ipfs"] = "local"
+    s3_bucket: str = ""
+    s3_endpoint_url: str = ""
+    s3_region: str = "us-east-1"
+    s3_prefix: str = ""
+    s3_sse: Literal["", "AES256", "aws:kms"] = ""
+    s3_kms_key_id: str = ""
+    # An AWS shared credentials file, mounted into the publish pod as the `s3-credentials` secret.
+    s3_credentials_file: Path | None = None
+    ipfs_api_url: str = ""
     # Sandbox: each concurrently running pod takes its own uid, so per-uid limits stay per job.
     sandbox_uid_base: int = Field(default=61000, ge=1000)
     sandbox_slots: int = Field(default=32, ge=1, le=1000)
@@ -50,9 +67,28 @@ class EngineSettings(BaseSettings):
     # only when a developer asks for it, never by default.
     allow_plain_files: bool = False
 
+    @field_validator("fetch_allow", mode="before")
+    @classmethod
+    def _split_allow_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _refuse_open_allow_list(self) -> EngineSettings:
+        from c2d_core.netguard import NetPolicy
+
+        # Validates every entry; an entry admitting all addresses is for a developer's machine only.
+        NetPolicy.from_allow_list(self.fetch_allow, allow_everything=self.deployment == "local")
+        return self
+
     @property
     def resolved_results_dir(self) -> Path:
         return self.results_dir or self.home / "results"
+
+    @property
+    def resolved_s3_credentials_file(self) -> Path:
+        return self.s3_credentials_file or self.home / "secrets" / "s3-credentials"
 
     @property
     def resolved_work_dir(self) -> Path:

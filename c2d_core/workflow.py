@@ -153,6 +153,9 @@ class Workflow(_Model):
     chain_id: int | None = Field(default=None, alias="chainId")
     inputs: list[DatasetInput] = Field(min_length=1, max_length=32)
     algorithm: AlgorithmSpec
+    # The datasets' own consent (every compute input's `allowNetworkAccess`), checked by the Provider;
+    # the algorithm gets a network only when this and its environment both allow it.
+    allow_network: bool = Field(default=False, alias="allowNetworkAccess")
 
     @field_validator("job_id")
     @classmethod
@@ -178,13 +181,3 @@ class Workflow(_Model):
     @property
     def dids(self) -> list[str]:
         return [item.did for item in self.inputs]
-
-    def public_summary(self) -> dict[str, Any]:
-        """What may be shown anywhere (tags, UI, logs): ids only, never file locations."""
-        return {
-            "jobId": self.job_id,
-            "owner": self.owner,
-            "environment": self.environment,
-            "inputDID": self.dids,
-            "algoDID": self.algorithm.did or "raw",
-        }

@@ -1,8 +1,9 @@
 """The code location: every job, resource and sensor of the compute engine, from one place.
 
-`C2D_DEPLOYMENT` picks the resources once (`local`: bubblewrap sandboxes and a local result store;
-`k8s`: Kubernetes Jobs through dagster-k8s, a PVC per job, and a sensor that cleans up after them).
-Ops never ask which one they got.
+`C2D_DEPLOYMENT` picks the resources once (`local`: bubblewrap sandboxes; `k8s`: Kubernetes Jobs through
+dagster-k8s, a PVC per job, and a sensor that cleans up after them), and `C2D_RESULT_STORE` the result
+store (`local`, `s3`, `ipfs`). Ops never ask which one they got. Every deployment runs the storage
+expiry sensor.
 """
 
 from __future__ import annotations
@@ -13,19 +14,32 @@ from typing import Any
 
 import dagster as dg
 
+from c2d_defs.expiry import results_expiry
 from c2d_defs.jobs import compute_job
-from c2d_defs.resources import ComputeEnvironments, LocalPodRunnerResource, LocalResultStoreResource
+from c2d_defs.resources import (
+    RESULT_STORE_RESOURCES,
+    ComputeEnvironments,
+    LocalPodRunnerResource,
+    ResultStoreResource,
+)
+
+
+def _result_store() -> ResultStoreResource:
+    kind = os.environ.get("C2D_RESULT_STORE", "local").strip() or "local"
+    if kind not in RESULT_STORE_RESOURCES:
+        raise ValueError(f"C2D_RESULT_STORE={kind!r} is not one of {sorted(RESULT_STORE_RESOURCES)}")
+    return RESULT_STORE_RESOURCES[kind]()
 
 
 def _local() -> tuple[dict[str, Any], list[dg.SensorDefinition]]:
     resources = {
         "pod_runner": LocalPodRunnerResource(),
-        "result_store": LocalResultStoreResource(),
+        "result_store": _result_store(),
         "environments": ComputeEnvironments(),
         # Stage outputs stay in memory: they carry the workflow, which must not land on disk.
         "io_manager": dg.mem_io_manager,
     }
-    return resources, []
+    return resources, [results_expiry]
 
 
 def _k8s() -> tuple[dict[str, Any], list[dg.SensorDefinition]]:
@@ -34,13 +48,14 @@ def _k8s() -> tuple[dict[str, Any], list[dg.SensorDefinition]]:
 
     resources = {
         "pod_runner": K8sPodRunnerResource(),
-        # The local store on a volume shared by the run pods and the publish pod (jobs.sharedClaims).
-        "result_store": LocalResultStoreResource(),
+        # S3 or IPFS in production; `local` is a volume shared by the run pods and the publish pod
+        # (jobs.sharedClaims).
+        "result_store": _result_store(),
         "environments": ComputeEnvironments(),
         # One run is one run pod (in-process executor): stage outputs never leave its memory.
         "io_manager": dg.mem_io_manager,
     }
-    return resources, [k8s_volume_cleanup]
+    return resources, [k8s_volume_cleanup, results_expiry]
 
 
 # Each deployment's resources (and sensors), built only for the deployment in use.

@@ -672,7 +672,9 @@ class LocalPodRunner(PodRunner):
                     del self._running[spec.job_id]
 
     def _runtime_layout(self, spec: PodSpec) -> RuntimeLayout:
-        if image_repository(spec.image) == image_repository(self.pod_image):
+        # The project's own runtime (its venv and sources) is for the engine's configure and publish
+        # pods only; an algorithm naming the pod image gets the image map like any other image.
+        if spec.component != "algorithm" and image_repository(spec.image) == image_repository(self.pod_image):
             return project_layout(spec.network)
         try:
             environment = self.environments.get(spec.environment_id)

@@ -53,6 +53,9 @@ def configure_spec(workflow: Workflow, env: Environment, settings: EngineSetting
             "C2D_FETCH_RETRIES": str(settings.fetch_retries),
             # Leave the pod a little time to write its report before the runner's hard deadline.
             "C2D_FETCH_DEADLINE": str(max(1, settings.configure_deadline - 5)),
+            "C2D_FETCH_ALLOW": ",".join(settings.fetch_allow),
+            "C2D_IPFS_GATEWAY": settings.ipfs_gateway,
+            "C2D_ARWEAVE_GATEWAY": settings.arweave_gateway,
         },
         mounts=[
             Mount(mount_path=layout.VOLUME_PATH, sub_path=layout.DATA, read_only=False),
@@ -105,8 +108,8 @@ def algorithm_spec(workflow: Workflow, env: Environment) -> PodSpec:
         memory_bytes=env.memory_bytes,
         disk_bytes=env.disk_bytes,
         max_processes=env.max_processes,
-        # The dataset's allowNetworkAccess is checked by the Provider; the environment has the last word.
-        network=env.allow_network,
+        # Both must agree: the datasets' allowNetworkAccess (carried by the workflow) and the environment.
+        network=env.allow_network and workflow.allow_network,
         deadline_seconds=env.max_job_duration,
         log_sub_path=layout.ALGORITHM_LOG,
         labels=_labels(workflow.job_id, "algorithm", env),
@@ -119,6 +122,8 @@ def publish_spec(
     settings: EngineSettings,
     store_mounts: list[Mount],
     store_env: dict[str, str],
+    store_secrets: dict[str, str] | None = None,
+    store_network: bool = False,
 ) -> PodSpec:
     return PodSpec(
         job_id=job_id,
@@ -138,11 +143,13 @@ def publish_spec(
             Mount(mount_path=layout.ADMINLOGS_PATH, sub_path=layout.ADMINLOGS, read_only=False),
             *store_mounts,
         ],
+        secrets=dict(store_secrets or {}),
         cpu=1.0,
         memory_bytes=POD_PROGRAM_MEMORY,
         disk_bytes=env.disk_bytes,
         max_processes=POD_PROGRAM_PROCESSES,
-        network=False,
+        # Only a remote result store (S3, IPFS) needs the network; a mounted folder does not.
+        network=store_network,
         deadline_seconds=settings.publish_deadline,
         log_sub_path=layout.PUBLISH_LOG,
         labels=_labels(job_id, "publish", env),

@@ -1,9 +1,9 @@
-"""DDO resolution: which asset a DID names, read from the chain (embedded) or from Aquarius.
+"""DDO resolution: which asset a DID names, read from the chain's metadata events.
 
 The chain resolver indexes the factory's `NFTCreated` events to map DIDs (sha256 of NFT address and
 chain id) to NFTs, then decodes the NFT's latest `MetadataCreated/Updated` event: decompressed,
 decrypted with the provider key when flagged, and checked against its `metaDataHash`. Results are
-cached per NFT and metadata block, so polling costs one RPC call per asset.
+cached per metadata event; state and owner are read on every resolve.
 """
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
-
-import httpx
 
 if TYPE_CHECKING:
     from c2d_core.chain import Chain
@@ -101,26 +99,4 @@ class ChainDdoResolver:
         }
         return ResolvedAsset(
             did=did, ddo=enriched, nft_address=nft, chain_id=self._chain.chain_id, state=state
-        )
-
-
-class AquariusResolver:
-    """DDOs from an Aquarius instance (`GET /api/aquarius/assets/ddo/<did>`), for production stacks."""
-
-    def __init__(self, base_url: str, timeout: float = 10.0) -> None:
-        self._client = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout)
-
-    def resolve(self, did: str) -> ResolvedAsset | None:
-        response = self._client.get(f"/api/aquarius/assets/ddo/{did}")
-        if response.status_code == 404:
-            return None
-        response.raise_for_status()
-        ddo = response.json()
-        nft = ddo.get("nft") or {}
-        return ResolvedAsset(
-            did=did.lower(),
-            ddo=ddo,
-            nft_address=str(ddo.get("nftAddress") or nft.get("address") or ""),
-            chain_id=int(ddo.get("chainId", 0)),
-            state=int(nft.get("state", 0)),
         )

@@ -140,10 +140,6 @@ class CheckedInput:
     service: dict[str, Any]
     resource: str
 
-    @property
-    def datatoken(self) -> str:
-        return str(self.service.get("datatokenAddress", ""))
-
 
 @dataclass
 class CheckedAlgorithm:
@@ -225,6 +221,9 @@ class ComputeService:
     def check_algorithm(
         self, ref: AlgorithmRef, inputs: list[CheckedInput], consumer: str
     ) -> CheckedAlgorithm:
+        if ref.meta is not None and ref.document_id:
+            # Trust would be judged on the DID while the job ran `meta`: refuse the mix.
+            raise resource_error("algorithm", "meta_and_documentId")
         if ref.meta is not None:
             container = ref.meta.container
             for item in inputs:
@@ -390,6 +389,7 @@ class ComputeService:
                     "owner": checksum_address(request.consumer_address),
                     "environment": env.id,
                     "agreementId": request.dataset.transfer_tx_id,
+                    "allowNetworkAccess": policy.network_allowed([item.service for item in inputs]),
                     "chainId": chain_id,
                     "inputs": [
                         {

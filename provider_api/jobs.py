@@ -184,6 +184,8 @@ def ocean_job_json(record: JobRecord) -> dict[str, Any]:
         "results": _results(tags),
         "stopreq": _stopreq(record),
         "removed": 0,
+        # Our own key: storage expiry deleted the results (computeResult answers 410).
+        "resultsExpired": tags.get(job_tags.RESULTS_EXPIRED) == "1",
         "algoDID": tags.get(job_tags.ALGO_DID, "raw"),
         "inputDID": _input_dids(tags),
         "statusDetail": detail,

@@ -8,16 +8,20 @@ from __future__ import annotations
 
 from functools import cache, cached_property
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from eth_account import Account
 from eth_account.hdaccount import key_from_seed, seed_from_mnemonic
 from eth_account.signers.local import LocalAccount
 from eth_utils import is_address, to_checksum_address
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from c2d_core.settings import EngineSettings
+
+if TYPE_CHECKING:
+    from c2d_core.fetch import SourceSettings
+    from c2d_core.netguard import NetPolicy
 
 MIB = 1024**2
 
@@ -94,6 +98,18 @@ class ProviderSettings(BaseSettings):
     # fileinfo and checksum fetches refuse private, loopback and link-local hosts unless this is on;
     # development turns it on to reach local test servers, production refuses it.
     allow_non_public_ip: bool = False
+    # Host names and CIDRs fileinfo may reach although not public (a publisher's private network),
+    # comma-separated; allowed in production, unlike allow_non_public_ip which opens everything.
+    fetch_allow: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    ipfs_gateway: str = "https://ipfs.io"
+    arweave_gateway: str = "https://arweave.net"
+
+    @field_validator("fetch_allow", mode="before")
+    @classmethod
+    def _split_allow_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
 
     @field_validator("allowed_decrypters")
     @classmethod
@@ -125,7 +141,25 @@ class ProviderSettings(BaseSettings):
                 )
         elif self.private_key is None:
             self.private_key = SecretStr(anvil_dev_key(PROVIDER_DEV_ACCOUNT_INDEX))
+        from c2d_core.netguard import NetPolicy
+
+        # Checks the entries; `*` and friends are refused in production like allow_non_public_ip.
+        NetPolicy.from_allow_list(self.fetch_allow, allow_everything=self.environment != "production")
         return self
+
+    @cached_property
+    def net_policy(self) -> NetPolicy:
+        """Where fileinfo and checksum fetches may go (c2d_core.netguard)."""
+        from c2d_core.netguard import NetPolicy
+
+        entries = [*self.fetch_allow, *(["*"] if self.allow_non_public_ip else [])]
+        return NetPolicy.from_allow_list(entries, allow_everything=self.environment != "production")
+
+    @property
+    def sources(self) -> SourceSettings:
+        from c2d_core.fetch import SourceSettings
+
+        return SourceSettings(ipfs_gateway=self.ipfs_gateway, arweave_gateway=self.arweave_gateway)
 
     @property
     def private_key_hex(self) -> str:

@@ -23,7 +23,7 @@ from c2d_core.workflow import JOB_ID_PATTERN, Workflow
 from c2d_defs.pod_spec import PodResult, PodRunner
 from c2d_defs.pod_specs import algorithm_spec, configure_spec, publish_spec
 from c2d_defs.pods import layout
-from c2d_defs.resources import ComputeEnvironments, LocalResultStoreResource
+from c2d_defs.resources import ComputeEnvironments, ResultStoreResource
 
 LOG_TAIL_LINES = 40
 
@@ -47,8 +47,10 @@ class JobState:
     notes: list[str] = field(default_factory=list)
 
 
-def record_status(context: dg.OpExecutionContext, status: JobStatus, detail: str = "") -> None:
-    tags = {job_tags.STATUS: str(int(status)), job_tags.STATUS_TEXT: status.text}
+def record_status(
+    context: dg.OpExecutionContext, status: JobStatus, detail: str = "", extra: dict[str, str] | None = None
+) -> None:
+    tags = {job_tags.STATUS: str(int(status)), job_tags.STATUS_TEXT: status.text, **(extra or {})}
     if detail:
         tags[job_tags.STATUS_DETAIL] = detail[:1000]
     context.instance.add_run_tags(context.run_id, tags)
@@ -104,6 +106,7 @@ def configure(
     config: WorkflowConfig,
     pod_runner: dg.ResourceParam[PodRunner],
     environments: ComputeEnvironments,
+    result_store: ResultStoreResource,
 ) -> JobState:
     settings = EngineSettings()
     record_phase(context, "configure", "started")
@@ -139,7 +142,18 @@ def configure(
         except OSError as error:
             state.status, state.detail = JobStatus.VOLUME_CREATION_FAILED, f"job volume: {error.strerror}"
             return state
-        result = pod_runner.run(configure_spec(workflow, state.environment, settings))
+        try:
+            result = pod_runner.run(configure_spec(workflow, state.environment, settings))
+        except (DagsterExecutionInterruptedError, KeyboardInterrupt):
+            # Stopped while fetching: the algorithm never runs, but the configure log still comes
+            # back to the consumer and the volume (with whatever was fetched) is released.
+            context.instance.add_run_tags(context.run_id, {job_tags.STOP_REQUESTED: "1"})
+            state.status = JobStatus.DATA_PROVISIONING_FAILED
+            state.detail = "stopped on request while fetching the inputs"
+            record_status(context, state.status, state.detail)
+            record_phase(context, "configure", "finished")
+            publish_results(context, state, pod_runner, result_store)
+            raise
         _log_pod(context, "configure", result)
         report = _pod_report(result)
         reported = report.get("status")
@@ -168,7 +182,7 @@ def run_algorithm(
     context: dg.OpExecutionContext,
     state: JobState,
     pod_runner: dg.ResourceParam[PodRunner],
-    result_store: LocalResultStoreResource,
+    result_store: ResultStoreResource,
 ) -> JobState:
     if state.status is not JobStatus.PROVISIONING_SUCCESS or not state.workflow or not state.environment:
         context.log.info(f"algorithm not run: the job is at status {int(state.status)} {state.status.text}")
@@ -221,7 +235,7 @@ def publish_results(
     context: dg.OpExecutionContext,
     state: JobState,
     pod_runner: PodRunner,
-    result_store: LocalResultStoreResource,
+    result_store: ResultStoreResource,
 ) -> list[dict[str, Any]]:
     """Run the publish pod, record the manifest and the final status; release the job volume."""
     settings = EngineSettings()
@@ -240,35 +254,44 @@ def publish_results(
                 settings,
                 result_store.publish_mounts(state.job_id),
                 result_store.publish_env(),
+                result_store.publish_secrets(),
+                result_store.publish_network,
             )
             result = pod_runner.run(spec)
             _log_pod(context, "publish", result)
             report = _pod_report(result)
             manifest_location = report.get("manifest")
-            if isinstance(manifest_location, str):
+            if isinstance(manifest_location, str) and manifest_location:
                 with result_store.store().open(manifest_location) as handle:
                     manifest = [ResultEntry.model_validate(item) for item in json.load(handle)]
+                # Internal (operators and the Provider read it): where this job's manifest lives.
+                context.instance.add_run_tags(context.run_id, {job_tags.MANIFEST: manifest_location})
             if report.get("status") != 70 or result.termination != "Completed":
                 message = str(report.get("message") or f"{result.termination} {result.message}".strip())
                 if on_success_path:
                     state.status, state.detail = JobStatus.RESULTS_UPLOAD_FAILED, message
                 else:
                     context.log.warning(f"publishing logs failed too: {message}")
+    except BaseException as error:
+        if on_success_path:
+            state.status = JobStatus.RESULTS_UPLOAD_FAILED
+            state.detail = f"publishing did not complete ({type(error).__name__})"
+        raise
     finally:
         if state.environment is not None and not settings.keep_work_dirs:
             pod_runner.release_volume(state.job_id)
         public = [entry.public() for entry in manifest]
-        context.instance.add_run_tags(
-            context.run_id,
-            {
-                job_tags.RESULTS: json.dumps(public, separators=(",", ":")),
-                job_tags.DATE_FINISHED: f"{time.time():.3f}",
-            },
-        )
         if not state.status.is_failure:
             state.status = JobStatus.JOB_FINISHED
-        record_status(context, state.status, state.detail)
         record_phase(context, "publish", "finished")
+        context.instance.add_run_tags(
+            context.run_id, {job_tags.RESULTS: json.dumps(public, separators=(",", ":"))}
+        )
+        # The final status and dateFinished land together (one write), so no reader ever sees a
+        # finished date beside a status that is still moving.
+        record_status(
+            context, state.status, state.detail, extra={job_tags.DATE_FINISHED: f"{time.time():.3f}"}
+        )
     return public
 
 
@@ -280,7 +303,7 @@ def publish(
     context: dg.OpExecutionContext,
     state: JobState,
     pod_runner: dg.ResourceParam[PodRunner],
-    result_store: LocalResultStoreResource,
+    result_store: ResultStoreResource,
 ) -> list[dict[str, Any]]:
     public = publish_results(context, state, pod_runner, result_store)
     context.add_output_metadata({"results": len(public), "status": int(state.status)})

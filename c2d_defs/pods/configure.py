@@ -12,7 +12,7 @@ import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,8 @@ import httpx
 from pydantic import ValidationError
 
 from c2d_core.crypto import CryptoError, decrypt_service_files
-from c2d_core.fetch import Clock, FetchError, FetchLimits, fetch_to_file
+from c2d_core.fetch import Clock, FetchError, FetchLimits, SourceSettings, fetch_to_file
+from c2d_core.netguard import NetPolicy, guarded_client
 from c2d_core.settings import EngineSettings
 from c2d_core.status import JobStatus
 from c2d_core.workflow import AlgorithmSpec, DatasetInput, FileObject, ServiceFiles, Workflow
@@ -59,6 +60,9 @@ class ConfigureSettings:
     termination_log: Path
     provider_key_file: Path
     limits: FetchLimits  # `deadline` here is the whole stage's fetch budget, shared by all files
+    # Where fetches may go: public addresses plus C2D_FETCH_ALLOW (EngineSettings validated it).
+    policy: NetPolicy = field(default_factory=NetPolicy)
+    sources: SourceSettings = field(default_factory=SourceSettings)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> ConfigureSettings:
@@ -77,7 +81,20 @@ class ConfigureSettings:
             termination_log=Path(environ.get("TERMINATION_LOG") or layout.TERMINATION_LOG_PATH),
             provider_key_file=Path(environ.get("PROVIDER_KEY_FILE") or layout.PROVIDER_KEY_PATH),
             limits=limits,
+            policy=_policy(environ),
+            sources=SourceSettings(
+                ipfs_gateway=environ.get("C2D_IPFS_GATEWAY") or SourceSettings.ipfs_gateway,
+                arweave_gateway=environ.get("C2D_ARWEAVE_GATEWAY") or SourceSettings.arweave_gateway,
+            ),
         )
+
+
+def _policy(environ: Mapping[str, str]) -> NetPolicy:
+    try:
+        # The engine refused an allow-everything list outside development before passing it here.
+        return NetPolicy.from_allow_list(environ.get("C2D_FETCH_ALLOW", "").split(","), allow_everything=True)
+    except ValueError as error:
+        raise EnvError(str(error)) from None
 
 
 def _file_report(index: int, size: int, sha256: str) -> dict[str, Any]:
@@ -276,7 +293,14 @@ class Configurator:
         started = self.clock()
         try:
             fetched = fetch_to_file(
-                file_object, target, limits, userdata=userdata, client=self.client, label=label
+                file_object,
+                target,
+                limits,
+                userdata=userdata,
+                client=self.client,
+                label=label,
+                url_guard=self.settings.policy.check,
+                sources=self.settings.sources,
             )
         except FetchError as error:
             raise StageFailure(error.message) from None
@@ -351,7 +375,8 @@ def main(environ: Mapping[str, str] | None = None, client: httpx.Client | None =
     try:
         settings = ConfigureSettings.from_env(environ)
         # One client for the stage: its TLS context and connections are reused across files.
-        owned = httpx.Client(follow_redirects=False, trust_env=False) if client is None else None
+        # It connects only to addresses the policy checked, on every hop (see c2d_core.netguard).
+        owned = guarded_client(settings.policy) if client is None else None
         try:
             status = Configurator(settings, log, report, client=client or owned).run()
         finally:

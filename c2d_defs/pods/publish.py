@@ -48,8 +48,30 @@ def _local_store(environ: Mapping[str, str]) -> ResultStore:
     return LocalResultStore(Path(environ.get("RESULTS_ROOT") or layout.RESULTS_PATH))
 
 
-# Keyed by C2D_RESULT_STORE; S3 and IPFS stores register here with their own env settings.
-RESULT_STORES: dict[str, Callable[[Mapping[str, str]], ResultStore]] = {"local": _local_store}
+def _s3_store(environ: Mapping[str, str]) -> ResultStore:
+    # Credentials: AWS_* variables, or the shared credentials file the runner mounts as a secret
+    # (AWS_SHARED_CREDENTIALS_FILE); never in the pod spec's env, so never in a Job manifest.
+    from c2d_core.result_stores import S3ResultStore, S3Settings, s3_client
+
+    settings = S3Settings.from_env(environ)
+    return S3ResultStore(s3_client(settings), settings)
+
+
+def _ipfs_store(environ: Mapping[str, str]) -> ResultStore:
+    from c2d_core.result_stores import IpfsResultStore
+
+    api = environ.get("C2D_IPFS_API_URL", "")
+    if not api:
+        raise ValueError("the IPFS result store needs C2D_IPFS_API_URL (the node's RPC API)")
+    return IpfsResultStore(api)
+
+
+# Keyed by C2D_RESULT_STORE; each reads its own settings from the pod's environment.
+RESULT_STORES: dict[str, Callable[[Mapping[str, str]], ResultStore]] = {
+    "local": _local_store,
+    "s3": _s3_store,
+    "ipfs": _ipfs_store,
+}
 
 
 def make_result_store(environ: Mapping[str, str]) -> ResultStore:
@@ -57,7 +79,10 @@ def make_result_store(environ: Mapping[str, str]) -> ResultStore:
     factory = RESULT_STORES.get(kind)
     if factory is None:
         raise EnvError(f"C2D_RESULT_STORE={kind[:40]!r} is not one of: {', '.join(sorted(RESULT_STORES))}")
-    return factory(environ)
+    try:
+        return factory(environ)
+    except ValueError as error:
+        raise EnvError(str(error)) from None
 
 
 # --- names and files ---------------------------------------------------------------------------------

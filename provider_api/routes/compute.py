@@ -8,6 +8,8 @@ them in its thread pool, so chain, database and GraphQL calls never block the ev
 
 from __future__ import annotations
 
+import json
+import os
 import re
 from collections.abc import Iterator
 from typing import Annotated, Any
@@ -15,7 +17,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from c2d_core.results import LocalResultStore, ResultEntry, read_manifest
+from c2d_core import job_tags
+from c2d_core.result_stores import ResultStores
+from c2d_core.results import MANIFEST_NAME, ResultEntry, ResultStore
 from c2d_core.status import JobStatus
 from provider_api.auth import verify_request
 from provider_api.compute import (
@@ -29,8 +33,8 @@ from provider_api.compute import (
 from provider_api.deps import ChainDep, EnvironmentsDep, NonceStoreDep, OperatorDep, SettingsDep
 from provider_api.errors import OceanHTTPError, backend_error, bad_request, field_errors, resource_error
 from provider_api.jobs import JobRecord, ocean_job_json
-from provider_api.operator import BackendUnavailable, JobConflict
-from provider_api.orders import OrderError, validate_order
+from provider_api.operator import BackendUnavailable, JobConflict, JobNotFound
+from provider_api.orders import OrderError, ensure_fee_paid, validate_order
 from provider_api.params import ParamsDep
 
 router = APIRouter(prefix="/api/services", tags=["compute"])
@@ -103,6 +107,30 @@ def compute_environments(
     return JSONResponse({str(settings.chain_id): envs})
 
 
+def _validated_order(
+    service: ComputeService,
+    item: Any,
+    tx_id: str,
+    consumer: str,
+    environment: str | None,
+    allowed_consumers: set[str],
+) -> Any:
+    return validate_order(
+        service.chain,
+        tx_id=tx_id,
+        datatoken=str(item.service.get("datatokenAddress", "")),
+        nft=item.asset.nft_address,
+        service_id=str(item.service.get("id")),
+        service_index=item.service_index,
+        service_timeout=int(item.service.get("timeout") or 0),
+        consumer=consumer,
+        provider_address=service.settings.address,
+        environment=environment,
+        allowed_consumers=allowed_consumers,
+        did=item.asset.did,
+    )
+
+
 def _validate(
     service: ComputeService,
     item: CheckedInput | Any,
@@ -115,20 +143,7 @@ def _validate(
     code: str,
 ) -> Any:
     try:
-        return validate_order(
-            service.chain,
-            tx_id=tx_id,
-            datatoken=str(item.service.get("datatokenAddress", "")),
-            nft=item.asset.nft_address,
-            service_id=str(item.service.get("id")),
-            service_index=item.service_index,
-            service_timeout=int(item.service.get("timeout") or 0),
-            consumer=consumer,
-            provider_address=service.settings.address,
-            environment=environment,
-            allowed_consumers=allowed_consumers,
-            did=item.asset.did,
-        )
+        return _validated_order(service, item, tx_id, consumer, environment, allowed_consumers)
     except OrderError as error:
         raise OceanHTTPError(400, {"error": {resource: code}, "message": error.message}) from None
 
@@ -168,22 +183,9 @@ def initialize_compute(params: ParamsDep, service: ComputeDep) -> JSONResponse:
         order = None
         if ref.transfer_tx_id:
             try:
-                order = validate_order(
-                    service.chain,
-                    tx_id=ref.transfer_tx_id,
-                    datatoken=str(item.service.get("datatokenAddress", "")),
-                    nft=item.asset.nft_address,
-                    service_id=str(item.service.get("id")),
-                    service_index=item.service_index,
-                    service_timeout=int(item.service.get("timeout") or 0),
-                    consumer=consumer,
-                    provider_address=service.settings.address,
-                    environment=environment,
-                    allowed_consumers=allowed,
-                    did=item.asset.did,
-                )
+                order = _validated_order(service, item, ref.transfer_tx_id, consumer, environment, allowed)
             except OrderError:
-                order = None
+                order = None  # not a reusable order: the input gets a fresh fee below
         validated.append(order)
     fee_index = next(
         (i for i, order in enumerate(validated) if order is not None and order.valid_until >= now), 0
@@ -269,7 +271,8 @@ def compute_start(
                 algorithm,
                 tx_id=body.algorithm.transfer_tx_id,
                 consumer=consumer,
-                environment=None,
+                # Our fees name their environment on every input, the algorithm's included.
+                environment=env.id,
                 allowed_consumers=allowed,
                 resource="algorithm",
                 code="in_use_or_not_on_chain",
@@ -287,14 +290,16 @@ def compute_start(
 
 
 def _check_fees_paid(service: ComputeService, env: Any, orders: list[Any]) -> None:
-    """At least one input must have paid the fee this environment costs until the latest validUntil."""
+    """One input must have paid, in the environment's fee token, what the job costs until validUntil."""
     if env.price_min <= 0:
         return
     now = service.chain.block_timestamp()
     valid_until = max(int(order.valid_until) for order in orders)
     required = service.fee_amount(env, valid_until - now)
-    if not any(int(order.provider_fee_amount) >= required for order in orders):
-        raise resource_error("order", "fees_not_paid")
+    try:
+        ensure_fee_paid(orders, required, service.fee_token_of(env))
+    except OrderError:
+        raise resource_error("order", "fees_not_paid") from None
 
 
 def _owned_jobs(
@@ -359,6 +364,8 @@ def compute_stop(params: ParamsDep, nonces: NonceStoreDep, operator: OperatorDep
         raise OceanHTTPError(404, {"error": f"no job {job_id} for this consumer"})
     try:
         record = operator.stop(job_id)
+    except JobNotFound:
+        raise OceanHTTPError(404, {"error": f"no job {job_id} for this consumer"}) from None
     except BackendUnavailable as error:
         raise backend_error(f"compute backend unavailable: {error}") from None
     return JSONResponse([ocean_job_json(record)])
@@ -377,7 +384,12 @@ def compute_delete(params: ParamsDep, nonces: NonceStoreDep, operator: OperatorD
     if not records:
         raise OceanHTTPError(404, {"error": f"no job {job_id} for this consumer"})
     if records[0].ended is None:
-        records = [operator.stop(job_id)]
+        try:
+            records = [operator.stop(job_id)]
+        except JobNotFound:
+            raise OceanHTTPError(404, {"error": f"no job {job_id} for this consumer"}) from None
+        except BackendUnavailable as error:
+            raise backend_error(f"compute backend unavailable: {error}") from None
     return JSONResponse([ocean_job_json(record) for record in records])
 
 
@@ -416,16 +428,51 @@ def compute_result(
         raise OceanHTTPError(
             409 if status < 70 else 404, {"error": "the job's results are not published yet"}
         )
-    store = LocalResultStore(settings.results_dir)
-    entries = read_manifest(store, record.tags.get("c2d/job_id", job_id))
+    if record.tags.get(job_tags.RESULTS_EXPIRED) == "1":
+        raise OceanHTTPError(410, {"error": EXPIRED})
+    stores = result_stores(request, settings)
+    entries = _manifest(stores, record)
     index = int(index_text)
     if index >= len(entries):
         raise OceanHTTPError(404, {"error": f"no result {index}: this job has {len(entries)}"})
     entry = entries[index]
+    try:
+        store = stores.for_location(entry.location)
+    except LookupError as error:
+        raise backend_error(str(error)) from None
     return _stream(store, entry, request.headers.get("range"))
 
 
-def _stream(store: LocalResultStore, entry: ResultEntry, range_header: str | None) -> Response:
+EXPIRED = (
+    "the job's results have expired: they are kept for the environment's storageExpiry after the job "
+    "finished, then deleted"
+)
+
+
+def result_stores(request: Request, settings: SettingsDep) -> ResultStores:
+    """Every store a manifest may point into: local (results_dir), and S3 / IPFS when `C2D_S3_*` /
+    `C2D_IPFS_API_URL` configure them. Built once per app; their clients are reused."""
+    stores = getattr(request.app.state, "result_stores", None)
+    if stores is None:
+        stores = ResultStores.from_env(os.environ, settings.results_dir)
+        request.app.state.result_stores = stores
+    return stores
+
+
+def _manifest(stores: ResultStores, record: JobRecord) -> list[ResultEntry]:
+    """The job's manifest, from where publish recorded it (`c2d/manifest`), else the local store."""
+    location = record.tags.get(job_tags.MANIFEST) or f"{record.job_id}/{MANIFEST_NAME}"
+    try:
+        with stores.for_location(location).open(location) as handle:
+            return [ResultEntry.model_validate(item) for item in json.load(handle)]
+    except FileNotFoundError:
+        # Published, yet gone from the store: deleted (expiry, an operator) before the run was tagged.
+        raise OceanHTTPError(410, {"error": EXPIRED}) from None
+    except LookupError as error:
+        raise backend_error(str(error)) from None
+
+
+def _stream(store: ResultStore, entry: ResultEntry, range_header: str | None) -> Response:
     start, end = 0, entry.filesize - 1
     status = 200
     headers = {
@@ -448,17 +495,19 @@ def _stream(store: LocalResultStore, entry: ResultEntry, range_header: str | Non
     length = end - start + 1 if entry.filesize else 0
     headers["Content-Length"] = str(length)
 
-    def chunks() -> Iterator[bytes]:
-        with store.open(entry.location) as handle:
-            handle.seek(start)
-            remaining = length
-            while remaining > 0:
-                data = handle.read(min(CHUNK, remaining))
-                if not data:
-                    break
-                remaining -= len(data)
-                yield data
+    # The first chunk is read before the response starts, so a result deleted underneath (expiry)
+    # is a 410 and not a 200 that breaks off.
+    chunks = store.read_range(entry.location, start, length)
+    try:
+        first = next(chunks, b"")
+    except FileNotFoundError:
+        raise OceanHTTPError(410, {"error": EXPIRED}) from None
+
+    def body() -> Iterator[bytes]:
+        if first:
+            yield first
+        yield from chunks
 
     return StreamingResponse(
-        chunks(), status_code=status, headers=headers, media_type="application/octet-stream"
+        body(), status_code=status, headers=headers, media_type="application/octet-stream"
     )

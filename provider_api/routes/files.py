@@ -2,14 +2,13 @@
 
 A file's location is the data publisher's secret: nothing here returns or logs any part of it, not
 even the file name from its path (only a name the server declares in Content-Disposition). Requests
-go only to public addresses unless `allow_non_public_ip` is on, each redirect hop checked again.
+go through c2d_core.netguard: public addresses only (plus `fetch_allow`, or everything with
+`allow_non_public_ip` in development), each redirect hop checked again, connecting to the checked IP.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import re
-import socket
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -27,10 +26,12 @@ from c2d_core.fetch import (
     FetchedFile,
     FetchError,
     FetchLimits,
+    SourceSettings,
     UrlGuard,
-    check_scheme,
     fetch_to_file,
+    source_request,
 )
+from c2d_core.netguard import guarded_client
 from c2d_core.workflow import FileObject
 from provider_api.deps import SettingsDep
 from provider_api.errors import bad_request, resource_error
@@ -41,44 +42,25 @@ from provider_api.settings import ProviderSettings
 router = APIRouter(prefix="/api/services", tags=["files"])
 
 PROBE_TIMEOUT = httpx.Timeout(10.0)
-# Types Ocean knows; only `url` is served here, the others get Ocean's "Unsupported type".
+# Types Ocean knows; those with a c2d_core FileSource are served, the others get "Unsupported type".
 OCEAN_FILE_TYPES = frozenset({"url", "ipfs", "arweave", "graphql", "smartcontract", "s3"})
+SERVED_FILE_TYPES = frozenset({"url", "ipfs", "arweave", "s3"})
+# The fields of the non-url types (see c2d_core.fetch.FILE_SOURCES).
+SOURCE_FIELDS = ("hash", "transactionId", "s3Access")
 _CONTENT_RANGE_TOTAL = re.compile(r"bytes\s+(?:\d+-\d+|\*)/(\d+)", re.IGNORECASE)
 
 
 # --- where requests may go ------------------------------------------------------------------------
 
 
-def _is_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address.is_global and not address.is_multicast
-
-
-def public_host_guard(url: httpx.URL) -> None:
-    """Refuse a URL whose host is, or resolves to, any non-public address (loopback, private,
-    link-local such as cloud metadata, CGNAT, reserved). A name that does not resolve is refused too.
-
-    Checked before each request and redirect hop; the HTTP client resolves again when it connects,
-    so a DNS answer that changes in between (rebinding) is not caught here.
-    """
-    check_scheme(url)
-    host = url.host
-    try:
-        addresses = [ipaddress.ip_address(host)]
-    except ValueError:
-        try:
-            infos = socket.getaddrinfo(host, url.port or 443, type=socket.SOCK_STREAM)
-        except (OSError, UnicodeError):
-            raise FetchError("the host of the location does not resolve") from None
-        addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
-    if not addresses or not all(_is_public(address) for address in addresses):
-        raise FetchError("the location is not a public address")
-
-
 def url_guard_for(settings: ProviderSettings) -> UrlGuard:
-    """The guard every Provider-side fetch of a file object should use."""
-    return check_scheme if settings.allow_non_public_ip else public_host_guard
+    """The guard every Provider-side fetch of a file object uses (the client checks again on connect)."""
+    return settings.net_policy.check
+
+
+def client_for(settings: ProviderSettings, timeout: httpx.Timeout | None = None) -> httpx.Client:
+    """An httpx client that connects only to addresses the Provider's policy allows."""
+    return guarded_client(settings.net_policy, timeout=timeout or PROBE_TIMEOUT)
 
 
 def checksum_limits(settings: ProviderSettings) -> FetchLimits:
@@ -96,9 +78,16 @@ def fetch_file_object(
     file_object: FileObject | Mapping[str, Any], dest: Path, settings: ProviderSettings
 ) -> FetchedFile:
     """c2d_core's streaming fetch (size, sha256) with the Provider's guard and checksum limits."""
-    return fetch_to_file(
-        file_object, dest, checksum_limits(settings), url_guard=url_guard_for(settings), label="file"
-    )
+    with client_for(settings) as client:
+        return fetch_to_file(
+            file_object,
+            dest,
+            checksum_limits(settings),
+            client=client,
+            url_guard=url_guard_for(settings),
+            label="file",
+            sources=settings.sources,
+        )
 
 
 # --- probing a file ------------------------------------------------------------------------------
@@ -174,38 +163,32 @@ def _probe_from(response: httpx.Response, ranged: bool) -> Probe:
     return Probe(length, content_type, _declared_filename(response))
 
 
-def probe_file(file_object: FileObject, guard: UrlGuard, client: httpx.Client | None = None) -> Probe:
+def probe_file(
+    file_object: FileObject,
+    guard: UrlGuard,
+    client: httpx.Client,
+    sources: SourceSettings | None = None,
+) -> Probe:
     """Reach the file without downloading it: HEAD, or where HEAD is not answered with 2xx (servers
     without HEAD, presigned URLs signed for GET), a GET of its first byte. POST files are checked with
-    their own method, as Ocean does. Raises FetchError, whose message names no location."""
-    assert file_object.url is not None
-    try:
-        url = httpx.URL(file_object.url)
-    except (httpx.InvalidURL, TypeError, ValueError):
-        raise FetchError("the location is not a valid URL") from None
-    headers = {"Accept-Encoding": "identity", **file_object.headers}
-    own_client = client is None
-    if client is None:
-        # trust_env=False: no proxy or netrc from the Provider's environment changes where requests go.
-        client = httpx.Client(follow_redirects=False, trust_env=False, timeout=PROBE_TIMEOUT)
-    try:
-        if file_object.method == "GET":
-            response = _request(client, "HEAD", url, headers, guard)
-            try:
-                if 200 <= response.status_code < 300:
-                    return _probe_from(response, ranged=False)
-            finally:
-                response.close()
-        response = _request(client, file_object.method, url, {**headers, "Range": "bytes=0-0"}, guard)
+    their own method, as Ocean does. Every type goes through its c2d_core FileSource (an ipfs hash via
+    the gateway, an s3 object via a presigned GET). Raises FetchError, whose message names no location."""
+    source = source_request(file_object, None, sources or SourceSettings())
+    url, headers, method = source.url, source.headers, source.method
+    if method == "GET":
+        response = _request(client, "HEAD", url, headers, guard)
         try:
             if 200 <= response.status_code < 300:
-                return _probe_from(response, ranged=True)
-            raise FetchError(f"HTTP {response.status_code} from the data source")
+                return _probe_from(response, ranged=False)
         finally:
-            response.close()  # the body is never read
+            response.close()
+    response = _request(client, method, url, {**headers, "Range": "bytes=0-0"}, guard)
+    try:
+        if 200 <= response.status_code < 300:
+            return _probe_from(response, ranged=True)
+        raise FetchError(f"HTTP {response.status_code} from the data source")
     finally:
-        if own_client:
-            client.close()
+        response.close()  # the body is never read
 
 
 # --- fileinfo ------------------------------------------------------------------------------------
@@ -230,13 +213,16 @@ def _file_object(raw: Mapping[str, Any], label: str) -> FileObject:
     kind = raw.get("type")
     if not isinstance(kind, str) or not kind:
         raise bad_request(f"malformed file object: {label} needs a 'type'")
-    if kind != "url":
+    if kind not in SERVED_FILE_TYPES:
         known = kind in OCEAN_FILE_TYPES
-        raise bad_request(f"Unsupported type {kind[:40]}" + (" by this Provider (only url)" if known else ""))
+        served = ", ".join(sorted(SERVED_FILE_TYPES))
+        raise bad_request(
+            f"Unsupported type {kind[:40]}" + (f" by this Provider (only {served})" if known else "")
+        )
     method = raw.get("method", "GET")
     if not isinstance(method, str) or method.upper() not in ("GET", "POST"):
         raise bad_request(f"Unsafe method {str(method)[:20]}: {label} may use GET or POST")
-    fields = {key: raw[key] for key in ("type", "url", "headers") if key in raw}
+    fields = {key: raw[key] for key in ("type", "url", "headers", *SOURCE_FIELDS) if key in raw}
     fields["method"] = method.upper()
     try:
         return FileObject.model_validate(fields)
@@ -257,7 +243,8 @@ def inspect_file(
 ) -> FileInfo:
     guard = url_guard_for(settings)
     try:
-        probe = probe_file(file_object, guard)
+        with client_for(settings) as client:
+            probe = probe_file(file_object, guard, client, settings.sources)
     except FetchError as error:
         return FileInfo(index=index, valid=False, type=file_object.type, error=error.message)
     info = FileInfo(

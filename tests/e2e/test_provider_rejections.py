@@ -649,7 +649,8 @@ def test_fee_replayed_by_another_consumer_is_refused(ocean_stack: Any) -> None:
             "dataset.serviceId",
             "order_invalid",
         )
-    assert "another consumer" in body_json["message"]
+    # A's order names A as payer: B is neither its consumer nor its payer.
+    assert "neither the order's consumer nor its payer" in body_json["message"]
 
     a_quote = quote(s, s.consumer, s.dataset, s.algorithm, s.env["id"])
     b_dataset_tx = pay(s, s.other_consumer, s.dataset, a_quote["datasets"][0]["providerFee"])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 
 import pytest
 from fixtures_chain import DT, DevChain, publish_test_asset
@@ -67,9 +66,6 @@ def test_deploy_writes_ocean_shaped_addresses(dev_chain: DevChain) -> None:
     again = Chain.connect(dev_chain.rpc_url, dev_chain.addresses_file, chain_id=8996)
     assert again.address("ERC721Factory") == entry["ERC721Factory"]
     assert again.address("ERC20Template", template=2) == entry["ERC20Template"]["2"]
-    print(
-        f"\nanvil start {dev_chain.timings['anvil_start']:.3f} s, deploy {dev_chain.timings['deploy']:.3f} s"
-    )
 
 
 def test_connect_refuses_a_wrong_chain_id(dev_chain: DevChain) -> None:
@@ -236,9 +232,7 @@ def test_mint_start_order_and_reuse(evm_snapshot: DevChain) -> None:
     assert dt.functions.balanceOf(dev.consumer.address).call() == 2 * DT
 
     fee = _fee(dev, datatoken, dev.consumer.address)
-    started = time.perf_counter()
     order_tx = start_order(chain, dev.consumer, datatoken, dev.consumer.address, 0, fee)
-    elapsed = time.perf_counter() - started
     assert dt.functions.balanceOf(dev.consumer.address).call() == DT
     assert dt.functions.balanceOf(dev.publisher.address).call() == 97 * DT // 100
     assert dt.functions.balanceOf(opc).call() == 3 * DT // 100
@@ -259,7 +253,6 @@ def test_mint_start_order_and_reuse(evm_snapshot: DevChain) -> None:
     reused = dt.events.OrderReused().process_receipt(reuse, errors=DISCARD)[0]["args"]
     assert "0x" + reused["orderTxId"].hex() == order_tx and reused["caller"] == dev.consumer.address
     assert dt.functions.balanceOf(dev.consumer.address).call() == DT  # reuse spends no datatoken
-    print(f"\nstartOrder {elapsed * 1000:.0f} ms")
 
 
 def test_tampered_fee_reverts(evm_snapshot: DevChain) -> None:

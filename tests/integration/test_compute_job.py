@@ -59,6 +59,8 @@ def c2d_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("C2D_ENVIRONMENTS_FILE", str(envs))
     monkeypatch.setenv("C2D_CONFIGURE_DEADLINE", "30")
     monkeypatch.setenv("C2D_FETCH_RETRIES", "0")
+    # The data origin is on loopback, which the SSRF guard refuses unless allow-listed.
+    monkeypatch.setenv("C2D_FETCH_ALLOW", "127.0.0.1/32")
     from eth_account import Account
 
     (home / "secrets" / "provider-key").write_text(Account.create().key.hex())

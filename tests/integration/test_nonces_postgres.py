@@ -26,9 +26,10 @@ def pg_store() -> Iterator[NonceStore]:
     try:
         with admin.connect() as conn:
             conn.execute(text("select 1"))
-    except OperationalError:
+    except OperationalError as error:
         admin.dispose()
-        pytest.skip("Postgres is not reachable at 127.0.0.1:5432 (user postgres, db test)")
+        # This machine kind runs Postgres for every session and for CI: its absence is a failure.
+        pytest.fail(f"Postgres is not reachable at 127.0.0.1:5432 (user postgres, db test): {error}")
     schema = f"test_nonces_{uuid.uuid4().hex[:12]}"
     store = NonceStore(POSTGRES_URL, schema=schema)
     try:

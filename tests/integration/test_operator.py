@@ -37,7 +37,7 @@ OCEAN_KEYS = {
     "algoDID",
     "inputDID",
 }
-OUR_KEYS = {"statusDetail", "phases", "terminationDetails", "runStatus"}
+OUR_KEYS = {"statusDetail", "phases", "terminationDetails", "runStatus", "resultsExpired"}
 
 
 @pytest.fixture(scope="module")
@@ -193,10 +193,8 @@ def test_one_job_per_agreement_stop_and_queue(
     # Stopped while the algorithm runs: killed, logs published, Ocean's 70 with stopreq 1.
     running = wait_for(operator, first.job_id, lambda r: ocean_job_json(r)["status"] == 40, timeout=30)
     assert ocean_job_json(running)["dateFinished"] is None
-    started = time.monotonic()
     operator.stop(first.job_id)
     stopped = wait_for(operator, first.job_id, lambda r: r.run_ended, timeout=30)
-    assert time.monotonic() - started < 15
     job = ocean_job_json(stopped)
     assert_ocean_shape(job)
     assert (job["status"], job["stopreq"], job["runStatus"]) == (70, 1, "CANCELED")

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from fixtures_http import ALGORITHM_CODE, BIG_SIZE, CSV_BYTES, HttpOrigin, big_bytes
 
-from c2d_core.fetch import FetchError, FetchLimits, check_scheme, fetch_to_file
+from c2d_core.fetch import FetchError, FetchLimits, SourceSettings, check_scheme, fetch_to_file
 from c2d_core.workflow import FileObject
 
 FAST = FetchLimits(connect_timeout=1.0, read_timeout=1.0, retries=2, deadline=10.0)
@@ -266,8 +268,12 @@ def test_connection_refused_is_retried_then_reported(tmp_path: Path) -> None:
 
 
 def test_unsupported_types_and_bad_objects_fail_clearly(tmp_path: Path) -> None:
-    with pytest.raises(FetchError, match="type 'ipfs' are not supported yet"):
-        fetch_to_file({"type": "ipfs", "hash": "Qm"}, tmp_path / "0", FAST)
+    with pytest.raises(FetchError, match="the 'hash' of an ipfs file is not a CID"):
+        fetch_to_file({"type": "ipfs", "hash": "Qm/../../etc"}, tmp_path / "0", FAST)
+    with pytest.raises(FetchError, match="needs a 'transactionId'"):
+        fetch_to_file({"type": "arweave", "transactionId": "../x"}, tmp_path / "0", FAST)
+    with pytest.raises(FetchError, match="needs an 's3Access' object"):
+        fetch_to_file({"type": "s3"}, tmp_path / "0", FAST)
     with pytest.raises(FetchError) as caught:
         fetch_to_file({"type": "url", "url": "http://h/x", "method": "DELETE"}, tmp_path / "0", FAST)
     assert "not a valid file object" in caught.value.message and "http://h" not in caught.value.message
@@ -285,3 +291,51 @@ def test_limits_are_validated() -> None:
         FetchLimits(read_timeout=0)
     with pytest.raises(ValueError):
         FetchLimits(retries=-1)
+
+
+# --- ipfs and arweave through a gateway (a real loopback HTTP server answering the gateway paths) ---
+
+CID = "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi"
+TX_ID = "bNbA3TEQVL60xlgCcqdz4ZPHFZ711cZ3hmkpGttDt_U"
+
+
+@pytest.fixture
+def gateway() -> Iterator[str]:
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    served = {f"/ipfs/{CID}": CSV_BYTES, f"/ipfs/{CID}/algo.py": ALGORITHM_CODE, f"/ar/{TX_ID}": b"arweave!"}
+
+    class Gateway(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            body = served.get(self.path)
+            self.send_response(200 if body is not None else 404)
+            self.send_header("Content-Length", str(len(body or b"")))
+            self.end_headers()
+            self.wfile.write(body or b"")
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Gateway)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def test_ipfs_and_arweave_files_come_through_their_gateways(gateway: str, tmp_path: Path) -> None:
+    sources = SourceSettings(ipfs_gateway=gateway, arweave_gateway=gateway + "/ar/")
+    fetched = fetch_to_file({"type": "ipfs", "hash": CID}, tmp_path / "0", FAST, sources=sources)
+    assert (tmp_path / "0").read_bytes() == CSV_BYTES and fetched.size == len(CSV_BYTES)
+    fetch_to_file({"type": "ipfs", "hash": f"ipfs://{CID}/algo.py"}, tmp_path / "1", FAST, sources=sources)
+    assert (tmp_path / "1").read_bytes() == ALGORITHM_CODE
+    fetch_to_file({"type": "arweave", "transactionId": TX_ID}, tmp_path / "2", FAST, sources=sources)
+    assert (tmp_path / "2").read_bytes() == b"arweave!"
+    with pytest.raises(FetchError) as caught:
+        fetch_to_file({"type": "ipfs", "hash": "Q" * 46}, tmp_path / "3", FAST, sources=sources, label="x")
+    assert caught.value.message == "x: HTTP 404 from the data source"

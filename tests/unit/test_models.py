@@ -50,7 +50,7 @@ def test_valid_workflow_parses_with_ocean_names() -> None:
     workflow = Workflow.model_validate(_workflow())
     assert workflow.inputs[0].did_hash == DID.removeprefix("did:op:")
     assert workflow.algorithm.container.reference == "python:3.11"
-    assert workflow.public_summary()["algoDID"] == "raw"
+    assert workflow.allow_network is False
 
 
 def test_digest_checksum_wins_over_tag() -> None:

@@ -97,6 +97,8 @@ def run_configure(tmp_path: Path, workflow: dict[str, Any] | str, **env: str) ->
             "C2D_READ_TIMEOUT": "1",
             "C2D_FETCH_RETRIES": "1",
             "C2D_FETCH_DEADLINE": "20",
+            # The data source is on loopback: the SSRF guard refuses it unless allow-listed.
+            "C2D_FETCH_ALLOW": "127.0.0.1/32",
             **env,
         }
     )
@@ -371,6 +373,7 @@ def test_sigterm_still_writes_the_report(http_origin: HttpOrigin, tmp_path: Path
         VOLUME=str(tmp_path / "data"),
         TERMINATION_LOG=str(tmp_path / "termination-log"),
         C2D_READ_TIMEOUT="30",
+        C2D_FETCH_ALLOW="127.0.0.1/32",
     )
     process = subprocess.Popen(
         [sys.executable, "-m", "c2d_defs.pods.configure"],
@@ -409,3 +412,24 @@ def test_unexpected_errors_are_reported_as_31_without_their_text(
         "configure failed unexpectedly (RuntimeError at test_pod_configure.py:"
     )
     assert "10.0.0.5" not in capsys.readouterr().out + report["message"]
+
+
+def test_ssrf_guard_refuses_loopback_without_an_allow_list_as_31(
+    http_origin: HttpOrigin, tmp_path: Path
+) -> None:
+    workflow = _workflow([_input(DID_A, [http_origin.url("data.csv")])], _raw_algorithm())
+    run = run_configure(tmp_path, workflow, C2D_FETCH_ALLOW="")
+    assert run.exit_code == 31
+    assert run.report["message"] == "input 0 file 0: the location is not a public address"
+    assert http_origin.requests == []
+    _assert_no_leaks(http_origin, run)
+
+
+@pytest.mark.parametrize(
+    "url", ["http://169.254.169.254/latest/meta-data/", "http://[::ffff:10.0.0.1]/x", "http://0/x"]
+)
+def test_ssrf_guard_refuses_private_locations_even_with_loopback_allowed(tmp_path: Path, url: str) -> None:
+    workflow = _workflow([_input(DID_A, [url])], _raw_algorithm())
+    run = run_configure(tmp_path, workflow)
+    assert run.exit_code == 31
+    assert run.report["message"] == "input 0 file 0: the location is not a public address"

@@ -191,7 +191,9 @@ def test_store_failure_is_62(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("env", "expected"),
     [
-        ({"C2D_RESULT_STORE": "s3"}, "C2D_RESULT_STORE='s3' is not one of: local"),
+        ({"C2D_RESULT_STORE": "gcs"}, "C2D_RESULT_STORE='gcs' is not one of: ipfs, local, s3"),
+        ({"C2D_RESULT_STORE": "s3"}, "the S3 result store needs a bucket (C2D_S3_BUCKET)"),
+        ({"C2D_RESULT_STORE": "ipfs"}, "the IPFS result store needs C2D_IPFS_API_URL"),
         ({"WORKFLOWID": "../etc"}, "WORKFLOWID must be the job id"),
         ({"C2D_MAX_OUTPUT_FILES": "0"}, "C2D_MAX_OUTPUT_FILES must be at least 1"),
     ],

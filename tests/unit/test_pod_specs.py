@@ -52,9 +52,12 @@ def test_algorithm_pod_takes_limits_from_the_environment_and_sees_no_secrets() -
     assert spec.labels["c2d/component"] == "algorithm" and spec.labels["c2d/job-id"] == "b" * 32
 
 
-def test_network_follows_the_environment() -> None:
+def test_network_needs_both_the_datasets_and_the_environment() -> None:
     open_env = ENV.model_copy(update={"allow_network": True})
-    assert algorithm_spec(_workflow(), open_env).network is True
+    consenting = _workflow().model_copy(update={"allow_network": True})
+    assert algorithm_spec(consenting, open_env).network is True
+    assert algorithm_spec(_workflow(), open_env).network is False
+    assert algorithm_spec(consenting, ENV).network is False
 
 
 def test_configure_pod_gets_the_key_only_for_encrypted_files_and_its_own_deadline() -> None:

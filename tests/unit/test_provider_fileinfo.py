@@ -18,8 +18,8 @@ from fastapi.testclient import TestClient
 from fixtures_http import BIG_SIZE, CSV_BYTES, SECRET_PREFIX, HttpOrigin
 
 from c2d_core.fetch import FetchError
+from c2d_core.netguard import NetPolicy
 from provider_api.main import create_app
-from provider_api.routes.files import public_host_guard
 from provider_api.settings import ProviderSettings
 
 REPORT = b"a,b,c\n" * 1000
@@ -219,7 +219,10 @@ def test_non_public_addresses_are_refused_by_default(tmp_path: Path, http_origin
     [
         ({"type": "url"}, "malformed file object: file 0: a file of type 'url' needs a 'url'"),
         ({"url": "http://127.0.0.1/s3cr3t-bucket-path/a"}, "malformed file object: file 0 needs a 'type'"),
-        ({"type": "ipfs", "hash": "Qms3cr3t"}, "Unsupported type ipfs by this Provider (only url)"),
+        (
+            {"type": "graphql", "url": "http://127.0.0.1/s3cr3t"},
+            "Unsupported type graphql by this Provider (only arweave, ipfs, s3, url)",
+        ),
         ({"type": "ftp", "url": "ftp://127.0.0.1/s3cr3t-bucket-path/a"}, "Unsupported type ftp"),
         (
             {"type": "url", "url": "http://127.0.0.1/s3cr3t-bucket-path/a", "method": "DELETE"},
@@ -262,9 +265,9 @@ def test_malformed_requests_are_400_without_the_location(
 )
 def test_public_host_guard_refuses(url: str) -> None:
     with pytest.raises(FetchError):
-        public_host_guard(httpx.URL(url))
+        NetPolicy().check(httpx.URL(url))
 
 
 @pytest.mark.parametrize("url", ["http://8.8.8.8/x", "https://[2606:4700:4700::1111]/x"])
 def test_public_host_guard_allows_public_literals(url: str) -> None:
-    public_host_guard(httpx.URL(url))
+    NetPolicy().check(httpx.URL(url))

@@ -501,6 +501,16 @@ def test_pod_image_runs_the_project_runtime_without_the_checkout(runner: LocalPo
 
 @sandbox
 @pytest.mark.timeout(30)
+def test_an_algorithm_naming_the_pod_image_does_not_get_the_project_runtime(runner: LocalPodRunner) -> None:
+    job_id = _job(runner, "")
+    spec = _spec(job_id, component="algorithm", image="c2d-pod:latest", command=["python", "-c", "print(1)"])
+    result = runner.run(spec)
+    assert result.termination == "ImageNotFound", result
+    assert "c2d-pod:latest" in result.message
+
+
+@sandbox
+@pytest.mark.timeout(30)
 def test_publish_like_pod_writes_into_a_nested_and_a_host_folder(
     runner: LocalPodRunner, tmp_path: Path
 ) -> None:

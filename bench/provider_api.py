@@ -1,0 +1,674 @@
+"""Benchmark: the Provider's status route under load, and where a compute start's time goes.
+
+Starts the whole embedded stack (anvil with the Ocean contracts, Dagster webserver and daemon, the
+Provider under uvicorn), publishes a dataset and a trusted algorithm once, then measures:
+
+1. Status throughput. With 1,000 and then 10,000 compute jobs in Dagster run storage, a bounded number
+   of `GET /api/services/compute?consumerAddress=X&jobId=Y` requests (the Provider's status route, over
+   real HTTP on loopback, from a few client threads), for random jobs: requests/s and p50/p99 latency.
+   Also the listing by owner (`consumerAddress` only) for an owner with 10 jobs, and for an owner with
+   thousands (the Provider answers with the newest 100).
+   The jobs are synthetic runs in the same storage: launching 10,000 real jobs would take hours, so
+   they are written straight into the stack's run storage (the DagsterInstance of its DAGSTER_HOME,
+   with Dagster's own tables and run serialisation, in batches) as SUCCESS runs of `compute_job` that
+   carry the tags a finished job has (c2d_core.job_tags: job id, owner among a few distinct owners,
+   environment, agreement, DIDs, status 70, phase times, exit code, results) and the run config of a
+   real job launched just before. The Provider reads nothing but run storage (through Dagster's
+   GraphQL), so it cannot tell them from real ones.
+   Storage is SQLite, the embedded default. With `--postgres` the stack's Dagster storage is
+   dagster-postgres instead (`scheme: postgresql+psycopg2`) on 127.0.0.1:5432, user postgres, in a
+   throwaway database that this script creates and drops; the Provider's nonce store stays SQLite.
+
+2. Start latency split. N real starts through the Ocean flow: per start, initializeCompute and the two
+   startOrder transactions happen outside the timing. The Provider's start route is then replayed in
+   this process, with the same inputs against the stack's chain, nonce store and Dagster GraphQL, timing
+   each part: signature + nonce check (`verify_request`, request parsing included), asset resolution
+   + compute policy, order validation (`validate_order` for the dataset and the algorithm), the
+   workflow build, and the Dagster submit (`Operator.submit`, which launches the run, after looking
+   up the job id and the agreement in run storage). Then another start, with fresh orders,
+   goes to the uvicorn Provider as `POST /api/services/compute`: its wall time end to end. Every job
+   is waited for until it finishes, outside the timing, so no start competes with a running job. One
+   warm-up start of each kind is not counted; these starts run with the 10,000 runs of part 1 in
+   storage.
+
+Every process shares the machine's CPUs, so the load average is printed with the figures. The run
+takes about 3 to 4 minutes, most of it waiting for the 2 (N + 1) real jobs to finish.
+
+    .venv/bin/python bench/provider_api.py [-n 10] [--requests 500] [--threads 4] [--postgres]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Run as a script, this file's folder comes first on sys.path, and the file's own name would then
+# shadow the `provider_api` package it benchmarks.
+if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
+    del sys.path[0]
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import random
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from unittest import mock
+
+import httpx
+
+from c2d_cli import stack
+from c2d_cli.ocean_flow import SAMPLE_CONTAINER, PublishedAsset, mint_to, publish_asset
+from c2d_cli.origin import LocalOrigin
+from c2d_cli.provider_client import ProviderClient, sign
+from c2d_core import job_tags
+from c2d_core.chain import Chain, dev_accounts
+from c2d_core.environments import Environments
+from c2d_core.settings import EngineSettings
+from c2d_core.status import JobStatus
+from provider_api.auth import verify_request
+from provider_api.compute import ComputeService, StartRequest, parse_request
+from provider_api.jobs import JobRecord
+from provider_api.nonces import NonceStore
+from provider_api.operator import JOBS_LIMIT, Operator
+from provider_api.orders import validate_order
+from provider_api.settings import ProviderSettings
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+POSTGRES_SERVER = "postgresql+psycopg2://postgres@127.0.0.1:5432"
+HEAVY_OWNERS = 4  # owners among whom nearly all synthetic jobs are spread
+LIGHT_OWNER_JOBS = 10  # the owner whose listing is measured
+JOB_TIMEOUT = 120.0
+PARTS = ("signature + nonce", "assets + policy", "order validation", "workflow build", "Dagster submit")
+LOOKUPS = "  of which job id + agreement lookups"
+LAUNCH = "  of which launchRun mutation"
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def address(seed: str) -> str:
+    from eth_utils import to_checksum_address
+
+    return str(to_checksum_address("0x" + hashlib.sha256(seed.encode()).hexdigest()[:40]))
+
+
+# -- the stack ----------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def postgres_storage(enabled: bool) -> Iterator[str | None]:
+    """A throwaway database for the stack's Dagster storage, set into the instance file `stack.up`
+    renders; dropped afterwards. Yields its name, or None for SQLite."""
+    if not enabled:
+        yield None
+        return
+    import sqlalchemy
+
+    name = f"c2d_bench_{uuid.uuid4().hex[:8]}"
+    server = sqlalchemy.create_engine(f"{POSTGRES_SERVER}/test", isolation_level="AUTOCOMMIT")
+    original = stack.render_instance
+
+    def render(home: Path, environments: Environments) -> Path:
+        import yaml
+
+        target = original(home, environments)
+        config = yaml.safe_load(target.read_text())
+        config["storage"] = {
+            "postgres": {
+                "postgres_db": {
+                    "username": "postgres",
+                    "password": "",
+                    "hostname": "127.0.0.1",
+                    "port": 5432,
+                    "db_name": name,
+                    "scheme": "postgresql+psycopg2",
+                }
+            }
+        }
+        target.write_text(yaml.safe_dump(config, sort_keys=False))
+        return target
+
+    with server.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    stack.render_instance = render  # read by stack.up when it writes $DAGSTER_HOME/dagster.yaml
+    try:
+        yield name
+    finally:
+        stack.render_instance = original
+        with server.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        server.dispose()
+
+
+@dataclass
+class Published:
+    chain: Chain
+    provider: ProviderClient
+    publisher: Any
+    consumer: Any
+    dataset: PublishedAsset
+    algorithm: PublishedAsset
+    env: dict[str, Any]
+
+
+def publish(running: stack.Stack, origin_url: str, starts: int) -> Published:
+    """A dataset whose compute service trusts one published algorithm, as the e2e tests publish them."""
+    from provider_api.policy import trusted_algorithm_entry
+
+    chain = Chain.connect(running.rpc_url, Path(running.addresses_file))
+    provider = ProviderClient(running.provider_url)
+    accounts = dev_accounts(10)
+    publisher, consumer = accounts[1], accounts[2]
+    algorithm_bytes = (EXAMPLES / "algorithms" / "summary.py").read_bytes()
+    algorithm = publish_asset(
+        chain,
+        publisher,
+        provider,
+        name="Summary",
+        files=[{"type": "url", "url": f"{origin_url}/algorithms/summary.py", "method": "GET"}],
+        asset_type="algorithm",
+        service_type="access",
+        container=SAMPLE_CONTAINER,
+    )
+    entry = trusted_algorithm_entry(
+        algorithm.did, hashlib.sha256(algorithm_bytes).hexdigest(), SAMPLE_CONTAINER
+    )
+    dataset = publish_asset(
+        chain,
+        publisher,
+        provider,
+        name="Weather",
+        files=[{"type": "url", "url": f"{origin_url}/data/weather.csv", "method": "GET"}],
+        asset_type="dataset",
+        service_type="compute",
+        compute={
+            "allowRawAlgorithm": False,
+            "allowNetworkAccess": False,
+            "publisherTrustedAlgorithms": [entry],
+            "publisherTrustedAlgorithmPublishers": [],
+        },
+    )
+    for asset in (dataset, algorithm):
+        mint_to(chain, publisher, asset, consumer.address, starts + 2)
+    env = provider.environments(chain.chain_id)[0]
+    return Published(chain, provider, publisher, consumer, dataset, algorithm, env)
+
+
+# -- part 1: synthetic runs and the status route ------------------------------------------------------
+
+
+@dataclass
+class Population:
+    heavy: list[str]
+    light: str
+    jobs: dict[str, list[str]]  # owner -> job ids
+    count: int = 0
+
+
+def synthetic_tags(owner: str, env_id: str, created: float, rng: random.Random) -> dict[str, str]:
+    """The tags of a compute job that finished with status 70 and four results, as the ops leave them."""
+    did = "did:op:" + rng.randbytes(32).hex()
+    algo_did = "did:op:" + rng.randbytes(32).hex()
+    phases = {"configure": (created + 1.2, created + 1.9), "algorithm": (created + 2.0, created + 2.6)}
+    phases["publish"] = (created + 2.7, created + 3.3)
+    results = [
+        {"index": i, "filename": name, "filesize": rng.randrange(100, 5000), "type": kind}
+        | {"sha256": rng.randbytes(32).hex()}
+        for i, (name, kind) in enumerate(
+            [
+                ("summary.json", "output"),
+                ("algorithm.log", "algorithmLog"),
+                ("configure.log", "configurationLog"),
+                ("publish.log", "publishLog"),
+            ]
+        )
+    ]
+    tags = {
+        job_tags.JOB_ID: uuid.UUID(int=rng.getrandbits(128)).hex,
+        job_tags.OWNER: owner,
+        job_tags.ENVIRONMENT: env_id,
+        job_tags.AGREEMENT_ID: "0x" + rng.randbytes(32).hex(),
+        job_tags.DID: did,
+        job_tags.INPUT_DIDS: json.dumps([did]),
+        job_tags.ALGO_DID: algo_did,
+        job_tags.STATUS: str(int(JobStatus.JOB_FINISHED)),
+        job_tags.STATUS_TEXT: JobStatus.JOB_FINISHED.text,
+        job_tags.ALGORITHM_EXIT_CODE: "0",
+        job_tags.ALGORITHM_TERMINATION: "Completed",
+        job_tags.RESULTS: json.dumps(results, separators=(",", ":")),
+        job_tags.DATE_FINISHED: f"{created + 3.4:.3f}",
+    }
+    for phase, (started, finished) in phases.items():
+        tags[job_tags.phase_tag(phase, "started")] = f"{started:.3f}"
+        tags[job_tags.phase_tag(phase, "finished")] = f"{finished:.3f}"
+    return tags
+
+
+def populate(
+    instance: Any, population: Population, target: int, template: Any, env_id: str, rng: random.Random
+) -> float:
+    """Add SUCCESS `compute_job` runs until run storage holds `target` synthetic ones; seconds taken.
+
+    Rows are built by Dagster's own run storage (its insertion values and run serialisation) plus the
+    start and end times its run events set, and inserted in batches: one `add_historical_run` per run
+    (a transaction each) takes ~9 ms on SQLite.
+    """
+    from dagster import DagsterRunStatus
+    from dagster._core.storage.dagster_run import DagsterRun
+    from dagster._core.storage.runs.schema import RunsTable, RunTagsTable
+
+    storage = instance.run_storage
+    t0 = time.monotonic()
+    now = datetime.now(UTC)
+    # The light owner's jobs are spread evenly over the first thousand.
+    light_at = {round(i * 1000 / LIGHT_OWNER_JOBS) + 7 for i in range(LIGHT_OWNER_JOBS)}
+    batch: list[tuple[dict[str, Any], dict[str, str]]] = []
+
+    def flush() -> None:
+        with storage.connect() as conn:
+            conn.execute(RunsTable.insert(), [values for values, _ in batch])
+            conn.execute(
+                RunTagsTable.insert(),
+                [
+                    {"run_id": values["run_id"], "key": key, "value": value}
+                    for values, tags in batch
+                    for key, value in tags.items()
+                ],
+            )
+        batch.clear()
+
+    def add_one() -> None:
+        i = population.count
+        owner = population.light if i in light_at else population.heavy[i % len(population.heavy)]
+        created = now - timedelta(minutes=20_000 - i)
+        tags = {**template.tags, **synthetic_tags(owner, env_id, created.timestamp(), rng)}
+        run = DagsterRun(
+            job_name=template.job_name,
+            run_id=str(uuid.UUID(int=rng.getrandbits(128))),
+            run_config=template.run_config,
+            status=DagsterRunStatus.SUCCESS,
+            tags=tags,
+        )
+        values = storage._get_run_insertion_values(run, created)
+        # What Dagster writes from a real run's start and success events. Without an end_time, GraphQL's
+        # `endTime` of a finished run falls back to one event-log query per run.
+        values.update(start_time=created.timestamp() + 1.0, end_time=created.timestamp() + 3.5)
+        values["update_timestamp"] = created + timedelta(seconds=3.5)
+        batch.append((values, run.tags_for_storage()))
+        population.jobs.setdefault(owner, []).append(tags[job_tags.JOB_ID])
+        population.count += 1
+        if len(batch) == 500:
+            flush()
+
+    # Dagster reflects the runs table's columns for every run it inserts (`has_backfill_id_column`, a
+    # schema query on a new connection: ~20 ms each on Postgres here); ask once for the whole batch.
+    backfill_column = storage.has_backfill_id_column()
+    with mock.patch.object(storage, "has_backfill_id_column", return_value=backfill_column):
+        while population.count < target:
+            add_one()
+    if batch:
+        flush()
+    return time.monotonic() - t0
+
+
+def hammer(url: str, queries: list[dict[str, str]], threads: int, expect: Callable[[Any], bool]) -> tuple:
+    """GET `url` once per query, spread over `threads` client threads with a connection each.
+
+    Returns (requests/s, latencies in seconds, failures)."""
+    latencies: list[float] = []
+    failures: list[str] = []
+    lock = threading.Lock()
+    start = threading.Barrier(threads + 1)
+
+    def worker(chunk: list[dict[str, str]]) -> None:
+        mine, bad = [], []
+        with httpx.Client(timeout=30) as client:
+            client.get(url, params=chunk[0])  # opens the connection before the clock starts
+            start.wait()
+            for params in chunk:
+                t0 = time.perf_counter()
+                response = client.get(url, params=params)
+                mine.append(time.perf_counter() - t0)
+                if response.status_code != 200 or not expect(response.json()):
+                    bad.append(f"{response.status_code} {response.text[:200]}")
+        with lock:
+            latencies.extend(mine)
+            failures.extend(bad)
+
+    workers = [threading.Thread(target=worker, args=(queries[i::threads],)) for i in range(threads)]
+    for thread in workers:
+        thread.start()
+    start.wait()
+    t0 = time.perf_counter()
+    for thread in workers:
+        thread.join()
+    wall = time.perf_counter() - t0
+    return len(queries) / wall, latencies, failures
+
+
+def bench_status(
+    provider_url: str, population: Population, requests: int, threads: int, rng: random.Random
+) -> list[tuple[str, int, int, float, list[float]]]:
+    url = f"{provider_url}/api/services/compute"
+    heavy_jobs = [(owner, job) for owner in population.heavy for job in population.jobs[owner]]
+    by_id = [
+        {"consumerAddress": owner, "jobId": job} for owner, job in rng.sample(heavy_jobs, min(requests, 2000))
+    ]
+    by_id = (by_id * (requests // len(by_id) + 1))[:requests]
+    light = [{"consumerAddress": population.light}] * requests
+    heavy = population.heavy[0]
+    heavy_count = len(population.jobs[heavy])
+    listing_big = [{"consumerAddress": heavy}] * max(threads, requests // 10)
+    # Warm-up: the Provider's and the webserver's first queries on a fresh storage are not counted.
+    hammer(url, by_id[: threads * 5], threads, lambda body: True)
+    rows = []
+    for label, queries, expect in (
+        ("status by jobId", by_id, lambda body: len(body) == 1 and body[0]["status"] == 70),
+        (f"list, owner of {LIGHT_OWNER_JOBS} jobs", light, lambda body: len(body) == LIGHT_OWNER_JOBS),
+        (
+            f"list, owner of {heavy_count:,} jobs ({JOBS_LIMIT} sent)",
+            listing_big,
+            lambda body: len(body) == min(JOBS_LIMIT, heavy_count),
+        ),
+    ):
+        rps, latencies, failures = hammer(url, queries, threads, expect)
+        if failures:
+            raise SystemExit(f"{label}: {len(failures)} bad answers, e.g. {failures[0]}")
+        rows.append((label, population.count, len(queries), rps, latencies))
+    return rows
+
+
+# -- part 2: start latency ----------------------------------------------------------------------------
+
+
+def place_orders(pub: Published) -> tuple[str, str]:
+    """initializeCompute, then startOrder with each quoted fee: the dataset's and the algorithm's tx."""
+    from c2d_core.fees import ProviderFee, start_order
+
+    valid_until = pub.chain.block_timestamp() + 3600
+    quote = pub.provider.initialize_compute(
+        [{"documentId": pub.dataset.did, "serviceId": pub.dataset.service_id}],
+        {"documentId": pub.algorithm.did, "serviceId": pub.algorithm.service_id},
+        pub.env["id"],
+        valid_until,
+        pub.consumer.address,
+    )
+    txs = []
+    for asset, answer in ((pub.dataset, quote["datasets"][0]), (pub.algorithm, quote["algorithm"])):
+        fee = ProviderFee.from_wire(answer["providerFee"])
+        txs.append(
+            start_order(
+                pub.chain,
+                pub.consumer,
+                asset.datatoken,
+                pub.env["consumerAddress"],
+                asset.service_index,
+                fee,
+            )
+        )
+    return txs[0], txs[1]
+
+
+def start_body(pub: Published) -> dict[str, Any]:
+    """A signed start request for a fresh order, as ocean.js sends it (a microsecond-time nonce)."""
+    dataset_tx, algorithm_tx = place_orders(pub)
+    nonce = str(time.time_ns() // 1000)
+    consumer = pub.consumer
+    return {
+        "consumerAddress": consumer.address,
+        "signature": sign(consumer, consumer.address + pub.dataset.did + nonce),
+        "nonce": int(nonce),
+        "environment": pub.env["id"],
+        "dataset": {
+            "documentId": pub.dataset.did,
+            "serviceId": pub.dataset.service_id,
+            "transferTxId": dataset_tx,
+        },
+        "algorithm": {
+            "documentId": pub.algorithm.did,
+            "serviceId": pub.algorithm.service_id,
+            "transferTxId": algorithm_tx,
+        },
+        "additionalDatasets": [],
+    }
+
+
+class TimedOperator(Operator):
+    """The Provider's Operator, adding up the time of its GraphQL round trips by kind."""
+
+    lookups = 0.0
+    launch = 0.0
+
+    def _post(self, query: str, variables: dict[str, Any]) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        try:
+            return super()._post(query, variables)
+        finally:
+            if "launchRun(" in query:
+                self.launch += time.perf_counter() - t0
+            else:
+                self.lookups += time.perf_counter() - t0
+
+
+def provider_pieces(running: stack.Stack, home: Path) -> tuple[ComputeService, NonceStore, TimedOperator]:
+    """The Provider's objects built as its routes build them, with the settings the stack gives it."""
+    from c2d_core.crypto import decrypt_with
+    from provider_api.assets import ChainDdoResolver
+
+    engine = EngineSettings(home=home)
+    settings = ProviderSettings(
+        environment="development",
+        private_key=engine.resolved_provider_key_file.read_text().strip(),
+        rpc_url=running.rpc_url,
+        chain_id=running.chain_id,
+        addresses_file=Path(running.addresses_file),
+        graphql_url=f"{running.webserver_url}/graphql",
+        nonce_db_url=f"sqlite:///{home / 'provider.db'}",  # the uvicorn Provider's own nonce store
+        environments_file=engine.environments_file,
+        results_dir=engine.resolved_results_dir,
+        url=running.provider_url,
+        allow_non_public_ip=True,
+    )
+    chain = Chain.connect(settings.rpc_url, settings.addresses_file, settings.chain_id)
+    key = settings.private_key_hex
+    resolver = ChainDdoResolver(chain, lambda data: decrypt_with(key, data.hex()))
+    service = ComputeService(settings, Environments.load(settings.environments_file), resolver, chain)
+    return service, NonceStore(settings.nonce_db_url), TimedOperator(settings.graphql_url)
+
+
+def start_in_process(
+    service: ComputeService, nonces: NonceStore, operator: TimedOperator, body: dict[str, Any]
+) -> tuple[dict[str, float], JobRecord]:
+    """The steps of `POST /api/services/compute` (routes/compute.py: compute_start), each timed."""
+    from provider_api.routes.compute import _check_fees_paid
+
+    times: dict[str, float] = {}
+    t0 = time.perf_counter()
+    request = parse_request(StartRequest, body)
+    consumer = request.consumer_address
+    verify_request(nonces, consumer, consumer + request.dataset.document_id, request.nonce, request.signature)
+    t1 = time.perf_counter()
+    times["signature + nonce"] = t1 - t0
+    env = service.environment(request.environment)
+    allowed = {consumer.lower(), service.consumer_address_of(env).lower()}
+    inputs = [service.check_input(request.dataset, "dataset", consumer, main=True)]
+    algorithm = service.check_algorithm(request.algorithm, inputs, consumer)
+    t2 = time.perf_counter()
+    times["assets + policy"] = t2 - t1
+    orders = []
+    for item, tx_id, environment in (
+        (inputs[0], request.dataset.transfer_tx_id, env.id),
+        (algorithm, request.algorithm.transfer_tx_id, None),
+    ):
+        assert item.asset is not None and item.service is not None and item.service_index is not None
+        orders.append(
+            validate_order(
+                service.chain,
+                tx_id=str(tx_id),
+                datatoken=str(item.service.get("datatokenAddress", "")),
+                nft=item.asset.nft_address,
+                service_id=str(item.service.get("id")),
+                service_index=item.service_index,
+                service_timeout=int(item.service.get("timeout") or 0),
+                consumer=consumer,
+                provider_address=service.settings.address,
+                environment=environment,
+                allowed_consumers=allowed,
+                did=item.asset.did,
+            )
+        )
+    _check_fees_paid(service, env, orders)
+    t3 = time.perf_counter()
+    times["order validation"] = t3 - t2
+    workflow = service.build_workflow(request, env, inputs, algorithm, service.chain.chain_id)
+    t4 = time.perf_counter()
+    times["workflow build"] = t4 - t3
+    operator.lookups = operator.launch = 0.0
+    record = operator.submit(workflow)
+    times["Dagster submit"] = time.perf_counter() - t4
+    times[LOOKUPS] = operator.lookups
+    times[LAUNCH] = operator.launch
+    return times, record
+
+
+def start_over_http(provider_url: str, body: dict[str, Any]) -> tuple[float, str]:
+    with httpx.Client(timeout=60) as client:
+        client.get(f"{provider_url}/")  # connect first: time the request, not the TCP handshake
+        t0 = time.perf_counter()
+        response = client.post(f"{provider_url}/api/services/compute", json=body)
+        elapsed = time.perf_counter() - t0
+    if response.status_code != 200:
+        raise SystemExit(f"POST compute answered {response.status_code}: {response.text[:300]}")
+    return elapsed, str(response.json()[0]["jobId"])
+
+
+def wait_finished(operator: Operator, job_id: str) -> JobRecord:
+    """Wait for the job's run to end: its worker is gone and publish's last tags are written."""
+    deadline = time.monotonic() + JOB_TIMEOUT
+    while time.monotonic() < deadline:
+        record = operator.job(job_id)
+        # Not `record.finished`: publish tags `c2d/date_finished` a moment before the final status.
+        if record is not None and record.run_ended:
+            return record
+        time.sleep(0.2)
+    raise SystemExit(f"job {job_id} did not finish in {JOB_TIMEOUT:.0f} s")
+
+
+# -- main ---------------------------------------------------------------------------------------------
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:>9.1f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", type=int, default=10, help="starts to time, of each kind (after a warm-up)")
+    parser.add_argument("--requests", type=int, default=500, help="status requests per measurement")
+    parser.add_argument("--threads", type=int, default=4, help="client threads for the status route")
+    parser.add_argument("--postgres", action="store_true", help="Dagster storage on the local Postgres")
+    args = parser.parse_args()
+    rng = random.Random(20240607)
+    status_rows: list[tuple[str, int, int, float, list[float]]] = []
+    parts: dict[str, list[float]] = {part: [] for part in (*PARTS, LOOKUPS, LAUNCH)}
+    http_times: list[float] = []
+    notes: list[str] = []
+    began = time.monotonic()
+    # Everything shares this machine's CPUs: a busy machine shows in the figures, so say how busy.
+    notes.append(f"load average at start {os.getloadavg()[0]:.2f}")
+    with tempfile.TemporaryDirectory(prefix="c2d-bench-") as tmp, postgres_storage(args.postgres) as pg:
+        home = (Path(tmp) / ".c2d").resolve()
+        try:
+            t0 = time.monotonic()
+            # The data origin is on loopback: let the engine's fetches reach it, as a developer would.
+            with mock.patch.dict(os.environ, {"C2D_FETCH_ALLOW": "127.0.0.0/8"}):
+                running, _ = stack.up(home, port=stack._free_port())
+            notes.append(f"stack up {time.monotonic() - t0:.0f} s")
+            from dagster import DagsterInstance
+
+            instance = DagsterInstance.from_config(str(home))
+            storage_name = type(instance.run_storage).__name__
+            with LocalOrigin(EXAMPLES) as origin:
+                pub = publish(running, origin.url, 2 * (args.n + 1))
+                service, nonces, operator = provider_pieces(running, home)
+                finished: list[JobRecord] = []
+                # Warm-ups, one of each kind; the in-process one's run is the synthetic runs' template.
+                _, record = start_in_process(service, nonces, operator, start_body(pub))
+                finished.append(wait_finished(operator, record.job_id))
+                template = instance.get_run_by_id(record.run_id)
+                _, job_id = start_over_http(running.provider_url, start_body(pub))
+                finished.append(wait_finished(operator, job_id))
+
+                population = Population(
+                    heavy=[address(f"heavy-{i}") for i in range(HEAVY_OWNERS)],
+                    light=address("light"),
+                    jobs={},
+                )
+                for target in (1_000, 10_000):
+                    took = populate(instance, population, target, template, pub.env["id"], rng)
+                    notes.append(f"{target:,} synthetic runs written in {took:.1f} s")
+                    t0 = time.monotonic()
+                    status_rows += bench_status(
+                        running.provider_url, population, args.requests, args.threads, rng
+                    )
+                    notes.append(f"status requests at {target:,} took {time.monotonic() - t0:.0f} s")
+
+                t0 = time.monotonic()
+                for _ in range(args.n):
+                    times, record = start_in_process(service, nonces, operator, start_body(pub))
+                    for part, seconds in times.items():
+                        parts[part].append(seconds)
+                    finished.append(wait_finished(operator, record.job_id))
+                    elapsed, job_id = start_over_http(running.provider_url, start_body(pub))
+                    http_times.append(elapsed)
+                    finished.append(wait_finished(operator, job_id))
+                notes.append(f"timed starts and their jobs took {time.monotonic() - t0:.0f} s")
+                operator.close()
+                nonces.dispose()
+                pub.provider.close()
+            ok = sum(1 for record in finished if record.tags.get(job_tags.STATUS) == "70")
+            notes.append(f"real jobs that ended at status 70: {ok}/{len(finished)}")
+            notes += sorted(
+                {
+                    f"a job ended at status {r.tags.get(job_tags.STATUS)} (run {r.run_status}) "
+                    + r.tags.get(job_tags.STATUS_DETAIL, "")
+                    for r in finished
+                    if r.tags.get(job_tags.STATUS) != "70"
+                }
+            )
+        finally:
+            stack.down(home)
+    notes.append(f"load average at end {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+    notes.append(f"total {time.monotonic() - began:.0f} s")
+
+    where = f"Postgres (db {pg})" if pg else "SQLite"
+    print(f"\nstatus route over HTTP, {args.threads} client threads, run storage {storage_name} ({where})")
+    print(f"{'request':<38}{'runs':>8}{'reqs':>6}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}")
+    for label, runs, count, rps, latencies in status_rows:
+        print(
+            f"{label:<38}{runs:>8,}{count:>6}{rps:>9.1f}{ms(pct(latencies, 0.5))}{ms(pct(latencies, 0.99))}"
+        )
+    print(f"\nstart latency (n={args.n} of each kind, {population.count:,} runs in storage)")
+    print(f"{'part':<44}{'p50 ms':>9}{'p95 ms':>9}")
+    for part, values in parts.items():
+        print(f"  {part:<42}{ms(pct(values, 0.5))}{ms(pct(values, 0.95))}")
+    sums = [sum(values) for values in zip(*(parts[part] for part in PARTS), strict=True)]
+    print(f"  {'sum of the parts (in process)':<42}{ms(pct(sums, 0.5))}{ms(pct(sums, 0.95))}")
+    http = f"{ms(pct(http_times, 0.5))}{ms(pct(http_times, 0.95))}"
+    print(f"{'POST /api/services/compute over HTTP':<44}{http}")
+    print("; ".join(notes))
+
+
+if __name__ == "__main__":
+    main()

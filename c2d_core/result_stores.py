@@ -1,0 +1,355 @@
+"""Result stores beyond the local disk: S3 (any S3 API) and IPFS (a kubo node's RPC API).
+
+A result's `location` says which store holds it: `s3://<bucket>/<key>`, `ipfs://<cid>`, or a plain
+`<job id>/<name>` for the local store. `ResultStores` opens any of them, so the Provider streams a
+result from wherever the manifest says it lives. Only boto3 and httpx here: the publish pod and the
+Provider use these without importing Dagster (the Dagster resource wraps dagster-aws's S3Resource).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, cast
+
+import httpx
+
+from c2d_core.results import (
+    CHUNK,
+    LocalResultStore,
+    ResultStore,
+    StoredObject,
+    check_job_id,
+    check_name,
+)
+
+S3_SCHEME = "s3://"
+IPFS_SCHEME = "ipfs://"
+SSE_MODES = ("", "AES256", "aws:kms")
+
+
+class _HashingReader(io.RawIOBase):
+    """Reads `source` through, counting and hashing what passes (for uploads that pull their input)."""
+
+    def __init__(self, source: BinaryIO) -> None:
+        self.source = source
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = self.source.read(CHUNK if size is None or size < 0 else size)
+        self.digest.update(data)
+        self.size += len(data)
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+# --- S3 ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    bucket: str
+    endpoint_url: str | None = None
+    region: str = "us-east-1"
+    prefix: str = ""  # keys are `<prefix><job id>/<name>`
+    sse: str = ""  # "", "AES256" or "aws:kms"
+    kms_key_id: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.bucket:
+            raise ValueError("the S3 result store needs a bucket (C2D_S3_BUCKET)")
+        if self.sse not in SSE_MODES:
+            raise ValueError(f"C2D_S3_SSE must be one of {', '.join(repr(m) for m in SSE_MODES)}")
+        if self.prefix and not self.prefix.endswith("/"):
+            object.__setattr__(self, "prefix", self.prefix + "/")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> S3Settings:
+        return cls(
+            bucket=environ.get("C2D_S3_BUCKET", ""),
+            endpoint_url=environ.get("C2D_S3_ENDPOINT_URL") or None,
+            region=environ.get("C2D_S3_REGION") or "us-east-1",
+            prefix=environ.get("C2D_S3_PREFIX", ""),
+            sse=environ.get("C2D_S3_SSE", ""),
+            kms_key_id=environ.get("C2D_S3_KMS_KEY_ID", ""),
+        )
+
+    def env(self) -> dict[str, str]:
+        """The same settings as pod environment variables (no credentials: those come as a secret)."""
+        return {
+            "C2D_RESULT_STORE": "s3",
+            "C2D_S3_BUCKET": self.bucket,
+            "C2D_S3_ENDPOINT_URL": self.endpoint_url or "",
+            "C2D_S3_REGION": self.region,
+            "C2D_S3_PREFIX": self.prefix,
+            "C2D_S3_SSE": self.sse,
+            "C2D_S3_KMS_KEY_ID": self.kms_key_id,
+        }
+
+
+def s3_client(settings: S3Settings) -> Any:
+    """A boto3 S3 client; credentials from the environment, a shared credentials file or the IAM role."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.session.Session().client(
+        "s3",
+        endpoint_url=settings.endpoint_url,
+        region_name=settings.region,
+        config=Config(
+            retries={"max_attempts": 5, "mode": "standard"},
+            # Path-style for custom endpoints (MinIO, moto, Ceph) that have no per-bucket DNS names.
+            s3={"addressing_style": "path" if settings.endpoint_url else "auto"},
+        ),
+    )
+
+
+def _missing(error: Exception) -> bool:
+    code = str(getattr(error, "response", {}).get("Error", {}).get("Code", ""))
+    return code in ("NoSuchKey", "404", "NotFound", "NoSuchBucket")
+
+
+class S3ResultStore(ResultStore):
+    """Results as objects `<prefix><job id>/<name>` in one bucket, optionally server-side encrypted."""
+
+    def __init__(self, client: Any, settings: S3Settings) -> None:
+        self.client = client
+        self.settings = settings
+
+    def _key(self, location: str) -> str:
+        if location.startswith(S3_SCHEME):
+            bucket, _, key = location.removeprefix(S3_SCHEME).partition("/")
+            if bucket != self.settings.bucket or not key.startswith(self.settings.prefix):
+                raise ValueError("location outside the result store")
+            return key
+        job_id, _, name = location.partition("/")
+        return f"{self.settings.prefix}{check_job_id(job_id)}/{check_name(name)}"
+
+    def put(self, job_id: str, name: str, source: BinaryIO) -> StoredObject:
+        key = f"{self.settings.prefix}{check_job_id(job_id)}/{check_name(name)}"
+        extra: dict[str, str] = {}
+        if self.settings.sse:
+            extra["ServerSideEncryption"] = self.settings.sse
+            if self.settings.sse == "aws:kms" and self.settings.kms_key_id:
+                extra["SSEKMSKeyId"] = self.settings.kms_key_id
+        reader = _HashingReader(source)
+        # upload_fileobj streams (multipart above 8 MiB) and reads its input in order, so the hash is
+        # of exactly what was sent; boto3 retries failed parts itself.
+        try:
+            self.client.upload_fileobj(reader, self.settings.bucket, key, ExtraArgs=extra or None)
+        except Exception as error:
+            raise OSError(0, f"S3 upload failed ({type(error).__name__})") from None
+        return StoredObject(
+            location=f"{S3_SCHEME}{self.settings.bucket}/{key}",
+            size=reader.size,
+            sha256=reader.digest.hexdigest(),
+        )
+
+    def _get(self, location: str, **kwargs: str) -> Any:
+        try:
+            return self.client.get_object(Bucket=self.settings.bucket, Key=self._key(location), **kwargs)
+        except Exception as error:
+            if _missing(error):
+                raise FileNotFoundError(location) from None
+            raise
+
+    def open(self, location: str) -> BinaryIO:
+        return cast(BinaryIO, self._get(location)["Body"])
+
+    def read_range(self, location: str, start: int, length: int) -> Iterator[bytes]:
+        if length <= 0:
+            return
+        body = self._get(location, Range=f"bytes={start}-{start + length - 1}")["Body"]
+        try:
+            yield from body.iter_chunks(CHUNK)
+        finally:
+            body.close()
+
+    def delete_job(self, job_id: str) -> None:
+        prefix = f"{self.settings.prefix}{check_job_id(job_id)}/"
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.settings.bucket, Prefix=prefix):
+            keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+            if keys:
+                self.client.delete_objects(
+                    Bucket=self.settings.bucket, Delete={"Objects": keys, "Quiet": True}
+                )
+
+
+# --- IPFS -------------------------------------------------------------------------------------------
+
+
+class _ResponseReader(io.RawIOBase):
+    """A streamed httpx response as a read-only file."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.response = response
+        self.chunks = response.iter_bytes()
+        self.buffer = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        want = None if size is None or size < 0 else size
+        while want is None or len(self.buffer) < want:
+            chunk = next(self.chunks, b"")
+            if not chunk:
+                break
+            self.buffer += chunk
+        if want is None:
+            data, self.buffer = self.buffer, b""
+        else:
+            data, self.buffer = self.buffer[:want], self.buffer[want:]
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self.response.close()
+        super().close()
+
+
+class IpfsResultStore(ResultStore):
+    """Results added (and pinned) through a kubo node's RPC API (`/api/v0`); locations are `ipfs://<cid>`.
+
+    Each result is also linked in the node's MFS at `<root>/<job id>/<name>`, which is how a job's
+    results are found again to unpin them (`delete_job`) and how `<job id>/<name>` locations open.
+    """
+
+    def __init__(self, api_url: str, client: httpx.Client | None = None, root: str = "/c2d") -> None:
+        self.api = api_url.rstrip("/") + "/api/v0/"
+        self.client = client or httpx.Client(timeout=httpx.Timeout(60.0), trust_env=False)
+        self.root = root.rstrip("/")
+
+    def _call(self, command: str, params: dict[str, Any], **kwargs: Any) -> httpx.Response:
+        # The RPC API takes every command as POST, arguments as `arg` query parameters.
+        response = self.client.post(self.api + command, params=params, **kwargs)
+        if response.status_code != 200:
+            message = _rpc_message(response)
+            if "does not exist" in message or "not pinned" in message:
+                raise FileNotFoundError(message)
+            raise OSError(0, f"IPFS {command} failed: HTTP {response.status_code} {message[:200]}")
+        return response
+
+    def put(self, job_id: str, name: str, source: BinaryIO) -> StoredObject:
+        path = f"{self.root}/{check_job_id(job_id)}/{check_name(name)}"
+        reader = _HashingReader(source)
+        added = self._call(
+            "add",
+            {"pin": "true", "cid-version": "1", "raw-leaves": "true", "quieter": "true"},
+            files={"file": (name, cast(BinaryIO, reader), "application/octet-stream")},
+        ).json()
+        cid = str(added["Hash"])
+        self._call("files/mkdir", {"arg": f"{self.root}/{job_id}", "parents": "true"})
+        with contextlib.suppress(FileNotFoundError):  # replacing an earlier copy of the same name
+            self._call("files/rm", {"arg": path})
+        self._call("files/cp", {"arg": [f"/ipfs/{cid}", path]})
+        return StoredObject(
+            location=f"{IPFS_SCHEME}{cid}", size=reader.size, sha256=reader.digest.hexdigest()
+        )
+
+    def _stream(self, command: str, params: dict[str, Any]) -> httpx.Response:
+        request = self.client.build_request("POST", self.api + command, params=params)
+        response = self.client.send(request, stream=True)
+        if response.status_code != 200:
+            response.read()
+            message = _rpc_message(response)
+            response.close()
+            if "does not exist" in message or "not found" in message:
+                raise FileNotFoundError(message)
+            raise OSError(0, f"IPFS {command} failed: HTTP {response.status_code}")
+        return response
+
+    def _source(self, location: str) -> tuple[str, dict[str, Any]]:
+        if location.startswith(IPFS_SCHEME):
+            return "cat", {"arg": location.removeprefix(IPFS_SCHEME)}
+        job_id, _, name = location.partition("/")
+        return "files/read", {"arg": f"{self.root}/{check_job_id(job_id)}/{check_name(name)}"}
+
+    def open(self, location: str) -> BinaryIO:
+        command, params = self._source(location)
+        return cast(BinaryIO, io.BufferedReader(_ResponseReader(self._stream(command, params))))
+
+    def read_range(self, location: str, start: int, length: int) -> Iterator[bytes]:
+        if length <= 0:
+            return
+        command, params = self._source(location)
+        # Both `cat` and `files/read` take offset and length (named `count` for files/read).
+        extra = (
+            {"offset": start, "length": length} if command == "cat" else {"offset": start, "count": length}
+        )
+        response = self._stream(command, {**params, **extra})
+        try:
+            yield from response.iter_bytes(CHUNK)
+        finally:
+            response.close()
+
+    def delete_job(self, job_id: str) -> None:
+        folder = f"{self.root}/{check_job_id(job_id)}"
+        try:
+            listing = self._call("files/ls", {"arg": folder, "long": "true"}).json()
+        except FileNotFoundError:
+            return
+        for entry in listing.get("Entries") or []:
+            with contextlib.suppress(FileNotFoundError):  # unpinned already (a retried expiry)
+                self._call("pin/rm", {"arg": entry["Hash"]})
+        self._call("files/rm", {"arg": folder, "recursive": "true"})
+
+
+def _rpc_message(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("Message", ""))
+    except ValueError:
+        return response.text[:200]
+
+
+# --- choosing a store -------------------------------------------------------------------------------
+
+
+class ResultStores:
+    """Opens a result wherever its location says it lives (the Provider's view of every store)."""
+
+    def __init__(
+        self,
+        local: LocalResultStore,
+        s3: S3ResultStore | None = None,
+        ipfs: IpfsResultStore | None = None,
+    ) -> None:
+        self.local, self.s3, self.ipfs = local, s3, ipfs
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], local_root: Path) -> ResultStores:
+        s3 = ipfs = None
+        if environ.get("C2D_S3_BUCKET"):
+            settings = S3Settings.from_env(environ)
+            s3 = S3ResultStore(s3_client(settings), settings)
+        if environ.get("C2D_IPFS_API_URL"):
+            ipfs = IpfsResultStore(environ["C2D_IPFS_API_URL"])
+        return cls(LocalResultStore(local_root), s3, ipfs)
+
+    def for_location(self, location: str) -> ResultStore:
+        if location.startswith(S3_SCHEME):
+            if self.s3 is None:
+                raise LookupError("the result is in S3, which this service is not configured for")
+            return self.s3
+        if location.startswith(IPFS_SCHEME):
+            if self.ipfs is None:
+                raise LookupError("the result is in IPFS, which this service is not configured for")
+            return self.ipfs
+        return self.local
