@@ -21,7 +21,6 @@ from c2d_core import job_tags
 from c2d_core.result_stores import ResultStores
 from c2d_core.results import MANIFEST_NAME, ResultEntry, ResultStore
 from c2d_core.status import JobStatus
-from provider_api.agreements import AgreementBusy, AgreementClaims, ClaimStoreUnavailable, operator_holder
 from provider_api.auth import verify_request
 from provider_api.compute import (
     CheckedInput,
@@ -31,7 +30,7 @@ from provider_api.compute import (
     checksum_address,
     parse_request,
 )
-from provider_api.deps import ChainDep, EnvironmentsDep, NonceStoreDep, OperatorDep, SettingsDep, shared
+from provider_api.deps import ChainDep, EnvironmentsDep, NonceStoreDep, OperatorDep, SettingsDep
 from provider_api.errors import OceanHTTPError, backend_error, bad_request, field_errors, resource_error
 from provider_api.jobs import JobRecord, ocean_job_json
 from provider_api.operator import BackendUnavailable, JobConflict, JobNotFound
@@ -58,14 +57,6 @@ def get_compute_service(
 
 
 ComputeDep = Annotated[ComputeService, Depends(get_compute_service)]
-
-
-def get_agreement_claims(request: Request, store: NonceStoreDep) -> AgreementClaims:
-    """The agreement claims, in the nonce store's database (its engine, its schema)."""
-    return shared(request.app, "agreement_claims", lambda: AgreementClaims(store.engine, schema=store.schema))
-
-
-AgreementClaimsDep = Annotated[AgreementClaims, Depends(get_agreement_claims)]
 
 
 def _environment_json(service: ComputeService, env_id: str, operator: Any) -> dict[str, Any]:
@@ -236,11 +227,7 @@ def initialize_compute(params: ParamsDep, service: ComputeDep) -> JSONResponse:
     ),
 )
 def compute_start(
-    params: ParamsDep,
-    service: ComputeDep,
-    nonces: NonceStoreDep,
-    operator: OperatorDep,
-    claims: AgreementClaimsDep,
+    params: ParamsDep, service: ComputeDep, nonces: NonceStoreDep, operator: OperatorDep
 ) -> JSONResponse:
     body = parse_request(StartRequest, params)
     verify_request(
@@ -293,34 +280,13 @@ def compute_start(
         )
     _check_fees_paid(service, env, orders)
     workflow = service.build_workflow(body, env, inputs, algorithm, service.chain.chain_id)
-    agreement = workflow.agreement_id
     try:
-        # The claim makes "one unfinished job per agreement" hold across Provider replicas.
-        if agreement:
-            claims.claim(agreement, workflow.job_id, operator_holder(operator))
         record = operator.submit(workflow)
-    except (JobConflict, AgreementBusy) as error:
+    except JobConflict as error:
         raise bad_request(str(error)) from None
-    except ClaimStoreUnavailable as error:
-        raise backend_error(str(error)) from None
     except BackendUnavailable as error:
-        if agreement:
-            _release_if_not_launched(claims, operator, agreement, workflow.job_id)
         raise backend_error(f"compute backend unavailable: {error}") from None
     return JSONResponse([ocean_job_json(record)])
-
-
-def _release_if_not_launched(claims: Any, operator: Any, agreement: str, job_id: str) -> None:
-    """Free the agreement after a failed launch, unless a run for the job exists after all.
-
-    Best effort: if Dagster or the database cannot say, the claim stays and goes stale on its own
-    (agreements.STALE_AFTER), as after a Provider that died between the claim and the launch.
-    """
-    try:
-        if operator.job(job_id) is None:
-            claims.release(agreement, job_id)
-    except (BackendUnavailable, ClaimStoreUnavailable):
-        pass
 
 
 def _check_fees_paid(service: ComputeService, env: Any, orders: list[Any]) -> None:
