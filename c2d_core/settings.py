@@ -33,6 +33,11 @@ class EngineSettings(BaseSettings):
     # Stage deadlines: Ocean has none for configure and publish, which is how jobs hang forever.
     configure_deadline: int = Field(default=900, ge=1, description="seconds")
     publish_deadline: int = Field(default=600, ge=1, description="seconds")
+    # Queue wait limit: a job still queued this long after its start ends with status 2 "Job expired
+    # in queue" (c2d_defs.watchdog). 0 means jobs wait as long as the queue needs.
+    max_queue_wait: int = Field(default=0, ge=0, description="seconds")
+    # How often the watchdog sensor looks at the queue (Dagster sensor interval).
+    watchdog_interval: int = Field(default=15, ge=1, le=3600, description="seconds")
     # Input fetching (configure pod).
     max_input_bytes: int = Field(default=1024 * MIB, ge=1)
     connect_timeout: float = Field(default=10.0, gt=0)

@@ -125,6 +125,8 @@ def _stopreq(record: JobRecord) -> int:
     # The engine tags a stop that caught the algorithm running; a run terminated in any other stage
     # (queued, configuring, publishing) carries the request in its CANCELING / CANCELED state.
     termination = record.tags.get(job_tags.ALGORITHM_TERMINATION)
+    if _tag_status(record.tags) is JobStatus.QUEUE_EXPIRED:
+        return 0  # canceled by the queue watchdog, not by a stop request
     if (
         record.tags.get(job_tags.STOP_REQUESTED) == "1"
         or record.run_status in CANCELED_RUN_STATES

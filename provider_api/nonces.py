@@ -29,6 +29,7 @@ WIDTH = len(str(MAX_NONCE))  # 78
 INITIAL_NONCE = 1
 _DIGITS = re.compile(r"[0-9]+")
 _SQL_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+DEFAULT_TABLE = "provider_nonces"
 
 
 class NonceStoreUnavailable(RuntimeError):
@@ -84,12 +85,12 @@ def _encode(number: int) -> str:
 class NonceStore:
     """Nonces in a SQL database (SQLite embedded, Postgres in production), one table of its own.
 
-    `schema` (Postgres) or `table_name` keep it apart from other tables, so tests can drop it.
+    `schema` (Postgres) or `table_name` keep it apart from other tables, so tests can drop it. Under
+    its default name the table is created by the Provider's migrations (provider_api.migrations), which
+    bring the database to head here, before the first nonce is read.
     """
 
-    def __init__(
-        self, db_url: str, *, table_name: str = "provider_nonces", schema: str | None = None
-    ) -> None:
+    def __init__(self, db_url: str, *, table_name: str = DEFAULT_TABLE, schema: str | None = None) -> None:
         if not _SQL_NAME.fullmatch(table_name) or (schema is not None and not _SQL_NAME.fullmatch(schema)):
             raise ValueError("table and schema names are lowercase letters, digits and _ (at most 63)")
         url = make_url(db_url)
@@ -122,11 +123,20 @@ class NonceStore:
             Column("address", String(42), primary_key=True),
             Column("nonce", nonce_type, nullable=False),
         )
+        self.schema = schema
         try:
-            with self.engine.begin() as conn:
-                if schema is not None:
-                    conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
-                self.table.create(conn, checkfirst=True)
+            if table_name == DEFAULT_TABLE:
+                # The Provider's tables (nonces, agreement claims) come from its alembic migrations.
+                from provider_api import migrations
+
+                migrations.upgrade(self.engine, schema)
+            else:
+                # Fallback for a table under another name (tests keep two stores in one database):
+                # migrations create the Provider's tables under their fixed names only.
+                with self.engine.begin() as conn:
+                    if schema is not None:
+                        conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+                    self.table.create(conn, checkfirst=True)
         except SQLAlchemyError as error:
             self.engine.dispose()
             raise NonceStoreUnavailable(_failure(error)) from error
@@ -168,12 +178,16 @@ class NonceStore:
         table = self.table
         try:
             with self.engine.begin() as conn:
-                moved = conn.execute(
+                compare_and_set = (
                     update(table).where(table.c.address == key, table.c.nonce < value).values(nonce=value)
-                ).rowcount
-                if moved == 1:
+                )
+                if conn.execute(compare_and_set).rowcount == 1:
                     return number
                 if number > INITIAL_NONCE and self._insert_if_absent(conn, key, value) == 1:
+                    return number
+                # A concurrent first request for this address inserted its row after our update
+                # found none (Postgres, read committed): compare against that row now.
+                if conn.execute(compare_and_set).rowcount == 1:
                     return number
                 stored = self._stored(conn, key)
         except SQLAlchemyError as error:

@@ -21,6 +21,7 @@ from c2d_core import job_tags
 from c2d_core.result_stores import ResultStores
 from c2d_core.results import MANIFEST_NAME, ResultEntry, ResultStore
 from c2d_core.status import JobStatus
+from provider_api.agreements import AgreementBusy, AgreementClaims, ClaimStoreUnavailable, operator_holder
 from provider_api.auth import verify_request
 from provider_api.compute import (
     CheckedInput,
@@ -30,10 +31,10 @@ from provider_api.compute import (
     checksum_address,
     parse_request,
 )
-from provider_api.deps import ChainDep, EnvironmentsDep, NonceStoreDep, OperatorDep, SettingsDep
+from provider_api.deps import ChainDep, EnvironmentsDep, NonceStoreDep, OperatorDep, SettingsDep, shared
 from provider_api.errors import OceanHTTPError, backend_error, bad_request, field_errors, resource_error
 from provider_api.jobs import JobRecord, ocean_job_json
-from provider_api.operator import BackendUnavailable, JobConflict, JobNotFound
+from provider_api.operator import QUEUED_STATES, BackendUnavailable, JobConflict, JobNotFound
 from provider_api.orders import OrderError, ensure_fee_paid, validate_order
 from provider_api.params import ParamsDep
 
@@ -57,6 +58,14 @@ def get_compute_service(
 
 
 ComputeDep = Annotated[ComputeService, Depends(get_compute_service)]
+
+
+def get_agreement_claims(request: Request, store: NonceStoreDep) -> AgreementClaims:
+    """The agreement claims, in the nonce store's database (its engine, its schema)."""
+    return shared(request.app, "agreement_claims", lambda: AgreementClaims(store.engine, schema=store.schema))
+
+
+AgreementClaimsDep = Annotated[AgreementClaims, Depends(get_agreement_claims)]
 
 
 def _environment_json(service: ComputeService, env_id: str, operator: Any) -> dict[str, Any]:
@@ -227,7 +236,11 @@ def initialize_compute(params: ParamsDep, service: ComputeDep) -> JSONResponse:
     ),
 )
 def compute_start(
-    params: ParamsDep, service: ComputeDep, nonces: NonceStoreDep, operator: OperatorDep
+    params: ParamsDep,
+    service: ComputeDep,
+    nonces: NonceStoreDep,
+    operator: OperatorDep,
+    claims: AgreementClaimsDep,
 ) -> JSONResponse:
     body = parse_request(StartRequest, params)
     verify_request(
@@ -280,13 +293,53 @@ def compute_start(
         )
     _check_fees_paid(service, env, orders)
     workflow = service.build_workflow(body, env, inputs, algorithm, service.chain.chain_id)
+    agreement = workflow.agreement_id
     try:
+        # The claim makes "one unfinished job per agreement" hold across Provider replicas.
+        if agreement:
+            claims.claim(agreement, workflow.job_id, operator_holder(operator))
         record = operator.submit(workflow)
-    except JobConflict as error:
+    except AgreementBusy as error:
         raise bad_request(str(error)) from None
+    except JobConflict as error:
+        # Dagster holds an unfinished run of the agreement that has no claim (launched before claims
+        # existed): nothing was launched for this job, so its claim goes.
+        _release_if_not_launched(claims, operator, agreement or "", workflow.job_id)
+        raise bad_request(str(error)) from None
+    except ClaimStoreUnavailable as error:
+        raise backend_error(str(error)) from None
     except BackendUnavailable as error:
+        if agreement:
+            _release_if_not_launched(claims, operator, agreement, workflow.job_id)
         raise backend_error(f"compute backend unavailable: {error}") from None
-    return JSONResponse([ocean_job_json(record)])
+    return JSONResponse([_job_json(operator, record)])
+
+
+def _release_if_not_launched(claims: Any, operator: Any, agreement: str, job_id: str) -> None:
+    """Free the agreement after a failed launch, unless a run for the job exists after all.
+
+    Best effort: if Dagster or the database cannot say, the claim stays and goes stale on its own
+    (agreements.STALE_AFTER), as after a Provider that died between the claim and the launch.
+    """
+    try:
+        if operator.job(job_id) is None:
+            claims.release(agreement, job_id)
+    except (BackendUnavailable, ClaimStoreUnavailable):
+        pass
+
+
+def _job_json(operator: Any, record: JobRecord) -> dict[str, Any]:
+    """Ocean's job JSON plus `queuePosition`: 1 for the next queued job of its environment, null
+    when the job is not waiting in the queue (one extra count query per queued job)."""
+    job = ocean_job_json(record)
+    position = None
+    if record.run_status in QUEUED_STATES:
+        try:
+            position = operator.queue_position(record)
+        except BackendUnavailable:
+            position = None  # the status itself was read; the position is best effort
+    job["queuePosition"] = position
+    return job
 
 
 def _check_fees_paid(service: ComputeService, env: Any, orders: list[Any]) -> None:
@@ -330,7 +383,7 @@ def compute_status(params: ParamsDep, operator: OperatorDep) -> JSONResponse:
     records = _owned_jobs(operator, consumer, job_id, agreement_id)
     if job_id and not records:
         raise OceanHTTPError(404, {"error": f"no job {job_id} for this consumer"})
-    return JSONResponse([ocean_job_json(record) for record in records])
+    return JSONResponse([_job_json(operator, record) for record in records])
 
 
 def _signed_job_request(params: dict[str, Any], nonces: Any) -> tuple[str, str]:
@@ -368,7 +421,7 @@ def compute_stop(params: ParamsDep, nonces: NonceStoreDep, operator: OperatorDep
         raise OceanHTTPError(404, {"error": f"no job {job_id} for this consumer"}) from None
     except BackendUnavailable as error:
         raise backend_error(f"compute backend unavailable: {error}") from None
-    return JSONResponse([ocean_job_json(record)])
+    return JSONResponse([_job_json(operator, record)])
 
 
 @router.delete(
@@ -390,7 +443,7 @@ def compute_delete(params: ParamsDep, nonces: NonceStoreDep, operator: OperatorD
             raise OceanHTTPError(404, {"error": f"no job {job_id} for this consumer"}) from None
         except BackendUnavailable as error:
             raise backend_error(f"compute backend unavailable: {error}") from None
-    return JSONResponse([ocean_job_json(record) for record in records])
+    return JSONResponse([_job_json(operator, record) for record in records])
 
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")

@@ -253,7 +253,8 @@ def test_the_k8s_code_location_loads_without_a_cluster() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split("\n")[:2] == ["K8sPodRunnerResource", "['k8s_volume_cleanup', 'results_expiry']"]
+    sensors = "['k8s_volume_cleanup', 'queue_watchdog', 'results_expiry']"
+    assert done.stdout.split("\n")[:2] == ["K8sPodRunnerResource", sensors]
 
 
 def test_the_local_code_location_does_not_import_dagster_k8s() -> None:

@@ -1,0 +1,184 @@
+"""The production Dagster instance file (deploy/dagster-postgres.yaml) on the real Postgres.
+
+A fresh database is created for the test and dropped after it; DAGSTER_HOME holds that file exactly as
+shipped, credentials come from the DAGSTER_PG_* variables. The real `compute_job` runs in process
+against it, and its c2d tags are read back straight from Postgres run storage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError
+
+from c2d_cli.origin import LocalOrigin
+from c2d_core import job_tags
+from c2d_core.crypto import encrypt_for, public_key_of
+from c2d_defs.jobs import compute_job
+from c2d_defs.resources import ComputeEnvironments, LocalPodRunnerResource, LocalResultStoreResource
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
+
+ROOT = Path(__file__).resolve().parents[2]
+INSTANCE_FILE = ROOT / "deploy" / "dagster-postgres.yaml"
+ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
+ENVIRONMENTS = """
+environments:
+  - id: pg-env
+    ramGB: 0.5
+    diskGB: 0.05
+    maxJobDuration: 20
+    maxJobs: 1
+    maxProcesses: 64
+    imageMap:
+      - image: "python:3.11*"
+        aliases: {python: /usr/bin/python3}
+"""
+ALGORITHM = "import os; open('/data/outputs/out.txt', 'w').write('pg'); print('ran on postgres')"
+
+
+@pytest.fixture
+def database(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = f"c2d_dagster_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except OperationalError as error:
+        admin.dispose()
+        pytest.fail(f"Postgres is not reachable at 127.0.0.1:5432 (user postgres, db test): {error}")
+    for key, value in {
+        "DAGSTER_PG_USERNAME": "postgres",
+        "DAGSTER_PG_PASSWORD": "",
+        "DAGSTER_PG_HOST": "127.0.0.1",
+        "DAGSTER_PG_DB": name,
+        "DAGSTER_PG_PORT": "5432",
+    }.items():
+        monkeypatch.setenv(key, value)
+    try:
+        yield name
+    finally:
+        with admin.connect() as conn:
+            conn.execute(
+                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :d"), {"d": name}
+            )
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        admin.dispose()
+
+
+@pytest.fixture
+def c2d_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "home"
+    (home / "secrets").mkdir(parents=True)
+    envs = tmp_path / "environments.yaml"
+    envs.write_text(ENVIRONMENTS)
+    monkeypatch.setenv("C2D_HOME", str(home))
+    monkeypatch.setenv("C2D_ENVIRONMENTS_FILE", str(envs))
+    monkeypatch.setenv("C2D_FETCH_RETRIES", "0")
+    monkeypatch.setenv("C2D_FETCH_ALLOW", "127.0.0.1/32")
+    from eth_account import Account
+
+    (home / "secrets" / "provider-key").write_text(Account.create().key.hex())
+    return home
+
+
+def test_instance_file_is_postgres_with_queue_and_run_monitoring() -> None:
+    config = yaml.safe_load(INSTANCE_FILE.read_text())
+    db = config["storage"]["postgres"]["postgres_db"]
+    assert db["scheme"] == "postgresql+psycopg2"
+    # Credentials only by environment variable: nothing secret is in the file.
+    for key in ("username", "password", "hostname", "db_name", "port"):
+        assert set(db[key]) == {"env"} and db[key]["env"].startswith("DAGSTER_PG_")
+    assert config["run_coordinator"]["class"] == "QueuedRunCoordinator"
+    monitoring = config["run_monitoring"]
+    assert monitoring["enabled"] and monitoring["start_timeout_seconds"] > 0
+    assert monitoring["max_runtime_seconds"] > 0
+
+
+def test_compute_job_runs_on_the_postgres_instance_and_tags_land_in_run_storage(
+    database: str, c2d_home: Path, tmp_path: Path
+) -> None:
+    dagster_home = tmp_path / "dagster_home"
+    dagster_home.mkdir()
+    shutil.copy(INSTANCE_FILE, dagster_home / "dagster.yaml")
+    data = tmp_path / "origin"
+    data.mkdir()
+    (data / "in.txt").write_text("1\n")
+    key = (c2d_home / "secrets" / "provider-key").read_text().strip()
+    with LocalOrigin(data) as origin, dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+        assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+        assert instance.run_monitoring_enabled and instance.run_monitoring_start_timeout_seconds == 180
+        document = {
+            "nftAddress": "0x" + "0" * 40,
+            "datatokenAddress": "0x" + "0" * 40,
+            "files": [{"type": "url", "url": f"{origin.url}/in.txt", "method": "GET"}],
+        }
+        did = "did:op:" + hashlib.sha256(b"pg").hexdigest()
+        job_id = uuid.uuid4().hex
+        workflow = {
+            "jobId": job_id,
+            "owner": "0x" + "1" * 40,
+            "environment": "pg-env",
+            "agreementId": "0x" + "ab" * 32,
+            "inputs": [
+                {
+                    "did": did,
+                    "serviceId": "compute",
+                    "files": {
+                        "encryptedFiles": encrypt_for(public_key_of(key), json.dumps(document).encode())
+                    },
+                }
+            ],
+            "algorithm": {
+                "rawcode": ALGORITHM,
+                "container": {"entrypoint": "python $ALGO", "image": "python", "tag": "3.11-slim"},
+            },
+        }
+        result = compute_job.execute_in_process(
+            run_config={"ops": {"configure": {"config": {"workflow": workflow}}}},
+            instance=instance,
+            resources={
+                "pod_runner": LocalPodRunnerResource(),
+                "result_store": LocalResultStoreResource(),
+                "environments": ComputeEnvironments(),
+                "io_manager": dg.mem_io_manager,
+            },
+            tags={job_tags.JOB_ID: job_id, job_tags.ENVIRONMENT: "pg-env"},
+            raise_on_error=False,
+        )
+        assert result.success
+        run_id = result.run_id
+
+    # Straight from Postgres: the run, its c2d tags and its events are in run storage.
+    engine = create_engine(f"postgresql+psycopg2://postgres@127.0.0.1:5432/{database}")
+    try:
+        with engine.connect() as conn:
+            status = conn.execute(text("SELECT status FROM runs WHERE run_id = :r"), {"r": run_id}).scalar()
+            tags = dict(
+                conn.execute(
+                    text("SELECT key, value FROM run_tags WHERE run_id = :r AND key LIKE 'c2d/%'"),
+                    {"r": run_id},
+                ).all()
+            )
+            events = conn.execute(
+                text("SELECT count(*) FROM event_logs WHERE run_id = :r"), {"r": run_id}
+            ).scalar()
+    finally:
+        engine.dispose()
+    assert status == "SUCCESS"
+    assert tags[job_tags.JOB_ID] == job_id and tags[job_tags.ENVIRONMENT] == "pg-env"
+    assert tags[job_tags.STATUS] == "70" and tags[job_tags.STATUS_TEXT] == "Job finished"
+    assert tags[job_tags.ALGORITHM_EXIT_CODE] == "0"
+    assert float(tags[job_tags.DATE_FINISHED]) > 0
+    assert "out.txt" in [entry["filename"] for entry in json.loads(tags[job_tags.RESULTS])]
+    assert events and events > 10
