@@ -6,9 +6,9 @@ below cancels every `compute_job` run still QUEUED that long after it was create
 `c2d/status=2` ("Job expired in queue") with a detail, so the Provider's job JSON reports a finished,
 failed job instead of one that waits forever. The run never started: there is nothing to clean up.
 
-A run the daemon dequeues in the same instant is not touched: the cancel goes through the run
-coordinator, which only cancels runs still QUEUED, and the tags are written only when the run ended
-canceled without having started its first stage.
+A run the daemon dequeues in the same instant is not touched: only runs still QUEUED are marked
+canceled (never terminated), and the tags are written only when the run ended canceled without
+having started its first stage.
 """
 
 from __future__ import annotations
@@ -47,7 +47,13 @@ def expire_queued_runs(instance: dg.DagsterInstance, limit: int, now: float) -> 
         if now - created.timestamp() < limit:
             break  # oldest first: the rest waited less
         run_id = record.dagster_run.run_id
-        instance.run_coordinator.cancel_run(run_id)
+        # Not the coordinator's cancel_run: for a run dequeued meanwhile it *terminates* the run,
+        # which would stop a job that just started. Only a run still QUEUED is ended here.
+        queued = instance.get_run_by_id(run_id)
+        if queued is None or queued.status != dg.DagsterRunStatus.QUEUED:
+            continue
+        instance.report_run_canceling(queued, message="Queue wait limit reached (C2D_MAX_QUEUE_WAIT).")
+        instance.report_run_canceled(queued)
         run = instance.get_run_by_id(run_id)
         if run is None or run.status != dg.DagsterRunStatus.CANCELED:
             continue  # dequeued meanwhile: it runs, and its own stages record its status
