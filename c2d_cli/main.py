@@ -22,7 +22,8 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 dev = typer.Typer(
-    help="The embedded local stack (Dagster webserver and daemon on 127.0.0.1).", no_args_is_help=True
+    help="The embedded local stack on 127.0.0.1: anvil, Dagster webserver and daemon, the Provider.",
+    no_args_is_help=True,
 )
 app.add_typer(dev, name="dev")
 app.command("envs")(envs_command)
