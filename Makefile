@@ -64,6 +64,7 @@ lint: install
 bench: install
 	$(BIN)/python bench/job_overhead.py
 	$(BIN)/python bench/provider_api.py
+	$(BIN)/python bench/staging.py
 
 down:
 	$(BIN)/c2d dev down
