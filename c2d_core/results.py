@@ -124,8 +124,3 @@ def read_manifest(store: ResultStore, job_id: str) -> list[ResultEntry]:
 
     with store.open(f"{job_id}/{MANIFEST_NAME}") as handle:
         return [ResultEntry.model_validate(item) for item in json.load(handle)]
-
-
-def iter_file(path: Path) -> Iterator[bytes]:
-    with path.open("rb") as handle:
-        yield from iter(lambda: handle.read(CHUNK), b"")

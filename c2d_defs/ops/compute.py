@@ -23,6 +23,7 @@ from c2d_core.workflow import JOB_ID_PATTERN, Workflow
 from c2d_defs.pod_spec import PodResult, PodRunner
 from c2d_defs.pod_specs import algorithm_spec, configure_spec, publish_spec
 from c2d_defs.pods import layout
+from c2d_defs.pods.common import explain_validation
 from c2d_defs.resources import ComputeEnvironments, ResultStoreResource
 
 LOG_TAIL_LINES = 40
@@ -69,14 +70,6 @@ def _job_id_of(context: dg.OpExecutionContext, raw: dict[str, Any]) -> str:
     return context.run_id.replace("-", "")
 
 
-def _explain_validation(error: ValidationError) -> str:
-    parts = []
-    for item in error.errors()[:5]:
-        where = ".".join(str(p) for p in item["loc"]) or "workflow"
-        parts.append(f"{where}: {item['msg']}")
-    return "malformed workflow: " + "; ".join(parts)
-
-
 def _log_pod(context: dg.OpExecutionContext, component: str, result: PodResult) -> None:
     context.log.info(
         f"{component} pod ended: {result.termination}"
@@ -116,7 +109,8 @@ def configure(
         try:
             workflow = Workflow.model_validate(config.workflow)
         except ValidationError as error:
-            state.status, state.detail = JobStatus.DATA_PROVISIONING_FAILED, _explain_validation(error)
+            state.status = JobStatus.DATA_PROVISIONING_FAILED
+            state.detail = explain_validation(error, "workflow")
             return state
         state.workflow = workflow
         plain = any(item.files.files for item in workflow.inputs) or bool(

@@ -45,16 +45,15 @@ CHUNK = 64 * 1024
 def get_compute_service(
     request: Request, settings: SettingsDep, environments: EnvironmentsDep, chain: ChainDep
 ) -> ComputeService:
-    service = getattr(request.app.state, "compute_service", None)
-    if service is None:
-        from c2d_core.crypto import decrypt_with
+    def build() -> ComputeService:
+        from c2d_core.publishing import ecies_decryptor
         from provider_api.assets import ChainDdoResolver
 
-        key = settings.private_key_hex
-        resolver = ChainDdoResolver(chain, lambda data: decrypt_with(key, data.hex()))
-        service = ComputeService(settings, environments, resolver, chain)
-        request.app.state.compute_service = service
-    return service
+        resolver = ChainDdoResolver(chain, ecies_decryptor(settings.private_key_hex))
+        return ComputeService(settings, environments, resolver, chain)
+
+    # One per app (its DDO index and checksum caches are shared), built once under the app's lock.
+    return shared(request.app, "compute_service", build)
 
 
 ComputeDep = Annotated[ComputeService, Depends(get_compute_service)]
