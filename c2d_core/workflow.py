@@ -145,6 +145,60 @@ class AlgorithmSpec(_Model):
         return self.did.removeprefix("did:op:") if self.did else ""
 
 
+MAX_OUTPUT_METADATA_BYTES = 16 * 1024
+
+
+class OutputMetadata(_Model):
+    """What the consumer says about a results asset: it becomes the new DDO's `metadata` (with provenance)."""
+
+    name: str = Field(min_length=1, max_length=256)
+    description: str = Field(default="", max_length=8192)
+    tags: list[str] = Field(default_factory=list, max_length=32)
+    license: str = Field(default="No License Specified", min_length=1, max_length=256)
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, value: list[str]) -> list[str]:
+        for tag in value:
+            if not 1 <= len(tag) <= 64:
+                raise ValueError("each tag holds 1 to 64 characters")
+        return value
+
+    @model_validator(mode="after")
+    def _size(self) -> OutputMetadata:
+        if len(self.model_dump_json().encode()) > MAX_OUTPUT_METADATA_BYTES:
+            raise ValueError(f"output metadata is larger than {MAX_OUTPUT_METADATA_BYTES} bytes")
+        return self
+
+
+class OutputRequest(_Model):
+    """Ocean's historical `output` object: publish the job's results as a new asset the owner holds.
+
+    Absent (or `publishOutput` false) means nothing changes: results are downloaded with computeResult.
+    """
+
+    publish_output: bool = Field(default=False, alias="publishOutput")
+    publish_algorithm_log: bool = Field(default=False, alias="publishAlgorithmLog")
+    metadata: OutputMetadata | None = None
+    # Who owns the new NFT and datatoken; the Provider fills in the consumer when it is absent.
+    owner: str | None = None
+
+    @field_validator("owner")
+    @classmethod
+    def _owner(cls, value: str | None) -> str | None:
+        if value is not None and not ADDRESS_PATTERN.match(value):
+            raise ValueError("output owner is an Ethereum address, 0x followed by 40 hex characters")
+        return value
+
+    @model_validator(mode="after")
+    def _metadata_when_publishing(self) -> OutputRequest:
+        if self.publish_output and self.metadata is None:
+            raise ValueError("publishOutput needs 'metadata' (at least a name)")
+        if self.publish_algorithm_log and not self.publish_output:
+            raise ValueError("publishAlgorithmLog needs publishOutput")
+        return self
+
+
 class Workflow(_Model):
     job_id: str = Field(alias="jobId")
     owner: str
@@ -156,6 +210,8 @@ class Workflow(_Model):
     # The datasets' own consent (every compute input's `allowNetworkAccess`), checked by the Provider;
     # the algorithm gets a network only when this and its environment both allow it.
     allow_network: bool = Field(default=False, alias="allowNetworkAccess")
+    # Publish the results as a new Ocean asset (issue 8); None = the ordinary results only.
+    output: OutputRequest | None = None
 
     @field_validator("job_id")
     @classmethod
