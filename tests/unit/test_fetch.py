@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -339,3 +341,25 @@ def test_ipfs_and_arweave_files_come_through_their_gateways(gateway: str, tmp_pa
     with pytest.raises(FetchError) as caught:
         fetch_to_file({"type": "ipfs", "hash": "Q" * 46}, tmp_path / "3", FAST, sources=sources, label="x")
     assert caught.value.message == "x: HTTP 404 from the data source"
+
+
+def test_a_failing_disk_write_surfaces_and_leaves_no_partial_file(
+    http_origin: HttpOrigin, tmp_path: Path
+) -> None:
+    # Hashing and writing happen on a second thread: its error must still reach the caller. A file
+    # size limit (as the sandbox sets) makes the write fail with EFBIG part way through.
+    script = f"""
+import errno, resource, sys
+from pathlib import Path
+from c2d_core.fetch import FetchLimits, fetch_to_file
+resource.setrlimit(resource.RLIMIT_FSIZE, (256 * 1024, resource.RLIM_INFINITY))
+try:
+    fetch_to_file({{"type": "url", "url": {http_origin.url("big.bin")!r}}}, Path({str(tmp_path / "big")!r}),
+                  FetchLimits(connect_timeout=1.0, read_timeout=1.0, retries=0, deadline=10.0))
+except OSError as error:
+    sys.exit(0 if error.errno == errno.EFBIG else 3)
+sys.exit(2)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert list(tmp_path.iterdir()) == []
