@@ -68,6 +68,11 @@ def test_values_yaml_matches_its_schema() -> None:
         (("provider", "image", "pullPolicy"), "Sometimes"),
         (("rbac", "clusterAdmin"), True),
         (("jobs", "sharedClaims"), {"relative/path": "claim"}),
+        (("resultStore", "kind"), "gcs"),
+        (("resultStore", "s3", "sse"), "rot13"),
+        (("fetch", "allow"), ["*"]),
+        (("fetch", "allow"), ["0.0.0.0/0"]),
+        (("fetch", "maxInputBytes"), 0),
     ],
 )
 def test_bad_values_are_refused_at_install(path: tuple[str, ...], value: Any) -> None:
@@ -81,7 +86,14 @@ def test_bad_values_are_refused_at_install(path: tuple[str, ...], value: Any) ->
 
 
 def test_every_value_the_templates_read_exists() -> None:
-    aliases = {"$j": "jobs", "$p": "provider", "$n": "networkPolicy", "$i": "provider.ingress"}
+    aliases = {
+        "$j": "jobs",
+        "$p": "provider",
+        "$n": "networkPolicy",
+        "$i": "provider.ingress",
+        "$r": "resultStore",
+        "$f": "fetch",
+    }
     for template in (CHART / "templates").iterdir():
         text = template.read_text()
         paths = re.findall(r"\.Values\.([A-Za-z0-9_.]+)", text)
@@ -92,6 +104,33 @@ def test_every_value_the_templates_read_exists() -> None:
             for key in path.split("."):
                 assert isinstance(node, dict) and key in node, f"{template.name} reads .Values.{path}"
                 node = node[key]
+
+
+def test_a_store_kind_needs_its_own_settings() -> None:
+    for kind, missing in (("s3", {"bucket": ""}), ("ipfs", {"apiUrl": ""})):
+        values = copy.deepcopy(VALUES)
+        values["resultStore"]["kind"] = kind
+        values["resultStore"][kind].update(missing)
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(values, SCHEMA)
+    values = copy.deepcopy(VALUES)
+    values["resultStore"] = {"kind": "s3", "s3": {"bucket": "c2d-results", "sse": "aws:kms", "kmsKeyId": "k"}}
+    jsonschema.validate(values, SCHEMA)
+
+
+def test_every_engine_setting_the_chart_writes_is_one_the_engine_reads() -> None:
+    from c2d_core.result_stores import S3Settings
+    from c2d_core.settings import EngineSettings
+    from c2d_defs.k8s_resources import K8sSettings
+
+    known = {f"C2D_{name.upper()}" for name in EngineSettings.model_fields}
+    known |= {f"C2D_K8S_{name.upper()}" for name in K8sSettings.model_fields}
+    known |= set(S3Settings(bucket="b").env())
+    written: set[str] = set()
+    for template in (CHART / "templates").iterdir():
+        written |= set(re.findall(r"^\s*(C2D_[A-Z0-9_]+):", template.read_text(), flags=re.MULTILINE))
+    assert {"C2D_RESULT_STORE", "C2D_FETCH_ALLOW", "C2D_S3_BUCKET", "C2D_IPFS_API_URL"} <= written
+    assert written - known == set()
 
 
 def test_environments_in_values_are_valid_and_each_has_its_queue_limit() -> None:

@@ -39,3 +39,21 @@ app.kubernetes.io/managed-by: c2d-engine
 {{- define "c2d.image" -}}
 {{- printf "%s:%s" .repository .tag -}}
 {{- end -}}
+
+{{/* The result store's settings (c2d_core.result_stores.S3Settings), as `NAME: "value"` lines: the
+engine ConfigMap holds them, and the Provider gets the same through `fromYaml`. No credentials. */}}
+{{- define "c2d.resultStoreEnv" -}}
+{{- $r := .Values.resultStore -}}
+C2D_RESULT_STORE: {{ $r.kind | quote }}
+{{- if eq $r.kind "s3" }}
+C2D_S3_BUCKET: {{ $r.s3.bucket | quote }}
+C2D_S3_ENDPOINT_URL: {{ $r.s3.endpointUrl | quote }}
+C2D_S3_REGION: {{ $r.s3.region | quote }}
+C2D_S3_PREFIX: {{ $r.s3.prefix | quote }}
+C2D_S3_SSE: {{ $r.s3.sse | quote }}
+C2D_S3_KMS_KEY_ID: {{ $r.s3.kmsKeyId | quote }}
+{{- end }}
+{{- if eq $r.kind "ipfs" }}
+C2D_IPFS_API_URL: {{ $r.ipfs.apiUrl | quote }}
+{{- end }}
+{{- end -}}
