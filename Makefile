@@ -65,6 +65,7 @@ bench: install
 	$(BIN)/python bench/job_overhead.py
 	$(BIN)/python bench/provider_api.py
 	$(BIN)/python bench/staging.py
+	$(BIN)/python bench/load.py
 
 down:
 	$(BIN)/c2d dev down

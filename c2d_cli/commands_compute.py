@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -326,6 +327,66 @@ def parse_custom_data(text: str | None) -> dict[str, Any] | None:
     return value
 
 
+def output_request(
+    publish: bool,
+    name: str | None,
+    description: str | None,
+    tags: list[str] | None,
+    license_name: str | None,
+    owner: str | None,
+    publish_log: bool,
+) -> dict[str, Any] | None:
+    """Ocean's `output` object for the start request, or None when nothing is to be published.
+
+    Checked here only for what a flag can get wrong; the Provider validates the object (sizes, types)
+    and answers with the field at fault.
+    """
+    extras = {
+        "--output-name": name,
+        "--output-description": description,
+        "--output-tag": tags,
+        "--output-license": license_name,
+        "--output-owner": owner,
+    }
+    if not publish:
+        given = [flag for flag, value in extras.items() if value] + (["--publish-log"] if publish_log else [])
+        if given:
+            raise typer.BadParameter(f"{', '.join(given)}: only with --publish-output")
+        return None
+    if not name or not name.strip():
+        raise typer.BadParameter("--publish-output needs --output-name NAME (the new asset's name)")
+    if owner is not None and not re.fullmatch(r"0x[0-9a-fA-F]{40}", owner):
+        raise typer.BadParameter(f"--output-owner {owner!r} is not an address (0x and 40 hex digits)")
+    metadata: dict[str, Any] = {"name": name.strip()}
+    if description:
+        metadata["description"] = description
+    if tags:
+        metadata["tags"] = list(tags)
+    if license_name:
+        metadata["license"] = license_name
+    return {
+        "publishOutput": True,
+        "publishAlgorithmLog": publish_log,
+        "metadata": metadata,
+        **({"owner": owner} if owner else {}),
+    }
+
+
+def results_asset_text(job: dict[str, Any]) -> str | None:
+    """One line on the job's results asset (issue 8), or None when the job did not ask for one."""
+    did = str(job.get("resultsDid") or "")
+    asset = job.get("resultsAsset")
+    if not isinstance(asset, dict):
+        return did or None
+    status = str(asset.get("status") or "")
+    detail = str(asset.get("detail") or "")
+    if status == "published" and did:
+        return f"{did} (order its datatoken and download it like any Ocean asset)"
+    if status == "pending":
+        return "pending: published once the results are stored"
+    return f"{status}: {detail}" if detail else status
+
+
 # --- following a job ------------------------------------------------------------------------------
 
 
@@ -606,6 +667,9 @@ def report_final(
             )
         console.print(table)
         console.print(f"download them with: c2d compute results {job_id} --out DIR")
+        asset = results_asset_text(job)
+        if asset:
+            console.print(f"results asset: {escape(asset)}")
         return 0
     console.print(f"[red bold]job {job_id} failed[/]: {escape(failure)}")
     tail = log_tail(provider, consumer, job)
@@ -654,6 +718,35 @@ def compute_start(
     algocustomdata: Annotated[
         str | None, typer.Option("--algocustomdata", help="A JSON object handed to the algorithm.")
     ] = None,
+    publish_output: Annotated[
+        bool,
+        typer.Option(
+            "--publish-output",
+            help="Publish the results as a new Ocean asset you own (Ocean's output.publishOutput).",
+        ),
+    ] = False,
+    output_name: Annotated[
+        str | None, typer.Option("--output-name", help="With --publish-output: the new asset's name.")
+    ] = None,
+    output_description: Annotated[
+        str | None, typer.Option("--output-description", help="With --publish-output: its description.")
+    ] = None,
+    output_tag: Annotated[
+        list[str] | None, typer.Option("--output-tag", help="With --publish-output: a tag (repeatable).")
+    ] = None,
+    output_license: Annotated[
+        str | None, typer.Option("--output-license", help="With --publish-output: its license.")
+    ] = None,
+    output_owner: Annotated[
+        str | None,
+        typer.Option("--output-owner", help="With --publish-output: who owns it (default: your account)."),
+    ] = None,
+    publish_log: Annotated[
+        bool,
+        typer.Option(
+            "--publish-log", help="With --publish-output: include the algorithm's log in the asset."
+        ),
+    ] = False,
     wait: Annotated[
         bool, typer.Option("--wait", help="Follow the job to its end and report its results.")
     ] = False,
@@ -682,6 +775,15 @@ def compute_start(
             "algorithm brings its container"
         )
     custom = parse_custom_data(algocustomdata)
+    output = output_request(
+        publish_output,
+        output_name,
+        output_description,
+        output_tag,
+        output_license,
+        output_owner,
+        publish_log,
+    )
     config = load_config(
         err,
         "consumer",
@@ -752,7 +854,9 @@ def compute_start(
                 )
                 if custom is not None:
                     algorithm_start["algocustomdata"] = custom
-                job = provider.start(consumer, refs[0], algorithm_start, str(environment["id"]), refs[1:])[0]
+                job = provider.start(
+                    consumer, refs[0], algorithm_start, str(environment["id"]), refs[1:], output=output
+                )[0]
             except ProviderError as error:
                 raise explain_provider_error(error, names) from None
             say(f"started job {job['jobId']} (status {job['status']} {str(job['statusText']).strip()})")
@@ -858,6 +962,9 @@ def compute_status(
         table.add_row("exit code", str(termination["exitCode"]))
     for row in phase_rows(job, time.time()):
         table.add_row(row.name, row.state + (f", {row.elapsed:.1f} s" if row.elapsed is not None else ""))
+    asset = results_asset_text(job)
+    if asset:
+        table.add_row("results asset", asset)
     for entry in _entries(job):
         table.add_row(
             f"result {entry.get('index')}",

@@ -123,6 +123,7 @@ def order_and_start(
     *,
     valid_for: int = 3600,
     algocustomdata: dict[str, Any] | None = None,
+    output: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """initializeCompute → pay each quoted fee on chain → signed start; returns the job JSON."""
     from c2d_core.fees import ProviderFee, reuse_order, start_order
@@ -159,6 +160,7 @@ def order_and_start(
             **({"algocustomdata": algocustomdata} if algocustomdata else {}),
         },
         env["id"],
+        output=output,
     )
     return jobs[0]
 

@@ -106,6 +106,7 @@ class ProviderClient:
         algorithm: dict[str, Any],
         env_id: str,
         additional: list[dict[str, Any]] | None = None,
+        output: dict[str, Any] | None = None,
     ) -> list[dict[str, Any]]:
         nonce = self._next_nonce(account.address)
         body = {
@@ -116,6 +117,8 @@ class ProviderClient:
             "dataset": dataset,
             "algorithm": algorithm,
             "additionalDatasets": additional or [],
+            # Ocean's output object: publish the results as a new asset (omitted: nothing published).
+            **({"output": output} if output is not None else {}),
         }
         return list(self._json(self._call("computeStart", json=body)))
 
@@ -146,3 +149,42 @@ class ProviderClient:
             "signature": sign(account, account.address + job_id + str(index) + nonce),
         }
         return self._call("computeResult", params=params, headers=headers or {})
+
+    def initialize(
+        self,
+        did: str,
+        service_id: str,
+        consumer: str,
+        *,
+        file_index: int | None = None,
+        transfer_tx_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Before ordering an access service: `{datatoken, nonce, providerFee}`, or `{validOrder}`."""
+        params: dict[str, Any] = {"documentId": did, "serviceId": service_id, "consumerAddress": consumer}
+        if file_index is not None:
+            params["fileIndex"] = str(file_index)
+        if transfer_tx_id:
+            params["transferTxId"] = transfer_tx_id
+        return dict(self._json(self._call("initialize", params=params)))
+
+    def download(
+        self,
+        account: LocalAccount,
+        did: str,
+        service_id: str,
+        transfer_tx_id: str,
+        file_index: int,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        """One file of an ordered access service, signed over documentId + nonce as Ocean's clients do."""
+        nonce = self._next_nonce(account.address)
+        params = {
+            "documentId": did,
+            "serviceId": service_id,
+            "transferTxId": transfer_tx_id,
+            "fileIndex": str(file_index),
+            "consumerAddress": account.address,
+            "nonce": nonce,
+            "signature": sign(account, did + nonce),
+        }
+        return self._call("download", params=params, headers=headers or {})

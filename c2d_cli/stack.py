@@ -87,13 +87,17 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def render_instance(home: Path, environments: Environments) -> Path:
-    """Write $DAGSTER_HOME/dagster.yaml: the project's instance file plus per-environment queue limits."""
-    config = yaml.safe_load((PROJECT_ROOT / "dagster.yaml").read_text())
+def render_instance(home: Path, environments: Environments, template: Path | None = None) -> Path:
+    """Write $DAGSTER_HOME/dagster.yaml: the instance file (the project's embedded default, or
+    `template`, e.g. deploy/dagster-postgres.yaml) plus per-environment queue limits."""
+    config = yaml.safe_load((template or PROJECT_ROOT / "dagster.yaml").read_text())
     coordinator = config["run_coordinator"]["config"]
     coordinator["tag_concurrency_limits"] = [
         {"key": "c2d/environment", "value": env.id, "limit": env.max_jobs} for env in environments.all()
     ]
+    interval = EngineSettings().run_monitoring_interval
+    if interval is not None and "run_monitoring" in config:
+        config["run_monitoring"]["poll_interval_seconds"] = interval
     target = home / "dagster.yaml"
     target.write_text(yaml.safe_dump(config, sort_keys=False))
     return target
@@ -196,6 +200,56 @@ def _spawn(command: list[str], env: dict[str, str], log: Path) -> int:
     return process.pid
 
 
+def _webserver_command(port: int) -> list[str]:
+    bin_dir = Path(sys.executable).parent
+    workspace = str(PROJECT_ROOT / "workspace.yaml")
+    return [str(bin_dir / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), "-w", workspace]
+
+
+def _daemon_command() -> list[str]:
+    bin_dir = Path(sys.executable).parent
+    return [str(bin_dir / "dagster-daemon"), "run", "-w", str(PROJECT_ROOT / "workspace.yaml")]
+
+
+# uvicorn closes an idle keep-alive connection after 5 s by default: a client that reuses it just then
+# (a consumer polling status every few seconds, a busy client) gets a reset instead of an answer
+# (bench/load.py saw them). Idle connections are kept longer than such clients wait.
+PROVIDER_KEEP_ALIVE = 65
+
+
+def _provider_command(port: int) -> list[str]:
+    bin_dir = Path(sys.executable).parent
+    factory = ["--factory", "provider_api.main:create_app"]
+    keep_alive = ["--timeout-keep-alive", str(PROVIDER_KEEP_ALIVE)]
+    address = ["--host", "127.0.0.1", "--port", str(port)]
+    return [str(bin_dir / "uvicorn"), *factory, *address, *keep_alive, "--no-access-log"]
+
+
+def _provider_env(env: dict[str, str], key_file: Path, stack: Stack) -> dict[str, str]:
+    return {
+        **env,
+        "PROVIDER_ENVIRONMENT": "development",
+        "PROVIDER_PRIVATE_KEY": key_file.read_text().strip(),
+        "PROVIDER_RPC_URL": stack.rpc_url,
+        "PROVIDER_CHAIN_ID": str(stack.chain_id),
+        "PROVIDER_ADDRESSES_FILE": stack.addresses_file,
+        "PROVIDER_GRAPHQL_URL": f"{stack.webserver_url}/graphql",
+        "PROVIDER_URL": stack.provider_url,
+        # The demo's data lives on a loopback origin; production refuses this setting.
+        "PROVIDER_ALLOW_NON_PUBLIC_IP": "true",
+    }
+
+
+def _engine_chain_env(rpc_url: str, chain_id: int, addresses_file: str, provider_url: str) -> dict[str, str]:
+    """What the run workers need to publish results as Ocean assets (EngineSettings, issue 8)."""
+    return {
+        "C2D_CHAIN_RPC_URL": rpc_url,
+        "C2D_CHAIN_ID": str(chain_id),
+        "C2D_ADDRESSES_FILE": addresses_file,
+        "C2D_PROVIDER_URL": provider_url,
+    }
+
+
 def _pick_port(preferred: int) -> int:
     return preferred if _port_free(preferred) else _free_port()
 
@@ -226,8 +280,20 @@ def _healthy(existing: Stack) -> bool:
     return True
 
 
-def up(home: Path, port: int | None = None, timeout: float = START_TIMEOUT) -> tuple[Stack, bool]:
-    """Start (or reuse) the stack; returns it and whether it was already running."""
+def up(
+    home: Path,
+    port: int | None = None,
+    timeout: float = START_TIMEOUT,
+    instance_template: Path | None = None,
+    provider_port: int | None = None,
+) -> tuple[Stack, bool]:
+    """Start (or reuse) the stack; returns it and whether it was already running.
+
+    `instance_template` replaces the embedded SQLite instance file, e.g. with deploy/dagster-postgres.yaml
+    (its DAGSTER_PG_* variables must then be set in this process's environment). `provider_port`
+    (default: 8030, or a free port) pins the Provider's port, e.g. to a random one for a test that
+    restarts the Provider and must not find another stack's on the default port.
+    """
     from c2d_cli import chain_stack
 
     home = home.resolve()
@@ -239,61 +305,29 @@ def up(home: Path, port: int | None = None, timeout: float = START_TIMEOUT) -> t
     home.mkdir(parents=True, exist_ok=True)
     (home / STACK_LOGS).mkdir(exist_ok=True)
     settings = EngineSettings(home=home)
-    render_instance(home, Environments.load(settings.environments_file))
+    render_instance(home, Environments.load(settings.environments_file), instance_template)
     key_file = ensure_provider_key(home)
     if port is None:
         port = _pick_port(DEFAULT_PORT)
     elif not _port_free(port):
         raise StackError(f"port {port} on 127.0.0.1 is taken; choose another with --port")
     env = _stack_env(home)
-    workspace = str(PROJECT_ROOT / "workspace.yaml")
-    bin_dir = Path(sys.executable).parent
     _create_instance_storage(home, env)
     started: list[int] = []
     try:
         anvil_pid, rpc_url = chain_stack.start_anvil(home, _pick_port(DEFAULT_RPC_PORT))
         started.append(anvil_pid)
         addresses_file = chain_stack.ensure_deployed(rpc_url, home)
-        webserver = _spawn(
-            [str(bin_dir / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), "-w", workspace],
-            env,
-            home / STACK_LOGS / "webserver.log",
-        )
+        # Picked before the Dagster processes start: their run workers publish results assets whose
+        # serviceEndpoint is this Provider (C2D_PROVIDER_URL).
+        provider_port = provider_port or _pick_port(DEFAULT_PROVIDER_PORT)
+        provider_url = f"http://127.0.0.1:{provider_port}"
+        env.update(_engine_chain_env(rpc_url, 8996, str(addresses_file), provider_url))
+        webserver = _spawn(_webserver_command(port), env, home / STACK_LOGS / "webserver.log")
         started.append(webserver)
-        daemon = _spawn(
-            [str(bin_dir / "dagster-daemon"), "run", "-w", workspace], env, home / STACK_LOGS / "daemon.log"
-        )
+        daemon = _spawn(_daemon_command(), env, home / STACK_LOGS / "daemon.log")
         started.append(daemon)
         url = f"http://127.0.0.1:{port}"
-        provider_port = _pick_port(DEFAULT_PROVIDER_PORT)
-        provider_url = f"http://127.0.0.1:{provider_port}"
-        provider_env = {
-            **env,
-            "PROVIDER_ENVIRONMENT": "development",
-            "PROVIDER_PRIVATE_KEY": key_file.read_text().strip(),
-            "PROVIDER_RPC_URL": rpc_url,
-            "PROVIDER_CHAIN_ID": "8996",
-            "PROVIDER_ADDRESSES_FILE": str(addresses_file),
-            "PROVIDER_GRAPHQL_URL": f"{url}/graphql",
-            "PROVIDER_URL": provider_url,
-            # The demo's data lives on a loopback origin; production refuses this setting.
-            "PROVIDER_ALLOW_NON_PUBLIC_IP": "true",
-        }
-        provider = _spawn(
-            [
-                str(bin_dir / "uvicorn"),
-                "--factory",
-                "provider_api.main:create_app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(provider_port),
-                "--no-access-log",
-            ],
-            provider_env,
-            home / STACK_LOGS / "provider.log",
-        )
-        started.append(provider)
         stack = Stack(
             home=str(home),
             dagster_home=str(home),
@@ -304,12 +338,18 @@ def up(home: Path, port: int | None = None, timeout: float = START_TIMEOUT) -> t
             daemon_pid=daemon,
             started_at=time.time(),
             provider_url=provider_url,
-            provider_pid=provider,
             rpc_url=rpc_url,
             chain_id=8996,
             anvil_pid=anvil_pid,
             addresses_file=str(addresses_file),
         )
+        provider = _spawn(
+            _provider_command(provider_port),
+            _provider_env(env, key_file, stack),
+            home / STACK_LOGS / "provider.log",
+        )
+        started.append(provider)
+        stack.provider_pid = provider
         stack_file(home).write_text(json.dumps(asdict(stack), indent=2))
         _wait_until_ready(url, home, [webserver, daemon], timeout)
         _wait_for_provider(provider_url, provider, home, timeout)
@@ -319,6 +359,44 @@ def up(home: Path, port: int | None = None, timeout: float = START_TIMEOUT) -> t
         stack_file(home).unlink(missing_ok=True)
         raise
     return stack, False
+
+
+RESTARTABLE = ("webserver", "daemon", "provider")
+
+
+def restart(home: Path, component: str, timeout: float = START_TIMEOUT) -> Stack:
+    """Start one component of a running stack again, as `up` started it (same ports, home and env).
+
+    For recovery after a crash: the old process must be gone. The new pid is recorded in stack.json,
+    so `down` stops it. Returns once the component answers (the webserver: the daemon beats again and
+    the code location loaded; the Provider: `GET /`); the daemon is waited for through the webserver.
+    """
+    home = home.resolve()
+    stack = read_stack(home)
+    if stack is None:
+        raise StackError(f"no stack recorded in {stack_file(home)}")
+    if component not in RESTARTABLE:
+        raise StackError(f"{component!r} is not one of {', '.join(RESTARTABLE)}")
+    old = {"webserver": stack.webserver_pid, "daemon": stack.daemon_pid, "provider": stack.provider_pid}
+    if alive(old[component]):
+        raise StackError(f"the {component} (pid {old[component]}) is still running; stop it first")
+    env = _stack_env(home)
+    env.update(_engine_chain_env(stack.rpc_url, stack.chain_id, stack.addresses_file, stack.provider_url))
+    log = home / STACK_LOGS / f"{component}.log"
+    if component == "webserver":
+        stack.webserver_pid = _spawn(_webserver_command(stack.webserver_port), env, log)
+    elif component == "daemon":
+        stack.daemon_pid = _spawn(_daemon_command(), env, log)
+    else:
+        port = int(stack.provider_url.rsplit(":", 1)[1])
+        key_file = EngineSettings(home=home).resolved_provider_key_file
+        stack.provider_pid = _spawn(_provider_command(port), _provider_env(env, key_file, stack), log)
+    stack_file(home).write_text(json.dumps(asdict(stack), indent=2))
+    if component == "provider":
+        _wait_for_provider(stack.provider_url, stack.provider_pid, home, timeout)
+    else:
+        _wait_until_ready(stack.webserver_url, home, [stack.webserver_pid, stack.daemon_pid], timeout)
+    return stack
 
 
 def down(home: Path) -> bool:

@@ -45,6 +45,9 @@ class Environment(BaseModel):
     disk_gb: float = Field(default=1.0, alias="diskGB", gt=0)
     max_job_duration: int = Field(default=600, alias="maxJobDuration", ge=1, description="seconds")
     max_jobs: int = Field(default=2, alias="maxJobs", ge=1)
+    # How long a job may wait in this environment's queue before it ends with status 2; unset means
+    # the engine-wide C2D_MAX_QUEUE_WAIT, 0 means no limit for this environment.
+    max_queue_wait: int | None = Field(default=None, alias="maxQueueWait", ge=0, description="seconds")
     max_processes: int = Field(default=256, alias="maxProcesses", ge=8)
     price_min: float = Field(default=0.0, alias="priceMin", ge=0)
     fee_token: str | None = Field(default=None, alias="feeToken")
@@ -69,6 +72,11 @@ class Environment(BaseModel):
     @property
     def disk_bytes(self) -> int:
         return int(self.disk_gb * GIB)
+
+    def queue_wait_limit(self, default: int) -> int:
+        """Seconds a job may wait in this environment's queue (0: no limit); `default` is the
+        engine-wide C2D_MAX_QUEUE_WAIT, used when the environment sets none."""
+        return default if self.max_queue_wait is None else self.max_queue_wait
 
     def runtime_for(self, reference: str) -> ImageRuntime | None:
         """The first image-map entry matching `image:tag` (or `image@digest`), or None."""

@@ -11,6 +11,8 @@ import json
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from c2d_core.environments import Environment
+    from c2d_core.settings import EngineSettings
     from c2d_core.workflow import Workflow
 
 PREFIX = "c2d/"
@@ -34,6 +36,19 @@ RESULTS = "c2d/results"  # JSON list of public manifest entries
 STOP_REQUESTED = "c2d/stopreq"  # "1" when the consumer stopped the job (Ocean's stopreq)
 MANIFEST = "c2d/manifest"  # the results manifest's store location; internal, never in job JSON
 RESULTS_EXPIRED = "c2d/results_expired"  # "1" once storage expiry deleted the results
+# "1" when publishing failed and the job's volume (outputs and logs) was kept for an operator's retry
+# instead of being released; see docs/operations.md ("Results store down during publish").
+VOLUME_KEPT = "c2d/volume_kept"
+# Why the stage watchdog ended the job (a sentence), when it did: its run worker died, or a stage
+# outlived its deadline. Such an end is not a consumer's stop (c2d_defs.stage_watchdog).
+WATCHDOG = "c2d/watchdog"
+RESULTS_DID = "c2d/results_did"  # the DID of the results asset (issue 8), once published
+# JSON {"status": "published" | "failed" | "skipped", "detail": "..."}: how publishing the results as an
+# asset went, for jobs that asked for it; the detail is a sentence, never a URL, location or key.
+RESULTS_ASSET = "c2d/results_asset"
+# "1" from submission when the job asked to publish its results as an asset: until RESULTS_ASSET is
+# written, the Provider reports the asset as pending (or failed, once the run ended without it).
+OUTPUT_REQUESTED = "c2d/output_requested"
 
 
 def phase_tag(phase: str, edge: str) -> str:
@@ -43,11 +58,25 @@ def phase_tag(phase: str, edge: str) -> str:
     return f"c2d/phase/{phase}/{edge}"
 
 
-def submission_tags(workflow: Workflow) -> dict[str, str]:
-    """The tags a job's run starts with: who, where, on what, and Ocean's status 1."""
+# Dagster's own tag: run monitoring fails a run that has been running longer than this (seconds).
+MAX_RUNTIME = "dagster/max_runtime"
+
+
+def max_runtime(environment: Environment, settings: EngineSettings) -> int:
+    """The whole job's deadline: every stage's own deadline end to end, plus the watchdog's grace.
+
+    The pods' deadlines fire first; this one catches a run whose worker hung between or around them.
+    """
+    stages = settings.configure_deadline + environment.max_job_duration + settings.publish_deadline
+    return stages + settings.watchdog_grace
+
+
+def submission_tags(workflow: Workflow, max_runtime_seconds: int | None = None) -> dict[str, str]:
+    """The tags a job's run starts with: who, where, on what, Ocean's status 1 and its deadline."""
     from c2d_core.status import JobStatus
 
     return {
+        **({MAX_RUNTIME: str(max_runtime_seconds)} if max_runtime_seconds else {}),
         JOB_ID: workflow.job_id,
         OWNER: workflow.owner,
         ENVIRONMENT: workflow.environment,
@@ -57,4 +86,5 @@ def submission_tags(workflow: Workflow) -> dict[str, str]:
         ALGO_DID: workflow.algorithm.did or "raw",
         STATUS: str(int(JobStatus.WARMING_UP)),
         STATUS_TEXT: JobStatus.WARMING_UP.text,
+        **({OUTPUT_REQUESTED: "1"} if workflow.output is not None and workflow.output.publish_output else {}),
     }

@@ -11,10 +11,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import Any, BinaryIO, TypeVar, cast
 
 import httpx
 
@@ -28,8 +28,12 @@ from c2d_core.results import (
 )
 
 S3_SCHEME = "s3://"
+DEFAULT_S3_MAX_ATTEMPTS = 5
+MAX_S3_ATTEMPTS = 20
+DEFAULT_S3_TIMEOUT = 60.0
 IPFS_SCHEME = "ipfs://"
 SSE_MODES = ("", "AES256", "aws:kms")
+T = TypeVar("T", int, float)
 
 
 class _HashingReader(io.RawIOBase):
@@ -66,12 +70,21 @@ class S3Settings:
     prefix: str = ""  # keys are `<prefix><job id>/<name>`
     sse: str = ""  # "", "AES256" or "aws:kms"
     kms_key_id: str = ""
+    # Tries per S3 request, with boto3's exponential backoff (jittered, doubling, capped at 20 s)
+    # between them: a store that is down or restarting for a few seconds costs a job nothing.
+    max_attempts: int = DEFAULT_S3_MAX_ATTEMPTS
+    # Seconds to connect and to wait for each answer: a hung endpoint fails its attempt, not the pod.
+    timeout: float = DEFAULT_S3_TIMEOUT
 
     def __post_init__(self) -> None:
         if not self.bucket:
             raise ValueError("the S3 result store needs a bucket (C2D_S3_BUCKET)")
         if self.sse not in SSE_MODES:
             raise ValueError(f"C2D_S3_SSE must be one of {', '.join(repr(m) for m in SSE_MODES)}")
+        if not 1 <= self.max_attempts <= MAX_S3_ATTEMPTS:
+            raise ValueError(f"C2D_S3_MAX_ATTEMPTS must be between 1 and {MAX_S3_ATTEMPTS}")
+        if not 0 < self.timeout <= 600:
+            raise ValueError("C2D_S3_TIMEOUT must be more than 0 and at most 600 seconds")
         if self.prefix and not self.prefix.endswith("/"):
             object.__setattr__(self, "prefix", self.prefix + "/")
 
@@ -84,6 +97,8 @@ class S3Settings:
             prefix=environ.get("C2D_S3_PREFIX", ""),
             sse=environ.get("C2D_S3_SSE", ""),
             kms_key_id=environ.get("C2D_S3_KMS_KEY_ID", ""),
+            max_attempts=_number(environ, "C2D_S3_MAX_ATTEMPTS", DEFAULT_S3_MAX_ATTEMPTS, int),
+            timeout=_number(environ, "C2D_S3_TIMEOUT", DEFAULT_S3_TIMEOUT, float),
         )
 
     def env(self) -> dict[str, str]:
@@ -96,7 +111,19 @@ class S3Settings:
             "C2D_S3_PREFIX": self.prefix,
             "C2D_S3_SSE": self.sse,
             "C2D_S3_KMS_KEY_ID": self.kms_key_id,
+            "C2D_S3_MAX_ATTEMPTS": str(self.max_attempts),
+            "C2D_S3_TIMEOUT": str(self.timeout),
         }
+
+
+def _number(environ: Mapping[str, str], name: str, default: T, kind: Callable[[str], T]) -> T:
+    raw = (environ.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        return kind(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, not {raw[:20]!r}") from None
 
 
 def s3_client(settings: S3Settings) -> Any:
@@ -109,7 +136,10 @@ def s3_client(settings: S3Settings) -> Any:
         endpoint_url=settings.endpoint_url,
         region_name=settings.region,
         config=Config(
-            retries={"max_attempts": 5, "mode": "standard"},
+            # Standard mode retries throttling, 5xx and connection errors (refused, reset, timed out).
+            retries={"max_attempts": settings.max_attempts, "mode": "standard"},
+            connect_timeout=settings.timeout,
+            read_timeout=settings.timeout,
             # Path-style for custom endpoints (MinIO, moto, Ceph) that have no per-bucket DNS names.
             s3={"addressing_style": "path" if settings.endpoint_url else "auto"},
         ),
@@ -150,7 +180,8 @@ class S3ResultStore(ResultStore):
         try:
             self.client.upload_fileobj(reader, self.settings.bucket, key, ExtraArgs=extra or None)
         except Exception as error:
-            raise OSError(0, f"S3 upload failed ({type(error).__name__})") from None
+            tries = self.settings.max_attempts
+            raise OSError(0, f"S3 upload failed ({type(error).__name__}) after up to {tries} tries") from None
         return StoredObject(
             location=f"{S3_SCHEME}{self.settings.bucket}/{key}",
             size=reader.size,

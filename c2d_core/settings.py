@@ -36,8 +36,15 @@ class EngineSettings(BaseSettings):
     # Queue wait limit: a job still queued this long after its start ends with status 2 "Job expired
     # in queue" (c2d_defs.watchdog). 0 means jobs wait as long as the queue needs.
     max_queue_wait: int = Field(default=0, ge=0, description="seconds")
-    # How often the watchdog sensor looks at the queue (Dagster sensor interval).
+    # How often the watchdog sensors look at the queue and the running jobs (Dagster sensor interval).
     watchdog_interval: int = Field(default=15, ge=1, le=3600, description="seconds")
+    # Slack on top of every stage deadline before the stage watchdog ends a job that has not moved,
+    # and on top of the whole job's deadlines in its run's `dagster/max_runtime`: the pods' own
+    # deadlines fire first, the watchdog only catches a job whose run worker hung or died.
+    watchdog_grace: int = Field(default=120, ge=0, description="seconds")
+    # Dagster run monitoring's poll interval written into the rendered instance file (`c2d dev up`);
+    # unset keeps the file's. Tests set it low so a dead run worker is noticed within seconds.
+    run_monitoring_interval: int | None = Field(default=None, ge=1, description="seconds")
     # Input fetching (configure pod).
     max_input_bytes: int = Field(default=1024 * MIB, ge=1)
     connect_timeout: float = Field(default=10.0, gt=0)
@@ -59,6 +66,9 @@ class EngineSettings(BaseSettings):
     s3_prefix: str = ""
     s3_sse: Literal["", "AES256", "aws:kms"] = ""
     s3_kms_key_id: str = ""
+    # Tries per S3 request (boto3's backoff between them) and seconds per attempt; see S3Settings.
+    s3_max_attempts: int = Field(default=5, ge=1, le=20)
+    s3_timeout: float = Field(default=60.0, gt=0, le=600)
     # An AWS shared credentials file, mounted into the publish pod as the `s3-credentials` secret.
     s3_credentials_file: Path | None = None
     ipfs_api_url: str = ""
@@ -66,11 +76,20 @@ class EngineSettings(BaseSettings):
     sandbox_uid_base: int = Field(default=61000, ge=1000)
     sandbox_slots: int = Field(default=32, ge=1, le=1000)
     keep_work_dirs: bool = False
-    # The key that decrypts the DDOs' encrypted `files`; only the configure pod ever sees it.
+    # The key that decrypts the DDOs' encrypted `files` (in the configure pod) and, in the run worker,
+    # signs the results-asset transactions; never mounted into a publish or algorithm pod.
     provider_key_file: Path | None = None
     # Plain file objects put dataset locations into run config (visible in the Dagster UI): allowed
     # only when a developer asks for it, never by default.
     allow_plain_files: bool = False
+    # Results published as a new Ocean asset (issue 8, c2d_core.result_assets): the run worker sends
+    # the transactions with the provider key, so it needs the chain and the Provider's public URL (the
+    # new asset's serviceEndpoint). Left empty, a job asking to publish ends 70 with the publication
+    # recorded as failed.
+    chain_rpc_url: str = ""
+    chain_id: int | None = None
+    addresses_file: Path | None = None
+    provider_url: str = ""
 
     @field_validator("fetch_allow", mode="before")
     @classmethod

@@ -3,7 +3,8 @@
 `C2D_DEPLOYMENT` picks the resources once (`local`: bubblewrap sandboxes; `k8s`: Kubernetes Jobs through
 dagster-k8s, a PVC per job, and a sensor that cleans up after them), and `C2D_RESULT_STORE` the result
 store (`local`, `s3`, `ipfs`). Ops never ask which one they got. Every deployment runs the storage
-expiry sensor and the queue watchdog (c2d_defs.watchdog).
+expiry sensor, the queue watchdog (c2d_defs.watchdog) and the stage watchdog with its salvage job
+(c2d_defs.stage_watchdog).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from c2d_defs.resources import (
     LocalPodRunnerResource,
     ResultStoreResource,
 )
+from c2d_defs.stage_watchdog import salvage_job, stage_watchdog
 from c2d_defs.watchdog import queue_watchdog
 
 
@@ -40,7 +42,7 @@ def _local() -> tuple[dict[str, Any], list[dg.SensorDefinition]]:
         # Stage outputs stay in memory: they carry the workflow, which must not land on disk.
         "io_manager": dg.mem_io_manager,
     }
-    return resources, [results_expiry, queue_watchdog]
+    return resources, [results_expiry, queue_watchdog, stage_watchdog]
 
 
 def _k8s() -> tuple[dict[str, Any], list[dg.SensorDefinition]]:
@@ -56,7 +58,7 @@ def _k8s() -> tuple[dict[str, Any], list[dg.SensorDefinition]]:
         # One run is one run pod (in-process executor): stage outputs never leave its memory.
         "io_manager": dg.mem_io_manager,
     }
-    return resources, [k8s_volume_cleanup, results_expiry, queue_watchdog]
+    return resources, [k8s_volume_cleanup, results_expiry, queue_watchdog, stage_watchdog]
 
 
 # Each deployment's resources (and sensors), built only for the deployment in use.
@@ -77,4 +79,4 @@ def _deployment() -> str:
 
 
 _resources, _sensors = resources_by_deployment[_deployment()]()
-defs = dg.Definitions(jobs=[compute_job], resources=_resources, sensors=_sensors)
+defs = dg.Definitions(jobs=[compute_job, salvage_job], resources=_resources, sensors=_sensors)

@@ -561,6 +561,24 @@ class K8sPodRunner(PodRunner):
             )
         )
 
+    def has_volume(self, job_id: str) -> bool:
+        try:
+            self.client.core_api.read_namespaced_persistent_volume_claim(
+                volume_claim_name(job_id), self.config.namespace
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise _os_error(exc, f"PVC {volume_claim_name(job_id)}") from None
+        return True
+
+    def kill_pods(self, job_id: str) -> int:
+        """Delete the job's Jobs (their pods go with them); the volume stays for a publish."""
+        names = self._job_names(job_id)
+        for job_name in names:
+            self._delete_job(job_name)
+        return len(names)
+
     def volumes(self) -> list[tuple[str, float]]:
         """(job id, creation time) of every job volume here, for the cleanup sensor."""
         claims = self.client.core_api.list_namespaced_persistent_volume_claim(

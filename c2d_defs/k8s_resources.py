@@ -98,6 +98,12 @@ class K8sPodRunnerResource(dg.ConfigurableResource, PodRunner):
     def release_volume(self, job_id: str) -> None:
         self._runner.release_volume(job_id)
 
+    def has_volume(self, job_id: str) -> bool:
+        return self._runner.has_volume(job_id)
+
+    def kill_pods(self, job_id: str) -> int:
+        return self._runner.kill_pods(job_id)
+
     def volumes(self) -> list[tuple[str, float]]:
         return self._runner.volumes()
 
@@ -112,18 +118,26 @@ def orphaned_volumes(
     grace_seconds: float,
 ) -> list[str]:
     """Job ids whose volume outlived its run: every run of the job has ended (or none exists) and
-    the volume is older than the grace period. A job with a run still going is never touched."""
+    the volume is older than the grace period. A job with a run still going is never touched, nor one
+    the stage watchdog ended and has yet to publish (its salvage run needs the volume)."""
     orphans = []
     for job_id, created_at in volumes:
         if now - created_at < grace_seconds:
             continue
         runs = runs_of(job_id)
+        if any(_awaits_salvage(run) for run in runs):
+            continue
         if all(run.is_finished for run in runs):
             ended = [run_end for run in runs if (run_end := _end_time(run)) is not None]
             if ended and now - max(ended) < grace_seconds:
                 continue
             orphans.append(job_id)
     return orphans
+
+
+def _awaits_salvage(run: Any) -> bool:
+    tags = getattr(run, "tags", None) or {}
+    return job_tags.WATCHDOG in tags and job_tags.DATE_FINISHED not in tags
 
 
 def _end_time(run: Any) -> float | None:

@@ -295,6 +295,21 @@ def processes_of_uid(uid: int, *, include_zombies: bool = False) -> list[int]:
     return found
 
 
+def processes_naming(marker: str) -> list[int]:
+    """Pids whose command line contains `marker` (a sandbox's bwrap names its stage dir)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                if marker.encode() in cmdline.read():
+                    found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
 def disk_usage(paths: Iterable[str]) -> int:
     """Bytes under `paths`, without following symlinks: the larger of size and allocated blocks, so
     neither sparse files nor many small files slip under the quota."""
@@ -629,6 +644,55 @@ class LocalPodRunner(PodRunner):
             pod.stop_requested.set()
         return len(pods)
 
+    def has_volume(self, job_id: str) -> bool:
+        return self.volume_path(job_id).is_dir()
+
+    def kill_pods(self, job_id: str) -> int:
+        """Kill what is left of the job's pods after its runner died (`stop` reaches only pods this
+        process runs); how many pods were found.
+
+        A pod leaves these traces: its stage dir (`<job id>-<component>-*`, whose termination-log
+        belongs to the pod's slot uid), its sandbox process (bwrap, whose command line names that
+        stage dir; what runs inside dies with it), its cgroups (`<job id>-<component>-<slot>`) and
+        its slot uid's processes. A slot uid is swept only when its lock is free: a locked slot
+        belongs to a pod a live (possibly hung) runner holds, possibly another job's.
+        """
+        self.volume_path(job_id)  # validates the id before it becomes part of a glob
+        found = 0
+        uids: set[int] = set()
+        for stage in self.stage_root.glob(f"{job_id}-*"):
+            found += 1
+            with contextlib.suppress(OSError):
+                uids.add((stage / "termination-log").stat().st_uid)
+        if found:
+            _kill_all(processes_naming(f"{self.stage_root}/{job_id}-"))
+        for controller in ("memory", "pids", "cpu"):
+            for cgroup in (self.cgroup_root / controller / self.cgroup_parent).glob(f"{job_id}-*"):
+                _PodCgroups._remove_dir(cgroup)  # kills its tasks, then removes it
+        self.slot_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for uid in sorted(uids):
+            if not self.uid_base <= uid < self.uid_base + self.slots:
+                continue
+            slot = self._try_slot(uid)
+            if slot is not None:
+                try:
+                    self._sweep(uid, _PodCgroups({}))
+                finally:
+                    slot.release()
+        for stage in self.stage_root.glob(f"{job_id}-*"):
+            shutil.rmtree(stage, ignore_errors=True)
+        return found
+
+    def _try_slot(self, uid: int) -> _Slot | None:
+        """The slot of `uid` if no pod holds it (its flock is free), else None; never waits."""
+        fd = os.open(self.slot_dir / f"{uid}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        return _Slot(uid - self.uid_base, uid, fd)
+
     def memory_limit_mechanism(self) -> Literal["cgroup", "rlimit"]:
         """How pod memory is bounded on this host: a memory cgroup, or RLIMIT_AS where none is writable."""
         parent = self.cgroup_root / "memory" / self.cgroup_parent
@@ -726,14 +790,9 @@ class LocalPodRunner(PodRunner):
                 first = self._next_slot
                 self._next_slot = (self._next_slot + 1) % self.slots
             for index in itertools.chain(range(first, self.slots), range(first)):
-                uid = self.uid_base + index
-                fd = os.open(self.slot_dir / f"{uid}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    os.close(fd)
-                    continue
-                return _Slot(index, uid, fd)
+                slot = self._try_slot(self.uid_base + index)
+                if slot is not None:
+                    return slot
             if pod.stop_requested.wait(self.poll_interval):
                 return None
 

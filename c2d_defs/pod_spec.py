@@ -99,3 +99,14 @@ class PodRunner(abc.ABC):
     @abc.abstractmethod
     def release_volume(self, job_id: str) -> None:
         """Delete the job's volume (idempotent)."""
+
+    def has_volume(self, job_id: str) -> bool:
+        """Whether the job's volume still exists (what a watchdog can still publish from)."""
+        return False
+
+    def kill_pods(self, job_id: str) -> int:
+        """Kill whatever of the job's pods still runs, from any process; how many were found.
+
+        For a job whose run worker died or hung: `run` is not there to end its pods. Idempotent.
+        """
+        return 0

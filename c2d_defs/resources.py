@@ -81,6 +81,12 @@ class LocalPodRunnerResource(dg.ConfigurableResource, PodRunner):
     def release_volume(self, job_id: str) -> None:
         self._runner.release_volume(job_id)
 
+    def has_volume(self, job_id: str) -> bool:
+        return self._runner.has_volume(job_id)
+
+    def kill_pods(self, job_id: str) -> int:
+        return self._runner.kill_pods(job_id)
+
 
 class ResultStoreResource(dg.ConfigurableResource):
     """Where the publish pod stores a job's results, and how the ops read them back.
@@ -158,6 +164,8 @@ class S3ResultStoreResource(ResultStoreResource):
             prefix=self.prefix or engine.s3_prefix,
             sse=self.sse or engine.s3_sse,
             kms_key_id=engine.s3_kms_key_id,
+            max_attempts=engine.s3_max_attempts,
+            timeout=engine.s3_timeout,
         )
 
     def store(self) -> ResultStore:
@@ -166,7 +174,11 @@ class S3ResultStoreResource(ResultStoreResource):
         from c2d_core.result_stores import S3ResultStore
 
         settings = self._settings()
-        s3 = S3Resource(endpoint_url=settings.endpoint_url, region_name=settings.region)
+        s3 = S3Resource(
+            endpoint_url=settings.endpoint_url,
+            region_name=settings.region,
+            max_attempts=settings.max_attempts,
+        )
         return S3ResultStore(s3.get_client(), settings)
 
     def publish_env(self) -> dict[str, str]:

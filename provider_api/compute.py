@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from c2d_core.chain import ZERO_ADDRESS
 from c2d_core.environments import Environment, Environments, UnknownEnvironmentError
-from c2d_core.workflow import Workflow
+from c2d_core.workflow import OutputRequest, Workflow
 from provider_api import policy
 from provider_api.assets import AssetError, DdoResolver, ResolvedAsset
 from provider_api.errors import OceanHTTPError, bad_request, field_errors, resource_error
@@ -80,7 +81,8 @@ class StartRequest(_Request):
     additional_datasets: list[InputRef] = Field(
         default_factory=list, alias="additionalDatasets", max_length=16
     )
-    output: dict[str, Any] | None = None
+    # Ocean's `output` object, validated by `parse_output` (a JSON object, or one in a JSON string).
+    output: Any = None
 
     @field_validator("nonce", mode="before")
     @classmethod
@@ -130,6 +132,58 @@ def parse_request(model: type[RequestT], params: dict[str, Any]) -> RequestT:
             where = ".".join(str(p) for p in item["loc"]) or "body"
             errors[where] = item["msg"]
         raise field_errors(errors) from None
+
+
+# Keys of Ocean's historical output object that name its own services (Brizo, Aquarius, the secret
+# store, a whitelist): ocean.js still types them. They have no meaning here and are dropped, while any
+# other unknown key is refused, so a misspelt `publishOutput` cannot silently publish nothing.
+LEGACY_OUTPUT_KEYS = frozenset(
+    {
+        "brizoAddress",
+        "brizoUri",
+        "metadataUri",
+        "nodeUri",
+        "providerAddress",
+        "providerUri",
+        "secretStoreUri",
+        "whitelist",
+    }
+)
+
+
+def parse_output(raw: Any, consumer: str, provider_address: str = "") -> OutputRequest | None:
+    """The start request's `output`, validated (400 naming each bad field), or None to publish nothing.
+
+    Strict types (a JSON `true`, not `"yes"` or 1), size-capped metadata, and a real owner: a minted
+    NFT cannot go to the zero address, and the Provider keeps no asset of its own (the engine would
+    refuse to publish it, after the job ran). The owner defaults to the consumer who signed the request.
+    """
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return None
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError:
+            raise field_errors({"output": "must be a JSON object (or a string holding one)"}) from None
+    if not isinstance(raw, dict):
+        raise field_errors({"output": "must be a JSON object (or a string holding one)"})
+    fields = {key: value for key, value in raw.items() if key not in LEGACY_OUTPUT_KEYS}
+    try:
+        output = OutputRequest.model_validate(fields, strict=True)
+    except ValidationError as error:
+        errors: dict[str, str] = {}
+        for item in error.errors():
+            where = ".".join(["output", *(str(p) for p in item["loc"])])
+            errors[where] = str(item["msg"]).removeprefix("Value error, ")
+        raise field_errors(errors) from None
+    if output.owner == ZERO_ADDRESS:
+        raise field_errors({"output.owner": "the zero address cannot own the results asset"})
+    if not output.publish_output:
+        return None
+    owner = checksum_address(output.owner or consumer)
+    if provider_address and owner.lower() == provider_address.lower():
+        raise field_errors({"output.owner": "the Provider's own address cannot own the results asset"})
+    return output.model_copy(update={"owner": owner})
 
 
 @dataclass
@@ -363,8 +417,12 @@ class ComputeService:
         inputs: list[CheckedInput],
         algorithm: CheckedAlgorithm,
         chain_id: int,
+        output: OutputRequest | None = None,
     ) -> Workflow:
-        """The run config: DDOs and the services' *encrypted* files only, never a plaintext location."""
+        """The run config: DDOs and the services' *encrypted* files only, never a plaintext location.
+
+        `output` (from `parse_output`) asks the engine to publish the results as a new asset.
+        """
         algorithm_section: dict[str, Any]
         if algorithm.asset is None:
             assert request.algorithm.meta is not None
@@ -417,6 +475,7 @@ class ComputeService:
                         ),
                         **({"userdata": request.algorithm.userdata} if request.algorithm.userdata else {}),
                     },
+                    **({"output": output.model_dump(by_alias=True)} if output is not None else {}),
                 }
             )
         except ValidationError as error:
@@ -433,5 +492,6 @@ __all__ = [
     "InputRef",
     "OceanHTTPError",
     "StartRequest",
+    "parse_output",
     "parse_request",
 ]

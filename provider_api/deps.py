@@ -2,7 +2,8 @@
 
 Each shared object is built on first use and kept on `app.state`, one per app: creating the app
 touches no database, chain or Dagster, and a part that is down fails the requests that need it (503)
-rather than the Provider's start-up.
+rather than the Provider's start-up. The one exception is the nonce store: the app's start-up
+(provider_api.main, its lifespan) builds it, migrating the Provider's database, and fails if it cannot.
 """
 
 from __future__ import annotations
@@ -65,7 +66,9 @@ NonceStoreDep = Annotated[NonceStore, Depends(get_nonce_store)]
 
 def get_chain(request: Request, settings: SettingsDep) -> Chain:
     def connect() -> Chain:
-        return Chain.connect(settings.rpc_url, settings.addresses_file, settings.chain_id)
+        return Chain.connect(
+            settings.rpc_url, settings.addresses_file, settings.chain_id, timeout=settings.rpc_timeout
+        )
 
     try:
         return shared(request.app, "chain", connect)
@@ -77,7 +80,11 @@ ChainDep = Annotated[Chain, Depends(get_chain)]
 
 
 def get_operator(request: Request, settings: SettingsDep) -> Operator:
-    return shared(request.app, "operator", lambda: Operator(settings.graphql_url))
+    return shared(
+        request.app,
+        "operator",
+        lambda: Operator(settings.graphql_url, environments_file=settings.environments_file),
+    )
 
 
 OperatorDep = Annotated[Operator, Depends(get_operator)]

@@ -81,6 +81,22 @@ def backend_error(message: str) -> OceanHTTPError:
     return OceanHTTPError(503, {"error": message})
 
 
+def chain_unreachable(exc: BaseException) -> str | None:
+    """Ocean's 503 message for a chain RPC call that could not connect or timed out, else None.
+
+    web3's HTTP provider raises requests' errors, whose text names the node's host and port (a
+    backend address the consumer must not see), so the message names only the kind of failure.
+    """
+    import requests
+    from web3.exceptions import ProviderConnectionError, RequestTimedOut
+
+    if isinstance(exc, requests.Timeout | RequestTimedOut):
+        return f"the chain is unavailable: the RPC node did not answer in time ({type(exc).__name__})"
+    if isinstance(exc, requests.ConnectionError | ProviderConnectionError):
+        return f"the chain is unavailable: cannot reach the RPC node ({type(exc).__name__})"
+    return None
+
+
 def error_response(status_code: int, body: Any, headers: Mapping[str, str] | None = None) -> JSONResponse:
     return JSONResponse(scrub(body), status_code=status_code, headers=dict(headers or {}))
 
@@ -152,10 +168,14 @@ class UnhandledErrors:
         try:
             await self.app(scope, receive, tracking_send)
         except Exception as exc:
-            _log_unhandled(exc)
+            unreachable = chain_unreachable(exc)
+            if unreachable:
+                logger.warning("%s", unreachable)  # a backend outage, not a bug: no traceback
+            else:
+                _log_unhandled(exc)
             if started:
                 return  # headers are out: all that is left is to end the connection
-            response = error_response(503, {"error": str(exc) or type(exc).__name__})
+            response = error_response(503, {"error": unreachable or str(exc) or type(exc).__name__})
             await response(scope, receive, send)
 
 

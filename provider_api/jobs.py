@@ -155,9 +155,35 @@ def _input_dids(tags: dict[str, str]) -> list[str]:
     return [tags[job_tags.DID]] if job_tags.DID in tags else []
 
 
+RESULTS_ASSET_STATES = frozenset({"pending", "published", "failed", "skipped"})
+
+
+def _results_asset(record: JobRecord) -> dict[str, str] | None:
+    """How publishing the results as an asset went, for a job that asked for it; else None.
+
+    The engine writes the outcome (`c2d/results_asset`) when its publish step ends. Before that the
+    asset is pending, unless the run already ended: then it will never be published.
+    """
+    tags = record.tags
+    raw = tags.get(job_tags.RESULTS_ASSET)
+    if raw is not None:
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = None
+        if isinstance(value, dict) and value.get("status") in RESULTS_ASSET_STATES:
+            return {"status": str(value["status"]), "detail": str(value.get("detail") or "")}
+        return {"status": "failed", "detail": "the engine recorded an unreadable outcome"}
+    if tags.get(job_tags.OUTPUT_REQUESTED) != "1":
+        return None
+    if record.run_ended:
+        return {"status": "failed", "detail": "the job ended before its results were published as an asset"}
+    return {"status": "pending", "detail": "published as an asset once the results are stored"}
+
+
 def ocean_job_json(record: JobRecord) -> dict[str, Any]:
-    """Ocean's job status object for `record`, plus `statusDetail`, `phases`, `terminationDetails`
-    and `runStatus`.
+    """Ocean's job status object for `record`, plus `statusDetail`, `phases`, `terminationDetails`,
+    `runStatus`, `resultsDid` and (when the job asked to publish its results) `resultsAsset`.
 
     A run that ended without publish's final word (its worker died, or it was stopped) is reported as
     finished with a failure status, so no client waits forever. A stopped job keeps Ocean's marker
@@ -190,6 +216,10 @@ def ocean_job_json(record: JobRecord) -> dict[str, Any]:
         "resultsExpired": tags.get(job_tags.RESULTS_EXPIRED) == "1",
         "algoDID": tags.get(job_tags.ALGO_DID, "raw"),
         "inputDID": _input_dids(tags),
+        # Our own keys (issue 8): the DID of the asset the results were published as ("" if none),
+        # and, for a job that asked for one, how publishing it went.
+        "resultsDid": tags.get(job_tags.RESULTS_DID, ""),
+        **({"resultsAsset": asset} if (asset := _results_asset(record)) is not None else {}),
         "statusDetail": detail,
         "phases": {
             phase: {

@@ -12,11 +12,14 @@ import time
 import zlib
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from c2d_core import job_tags
+from c2d_core.environments import Environments, UnknownEnvironmentError
+from c2d_core.settings import EngineSettings
 from provider_api.jobs import JobRecord
 
 if TYPE_CHECKING:
@@ -123,9 +126,14 @@ def _tag_filter(tags: dict[str, str]) -> list[dict[str, str]]:
 class Operator:
     """Submit, list, read and stop compute jobs; count an environment's running and queued jobs."""
 
-    def __init__(self, graphql_url: str, timeout: float = 10) -> None:
+    def __init__(
+        self, graphql_url: str, timeout: float = 10, environments_file: str | Path | None = None
+    ) -> None:
         self.graphql_url = graphql_url
         self._http = httpx.Client(timeout=timeout)
+        # The environments give each run its `dagster/max_runtime` (None: the engine's own file).
+        self._environments_file = environments_file
+        self._environments: Environments | None = None
         # Striped locks serialise submits of one agreement (or job id) in this process, with bounded
         # memory however many agreements pass through.
         self._locks = [threading.Lock() for _ in range(LOCK_STRIPES)]
@@ -270,8 +278,19 @@ class Operator:
                         )
             return self._launch(workflow)
 
+    def _max_runtime(self, env_id: str) -> int | None:
+        """The run's whole deadline (configure + maxJobDuration + publish + grace), or None for an
+        unknown environment: that job fails its configure stage at once and needs none."""
+        settings = EngineSettings()
+        if self._environments is None:
+            self._environments = Environments.load(self._environments_file or settings.environments_file)
+        try:
+            return job_tags.max_runtime(self._environments.get(env_id), settings)
+        except UnknownEnvironmentError:
+            return None
+
     def _launch(self, workflow: Workflow) -> JobRecord:
-        tags = job_tags.submission_tags(workflow)
+        tags = job_tags.submission_tags(workflow, self._max_runtime(workflow.environment))
         params = {
             "selector": {
                 "repositoryLocationName": LOCATION,

@@ -82,6 +82,10 @@ class ProviderSettings(BaseSettings):
     private_key: SecretStr | None = None
     chain_id: int = Field(default=8996, ge=1)
     rpc_url: str = "http://127.0.0.1:8545"
+    # Seconds one chain RPC call may take. A node that hangs (overloaded, stopped) fails the request
+    # with a 503 after this long instead of holding it for web3's default; eth_getLogs on a busy
+    # public node can take a few seconds, so keep it well above a local node's milliseconds.
+    rpc_timeout: float = Field(default=10.0, gt=0, le=300)
     addresses_file: Path | None = None
     graphql_url: str = "http://127.0.0.1:3300/graphql"
     # SQLAlchemy URL of the nonce store: SQLite embedded, `postgresql+psycopg2://...` in production.

@@ -113,8 +113,9 @@ def ocean_stack(tmp_path_factory: pytest.TempPathFactory):
                 compute={"allowRawAlgorithm": True, "publisherTrustedAlgorithms": ["*"]},
             )
             for asset in (algorithm, untrusted, dataset, raw_dataset):
+                # Enough for every e2e module sharing this stack (each order spends one).
                 for holder in (consumer, other):
-                    mint_to(chain, publisher, asset, holder.address, 20)
+                    mint_to(chain, publisher, asset, holder.address, 100)
             envs = {env["id"]: env for env in provider.environments(chain.chain_id)}
             env = envs["ocean-compute"]
             yield OceanStack(

@@ -271,6 +271,11 @@ class FakeKubernetesApi:
         items = [c for c in self.claims.values() if _matches(c.metadata.labels or {}, label_selector)]
         return k8s.V1PersistentVolumeClaimList(items=items)
 
+    def read_namespaced_persistent_volume_claim(self, name: str, namespace: str, **_: Any) -> Any:
+        if name not in self.claims:
+            raise ApiException(status=404, reason="NotFound")
+        return self.claims[name]
+
     def delete_namespaced_persistent_volume_claim(self, name: str, namespace: str, **_: Any) -> None:
         self._record("delete_namespaced_persistent_volume_claim", name=name)
         if self.claims.pop(name, None) is None:

@@ -8,14 +8,16 @@ The run fails (for operators) exactly when the job ends in one of Ocean's failur
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import dagster as dg
 from dagster._core.errors import DagsterExecutionInterruptedError
+from dagster._utils.interrupts import capture_interrupts, check_captured_interrupt
 from pydantic import ValidationError
 
 from c2d_core import job_tags
 from c2d_core.environments import Environment, UnknownEnvironmentError
+from c2d_core.result_assets import publish_for_job, skip_reason, wants_results_asset
 from c2d_core.results import ResultEntry
 from c2d_core.settings import EngineSettings
 from c2d_core.status import JobStatus
@@ -48,18 +50,50 @@ class JobState:
     notes: list[str] = field(default_factory=list)
 
 
+class StageLog(Protocol):
+    def info(self, msg: str) -> None: ...
+
+    def warning(self, msg: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class JobRecorder:
+    """Where a stage records a job's state: the job's run (tags) and a log.
+
+    An op records on its own run; the stage watchdog (c2d_defs.stage_watchdog) publishes for a run
+    whose worker died, from another process, through the same functions.
+    """
+
+    instance: dg.DagsterInstance
+    run_id: str
+    log: StageLog
+
+    @classmethod
+    def of(cls, context: dg.OpExecutionContext) -> "JobRecorder":
+        return cls(context.instance, context.run_id, context.log)
+
+    def tags(self, tags: dict[str, str]) -> None:
+        self.instance.add_run_tags(self.run_id, tags)
+
+    def status(self, status: JobStatus, detail: str = "", extra: dict[str, str] | None = None) -> None:
+        tags = {job_tags.STATUS: str(int(status)), job_tags.STATUS_TEXT: status.text, **(extra or {})}
+        if detail:
+            tags[job_tags.STATUS_DETAIL] = detail[:1000]
+        self.tags(tags)
+        self.log.info(f"status {int(status)} {status.text.strip()}" + (f": {detail}" if detail else ""))
+
+    def phase(self, phase: str, edge: str) -> None:
+        self.tags({job_tags.phase_tag(phase, edge): f"{time.time():.3f}"})
+
+
 def record_status(
     context: dg.OpExecutionContext, status: JobStatus, detail: str = "", extra: dict[str, str] | None = None
 ) -> None:
-    tags = {job_tags.STATUS: str(int(status)), job_tags.STATUS_TEXT: status.text, **(extra or {})}
-    if detail:
-        tags[job_tags.STATUS_DETAIL] = detail[:1000]
-    context.instance.add_run_tags(context.run_id, tags)
-    context.log.info(f"status {int(status)} {status.text.strip()}" + (f": {detail}" if detail else ""))
+    JobRecorder.of(context).status(status, detail, extra)
 
 
 def record_phase(context: dg.OpExecutionContext, phase: str, edge: str) -> None:
-    context.instance.add_run_tags(context.run_id, {job_tags.phase_tag(phase, edge): f"{time.time():.3f}"})
+    JobRecorder.of(context).phase(phase, edge)
 
 
 def _job_id_of(context: dg.OpExecutionContext, raw: dict[str, Any]) -> str:
@@ -70,8 +104,8 @@ def _job_id_of(context: dg.OpExecutionContext, raw: dict[str, Any]) -> str:
     return context.run_id.replace("-", "")
 
 
-def _log_pod(context: dg.OpExecutionContext, component: str, result: PodResult) -> None:
-    context.log.info(
+def _log_pod(log: StageLog, component: str, result: PodResult) -> None:
+    log.info(
         f"{component} pod ended: {result.termination}"
         + (f" (exit code {result.exit_code})" if result.exit_code is not None else "")
         + f" after {result.duration:.2f} s"
@@ -79,7 +113,16 @@ def _log_pod(context: dg.OpExecutionContext, component: str, result: PodResult) 
     )
     tail = "\n".join(result.log_tail.splitlines()[-LOG_TAIL_LINES:])
     if tail:
-        context.log.info(f"{component} log (last lines):\n{tail}")
+        log.info(f"{component} log (last lines):\n{tail}")
+
+
+def _watchdog_verdict(context: dg.OpExecutionContext) -> str | None:
+    """Why the stage watchdog ended this job, if it is what terminated the run (not a stop request).
+
+    Read fresh from run storage: the watchdog tags the run just before it terminates it.
+    """
+    run = context.instance.get_run_by_id(context.run_id)
+    return run.tags.get(job_tags.WATCHDOG) if run is not None else None
 
 
 def _pod_report(result: PodResult) -> dict[str, Any]:
@@ -141,14 +184,16 @@ def configure(
         except (DagsterExecutionInterruptedError, KeyboardInterrupt):
             # Stopped while fetching: the algorithm never runs, but the configure log still comes
             # back to the consumer and the volume (with whatever was fetched) is released.
-            context.instance.add_run_tags(context.run_id, {job_tags.STOP_REQUESTED: "1"})
+            watchdog = _watchdog_verdict(context)
+            if watchdog is None:
+                context.instance.add_run_tags(context.run_id, {job_tags.STOP_REQUESTED: "1"})
             state.status = JobStatus.DATA_PROVISIONING_FAILED
-            state.detail = "stopped on request while fetching the inputs"
+            state.detail = watchdog or "stopped on request while fetching the inputs"
             record_status(context, state.status, state.detail)
             record_phase(context, "configure", "finished")
             publish_results(context, state, pod_runner, result_store)
             raise
-        _log_pod(context, "configure", result)
+        _log_pod(context.log, "configure", result)
         report = _pod_report(result)
         reported = report.get("status")
         if reported in (30, 31, 32):
@@ -188,18 +233,26 @@ def run_algorithm(
     try:
         result = pod_runner.run(algorithm_spec(state.workflow, env))
     except (DagsterExecutionInterruptedError, KeyboardInterrupt):
-        # The run was terminated (a consumer's stop): the runner has killed the pod. Like Ocean,
-        # publish what the algorithm wrote so far and its log, then let the run end as canceled.
-        context.log.warning("stop requested: the algorithm was killed; publishing its outputs and logs")
-        context.instance.add_run_tags(
-            context.run_id, {job_tags.ALGORITHM_TERMINATION: "Stopped", job_tags.STOP_REQUESTED: "1"}
-        )
+        # The run was terminated (a consumer's stop, or the stage watchdog): the runner has killed
+        # the pod. Like Ocean, publish what the algorithm wrote so far and its log, then let the run
+        # end as canceled.
+        context.log.warning("run terminated: the algorithm was killed; publishing its outputs and logs")
+        watchdog = _watchdog_verdict(context)
+        if watchdog is None:
+            context.instance.add_run_tags(
+                context.run_id, {job_tags.ALGORITHM_TERMINATION: "Stopped", job_tags.STOP_REQUESTED: "1"}
+            )
+            state.detail = "algorithm stopped on request"
+        else:
+            context.instance.add_run_tags(
+                context.run_id, {job_tags.ALGORITHM_TERMINATION: "DeadlineExceeded"}
+            )
+            state.status, state.detail = JobStatus.ALGORITHM_FAILED, watchdog
         record_phase(context, "algorithm", "finished")
         state.algorithm_ran = True
-        state.detail = "algorithm stopped on request"
         publish_results(context, state, pod_runner, result_store)
         raise
-    _log_pod(context, "algorithm", result)
+    _log_pod(context.log, "algorithm", result)
     tags: dict[str, str] = {job_tags.ALGORITHM_TERMINATION: result.termination}
     if result.exit_code is not None:
         tags[job_tags.ALGORITHM_EXIT_CODE] = str(result.exit_code)
@@ -232,15 +285,27 @@ def publish_results(
     result_store: ResultStoreResource,
 ) -> list[dict[str, Any]]:
     """Run the publish pod, record the manifest and the final status; release the job volume."""
+    return publish_job(JobRecorder.of(context), state, pod_runner, result_store)
+
+
+def publish_job(
+    recorder: JobRecorder,
+    state: JobState,
+    pod_runner: PodRunner,
+    result_store: ResultStoreResource,
+) -> list[dict[str, Any]]:
+    """The publish stage for the job on `recorder`'s run: the op's, or the stage watchdog's for a
+    run whose worker died (it publishes what the volume holds, so the logs still come back)."""
     settings = EngineSettings()
     on_success_path = not state.status.is_failure
     manifest: list[ResultEntry] = []
-    record_phase(context, "publish", "started")
+    published = False  # the publish pod stored everything (70): only then the volume may go
+    recorder.phase("publish", "started")
     if on_success_path:
-        record_status(context, JobStatus.PUBLISHING_RESULTS)
+        recorder.status(JobStatus.PUBLISHING_RESULTS)
     try:
         if state.environment is None:
-            context.log.info("nothing to publish: the job never got a volume")
+            recorder.log.info("nothing to publish: the job never got a volume")
         else:
             spec = publish_spec(
                 state.job_id,
@@ -252,41 +317,85 @@ def publish_results(
                 result_store.publish_network,
             )
             result = pod_runner.run(spec)
-            _log_pod(context, "publish", result)
+            _log_pod(recorder.log, "publish", result)
             report = _pod_report(result)
             manifest_location = report.get("manifest")
             if isinstance(manifest_location, str) and manifest_location:
                 with result_store.store().open(manifest_location) as handle:
                     manifest = [ResultEntry.model_validate(item) for item in json.load(handle)]
                 # Internal (operators and the Provider read it): where this job's manifest lives.
-                context.instance.add_run_tags(context.run_id, {job_tags.MANIFEST: manifest_location})
-            if report.get("status") != 70 or result.termination != "Completed":
+                recorder.tags({job_tags.MANIFEST: manifest_location})
+            published = report.get("status") == 70 and result.termination == "Completed"
+            if not published:
                 message = str(report.get("message") or f"{result.termination} {result.message}".strip())
                 if on_success_path:
                     state.status, state.detail = JobStatus.RESULTS_UPLOAD_FAILED, message
                 else:
-                    context.log.warning(f"publishing logs failed too: {message}")
+                    recorder.log.warning(f"publishing logs failed too: {message}")
     except BaseException as error:
         if on_success_path:
             state.status = JobStatus.RESULTS_UPLOAD_FAILED
             state.detail = f"publishing did not complete ({type(error).__name__})"
         raise
     finally:
-        if state.environment is not None and not settings.keep_work_dirs:
+        if state.environment is not None and not published:
+            # What did not reach the result store (outputs, logs) stays in the volume, so an operator
+            # can publish it again; it is kept until removed by hand (docs/operations.md).
+            recorder.tags({job_tags.VOLUME_KEPT: "1"})
+            recorder.log.warning(f"publishing failed: the volume of job {state.job_id} is kept")
+        elif state.environment is not None and not settings.keep_work_dirs:
             pod_runner.release_volume(state.job_id)
         public = [entry.public() for entry in manifest]
         if not state.status.is_failure:
             state.status = JobStatus.JOB_FINISHED
-        record_phase(context, "publish", "finished")
-        context.instance.add_run_tags(
-            context.run_id, {job_tags.RESULTS: json.dumps(public, separators=(",", ":"))}
-        )
+        recorder.phase("publish", "finished")
+        recorder.tags({job_tags.RESULTS: json.dumps(public, separators=(",", ":"))})
+        if wants_results_asset(state.workflow):
+            record_results_asset(recorder, state, manifest, settings)
         # The final status and dateFinished land together (one write), so no reader ever sees a
         # finished date beside a status that is still moving.
-        record_status(
-            context, state.status, state.detail, extra={job_tags.DATE_FINISHED: f"{time.time():.3f}"}
-        )
+        recorder.status(state.status, state.detail, extra={job_tags.DATE_FINISHED: f"{time.time():.3f}"})
     return public
+
+
+def record_results_asset(
+    recorder: JobRecorder, state: JobState, manifest: list[ResultEntry], settings: EngineSettings
+) -> None:
+    """Publish the results as a new Ocean asset (the workflow's `output`), recorded on the run's tags.
+
+    This runs here, in the run worker, and not in the publish pod on purpose: the pod handles files
+    the algorithm wrote, and the chain transactions need the Provider's key, which must never be
+    within reach of those files. Publishing needs only the manifest (names, sizes, checksums).
+    Any failure is recorded and logged; the job still ends 70 and computeResult keeps working.
+    """
+    if state.workflow is None:
+        return
+    run = recorder.instance.get_run_by_id(recorder.run_id)
+    tags = run.tags if run is not None else {}  # read fresh: the ops added tags since the run started
+    if tags.get(job_tags.RESULTS_DID):
+        recorder.log.info(f"results asset already published as {tags[job_tags.RESULTS_DID]}")
+        return
+    reason = skip_reason(
+        manifest,
+        stopped=tags.get(job_tags.STOP_REQUESTED) == "1",
+        algorithm_termination=tags.get(job_tags.ALGORITHM_TERMINATION),
+        failure=f"{int(state.status)} {state.status.text.strip()}" if state.status.is_failure else "",
+    )
+    # A stop arriving mid-way would leave a half-made asset and skip the final status write; the job's
+    # pods are all done by now, so the few transactions finish first and the stop is only noted.
+    with capture_interrupts():
+        outcome = publish_for_job(settings, state.workflow, manifest, skip_reason=reason)
+        if check_captured_interrupt():
+            recorder.log.warning("a stop came while the results asset was published; it was finished first")
+    recorder.tags(outcome.tags())
+    if outcome.status == "failed":
+        recorder.log.warning(f"results asset not published: {outcome.detail}")
+    else:
+        recorder.log.info(f"results asset {outcome.status}: {outcome.detail}")
+    if outcome.asset is not None:
+        recorder.log.info(
+            f"results asset: {outcome.asset.transactions} transactions in {outcome.asset.seconds:.2f} s"
+        )
 
 
 @dg.op(

@@ -8,19 +8,13 @@ them in its thread pool, so chain, database and GraphQL calls never block the ev
 
 from __future__ import annotations
 
-import json
-import os
 import re
-from collections.abc import Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 
-from c2d_core import job_tags
-from c2d_core.result_stores import ResultStores
-from c2d_core.results import MANIFEST_NAME, ResultEntry, ResultStore
-from c2d_core.status import JobStatus
+from c2d_core.settings import EngineSettings
 from provider_api.agreements import AgreementBusy, AgreementClaims, ClaimStoreUnavailable, operator_holder
 from provider_api.auth import verify_request
 from provider_api.compute import (
@@ -29,6 +23,7 @@ from provider_api.compute import (
     InitializeRequest,
     StartRequest,
     checksum_address,
+    parse_output,
     parse_request,
 )
 from provider_api.deps import ChainDep, EnvironmentsDep, NonceStoreDep, OperatorDep, SettingsDep, shared
@@ -37,6 +32,7 @@ from provider_api.jobs import JobRecord, ocean_job_json
 from provider_api.operator import QUEUED_STATES, BackendUnavailable, JobConflict, JobNotFound
 from provider_api.orders import OrderError, ensure_fee_paid, validate_order
 from provider_api.params import ParamsDep
+from provider_api.result_files import stream_job_result
 
 router = APIRouter(prefix="/api/services", tags=["compute"])
 CHUNK = 64 * 1024
@@ -89,6 +85,9 @@ def _environment_json(service: ComputeService, env_id: str, operator: Any) -> di
         "consumerAddress": service.consumer_address_of(env),
         "storageExpiry": env.storage_expiry,
         "maxJobDuration": env.max_job_duration,
+        # Our addition: seconds a job may wait in this environment's queue before it ends with
+        # status 2 (the environment's maxQueueWait, else C2D_MAX_QUEUE_WAIT; 0 = no limit).
+        "maxQueueWait": env.queue_wait_limit(EngineSettings().max_queue_wait),
         "feeToken": service.fee_token_of(env),
         "allowNetwork": env.allow_network,
         "lastSeen": None,
@@ -231,7 +230,10 @@ def initialize_compute(params: ParamsDep, service: ComputeDep) -> JSONResponse:
     summary="computeStart",
     description=(
         "Start a compute job. Signed: keccak(consumerAddress + dataset.documentId + nonce), EIP-191. "
-        "Every dataset and the algorithm need a valid order naming this environment's fee."
+        "Every dataset and the algorithm need a valid order naming this environment's fee. Optional "
+        "`output` (Ocean's field; an object or a JSON string): `{publishOutput, publishAlgorithmLog, "
+        "metadata: {name, description, tags, license}, owner}` publishes the results as a new asset "
+        "owned by `owner` (default: the consumer), whose DID the job reports as `resultsDid`."
     ),
 )
 def compute_start(
@@ -242,6 +244,8 @@ def compute_start(
     claims: AgreementClaimsDep,
 ) -> JSONResponse:
     body = parse_request(StartRequest, params)
+    # Like every field rule, a bad `output` is refused before the nonce is spent.
+    output = parse_output(body.output, body.consumer_address, service.settings.address)
     verify_request(
         nonces,
         body.consumer_address,
@@ -291,7 +295,7 @@ def compute_start(
             )
         )
     _check_fees_paid(service, env, orders)
-    workflow = service.build_workflow(body, env, inputs, algorithm, service.chain.chain_id)
+    workflow = service.build_workflow(body, env, inputs, algorithm, service.chain.chain_id, output)
     agreement = workflow.agreement_id
     try:
         # The claim makes "one unfinished job per agreement" hold across Provider replicas.
@@ -371,7 +375,13 @@ def _owned_jobs(
 @router.get(
     "/compute",
     summary="computeStatus",
-    description="Jobs of a consumer (optionally one job or one agreement). A signature, if sent, is ignored.",
+    description=(
+        "Jobs of a consumer (optionally one job or one agreement). A signature, if sent, is ignored. "
+        "Besides Ocean's keys: `statusDetail`, `phases`, `terminationDetails`, `runStatus`, `queuePosition`, "
+        '`resultsDid` (the DID of the asset the results were published as, or "") and, for a job '
+        "started with `output.publishOutput`, `resultsAsset` `{status: pending|published|skipped|failed, "
+        "detail}`."
+    ),
 )
 def compute_status(params: ParamsDep, operator: OperatorDep) -> JSONResponse:
     consumer = str(params.get("consumerAddress") or "")
@@ -445,9 +455,6 @@ def compute_delete(params: ParamsDep, nonces: NonceStoreDep, operator: OperatorD
     return JSONResponse([_job_json(operator, record) for record in records])
 
 
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
-
-
 @router.get(
     "/computeResult",
     summary="computeResult",
@@ -474,93 +481,4 @@ def compute_result(
     records = _owned_jobs(operator, consumer, job_id, None)
     if not records:
         raise OceanHTTPError(404, {"error": f"no job {job_id} for this consumer"})
-    record = records[0]
-    job = ocean_job_json(record)
-    if "c2d/results" not in record.tags or job["status"] == JobStatus.PUBLISHING_RESULTS:
-        if job["dateFinished"] is None:
-            raise OceanHTTPError(409, {"error": "the results are not published yet: retry when the job ends"})
-        # Ended without publishing (its run worker died, or it was stopped before publish).
-        raise OceanHTTPError(404, {"error": f"job {job_id} ended without results: {job['statusText']}"})
-    if record.tags.get(job_tags.RESULTS_EXPIRED) == "1":
-        raise OceanHTTPError(410, {"error": EXPIRED})
-    stores = result_stores(request, settings)
-    entries = _manifest(stores, record)
-    index = int(index_text)
-    if index >= len(entries):
-        raise OceanHTTPError(404, {"error": f"no result {index}: this job has {len(entries)}"})
-    entry = entries[index]
-    try:
-        store = stores.for_location(entry.location)
-    except LookupError as error:
-        raise backend_error(str(error)) from None
-    return _stream(store, entry, request.headers.get("range"))
-
-
-EXPIRED = (
-    "the job's results have expired: they are kept for the environment's storageExpiry after the job "
-    "finished, then deleted"
-)
-
-
-def result_stores(request: Request, settings: SettingsDep) -> ResultStores:
-    """Every store a manifest may point into: local (results_dir), and S3 / IPFS when `C2D_S3_*` /
-    `C2D_IPFS_API_URL` configure them. Built once per app; their clients are reused."""
-    stores = getattr(request.app.state, "result_stores", None)
-    if stores is None:
-        stores = ResultStores.from_env(os.environ, settings.results_dir)
-        request.app.state.result_stores = stores
-    return stores
-
-
-def _manifest(stores: ResultStores, record: JobRecord) -> list[ResultEntry]:
-    """The job's manifest, from where publish recorded it (`c2d/manifest`), else the local store."""
-    location = record.tags.get(job_tags.MANIFEST) or f"{record.job_id}/{MANIFEST_NAME}"
-    try:
-        with stores.for_location(location).open(location) as handle:
-            return [ResultEntry.model_validate(item) for item in json.load(handle)]
-    except FileNotFoundError:
-        # Published, yet gone from the store: deleted (expiry, an operator) before the run was tagged.
-        raise OceanHTTPError(410, {"error": EXPIRED}) from None
-    except LookupError as error:
-        raise backend_error(str(error)) from None
-
-
-def _stream(store: ResultStore, entry: ResultEntry, range_header: str | None) -> Response:
-    start, end = 0, entry.filesize - 1
-    status = 200
-    headers = {
-        "Content-Disposition": f'attachment; filename="{entry.filename}"',
-        "Accept-Ranges": "bytes",
-    }
-    if range_header:
-        match = _RANGE.match(range_header.strip())
-        if not match or (not match.group(1) and not match.group(2)):
-            raise OceanHTTPError(416, {"error": "unsupported Range: use bytes=start-end"})
-        if match.group(1):
-            start = int(match.group(1))
-            end = min(int(match.group(2)), end) if match.group(2) else end
-        else:
-            start = max(0, entry.filesize - int(match.group(2)))
-        if start > end or start >= entry.filesize:
-            raise OceanHTTPError(416, {"error": f"Range outside the result's {entry.filesize} bytes"})
-        status = 206
-        headers["Content-Range"] = f"bytes {start}-{end}/{entry.filesize}"
-    length = end - start + 1 if entry.filesize else 0
-    headers["Content-Length"] = str(length)
-
-    # The first chunk is read before the response starts, so a result deleted underneath (expiry)
-    # is a 410 and not a 200 that breaks off.
-    chunks = store.read_range(entry.location, start, length)
-    try:
-        first = next(chunks, b"")
-    except FileNotFoundError:
-        raise OceanHTTPError(410, {"error": EXPIRED}) from None
-
-    def body() -> Iterator[bytes]:
-        if first:
-            yield first
-        yield from chunks
-
-    return StreamingResponse(
-        body(), status_code=status, headers=headers, media_type="application/octet-stream"
-    )
+    return stream_job_result(request, settings, records[0], int(index_text))

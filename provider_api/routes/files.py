@@ -333,6 +333,12 @@ def fileinfo(request: Request, params: ParamsDep, settings: SettingsDep) -> list
     with_checksum = _truthy(params.get("checksum", False))
     if "did" in params or "serviceId" in params:
         files = _service_files(request, settings, params.get("did"), params.get("serviceId"))
+        if all(item.get("type") == "c2dResult" for item in files):
+            # A results asset (issue 8): its files are job results, described from the job's manifest.
+            from provider_api.routes.access import result_file_infos
+
+            did = str(params.get("did"))
+            return result_file_infos(request, settings, did, files, with_checksum=with_checksum)
         return inspect_files(files, settings, with_checksum=with_checksum)
     if not params:
         raise bad_request("malformed file object: send a file object such as {type: 'url', url: ...}")

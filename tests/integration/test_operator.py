@@ -37,7 +37,7 @@ OCEAN_KEYS = {
     "algoDID",
     "inputDID",
 }
-OUR_KEYS = {"statusDetail", "phases", "terminationDetails", "runStatus", "resultsExpired"}
+OUR_KEYS = {"statusDetail", "phases", "terminationDetails", "runStatus", "resultsExpired", "resultsDid"}
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,314 @@
+"""The stage watchdog: no compute job stays "running" once its run is dead or stuck.
+
+Each stage has its own deadline (configure: C2D_CONFIGURE_DEADLINE, algorithm: the environment's
+maxJobDuration, publish: C2D_PUBLISH_DEADLINE), which the pod runners enforce on the pods. What they
+cannot catch is the run worker itself dying (kill -9, an OOM kill, a lost node) or hanging: the job's
+c2d status then never moves again. The `stage_watchdog` sensor finds such jobs:
+
+- a `compute_job` run that ended (FAILURE, CANCELED: the code server or run monitoring saw its worker
+  die, or `dagster/max_runtime` fired) while the job has no `c2d/date_finished`;
+- a run still going whose current stage (from the `c2d/phase/<p>/started` tags) is older than that
+  stage's deadline plus C2D_WATCHDOG_GRACE; the sensor terminates that run first.
+
+It records Ocean's closest failure status at once (configure: 31, algorithm: 41, publish: 62) with a
+detail saying what happened, then asks for one `salvage_job` run per job (a run key makes concurrent
+or repeated ticks ask only once). The salvage op kills what is left of the job's pods, runs the
+publish stage on the job volume if it still exists (the same `publish_job` the publish op runs, so
+the consumer gets the configure and algorithm logs and any outputs), releases the volume and writes
+the job's final status and finish date. A job that never reached its configure stage only gets its
+final status. Both deployments run this: the pod runner resource hides whether pods are sandboxes
+or Kubernetes Jobs.
+"""
+
+# No `from __future__ import annotations`: Dagster reads the salvage op's config annotation as a type.
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+
+from c2d_core import job_tags
+from c2d_core.environments import Environment, Environments, UnknownEnvironmentError
+from c2d_core.settings import EngineSettings
+from c2d_core.status import JobStatus
+from c2d_defs.ops.compute import JobRecorder, JobState, publish_job
+from c2d_defs.pod_spec import PodRunner
+from c2d_defs.resources import ComputeEnvironments, ResultStoreResource
+
+JOB_NAME = "compute_job"
+SALVAGE_JOB_NAME = "salvage_job"
+STAGES = ("configure", "algorithm", "publish")
+WATCHDOG = job_tags.WATCHDOG
+SALVAGE_OF = "c2d/salvage_of"  # on a salvage run: the compute run it finishes
+# Ended runs are looked at for this long after their last update; older ones were dealt with.
+ENDED_LOOKBACK = timedelta(days=1)
+RUNS_PER_TICK = 500
+
+_FAILURE_OF_STAGE = {
+    "configure": JobStatus.DATA_PROVISIONING_FAILED,
+    "algorithm": JobStatus.ALGORITHM_FAILED,
+    "publish": JobStatus.RESULTS_UPLOAD_FAILED,
+}
+
+
+@dataclass(frozen=True)
+class Stage:
+    """Where a job is: the stage it is in (or waits to enter) and since when (epoch seconds)."""
+
+    name: str
+    since: float
+
+
+def current_stage(tags: Mapping[str, str]) -> Stage | None:
+    """The stage a job is in from its phase tags; None before its configure stage started.
+
+    Between two stages (one finished, the next not started) the job counts as in the next one,
+    since the previous one's end: the gap is part of the next stage's deadline.
+    """
+    last: Stage | None = None
+    for index, name in enumerate(STAGES):
+        started = _epoch(tags.get(job_tags.phase_tag(name, "started")))
+        finished = _epoch(tags.get(job_tags.phase_tag(name, "finished")))
+        if started is not None and finished is None:
+            return Stage(name, started)
+        if finished is not None:
+            following = STAGES[min(index + 1, len(STAGES) - 1)]
+            last = Stage(following, finished)
+    return last
+
+
+def stage_deadline(stage: str, environment: Environment | None, settings: EngineSettings) -> int:
+    if stage == "configure":
+        return settings.configure_deadline
+    if stage == "publish":
+        return settings.publish_deadline
+    return environment.max_job_duration if environment else settings.configure_deadline
+
+
+def failure_status(stage: Stage | None) -> JobStatus:
+    """Ocean's closest failure code for a job ended in `stage` (None: before configure started)."""
+    return _FAILURE_OF_STAGE[stage.name] if stage else JobStatus.DATA_PROVISIONING_FAILED
+
+
+def _epoch(raw: str | None) -> float | None:
+    try:
+        return float(raw) if raw is not None else None
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    run_id: str
+    job_id: str
+    stage: Stage | None
+    status: JobStatus
+    detail: str
+    terminate: bool  # the run is still going: terminate it first
+    recorded: bool = False  # an earlier tick tagged the verdict already
+
+
+def _where(stage: Stage | None) -> str:
+    return f"during its {stage.name} stage" if stage else "before its configure stage started"
+
+
+def run_end_cause(instance: dg.DagsterInstance, run_id: str) -> str:
+    """Why a compute run ended without publishing, from its event log, as the start of a sentence."""
+    events = instance.all_logs(
+        run_id, of_type={dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.RUN_FAILURE}
+    )
+    for entry in events:
+        event = entry.dagster_event
+        if event is not None and event.event_type == dg.DagsterEventType.STEP_FAILURE:
+            error = event.step_failure_data.error if event.step_failure_data else None
+            while error is not None and error.cause is not None:  # Dagster wraps the op's own error
+                error = error.cause
+            reason = error.message.strip().splitlines()[0][:200] if error and error.message else "an error"
+            return f"the engine failed ({reason})"
+    for entry in events:
+        message = entry.message or ""
+        if "maximum runtime" in message:
+            return f"the job ran past its {job_tags.MAX_RUNTIME} and its run was ended"
+    return "the job's run worker died"
+
+
+def judge(
+    run: dg.DagsterRun,
+    *,
+    environments: Environments,
+    settings: EngineSettings,
+    now: float,
+    cause: str = "the job's run worker died",
+) -> Verdict | None:
+    """What the watchdog does about one compute run: nothing (None), or end its job. `cause` is why
+    an ended run ended (`run_end_cause`)."""
+    tags = run.tags
+    job_id = tags.get(job_tags.JOB_ID, "")
+    if not job_id or job_tags.DATE_FINISHED in tags:
+        return None  # finished properly (publish's last write), or expired in the queue
+    stage = current_stage(tags)
+    status = failure_status(stage)
+    if run.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED):
+        if stage is None and run.status == dg.DagsterRunStatus.CANCELED:
+            return None  # stopped (or expired) while queued: nothing ran, nothing to publish
+        if tags.get(job_tags.STOP_REQUESTED) == "1" or run.status == dg.DagsterRunStatus.CANCELED:
+            cause = "the job was stopped but its run ended before publishing"
+        detail = tags.get(WATCHDOG) or f"{cause} {_where(stage)} (run {run.status.value})"
+        return Verdict(run.run_id, job_id, stage, status, detail, terminate=False, recorded=WATCHDOG in tags)
+    if run.status != dg.DagsterRunStatus.STARTED or stage is None:
+        return None  # queued or starting: the queue watchdog and run monitoring look after those
+    try:
+        environment: Environment | None = environments.get(tags.get(job_tags.ENVIRONMENT, ""))
+    except UnknownEnvironmentError:
+        environment = None
+    limit = stage_deadline(stage.name, environment, settings) + settings.watchdog_grace
+    if now - stage.since <= limit:
+        return None
+    if WATCHDOG in tags:
+        return None  # already terminated by an earlier tick; run monitoring ends a run that ignores it
+    detail = (
+        f"the job's {stage.name} stage made no progress for {now - stage.since:.0f} s, past its "
+        f"deadline of {limit - settings.watchdog_grace} s plus a grace of {settings.watchdog_grace} s"
+    )
+    return Verdict(run.run_id, job_id, stage, status, detail, terminate=True)
+
+
+def find_stuck_jobs(
+    instance: dg.DagsterInstance, environments: Environments, settings: EngineSettings, now: float
+) -> list[Verdict]:
+    """Every compute job the watchdog must end now."""
+    going = instance.get_runs(
+        filters=dg.RunsFilter(job_name=JOB_NAME, statuses=[dg.DagsterRunStatus.STARTED]),
+        limit=RUNS_PER_TICK,
+    )
+    ended = instance.get_runs(
+        filters=dg.RunsFilter(
+            job_name=JOB_NAME,
+            statuses=[dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED],
+            updated_after=datetime.fromtimestamp(now, UTC) - ENDED_LOOKBACK,
+        ),
+        limit=RUNS_PER_TICK,
+    )
+    verdicts = []
+    for run in going:
+        verdict = judge(run, environments=environments, settings=settings, now=now)
+        if verdict is not None:
+            verdicts.append(verdict)
+    for run in ended:
+        if job_tags.DATE_FINISHED in run.tags or WATCHDOG in run.tags:
+            cause = ""  # finished, or judged by an earlier tick: no need to read its events again
+        else:
+            cause = run_end_cause(instance, run.run_id)
+        verdict = judge(run, environments=environments, settings=settings, now=now, cause=cause)
+        if verdict is not None:
+            verdicts.append(verdict)
+    return verdicts
+
+
+def record_verdict(instance: dg.DagsterInstance, verdict: Verdict) -> None:
+    """Tag the job's failure status (not yet its finish date: the salvage run writes that, with the
+    results) and, for a run still going, terminate it."""
+    instance.add_run_tags(
+        verdict.run_id,
+        {
+            job_tags.STATUS: str(int(verdict.status)),
+            job_tags.STATUS_TEXT: verdict.status.text,
+            job_tags.STATUS_DETAIL: verdict.detail[:1000],
+            WATCHDOG: verdict.detail[:1000],
+        },
+    )
+    if verdict.terminate:
+        # Through the coordinator, as the Dagster UI's terminate: the run's worker is told to stop,
+        # and run monitoring's cancel timeout ends a run whose worker no longer answers.
+        instance.run_coordinator.cancel_run(verdict.run_id)
+
+
+def salvage_request(verdict: Verdict) -> dg.RunRequest:
+    return dg.RunRequest(
+        # One salvage per compute run, however many ticks (or daemons) see it.
+        run_key=f"salvage:{verdict.run_id}",
+        run_config={"ops": {"salvage": {"config": {"run_id": verdict.run_id}}}},
+        # Ahead of queued compute jobs: it finishes a job the consumer is already waiting on.
+        tags={SALVAGE_OF: verdict.run_id, "dagster/priority": "10"},
+    )
+
+
+@dg.sensor(
+    description="End compute jobs whose run worker died or whose stage outlived its deadline plus a "
+    "grace: failure status, pods killed, logs published (through salvage_job).",
+    minimum_interval_seconds=EngineSettings().watchdog_interval,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    job_name=SALVAGE_JOB_NAME,
+)
+def stage_watchdog(
+    context: dg.SensorEvaluationContext, environments: ComputeEnvironments
+) -> Iterator[dg.RunRequest | dg.SkipReason]:
+    settings = EngineSettings()
+    verdicts = find_stuck_jobs(context.instance, environments.load(), settings, time.time())
+    for verdict in verdicts:
+        if not verdict.recorded:
+            context.log.warning(f"ending job {verdict.job_id} (run {verdict.run_id}): {verdict.detail}")
+            record_verdict(context.instance, verdict)
+        if not verdict.terminate:
+            yield salvage_request(verdict)
+    if not verdicts:
+        yield dg.SkipReason("no compute job is stuck or lost its run")
+
+
+# --- The salvage run ----------------------------------------------------------------------------------
+
+
+class SalvageConfig(dg.Config):
+    run_id: str
+
+
+@dg.op(
+    description="Finish a compute job whose run died: kill its pods, publish its logs and outputs "
+    "from the job volume, release the volume, record the final status.",
+    tags={"c2d/stage": "salvage"},
+)
+def salvage(
+    context: dg.OpExecutionContext,
+    config: SalvageConfig,
+    pod_runner: dg.ResourceParam[PodRunner],
+    result_store: ResultStoreResource,
+    environments: ComputeEnvironments,
+) -> None:
+    run = context.instance.get_run_by_id(config.run_id)
+    if run is None or run.job_name != JOB_NAME:
+        raise dg.Failure(f"run {config.run_id} is not a compute job's run")
+    tags = run.tags
+    if job_tags.DATE_FINISHED in tags:
+        context.log.info(f"job of run {config.run_id} is finished already: nothing to do")
+        return
+    job_id = tags[job_tags.JOB_ID]
+    stage = current_stage(tags)
+    status = failure_status(stage)
+    detail = tags.get(WATCHDOG) or f"the job's run ended {_where(stage)}"
+    recorder = JobRecorder(context.instance, config.run_id, context.log)
+    killed = pod_runner.kill_pods(job_id)
+    if killed:
+        context.log.info(f"killed what was left of {killed} pod(s) of job {job_id}")
+    try:
+        environment: Environment | None = environments.get(tags.get(job_tags.ENVIRONMENT, ""))
+    except UnknownEnvironmentError:
+        environment = None
+    has_volume = environment is not None and stage is not None and pod_runner.has_volume(job_id)
+    state = JobState(
+        job_id=job_id,
+        status=status,
+        detail=f"{detail}; the logs and outputs written so far are published" if has_volume else detail,
+        # Without a volume there is nothing to publish: publish_job then only records the end.
+        environment=environment if has_volume else None,
+    )
+    publish_job(recorder, state, pod_runner, result_store)
+
+
+@dg.job(
+    description="Publishes the logs of a compute job whose run died, for the stage watchdog.",
+    executor_def=dg.in_process_executor,
+    tags={"c2d/kind": "salvage"},
+)
+def salvage_job() -> None:
+    salvage()

@@ -1,0 +1,126 @@
+"""Streaming a job's results out of the result store: computeResult and a results asset's download.
+
+Both routes read the same manifest and stream with the same code, so `Range`, `Content-Disposition`
+and the expiry answers (410) cannot drift apart. No store location ever leaves this module: the
+manifest's `location` picks the store and the object, and only bytes and the file name go out.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterator
+
+from fastapi import Request
+from fastapi.responses import Response, StreamingResponse
+
+from c2d_core import job_tags
+from c2d_core.result_stores import ResultStores
+from c2d_core.results import MANIFEST_NAME, ResultEntry, ResultStore
+from c2d_core.status import JobStatus
+from provider_api.errors import OceanHTTPError, backend_error
+from provider_api.jobs import JobRecord, ocean_job_json
+from provider_api.settings import ProviderSettings
+
+EXPIRED = (
+    "the job's results have expired: they are kept for the environment's storageExpiry after the job "
+    "finished, then deleted"
+)
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def result_stores(request: Request, settings: ProviderSettings) -> ResultStores:
+    """Every store a manifest may point into: local (results_dir), and S3 / IPFS when `C2D_S3_*` /
+    `C2D_IPFS_API_URL` configure them. Built once per app; their clients are reused."""
+    stores = getattr(request.app.state, "result_stores", None)
+    if stores is None:
+        stores = ResultStores.from_env(os.environ, settings.results_dir)
+        request.app.state.result_stores = stores
+    return stores
+
+
+def read_job_manifest(stores: ResultStores, record: JobRecord) -> list[ResultEntry]:
+    """The job's manifest, from where publish recorded it (`c2d/manifest`), else the local store."""
+    location = record.tags.get(job_tags.MANIFEST) or f"{record.job_id}/{MANIFEST_NAME}"
+    try:
+        with stores.for_location(location).open(location) as handle:
+            return [ResultEntry.model_validate(item) for item in json.load(handle)]
+    except FileNotFoundError:
+        # Published, yet gone from the store: deleted (expiry, an operator) before the run was tagged.
+        raise OceanHTTPError(410, {"error": EXPIRED}) from None
+    except LookupError as error:
+        raise backend_error(str(error)) from None
+
+
+def ensure_results_published(record: JobRecord) -> None:
+    """409 while the job's results are not stored yet, 404 if they never will be, 410 once expired."""
+    job = ocean_job_json(record)
+    if job_tags.RESULTS not in record.tags or job["status"] == JobStatus.PUBLISHING_RESULTS:
+        if job["dateFinished"] is None:
+            raise OceanHTTPError(409, {"error": "the results are not published yet: retry when the job ends"})
+        # Ended without publishing (its run worker died, or it was stopped before publish).
+        raise OceanHTTPError(
+            404, {"error": f"job {record.job_id} ended without results: {job['statusText']}"}
+        )
+    if record.tags.get(job_tags.RESULTS_EXPIRED) == "1":
+        raise OceanHTTPError(410, {"error": EXPIRED})
+
+
+def stream_job_result(
+    request: Request, settings: ProviderSettings, record: JobRecord, index: int
+) -> Response:
+    """Result `index` of the job, honouring the request's `Range`; 409 / 404 / 410 when it cannot be."""
+    ensure_results_published(record)
+    stores = result_stores(request, settings)
+    entries = read_job_manifest(stores, record)
+    if index >= len(entries):
+        raise OceanHTTPError(404, {"error": f"no result {index}: this job has {len(entries)}"})
+    entry = entries[index]
+    try:
+        store = stores.for_location(entry.location)
+    except LookupError as error:
+        raise backend_error(str(error)) from None
+    return stream_entry(store, entry, request.headers.get("range"))
+
+
+def stream_entry(store: ResultStore, entry: ResultEntry, range_header: str | None) -> Response:
+    """One stored result as an attachment: 200 whole, or 206 for a single `bytes=` range."""
+    start, end = 0, entry.filesize - 1
+    status = 200
+    headers = {
+        "Content-Disposition": f'attachment; filename="{entry.filename}"',
+        "Accept-Ranges": "bytes",
+    }
+    if range_header:
+        match = _RANGE.match(range_header.strip())
+        if not match or (not match.group(1) and not match.group(2)):
+            raise OceanHTTPError(416, {"error": "unsupported Range: use bytes=start-end"})
+        if match.group(1):
+            start = int(match.group(1))
+            end = min(int(match.group(2)), end) if match.group(2) else end
+        else:
+            start = max(0, entry.filesize - int(match.group(2)))
+        if start > end or start >= entry.filesize:
+            raise OceanHTTPError(416, {"error": f"Range outside the result's {entry.filesize} bytes"})
+        status = 206
+        headers["Content-Range"] = f"bytes {start}-{end}/{entry.filesize}"
+    length = end - start + 1 if entry.filesize else 0
+    headers["Content-Length"] = str(length)
+
+    # The first chunk is read before the response starts, so a result deleted underneath (expiry)
+    # is a 410 and not a 200 that breaks off.
+    chunks = store.read_range(entry.location, start, length)
+    try:
+        first = next(chunks, b"")
+    except FileNotFoundError:
+        raise OceanHTTPError(410, {"error": EXPIRED}) from None
+
+    def body() -> Iterator[bytes]:
+        if first:
+            yield first
+        yield from chunks
+
+    return StreamingResponse(
+        body(), status_code=status, headers=headers, media_type="application/octet-stream"
+    )

@@ -1,0 +1,179 @@
+"""kill -9 of the Provider, the Dagster webserver or the Dagster daemon in each phase of a job
+(queued, configure, algorithm, publish): the job loses nothing. It runs to its end while the
+component is down (a queued job waits for the daemon), and once the component is started again
+(`stack.restart`, as `stack.up` started it) the Provider serves the job's final status and results.
+
+Why: runs do not depend on the webserver or the Provider. The daemon dequeues and launches runs;
+the run worker is a process of its own that writes events and tags to run storage. The webserver
+is the Provider's GraphQL door, and the Provider keeps no job state (a job is a Dagster run found
+by its tags). Locally the run workers are spawned by the daemon's code server, so "the daemon
+dies" here is the daemon process and its code server SIGKILLed, the run workers left alone, as
+they are separate pods under the K8sRunLauncher.
+
+Each phase is pinned without timing guesses: the daemon is paused (queued), the data origin or the
+S3 API holds its connection (configure, publish), or the algorithm sleeps (algorithm).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from faultkit import (
+    TcpGate,
+    children,
+    command_line,
+    dagster_instance,
+    demo_job,
+    finished_in_storage,
+    finished_job,
+    job_json,
+    kill9,
+    process_group,
+    reaped_group,
+    run_of,
+    s3_gated_stack,
+    wait_for,
+)
+
+from c2d_cli import stack
+from c2d_cli.processes import alive
+from c2d_core import job_tags
+from c2d_core.settings import EngineSettings
+from provider_api.operator import Operator
+
+# About 10 s a case on an idle 2-core machine; the bounds leave room for a loaded one.
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(120)]
+
+ALGORITHM = "import time; time.sleep(3); open('/data/outputs/out.txt', 'w').write('still here')"
+PHASES = ("queued", "configure", "algorithm", "publish")
+# The daemon only dequeues and launches: once a run is launched, its stages run in the run worker,
+# so for the daemon the algorithm phase stands for configure and publish too.
+CASES = [(component, phase) for component in ("webserver", "provider") for phase in PHASES] + [
+    ("daemon", "queued"),
+    ("daemon", "algorithm"),
+]
+
+
+@dataclass
+class GatedStack:
+    home: Path
+    origin: TcpGate  # in front of the data origin: holds the configure pod
+    s3: TcpGate  # in front of the S3 API: holds the publish pod
+    key_file: Path
+
+
+@pytest.fixture(scope="module")
+def gated_stack(tmp_path_factory: pytest.TempPathFactory, moto_endpoint: str) -> Iterator[GatedStack]:
+    home = tmp_path_factory.mktemp("component_kills") / ".c2d"
+    with s3_gated_stack(home, moto_endpoint, "c2d-component-kills") as (_, origin_gate, s3_gate):
+        yield GatedStack(home, origin_gate, s3_gate, EngineSettings(home=home).resolved_provider_key_file)
+
+
+def _kill(component: str, running: stack.Stack) -> None:
+    if component == "daemon":
+        code_servers = [
+            pid for pid in children(running.daemon_pid) if "dagster api grpc" in command_line(pid)
+        ]
+        assert code_servers, "the daemon has no code server"
+        kill9(running.daemon_pid)
+        for pid in code_servers:
+            kill9(pid)
+    elif component == "webserver":
+        kill9(running.webserver_pid, group=True)  # the webserver and its code server
+    else:
+        kill9(running.provider_pid, group=True)
+
+
+def _reach(phase: str, gs: GatedStack, running: stack.Stack, instance: Any, job_id: str) -> None:
+    """Wait until the job is in `phase` (its pin is set before the submission)."""
+    if phase == "queued":
+        run = wait_for(lambda: run_of(instance, job_id), 10, "the run")
+        assert run.status.value == "QUEUED"
+    elif phase == "configure":
+        wait_for(lambda: gs.origin.held, 30, "the configure pod to ask the origin for the input")
+        assert run_of(instance, job_id).tags[job_tags.STATUS] == "20"
+    elif phase == "algorithm":
+        wait_for(lambda: run_of(instance, job_id).tags.get(job_tags.STATUS) == "40", 30, "status 40")
+    else:
+        wait_for(lambda: gs.s3.held, 30, "the publish pod to reach the result store")
+        assert run_of(instance, job_id).tags[job_tags.STATUS] == "60"
+
+
+@pytest.mark.parametrize(("component", "phase"), CASES)
+def test_component_killed_in_each_phase_the_job_finishes_and_is_served_after_restart(
+    gated_stack: GatedStack, component: str, phase: str
+) -> None:
+    gs = gated_stack
+    running = stack.read_stack(gs.home)
+    assert running is not None
+    workflow = demo_job(gs.origin.url, gs.key_file, ALGORITHM)
+    old_daemon = running.daemon_pid
+    with (
+        reaped_group(old_daemon) if component == "daemon" else _nothing(),
+        dagster_instance(gs.home) as instance,
+        Operator(f"{running.webserver_url}/graphql") as operator,
+    ):
+        daemon_paused = phase == "queued" and component != "daemon"
+        if phase == "queued" and component == "daemon":
+            _kill("daemon", running)  # dead before the job arrives: nothing will dequeue it
+        elif daemon_paused:
+            os.kill(running.daemon_pid, signal.SIGSTOP)  # nothing dequeues until it goes on
+        elif phase == "configure":
+            gs.origin.set_mode("hold")
+        elif phase == "publish":
+            gs.s3.set_mode("hold")
+        try:
+            operator.submit(workflow)
+            _reach(phase, gs, running, instance, workflow.job_id)
+            if not (phase == "queued" and component == "daemon"):
+                _kill(component, running)
+            if component == "webserver":
+                # The Provider reaches run storage only through the webserver: a clear 503 meanwhile.
+                response = httpx.get(
+                    f"{running.provider_url}/api/services/compute",
+                    params={"consumerAddress": workflow.owner, "jobId": workflow.job_id},
+                    timeout=15,
+                )
+                assert response.status_code == 503 and response.json()["error"], response.text
+            elif component == "daemon":
+                assert job_json(running.provider_url, workflow) is not None
+            else:
+                assert job_json(running.provider_url, workflow) is None  # nobody answers
+            if component == "daemon" and phase == "algorithm":
+                # The run worker is a process of its own: it outlives the daemon and its code server.
+                workers = [p for p in process_group(old_daemon) if "multiprocessing" in command_line(p)]
+                assert workers and all(alive(pid) for pid in workers)
+        finally:
+            if daemon_paused:
+                os.kill(running.daemon_pid, signal.SIGCONT)
+            gs.origin.set_mode("open")
+            gs.s3.set_mode("open")
+
+        if phase == "queued" and component == "daemon":
+            time.sleep(3)  # three dequeue intervals: with a daemon it would have started by now
+            assert run_of(instance, workflow.job_id).status.value == "QUEUED"
+            job = job_json(running.provider_url, workflow)
+            assert job is not None and job["status"] == 1 and job["runStatus"] == "QUEUED", job
+        else:
+            # With the component still down, the job runs to its end in run storage.
+            run = finished_in_storage(instance, workflow.job_id, 60)
+            assert run.status.value == "SUCCESS" and run.tags[job_tags.STATUS] == "70", run.tags
+
+        stack.restart(gs.home, component)
+        job = finished_job(running.provider_url, workflow, 60)
+        assert job["status"] == 70 and job["runStatus"] == "SUCCESS" and job["stopreq"] == 0, job
+        assert "out.txt" in [entry["filename"] for entry in job["results"]]
+
+
+@contextlib.contextmanager
+def _nothing() -> Iterator[None]:
+    yield

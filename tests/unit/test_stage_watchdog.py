@@ -1,0 +1,286 @@
+"""Deadlines of a whole job and of each stage, per-environment queue waits, and the stage watchdog's
+verdicts, on real Dagster runs in a real (ephemeral) instance."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import dagster as dg
+import pytest
+from dagster._core.remote_origin import GrpcServerCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
+from pydantic import ValidationError
+
+from c2d_core import job_tags
+from c2d_core.environments import Environment, Environments
+from c2d_core.settings import EngineSettings
+from c2d_core.status import JobStatus
+from c2d_core.workflow import Workflow
+from c2d_defs.stage_watchdog import (
+    Stage,
+    Verdict,
+    current_stage,
+    find_stuck_jobs,
+    judge,
+    record_verdict,
+    salvage_request,
+)
+from c2d_defs.watchdog import expire_queued_runs, queue_wait_limits
+
+ENV = Environment.model_validate({"id": "e1", "maxJobDuration": 100})
+SETTINGS = EngineSettings(configure_deadline=30, publish_deadline=20, watchdog_grace=5)
+NOW = 1_800_000_000.0
+
+
+def _workflow(environment: str = "e1") -> Workflow:
+    return Workflow.model_validate(
+        {
+            "jobId": uuid.uuid4().hex,
+            "owner": "0x" + "1" * 40,
+            "environment": environment,
+            "inputs": [
+                {"did": "did:op:" + "a" * 64, "serviceId": "compute", "files": {"encryptedFiles": "0x00"}}
+            ],
+            "algorithm": {
+                "rawcode": "print(1)",
+                "container": {"entrypoint": "python $ALGO", "image": "python"},
+            },
+        }
+    )
+
+
+def test_every_run_gets_a_max_runtime_of_all_stage_deadlines_plus_the_grace() -> None:
+    assert job_tags.max_runtime(ENV, SETTINGS) == 30 + 100 + 20 + 5
+    tags = job_tags.submission_tags(_workflow(), job_tags.max_runtime(ENV, SETTINGS))
+    assert tags[job_tags.MAX_RUNTIME] == "155" and job_tags.MAX_RUNTIME == "dagster/max_runtime"
+    assert job_tags.MAX_RUNTIME not in job_tags.submission_tags(_workflow())
+
+
+def test_queue_wait_per_environment_overrides_the_engine_wide_limit() -> None:
+    envs = Environments(
+        [
+            Environment.model_validate({"id": "strict", "maxQueueWait": 3}),
+            Environment.model_validate({"id": "patient", "maxQueueWait": 0}),
+            Environment.model_validate({"id": "default"}),
+        ]
+    )
+    limit_of = queue_wait_limits(envs, 60)
+    assert [limit_of(name) for name in ("strict", "patient", "default", "unknown")] == [3, 0, 60, 60]
+    with pytest.raises(ValidationError, match="maxQueueWait"):
+        Environment.model_validate({"id": "bad", "maxQueueWait": -1})
+
+
+def _phases(**edges: float) -> dict[str, str]:
+    """`configure_started=…` style keywords as phase tags."""
+    tags = {}
+    for key, value in edges.items():
+        phase, edge = key.rsplit("_", 1)
+        tags[job_tags.phase_tag(phase, edge)] = str(value)
+    return tags
+
+
+def test_current_stage_comes_from_the_phase_tags() -> None:
+    assert current_stage({}) is None
+    assert current_stage(_phases(configure_started=1)) == Stage("configure", 1)
+    # Between two stages the job counts as in the next one, from the previous one's end.
+    assert current_stage(_phases(configure_started=1, configure_finished=2)) == Stage("algorithm", 2)
+    assert current_stage(_phases(configure_started=1, configure_finished=2, algorithm_started=3)) == Stage(
+        "algorithm", 3
+    )
+    done = _phases(configure_started=1, configure_finished=2, algorithm_started=3, algorithm_finished=4)
+    assert current_stage(done) == Stage("publish", 4)
+    assert current_stage({**done, **_phases(publish_started=5)}) == Stage("publish", 5)
+
+
+# Where a queued run would be launched from (Dagster requires one for QUEUED runs; nothing connects).
+ORIGIN = RemoteJobOrigin(
+    repository_origin=RemoteRepositoryOrigin(
+        code_location_origin=GrpcServerCodeLocationOrigin(host="127.0.0.1", port=1, location_name="c2d"),
+        repository_name="__repository__",
+    ),
+    job_name="compute_job",
+)
+
+
+def _run(status: dg.DagsterRunStatus, **tags: str) -> dg.DagsterRun:
+    base = {job_tags.JOB_ID: uuid.uuid4().hex, job_tags.ENVIRONMENT: "e1"}
+    return dg.DagsterRun(
+        job_name="compute_job",
+        run_id=str(uuid.uuid4()),
+        status=status,
+        tags={**base, **tags},
+        remote_job_origin=ORIGIN,
+    )
+
+
+def _judge(run: dg.DagsterRun, now: float = NOW) -> Verdict | None:
+    return judge(run, environments=Environments([ENV]), settings=SETTINGS, now=now)
+
+
+@pytest.mark.parametrize(
+    ("phases", "status"),
+    [
+        ({}, JobStatus.DATA_PROVISIONING_FAILED),
+        (_phases(configure_started=NOW - 1), JobStatus.DATA_PROVISIONING_FAILED),
+        (_phases(configure_started=1, configure_finished=2, algorithm_started=3), JobStatus.ALGORITHM_FAILED),
+        (_phases(configure_started=1, configure_finished=2), JobStatus.ALGORITHM_FAILED),
+        (
+            _phases(configure_started=1, configure_finished=2, algorithm_started=3, algorithm_finished=4),
+            JobStatus.RESULTS_UPLOAD_FAILED,
+        ),
+    ],
+)
+def test_a_run_that_died_ends_its_job_with_the_stage_s_failure_code(
+    phases: dict[str, str], status: JobStatus
+) -> None:
+    verdict = _judge(_run(dg.DagsterRunStatus.FAILURE, **phases))
+    assert verdict is not None and verdict.status is status and not verdict.terminate
+    assert "run worker died" in verdict.detail and "FAILURE" in verdict.detail
+
+
+def test_finished_jobs_queued_stops_and_healthy_stages_are_left_alone() -> None:
+    finished = _run(dg.DagsterRunStatus.FAILURE, **{job_tags.DATE_FINISHED: "1"})
+    stopped_in_queue = _run(dg.DagsterRunStatus.CANCELED)
+    queued = _run(dg.DagsterRunStatus.QUEUED)
+    in_time = _run(dg.DagsterRunStatus.STARTED, **_phases(configure_started=NOW - 30 - 5))
+    algorithm_in_time = _run(
+        dg.DagsterRunStatus.STARTED,
+        **_phases(configure_started=1, configure_finished=2, algorithm_started=NOW - 104),
+    )
+    for run in (finished, stopped_in_queue, queued, in_time, algorithm_in_time):
+        assert _judge(run) is None, run.status
+
+
+@pytest.mark.parametrize(
+    ("phases", "deadline", "status"),
+    [
+        (_phases(configure_started=NOW - 36), 30, JobStatus.DATA_PROVISIONING_FAILED),
+        (_phases(configure_started=1, configure_finished=NOW - 106), 100, JobStatus.ALGORITHM_FAILED),
+        (
+            _phases(
+                configure_started=1, configure_finished=2, algorithm_started=3, algorithm_finished=NOW - 26
+            ),
+            20,
+            JobStatus.RESULTS_UPLOAD_FAILED,
+        ),
+    ],
+)
+def test_a_stage_past_its_deadline_plus_grace_is_ended_and_its_run_terminated(
+    phases: dict[str, str], deadline: int, status: JobStatus
+) -> None:
+    run = _run(dg.DagsterRunStatus.STARTED, **phases)
+    verdict = _judge(run)
+    assert verdict is not None and verdict.terminate and verdict.status is status
+    assert f"deadline of {deadline} s plus a grace of 5 s" in verdict.detail
+    # Terminated once: a later tick leaves the terminating run to Dagster.
+    assert _judge(_run(dg.DagsterRunStatus.STARTED, **phases, **{job_tags.WATCHDOG: verdict.detail})) is None
+
+
+def test_a_stopped_job_whose_run_ended_before_publishing_is_salvaged_too() -> None:
+    run = _run(dg.DagsterRunStatus.CANCELED, **_phases(configure_started=1), **{job_tags.STOP_REQUESTED: "1"})
+    verdict = _judge(run)
+    assert verdict is not None and "stopped but its run ended before publishing" in verdict.detail
+
+
+def test_on_an_instance_dead_runs_are_tagged_once_and_salvaged_once() -> None:
+    with dg.DagsterInstance.ephemeral() as instance:
+        dead = _run(dg.DagsterRunStatus.FAILURE, **_phases(configure_started=time.time() - 1))
+        done = _run(dg.DagsterRunStatus.FAILURE, **{job_tags.DATE_FINISHED: "1"})
+        for run in (dead, done):
+            instance.add_run(run)
+        now = time.time()
+        [verdict] = find_stuck_jobs(instance, Environments([ENV]), SETTINGS, now)
+        assert verdict.run_id == dead.run_id and not verdict.recorded
+        record_verdict(instance, verdict)
+        tags = instance.get_run_by_id(dead.run_id).tags  # type: ignore[union-attr]
+        assert tags[job_tags.STATUS] == "31" and tags[job_tags.STATUS_TEXT] == "Data provisioning failed"
+        assert tags[job_tags.WATCHDOG] == verdict.detail == tags[job_tags.STATUS_DETAIL]
+        assert job_tags.DATE_FINISHED not in tags  # written by the salvage run, with the results
+        [again] = find_stuck_jobs(instance, Environments([ENV]), SETTINGS, now)
+        assert again.recorded
+        # One salvage run per compute run, whichever tick asks: Dagster launches a run key once.
+        assert salvage_request(again).run_key == salvage_request(verdict).run_key == f"salvage:{dead.run_id}"
+
+
+def test_queued_runs_expire_at_their_own_environment_s_limit() -> None:
+    envs = Environments(
+        [
+            Environment.model_validate({"id": "strict", "maxQueueWait": 3}),
+            Environment.model_validate({"id": "patient", "maxQueueWait": 0}),
+            Environment.model_validate({"id": "default"}),
+        ]
+    )
+    with dg.DagsterInstance.ephemeral() as instance:
+        runs = {}
+        for env_id in ("strict", "patient", "default"):
+            run = _run(dg.DagsterRunStatus.QUEUED, **{job_tags.ENVIRONMENT: env_id})
+            instance.add_run(run)
+            runs[env_id] = run.run_id
+        limit_of = queue_wait_limits(envs, 600)
+        assert expire_queued_runs(instance, limit_of, time.time()) == []
+        assert expire_queued_runs(instance, limit_of, time.time() + 10) == [runs["strict"]]
+        ended = instance.get_run_by_id(runs["strict"])
+        assert ended is not None and ended.status == dg.DagsterRunStatus.CANCELED
+        assert ended.tags[job_tags.STATUS] == "2" and "more than 3 s" in ended.tags[job_tags.STATUS_DETAIL]
+        assert "strict" in ended.tags[job_tags.STATUS_DETAIL]
+        assert expire_queued_runs(instance, limit_of, time.time() + 700) == [runs["default"]]
+        patient = instance.get_run_by_id(runs["patient"])
+        assert patient is not None and patient.status == dg.DagsterRunStatus.QUEUED
+
+
+def test_on_kubernetes_the_watchdog_deletes_the_job_s_jobs_and_sees_its_volume() -> None:
+    from k8s_fakes import FakeClock, FakeKubernetesApi
+
+    from c2d_defs.k8s_pod_runner import K8sPodRunner, K8sRunnerConfig, job_manifest
+    from c2d_defs.pod_specs import algorithm_spec
+
+    fake = FakeKubernetesApi(clock=FakeClock())
+    runner = K8sPodRunner(fake.client(), K8sRunnerConfig(namespace="jobs"), suffix=lambda: "abcde")
+    workflow = _workflow()
+    assert not runner.has_volume(workflow.job_id) and runner.kill_pods(workflow.job_id) == 0
+    runner.prepare_volume(workflow.job_id, ENV.disk_bytes)
+    assert runner.has_volume(workflow.job_id)
+    # A Job left running by a run worker that died.
+    spec = algorithm_spec(workflow, ENV)
+    fake.create_namespaced_job("jobs", job_manifest(spec, "c2d-left-behind", runner.config, []))
+    assert runner.kill_pods(workflow.job_id) == 1
+    assert [call["name"] for call in fake.called("delete_namespaced_job")] == ["c2d-left-behind"]
+    assert runner.has_volume(workflow.job_id)  # kept for the watchdog's publish
+    runner.release_volume(workflow.job_id)
+    assert not runner.has_volume(workflow.job_id)
+
+
+def test_a_run_that_failed_in_the_engine_says_so_not_that_its_worker_died() -> None:
+    @dg.op
+    def configure() -> None:
+        raise ValueError("the configure op broke")
+
+    @dg.job(name="compute_job")
+    def broken_compute_job() -> None:
+        configure()
+
+    with dg.DagsterInstance.ephemeral() as instance:
+        tags = {job_tags.JOB_ID: uuid.uuid4().hex, **_phases(configure_started=time.time())}
+        result = broken_compute_job.execute_in_process(instance=instance, tags=tags, raise_on_error=False)
+        assert not result.success
+        [verdict] = find_stuck_jobs(instance, Environments([ENV]), SETTINGS, time.time())
+        assert verdict.run_id == result.run_id and verdict.status is JobStatus.DATA_PROVISIONING_FAILED
+        assert verdict.detail.startswith("the engine failed (ValueError: the configure op broke)"), (
+            verdict.detail
+        )
+        assert "during its configure stage" in verdict.detail
+
+
+def test_the_k8s_cleanup_leaves_a_volume_the_watchdog_has_yet_to_publish() -> None:
+    from types import SimpleNamespace
+
+    from c2d_defs.k8s_resources import orphaned_volumes
+
+    now = 10_000.0
+    awaiting = SimpleNamespace(is_finished=True, tags={job_tags.WATCHDOG: "the job's run worker died"})
+    salvaged = SimpleNamespace(
+        is_finished=True, tags={job_tags.WATCHDOG: "died", job_tags.DATE_FINISHED: str(now - 5000)}
+    )
+    runs = {"a" * 32: [awaiting], "b" * 32: [salvaged]}
+    volumes = [("a" * 32, 0.0), ("b" * 32, 0.0)]
+    assert orphaned_volumes(volumes, lambda job_id: runs[job_id], now, 900) == ["b" * 32]
