@@ -73,6 +73,7 @@ def test_values_yaml_matches_its_schema() -> None:
         (("fetch", "allow"), ["*"]),
         (("fetch", "allow"), ["0.0.0.0/0"]),
         (("fetch", "maxInputBytes"), 0),
+        (("resultStore", "s3", "maxAttempts"), 0),
     ],
 )
 def test_bad_values_are_refused_at_install(path: tuple[str, ...], value: Any) -> None:

@@ -237,8 +237,10 @@ def test_cleanup_picks_volumes_whose_runs_all_ended_past_the_grace() -> None:
     finished = SimpleNamespace(is_finished=True, tags={"c2d/date_finished": str(now - 5000)})
     recent = SimpleNamespace(is_finished=True, tags={"c2d/date_finished": str(now - 10)})
     going = SimpleNamespace(is_finished=False, tags={})
-    runs = {"a" * 32: [finished], "b" * 32: [going], "c" * 32: [recent], "e" * 32: []}
-    volumes = [("a" * 32, 0.0), ("b" * 32, 0.0), ("c" * 32, 0.0), ("e" * 32, 0.0), ("f" * 32, now - 1)]
+    kept = SimpleNamespace(is_finished=True, tags={**finished.tags, "c2d/volume_kept": "1"})
+    runs = {"a" * 32: [finished], "b" * 32: [going], "c" * 32: [recent], "d" * 32: [kept], "e" * 32: []}
+    volumes = [("a" * 32, 0.0), ("b" * 32, 0.0), ("c" * 32, 0.0), ("d" * 32, 0.0), ("e" * 32, 0.0)]
+    volumes.append(("f" * 32, now - 1))
     assert orphaned_volumes(volumes, lambda job_id: runs.get(job_id, []), now, 900) == ["a" * 32, "e" * 32]
 
 
