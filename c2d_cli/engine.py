@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 
 from c2d_core import job_tags
-from c2d_core.environments import Environments, UnknownEnvironmentError
+from c2d_core.environments import Environments
 from c2d_core.settings import EngineSettings
 from c2d_core.workflow import Workflow
 
@@ -64,19 +64,12 @@ class JobView:
         return self.run_status in TERMINAL_RUN_STATES
 
 
-def _max_runtime(env_id: str) -> int | None:
-    settings = EngineSettings()
-    try:
-        environment = Environments.load(settings.environments_file).get(env_id)
-    except UnknownEnvironmentError:
-        return None  # the job fails its configure stage at once
-    return job_tags.max_runtime(environment, settings)
-
-
 def submit(host: str, port: int, workflow: Workflow) -> str:
     """Submit `compute_job` for `workflow`; returns the Dagster run id."""
     from dagster_graphql import DagsterGraphQLClient
 
+    settings = EngineSettings()
+    max_runtime = Environments.load(settings.environments_file).max_runtime(workflow.environment, settings)
     client = DagsterGraphQLClient(host, port_number=port, timeout=30)
     return client.submit_job_execution(
         JOB_NAME,
@@ -89,7 +82,7 @@ def submit(host: str, port: int, workflow: Workflow) -> str:
                 }
             }
         },
-        tags=job_tags.submission_tags(workflow, _max_runtime(workflow.environment)),
+        tags=job_tags.submission_tags(workflow, max_runtime),
     )
 
 

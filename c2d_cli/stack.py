@@ -95,9 +95,15 @@ def render_instance(home: Path, environments: Environments, template: Path | Non
     coordinator["tag_concurrency_limits"] = [
         {"key": "c2d/environment", "value": env.id, "limit": env.max_jobs} for env in environments.all()
     ]
-    interval = EngineSettings().run_monitoring_interval
-    if interval is not None and "run_monitoring" in config:
-        config["run_monitoring"]["poll_interval_seconds"] = interval
+    settings = EngineSettings()
+    monitoring = config.get("run_monitoring")
+    if monitoring is not None:
+        if settings.run_monitoring_interval is not None:
+            monitoring["poll_interval_seconds"] = settings.run_monitoring_interval
+        # A stopping run's worker may publish for up to the publish deadline plus the grace: it must
+        # not be marked canceled (and its job salvaged under it) sooner.
+        floor = settings.publish_deadline + settings.watchdog_grace
+        monitoring["cancel_timeout_seconds"] = max(int(monitoring.get("cancel_timeout_seconds", 0)), floor)
     target = home / "dagster.yaml"
     target.write_text(yaml.safe_dump(config, sort_keys=False))
     return target

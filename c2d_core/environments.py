@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import fnmatch
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+if TYPE_CHECKING:
+    from c2d_core.settings import EngineSettings
 
 GIB = 1024**3
 
@@ -123,3 +126,14 @@ class Environments:
 
     def all(self) -> list[Environment]:
         return list(self._by_id.values())
+
+    def max_runtime(self, env_id: str, settings: EngineSettings) -> int | None:
+        """The `dagster/max_runtime` of a job in `env_id` (c2d_core.job_tags.max_runtime), or None for
+        an unknown environment: that job fails its configure stage at once and needs none. The
+        Provider's operator and `c2d_cli.engine` both tag their runs with this."""
+        from c2d_core import job_tags
+
+        try:
+            return job_tags.max_runtime(self.get(env_id), settings)
+        except UnknownEnvironmentError:
+            return None

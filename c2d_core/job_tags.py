@@ -8,6 +8,7 @@ Values are strings, as Dagster tags are; times are epoch seconds, as Ocean sends
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -43,6 +44,12 @@ VOLUME_KEPT = "c2d/volume_kept"
 # outlived its deadline. Such an end is not a consumer's stop (c2d_defs.stage_watchdog).
 WATCHDOG = "c2d/watchdog"
 RESULTS_DID = "c2d/results_did"  # the DID of the results asset (issue 8), once published
+# JSON list of the manifest indexes the results asset serves, written with RESULTS_DID: the Provider
+# serves no other result of the job through the asset, whatever files its owner puts in the DDO later.
+RESULTS_ASSET_FILES = "c2d/results_asset_files"
+# The results asset's NFT address, recorded as soon as it is created (the Provider's key owns it until
+# the hand-over): the stage watchdog finishes the hand-over of a publish whose run worker was killed.
+RESULTS_NFT = "c2d/results_nft"
 # JSON {"status": "published" | "failed" | "skipped", "detail": "..."}: how publishing the results as an
 # asset went, for jobs that asked for it; the detail is a sentence, never a URL, location or key.
 RESULTS_ASSET = "c2d/results_asset"
@@ -69,6 +76,17 @@ def max_runtime(environment: Environment, settings: EngineSettings) -> int:
     """
     stages = settings.configure_deadline + environment.max_job_duration + settings.publish_deadline
     return stages + settings.watchdog_grace
+
+
+def past_max_runtime(tags: Mapping[str, str], started: float | None, now: float) -> bool:
+    """Whether a run started at `started` has run out its `dagster/max_runtime` by `now`: then the
+    terminate it got came from run monitoring, not from a consumer's stop. A second early counts (run
+    monitoring's clock and ours differ a little)."""
+    try:
+        limit = float(tags[MAX_RUNTIME])
+    except (KeyError, ValueError):
+        return False
+    return started is not None and now - started >= limit - 1
 
 
 def submission_tags(workflow: Workflow, max_runtime_seconds: int | None = None) -> dict[str, str]:

@@ -11,15 +11,15 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import re
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from c2d_core import job_tags
+from c2d_core.redact import safe_reason
 from c2d_core.results import ResultEntry
 from c2d_core.workflow import Workflow
 
@@ -60,11 +60,13 @@ class PublishedResultsAsset:
     owner: str
     transactions: int
     seconds: float
+    files: tuple[int, ...] = ()  # the manifest indexes the asset serves, in the DDO's file order
 
 
 @dataclass(frozen=True)
 class ResultsAssetOutcome:
-    """What the job records about its results asset (tags `c2d/results_asset`, `c2d/results_did`)."""
+    """What the job records about its results asset (tags `c2d/results_asset`, `c2d/results_did` and
+    `c2d/results_asset_files`, all in one write)."""
 
     status: OutcomeStatus
     detail: str
@@ -73,7 +75,23 @@ class ResultsAssetOutcome:
 
     def tags(self) -> dict[str, str]:
         record = json.dumps({"status": self.status, "detail": self.detail}, separators=(",", ":"))
-        return {job_tags.RESULTS_ASSET: record, **({job_tags.RESULTS_DID: self.did} if self.did else {})}
+        tags = {job_tags.RESULTS_ASSET: record}
+        if self.did:
+            tags[job_tags.RESULTS_DID] = self.did
+            served = list(self.asset.files) if self.asset else []
+            tags[job_tags.RESULTS_ASSET_FILES] = json.dumps(served, separators=(",", ":"))
+        return tags
+
+
+def served_indexes(tags: Mapping[str, str]) -> frozenset[int]:
+    """The result indexes a job's results asset serves (`c2d/results_asset_files`); none when unset."""
+    try:
+        raw = json.loads(tags.get(job_tags.RESULTS_ASSET_FILES, "[]"))
+    except json.JSONDecodeError:
+        return frozenset()
+    if not isinstance(raw, list):
+        return frozenset()
+    return frozenset(item for item in raw if isinstance(item, int) and not isinstance(item, bool))
 
 
 def wants_results_asset(workflow: Workflow | None) -> bool:
@@ -252,6 +270,7 @@ def publish_results_asset(
     *,
     now: datetime | None = None,
     on_step: Callable[[str], None] | None = None,
+    on_created: Callable[[str], None] | None = None,
 ) -> PublishedResultsAsset:
     """Create, describe, mint and hand over the results asset; raises on the first failing step.
 
@@ -260,6 +279,8 @@ def publish_results_asset(
     permission clean-up (ERC725 roles and every datatoken's minters and payment managers), so the
     Provider ends with no role at all. If a step after the creation fails, the unfinished NFT is still
     handed to the owner (best effort), who can then finish or burn it without the Provider.
+    `on_created(nft)` runs as soon as the NFT exists, so that a process killed before the hand-over
+    (where no `finally` runs) leaves a record from which `finish_handover` completes it.
     """
     from web3 import Web3
 
@@ -291,6 +312,8 @@ def publish_results_asset(
     nft, datatoken = Web3.to_checksum_address(nft), Web3.to_checksum_address(datatoken)
     handed_over = False
     try:
+        if on_created is not None:
+            on_created(nft)
         did = did_for(nft, chain.chain_id)
         key_hex = "0x" + bytes(provider.key).hex()
         files_document = {"datatokenAddress": datatoken, "nftAddress": nft, "files": files}
@@ -342,7 +365,43 @@ def publish_results_asset(
         owner=owner,
         transactions=len(receipts) + 1,
         seconds=time.perf_counter() - started,
+        files=tuple(int(item["index"]) for item in files),
     )
+
+
+def finish_handover(settings: EngineSettings, nft: str, owner: str) -> str:
+    """Hand a results NFT the Provider still owns over to `owner`; a sentence saying what happened.
+
+    For a publish cut short between creating the NFT and handing it over (its process SIGKILLed or
+    OOM-killed, its pod deleted: no `finally` ran), so that the Provider's key keeps no role on it.
+    Idempotent (an NFT already the owner's, or anyone else's, is left alone) and never raises.
+    """
+    from web3 import Web3
+
+    from c2d_core.chain import Chain
+
+    try:
+        nft, owner = Web3.to_checksum_address(nft), Web3.to_checksum_address(owner)
+        provider = _provider_account(settings)
+        chain = Chain.connect(settings.chain_rpc_url, settings.addresses_file, settings.chain_id)
+        holder = str(chain.contracts.at("ERC721Template", nft).functions.ownerOf(1).call())
+        if holder.lower() == owner.lower():
+            return f"the NFT {nft} is already owned by {owner}"
+        if holder.lower() != provider.address.lower():
+            return f"the NFT {nft} is owned by {holder}, not by the Provider: it was left alone"
+        _transfer_nft(chain, provider, nft, owner)
+    except Exception as error:  # the caller records the sentence; nothing is left to retry here
+        return f"handing the NFT {nft} over to {owner} failed: {_safe_reason(error)}"[:MAX_DETAIL]
+    return f"the NFT {nft} was handed over to {owner}"
+
+
+def _provider_account(settings: EngineSettings) -> LocalAccount:
+    from eth_account import Account
+
+    key_file = settings.resolved_provider_key_file
+    if not key_file.is_file():
+        raise ResultsAssetError("the provider key file is missing")
+    return Account.from_key(key_file.read_text().strip())
 
 
 def _transfer_nft(chain: Chain, provider: LocalAccount, nft: str, owner: str) -> Any:
@@ -352,19 +411,13 @@ def _transfer_nft(chain: Chain, provider: LocalAccount, nft: str, owner: str) ->
     )
 
 
-# A URL up to whitespace, leaving the punctuation that ends a sentence or a clause.
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S*?(?=[.,;:]?(?:\s|$))")
-
-
 def _safe_reason(error: BaseException) -> str:
     """Why a step failed, without URLs or keys: our sentence for known errors, else the error's type."""
     from c2d_core.chain import ChainError
 
     # Our own errors and the chain helpers' (a revert's EVM reason, an unreachable or misconfigured
     # chain) are sentences; an RPC URL in them may carry an API key, so URLs are cut out.
-    if isinstance(error, ResultsAssetError | ChainError):
-        return _URL.sub("<url>", str(error))
-    return type(error).__name__
+    return safe_reason(error, (ResultsAssetError, ChainError))
 
 
 def publish_for_job(
@@ -373,6 +426,7 @@ def publish_for_job(
     manifest: Sequence[ResultEntry],
     *,
     skip_reason: str = "",
+    on_created: Callable[[str], None] | None = None,
 ) -> ResultsAssetOutcome:
     """Publish a finished job's results asset with the engine's settings; never raises.
 
@@ -407,12 +461,7 @@ def publish_for_job(
         )
     stage = "reading the provider key"
     try:
-        from eth_account import Account
-
-        key_file = settings.resolved_provider_key_file
-        if not key_file.is_file():
-            raise ResultsAssetError("the provider key file is missing")
-        provider = Account.from_key(key_file.read_text().strip())
+        provider = _provider_account(settings)
         stage = "connecting to the chain"
         chain = Chain.connect(settings.chain_rpc_url, settings.addresses_file, settings.chain_id)
         if workflow.chain_id is not None and chain.chain_id != workflow.chain_id:
@@ -424,7 +473,9 @@ def publish_for_job(
             nonlocal stage
             stage = name
 
-        asset = publish_results_asset(chain, provider, workflow, manifest, settings.provider_url, on_step=at)
+        asset = publish_results_asset(
+            chain, provider, workflow, manifest, settings.provider_url, on_step=at, on_created=on_created
+        )
     except Exception as error:  # every failure becomes the recorded outcome
         detail = f"publishing the results asset failed at {stage}: {_safe_reason(error)}"
         return ResultsAssetOutcome("failed", detail[:MAX_DETAIL])

@@ -12,10 +12,12 @@ c2d status then never moves again. The `stage_watchdog` sensor finds such jobs:
 
 It records Ocean's closest failure status at once (configure: 31, algorithm: 41, publish: 62) with a
 detail saying what happened, then asks for one `salvage_job` run per job (a run key makes concurrent
-or repeated ticks ask only once). The salvage op kills what is left of the job's pods, runs the
-publish stage on the job volume if it still exists (the same `publish_job` the publish op runs, so
-the consumer gets the configure and algorithm logs and any outputs), releases the volume and writes
-the job's final status and finish date. A job that never reached its configure stage only gets its
+or repeated ticks ask only once): at once when the run's worker is gone, else (a terminated run whose
+worker may still be publishing) once its current stage is past its deadline plus the grace. The
+salvage op kills what is left of the job's pods, runs the publish stage on the job volume if it
+still exists (the same `publish_job` the publish op runs, so the consumer gets the configure and
+algorithm logs and any outputs), releases the volume and writes the job's final status and finish
+date. A job that never reached its configure stage only gets its
 final status. Both deployments run this: the pod runner resource hides whether pods are sandboxes
 or Kubernetes Jobs.
 """
@@ -32,7 +34,7 @@ from c2d_core import job_tags
 from c2d_core.environments import Environment, Environments, UnknownEnvironmentError
 from c2d_core.settings import EngineSettings
 from c2d_core.status import JobStatus
-from c2d_defs.ops.compute import JobRecorder, JobState, publish_job
+from c2d_defs.ops.compute import JobRecorder, JobState, finish_results_handover, publish_job
 from c2d_defs.pod_spec import PodRunner
 from c2d_defs.resources import ComputeEnvironments, ResultStoreResource
 
@@ -86,6 +88,22 @@ def stage_deadline(stage: str, environment: Environment | None, settings: Engine
     return environment.max_job_duration if environment else settings.configure_deadline
 
 
+def results_stored(tags: Mapping[str, str]) -> bool:
+    """The publish stage stored the job's results (and recorded them) before its run ended: only
+    the results asset and the final status write were left. Nothing must be published again."""
+    return job_tags.phase_tag("publish", "finished") in tags and job_tags.RESULTS in tags
+
+
+def stored_outcome(tags: Mapping[str, str], stage: Stage | None) -> JobStatus:
+    """The status of a job whose results were stored: what the publish stage was about to write
+    (60 "Publishing results" becomes 70; a failure status it carried stays)."""
+    try:
+        current = JobStatus(int(tags.get(job_tags.STATUS, "")))
+    except ValueError:
+        return failure_status(stage)
+    return JobStatus.JOB_FINISHED if current is JobStatus.PUBLISHING_RESULTS else current
+
+
 def failure_status(stage: Stage | None) -> JobStatus:
     """Ocean's closest failure code for a job ended in `stage` (None: before configure started)."""
     return _FAILURE_OF_STAGE[stage.name] if stage else JobStatus.DATA_PROVISIONING_FAILED
@@ -107,30 +125,69 @@ class Verdict:
     detail: str
     terminate: bool  # the run is still going: terminate it first
     recorded: bool = False  # an earlier tick tagged the verdict already
+    # Salvage now: the run ended and nothing of its worker can still be publishing (see `judge`).
+    salvage: bool = True
 
 
 def _where(stage: Stage | None) -> str:
     return f"during its {stage.name} stage" if stage else "before its configure stage started"
 
 
-def run_end_cause(instance: dg.DagsterInstance, run_id: str) -> str:
-    """Why a compute run ended without publishing, from its event log, as the start of a sentence."""
+@dataclass(frozen=True)
+class EndCause:
+    """Why a compute run ended, as the start of a sentence, and whether its worker is gone for sure.
+
+    A terminated run (a stop, `dagster/max_runtime`, the watchdog) is reported ended while its worker
+    may still be running the stage's interrupt handler, which publishes; salvaging it then would kill
+    that publish pod and publish twice. Only a worker that died, or that ended the run itself, is gone.
+    """
+
+    sentence: str
+    worker_gone: bool
+
+
+WORKER_DIED = EndCause("the job's run worker died", worker_gone=True)
+# What Dagster writes when the worker process is gone: the code server that spawned it (local) and
+# run monitoring's health check of the run pod (Kubernetes).
+_WORKER_DEATH_MARKS = ("Run execution process for", "Detected run worker status")
+
+
+def run_end_cause(instance: dg.DagsterInstance, run_id: str) -> EndCause:
+    """Why a compute run ended without publishing, from its event log."""
     events = instance.all_logs(
-        run_id, of_type={dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.RUN_FAILURE}
+        run_id,
+        of_type={
+            dg.DagsterEventType.STEP_FAILURE,
+            dg.DagsterEventType.RUN_FAILURE,
+            dg.DagsterEventType.RUN_CANCELING,
+            dg.DagsterEventType.RUN_CANCELED,
+            dg.DagsterEventType.ENGINE_EVENT,
+        },
     )
+    messages = [entry.message or "" for entry in events]
+    if any(mark in message for message in messages for mark in _WORKER_DEATH_MARKS):
+        return WORKER_DIED
+    if any("maximum runtime" in message for message in messages):
+        return EndCause(
+            f"the job ran past its {job_tags.MAX_RUNTIME} and its run was ended", worker_gone=False
+        )
+    if any("seconds to cancel" in message for message in messages):
+        return EndCause(
+            "the job's run did not stop within run monitoring's cancel timeout", worker_gone=False
+        )
     for entry in events:
         event = entry.dagster_event
         if event is not None and event.event_type == dg.DagsterEventType.STEP_FAILURE:
             error = event.step_failure_data.error if event.step_failure_data else None
             while error is not None and error.cause is not None:  # Dagster wraps the op's own error
                 error = error.cause
-            reason = error.message.strip().splitlines()[0][:200] if error and error.message else "an error"
-            return f"the engine failed ({reason})"
-    for entry in events:
-        message = entry.message or ""
-        if "maximum runtime" in message:
-            return f"the job ran past its {job_tags.MAX_RUNTIME} and its run was ended"
-    return "the job's run worker died"
+            # The error's type only: its text can name an endpoint, a host path or an RPC node, and
+            # this sentence reaches the consumer as statusDetail.
+            reason = error.cls_name if error is not None and error.cls_name else "an error"
+            return EndCause(f"the engine failed ({reason})", worker_gone=True)  # the worker ended the run
+    if any(entry.dagster_event_type == dg.DagsterEventType.RUN_CANCELED for entry in events):
+        return EndCause("the job was stopped but its run ended before publishing", worker_gone=True)
+    return EndCause("the job's run ended", worker_gone=False)
 
 
 def judge(
@@ -139,39 +196,71 @@ def judge(
     environments: Environments,
     settings: EngineSettings,
     now: float,
-    cause: str = "the job's run worker died",
+    cause: EndCause = WORKER_DIED,
 ) -> Verdict | None:
     """What the watchdog does about one compute run: nothing (None), or end its job. `cause` is why
-    an ended run ended (`run_end_cause`)."""
+    an ended run ended (`run_end_cause`).
+
+    An ended run is salvaged at once when its worker is gone. One whose worker may still be running
+    an interrupt handler (terminated: a stop, max_runtime, run monitoring's cancel timeout) gets its
+    verdict tagged but is salvaged only once its current stage (the handler's publish, usually) is
+    past that stage's deadline plus the grace: the handler finishes the job itself before that.
+    """
     tags = run.tags
     job_id = tags.get(job_tags.JOB_ID, "")
     if not job_id or job_tags.DATE_FINISHED in tags:
         return None  # finished properly (publish's last write), or expired in the queue
     stage = current_stage(tags)
     status = failure_status(stage)
+    if WATCHDOG not in tags and results_stored(tags):
+        status = stored_outcome(tags, stage)
     if run.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED):
         if stage is None and run.status == dg.DagsterRunStatus.CANCELED:
             return None  # stopped (or expired) while queued: nothing ran, nothing to publish
-        if tags.get(job_tags.STOP_REQUESTED) == "1" or run.status == dg.DagsterRunStatus.CANCELED:
-            cause = "the job was stopped but its run ended before publishing"
-        detail = tags.get(WATCHDOG) or f"{cause} {_where(stage)} (run {run.status.value})"
-        return Verdict(run.run_id, job_id, stage, status, detail, terminate=False, recorded=WATCHDOG in tags)
+        sentence = cause.sentence
+        if cause is not WORKER_DIED and (
+            tags.get(job_tags.STOP_REQUESTED) == "1" or run.status == dg.DagsterRunStatus.CANCELED
+        ):
+            sentence = "the job was stopped but its run ended before publishing"
+        detail = tags.get(WATCHDOG) or f"{sentence} {_where(stage)} (run {run.status.value})"
+        in_time = stage is not None and now - stage.since <= _limit(stage, tags, environments, settings)
+        return Verdict(
+            run.run_id,
+            job_id,
+            stage,
+            status,
+            detail,
+            terminate=False,
+            recorded=WATCHDOG in tags,
+            salvage=cause.worker_gone or not in_time,
+        )
     if run.status != dg.DagsterRunStatus.STARTED or stage is None:
         return None  # queued or starting: the queue watchdog and run monitoring look after those
-    try:
-        environment: Environment | None = environments.get(tags.get(job_tags.ENVIRONMENT, ""))
-    except UnknownEnvironmentError:
-        environment = None
-    limit = stage_deadline(stage.name, environment, settings) + settings.watchdog_grace
+    limit = _limit(stage, tags, environments, settings)
     if now - stage.since <= limit:
         return None
     if WATCHDOG in tags:
-        return None  # already terminated by an earlier tick; run monitoring ends a run that ignores it
+        # Judged by an earlier tick whose terminate did not take (a terminated run is CANCELING, not
+        # STARTED): terminate again. Run monitoring ends a run that ignores the terminate.
+        return Verdict(
+            run.run_id, job_id, stage, status, tags[WATCHDOG], terminate=True, recorded=True, salvage=False
+        )
     detail = (
         f"the job's {stage.name} stage made no progress for {now - stage.since:.0f} s, past its "
         f"deadline of {limit - settings.watchdog_grace} s plus a grace of {settings.watchdog_grace} s"
     )
-    return Verdict(run.run_id, job_id, stage, status, detail, terminate=True)
+    return Verdict(run.run_id, job_id, stage, status, detail, terminate=True, salvage=False)
+
+
+def _limit(
+    stage: Stage, tags: Mapping[str, str], environments: Environments, settings: EngineSettings
+) -> int:
+    """How long a job may stay in `stage`: its deadline plus the watchdog's grace."""
+    try:
+        environment: Environment | None = environments.get(tags.get(job_tags.ENVIRONMENT, ""))
+    except UnknownEnvironmentError:
+        environment = None
+    return stage_deadline(stage.name, environment, settings) + settings.watchdog_grace
 
 
 def find_stuck_jobs(
@@ -196,19 +285,25 @@ def find_stuck_jobs(
         if verdict is not None:
             verdicts.append(verdict)
     for run in ended:
-        if job_tags.DATE_FINISHED in run.tags or WATCHDOG in run.tags:
-            cause = ""  # finished, or judged by an earlier tick: no need to read its events again
-        else:
-            cause = run_end_cause(instance, run.run_id)
+        if job_tags.DATE_FINISHED in run.tags:
+            continue  # finished: no need to read its events
+        if run.status == dg.DagsterRunStatus.CANCELED and current_stage(run.tags) is None:
+            continue  # stopped while queued: nothing to do (see `judge`)
+        # Read each tick, even once judged: whether the worker is gone decides when to salvage.
+        cause = run_end_cause(instance, run.run_id)
         verdict = judge(run, environments=environments, settings=settings, now=now, cause=cause)
         if verdict is not None:
             verdicts.append(verdict)
     return verdicts
 
 
-def record_verdict(instance: dg.DagsterInstance, verdict: Verdict) -> None:
+def record_verdict(instance: dg.DagsterInstance, verdict: Verdict) -> bool:
     """Tag the job's failure status (not yet its finish date: the salvage run writes that, with the
-    results) and, for a run still going, terminate it."""
+    results) and, for a run still going, terminate it. False (nothing done) when the job finished
+    since it was judged: its own final status stands."""
+    run = instance.get_run_by_id(verdict.run_id)
+    if run is None or job_tags.DATE_FINISHED in run.tags:
+        return False
     instance.add_run_tags(
         verdict.run_id,
         {
@@ -222,6 +317,7 @@ def record_verdict(instance: dg.DagsterInstance, verdict: Verdict) -> None:
         # Through the coordinator, as the Dagster UI's terminate: the run's worker is told to stop,
         # and run monitoring's cancel timeout ends a run whose worker no longer answers.
         instance.run_coordinator.cancel_run(verdict.run_id)
+    return True
 
 
 def salvage_request(verdict: Verdict) -> dg.RunRequest:
@@ -249,9 +345,24 @@ def stage_watchdog(
     for verdict in verdicts:
         if not verdict.recorded:
             context.log.warning(f"ending job {verdict.job_id} (run {verdict.run_id}): {verdict.detail}")
-            record_verdict(context.instance, verdict)
-        if not verdict.terminate:
+        try:
+            if not verdict.recorded:
+                if not record_verdict(context.instance, verdict):
+                    continue
+            elif verdict.terminate:
+                context.log.warning(f"terminating the run {verdict.run_id} of job {verdict.job_id} again")
+                context.instance.run_coordinator.cancel_run(verdict.run_id)
+        except Exception as error:  # one run's trouble (a failed terminate) must not stop the others
+            context.log.error(f"could not end job {verdict.job_id} (run {verdict.run_id}): {error!r}")
+            continue
+        if verdict.salvage:
             yield salvage_request(verdict)
+        elif not verdict.terminate:
+            context.log.info(
+                f"job {verdict.job_id} (run {verdict.run_id}): its run was terminated and its worker may "
+                f"still be publishing; salvaged if its {verdict.stage.name if verdict.stage else 'current'} "
+                "stage outlives its deadline plus the grace"
+            )
     if not verdicts:
         yield dg.SkipReason("no compute job is stuck or lost its run")
 
@@ -290,6 +401,22 @@ def salvage(
     killed = pod_runner.kill_pods(job_id)
     if killed:
         context.log.info(f"killed what was left of {killed} pod(s) of job {job_id}")
+    # A results asset cut short mid-publish is still the Provider's NFT: hand it to its owner.
+    finish_results_handover(recorder, run)
+    if results_stored(tags):
+        # The worker died after the results were stored (in the results-asset step, or just before
+        # the last write): publishing again would find no volume and record an empty result list.
+        # The verdict carries the status publish was about to write.
+        try:
+            final = JobStatus(int(tags.get(job_tags.STATUS, "")))
+        except ValueError:
+            final = status
+        recorder.status(
+            final,
+            f"{detail}; its results had been stored",
+            extra={job_tags.DATE_FINISHED: f"{time.time():.3f}"},
+        )
+        return
     try:
         environment: Environment | None = environments.get(tags.get(job_tags.ENVIRONMENT, ""))
     except UnknownEnvironmentError:

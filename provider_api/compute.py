@@ -256,6 +256,21 @@ class ComputeService:
         self._check_files_readable(asset, service, resource)
         return CheckedInput(ref=ref, asset=asset, service_index=found[0], service=service, resource=resource)
 
+    def service_files(self, asset: ResolvedAsset, service: dict[str, Any]) -> list[dict[str, Any]]:
+        """The decrypted file objects of one of the asset's services (fileinfo, download); a 400 when
+        they were sealed for another Provider or belong to another asset than the DDO's."""
+        from c2d_core.crypto import CryptoError, decrypt_service_files
+
+        try:
+            return decrypt_service_files(
+                self.settings.private_key_hex,
+                str(service.get("files", "")),
+                expected_nft_address=asset.nft_address,
+                expected_datatoken_address=str(service.get("datatokenAddress", "")),
+            )
+        except CryptoError:
+            raise bad_request("the service's files cannot be decrypted by this Provider") from None
+
     def _check_files_readable(self, asset: ResolvedAsset, service: dict[str, Any], resource: str) -> None:
         """The engine decrypts each input's files with this Provider's key: refuse, before anyone pays
         or a job starts, an input whose files were sealed for another provider or copied from
@@ -386,23 +401,47 @@ class ComputeService:
         paying: bool,
     ) -> dict[str, Any]:
         """A provider fee bound to this environment, datatoken, service, DID and consumer."""
+        now = self.chain.block_timestamp()
+        amount = self.fee_amount(env, valid_until - now) if paying else 0
+        return self._signed_fee(
+            env.id, self.fee_token_of(env), datatoken, service_id, did, consumer, amount, valid_until, now
+        )
+
+    def access_fee(self, datatoken: str, service_id: str, did: str, consumer: str) -> dict[str, Any]:
+        """Ocean's access fee: amount 0 and validUntil 0 (never expires), bound like a compute fee to
+        the datatoken, service, DID and consumer; `environment` is null, as Ocean's Provider sends it."""
+        now = self.chain.block_timestamp()
+        return self._signed_fee(
+            None, self.chain.address("Ocean"), datatoken, service_id, did, consumer, 0, 0, now
+        )
+
+    def _signed_fee(
+        self,
+        environment: str | None,
+        fee_token: str,
+        datatoken: str,
+        service_id: str,
+        did: str,
+        consumer: str,
+        amount: int,
+        valid_until: int,
+        timestamp: int,
+    ) -> dict[str, Any]:
         from c2d_core.fees import provider_data, sign_provider_fee
 
-        now = self.chain.block_timestamp()
         data = provider_data(
-            environment=env.id,
+            environment=environment,
             datatoken=datatoken,
             service_id=service_id,
             did=did,
             consumer=consumer,
-            timestamp=now,
+            timestamp=timestamp,
         )
-        amount = self.fee_amount(env, valid_until - now) if paying else 0
         fee = sign_provider_fee(
             self.settings.private_key_hex,
             data,
             self.settings.address,
-            self.fee_token_of(env),
+            fee_token,
             amount,
             valid_until,
         )

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from c2d_core import job_tags
 from c2d_core.status import JobStatus
+from provider_api.errors import strip_urls
 
 # Dagster run states in which the run worker is gone for good.
 ENDED_RUN_STATES = frozenset({"SUCCESS", "FAILURE", "CANCELED"})
-# Only a terminate request (the Provider's stop, or an operator in the Dagster UI) cancels a run.
+# A terminate request (the Provider's stop, an operator in the Dagster UI, the stage watchdog, run
+# monitoring at the run's max_runtime) puts a run in these states; `_stopreq` tells them apart.
 CANCELED_RUN_STATES = frozenset({"CANCELING", "CANCELED"})
 
 PHASES = ("configure", "algorithm", "publish")
@@ -31,6 +34,7 @@ class JobRecord:
     tags: dict[str, str] = field(default_factory=dict)
     created: float = 0.0
     ended: float | None = None
+    started: float | None = None  # when the run worker started: `dagster/max_runtime` counts from it
 
     @property
     def job_id(self) -> str:
@@ -58,9 +62,25 @@ class JobRecord:
         return job_tags.DATE_FINISHED in self.tags
 
     @property
+    def salvaging(self) -> bool:
+        """The run ended without publishing and the stage watchdog has taken the job over: its
+        salvage run is yet to publish the logs and outputs and write the final status."""
+        return self.run_ended and not self.published and job_tags.WATCHDOG in self.tags
+
+    @property
     def finished(self) -> bool:
         """Ocean's "finished" (`dateFinished` set): nothing more will happen to this job."""
-        return self.published or self.run_ended
+        return self.published or (self.run_ended and not self.salvaging)
+
+    @property
+    def ended_by_engine(self) -> bool:
+        """Terminated by the engine (the stage watchdog, the queue watchdog, the run's max_runtime),
+        not by a stop request."""
+        if job_tags.WATCHDOG in self.tags or _tag_status(self.tags) is JobStatus.QUEUE_EXPIRED:
+            return True
+        # Run monitoring ends a run past its max_runtime (terminate, then FAILURE) without tagging it.
+        now = self.ended if self.ended is not None else time.time()
+        return job_tags.past_max_runtime(self.tags, self.started, now)
 
 
 def _epoch(value: float | None) -> str | None:
@@ -99,7 +119,7 @@ def _unfinished_end(status: JobStatus) -> JobStatus:
 
 def _unfinished_detail(record: JobRecord, was: JobStatus) -> str:
     where = "before it started" if was is JobStatus.WARMING_UP else f"at status {int(was)} {was.text.strip()}"
-    if record.run_status == "CANCELED":
+    if record.run_status == "CANCELED" and _stopreq(record) == 1:
         return f"job stopped on request {where}"
     return f"the engine ended the job {where} without a final status (run {record.run_status})"
 
@@ -122,19 +142,21 @@ def _results(tags: dict[str, str]) -> list[dict[str, Any]] | str:
 
 
 def _stopreq(record: JobRecord) -> int:
-    # The engine tags a stop that caught the algorithm running; a run terminated in any other stage
-    # (queued, configuring, publishing) carries the request in its CANCELING / CANCELED state.
+    """Ocean's stopreq: 1 for a consumer's (or operator's) stop, 2 for an algorithm past its deadline.
+
+    The engine tags a stop its stage op caught (`c2d/stopreq`); Dagster's GraphQL API has no mutation
+    that adds run tags, so the Provider's stop cannot tag the run itself, and a stop caught while
+    queued or between ops shows only as the run's CANCELING / CANCELED state. That state counts as a
+    stop unless the engine terminated the run (`ended_by_engine`): the watchdogs' tags, the
+    queue-expired status, a run past its max_runtime.
+    """
     termination = record.tags.get(job_tags.ALGORITHM_TERMINATION)
-    if _tag_status(record.tags) is JobStatus.QUEUE_EXPIRED:
-        return 0  # canceled by the queue watchdog, not by a stop request
-    if (
-        record.tags.get(job_tags.STOP_REQUESTED) == "1"
-        or record.run_status in CANCELED_RUN_STATES
-        or termination == "Stopped"
-    ):
+    if record.tags.get(job_tags.STOP_REQUESTED) == "1" or termination == "Stopped":
         return 1
     if termination == "DeadlineExceeded":
         return 2
+    if record.run_status in CANCELED_RUN_STATES and not record.ended_by_engine:
+        return 1
     return 0
 
 
@@ -176,7 +198,7 @@ def _results_asset(record: JobRecord) -> dict[str, str] | None:
         return {"status": "failed", "detail": "the engine recorded an unreadable outcome"}
     if tags.get(job_tags.OUTPUT_REQUESTED) != "1":
         return None
-    if record.run_ended:
+    if record.run_ended and not record.salvaging:
         return {"status": "failed", "detail": "the job ended before its results were published as an asset"}
     return {"status": "pending", "detail": "published as an asset once the results are stored"}
 
@@ -185,16 +207,22 @@ def ocean_job_json(record: JobRecord) -> dict[str, Any]:
     """Ocean's job status object for `record`, plus `statusDetail`, `phases`, `terminationDetails`,
     `runStatus`, `resultsDid` and (when the job asked to publish its results) `resultsAsset`.
 
-    A run that ended without publish's final word (its worker died, or it was stopped) is reported as
-    finished with a failure status, so no client waits forever. A stopped job keeps Ocean's marker
-    `stopreq: 1`: its status is 70 if publish still ran, else the failure status of the stage it
-    was stopped in.
+    A run the stage watchdog took over (`c2d/watchdog`, no finish date yet) is still publishing: its
+    salvage run publishes the logs and outputs, then writes the final status and finish date. Until
+    then the job is 60 "Publishing results" with the watchdog's detail and no `dateFinished`, so a
+    client keeps polling and then finds the results (computeResult answers 409 meanwhile).
+    Any other run that ended without publish's final word is reported as finished with a failure
+    status, so no client waits forever. A stopped job keeps Ocean's marker `stopreq: 1`: its status
+    is 70 if publish still ran, else the failure status of the stage it was stopped in.
+    `statusDetail` is URL-filtered like every error: it must never carry an endpoint.
     """
     tags = record.tags
     status = _tag_status(tags)
     detail = tags.get(job_tags.STATUS_DETAIL, "")
     date_finished = _tag_epoch(tags, job_tags.DATE_FINISHED)
-    if record.run_ended and not record.published:
+    if record.salvaging:
+        status, detail, date_finished = JobStatus.PUBLISHING_RESULTS, tags[job_tags.WATCHDOG], None
+    elif record.run_ended and not record.published:
         if not status.is_terminal:
             was = status
             status = _unfinished_end(was)
@@ -220,7 +248,7 @@ def ocean_job_json(record: JobRecord) -> dict[str, Any]:
         # and, for a job that asked for one, how publishing it went.
         "resultsDid": tags.get(job_tags.RESULTS_DID, ""),
         **({"resultsAsset": asset} if (asset := _results_asset(record)) is not None else {}),
-        "statusDetail": detail,
+        "statusDetail": strip_urls(detail),
         "phases": {
             phase: {
                 "started": _tag_epoch(tags, job_tags.phase_tag(phase, "started")),

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from c2d_core import job_tags
-from c2d_core.environments import Environments, UnknownEnvironmentError
+from c2d_core.environments import Environments
 from c2d_core.settings import EngineSettings
 from provider_api.jobs import JobRecord
 
@@ -37,7 +37,7 @@ LOCK_STRIPES = 64
 STARTING_WAIT = 15.0
 STARTING_POLL = 0.2
 
-_RUN_FIELDS = "runId status creationTime endTime updateTime tags { key value }"
+_RUN_FIELDS = "runId status creationTime startTime endTime updateTime tags { key value }"
 _ERROR_FIELDS = "... on Error { message }"
 
 _RUNS_QUERY = f"""
@@ -110,12 +110,14 @@ def _record(run: dict[str, Any]) -> JobRecord:
     # it was canceled.
     if ended is None and status in ("SUCCESS", "FAILURE", "CANCELED"):
         ended = run.get("updateTime")
+    started = run.get("startTime")
     return JobRecord(
         run_id=str(run["runId"]),
         run_status=status,
         tags={str(item["key"]): str(item["value"]) for item in run.get("tags") or []},
         created=float(run["creationTime"]),
         ended=float(ended) if ended is not None else None,
+        started=float(started) if started is not None else None,
     )
 
 
@@ -284,10 +286,7 @@ class Operator:
         settings = EngineSettings()
         if self._environments is None:
             self._environments = Environments.load(self._environments_file or settings.environments_file)
-        try:
-            return job_tags.max_runtime(self._environments.get(env_id), settings)
-        except UnknownEnvironmentError:
-            return None
+        return self._environments.max_runtime(env_id, settings)
 
     def _launch(self, workflow: Workflow) -> JobRecord:
         tags = job_tags.submission_tags(workflow, self._max_runtime(workflow.environment))
@@ -330,10 +329,13 @@ class Operator:
     def stop(self, job_id: str, starting_wait: float = STARTING_WAIT) -> JobRecord:
         """Terminate the job's run; a finished (or already stopping) job is returned unchanged.
 
-        Returns with the run usually CANCELING: a stop that catches the algorithm running kills it,
-        publishes its outputs and logs and tags the run `c2d/stopreq` (the engine does this;
-        Dagster's GraphQL API has no mutation that adds run tags). The request is also on record as
-        the run's CANCELING / CANCELED state, which ocean_job_json reads as stopreq 1.
+        Returns with the run usually CANCELING: the stage op the stop interrupts (configure or the
+        algorithm) kills its pod, tags the run `c2d/stopreq` and publishes the outputs and logs. The
+        Provider cannot tag the run before terminating it (Dagster's GraphQL API has no mutation
+        that adds run tags); the op tells a stop from the engine's own terminations by the
+        watchdog's tag and the run's max_runtime. A stop caught while queued or between ops is on
+        record only as the run's CANCELING / CANCELED state, which ocean_job_json reads as stopreq 1
+        unless the engine ended the run (jobs.JobRecord.ended_by_engine).
 
         Dagster refuses to terminate a STARTING run (its worker is not up yet) and marking it
         canceled without a worker to stop could leave the algorithm running unseen, so a stop that
@@ -344,8 +346,8 @@ class Operator:
             record = self.job(job_id)
             if record is None:
                 raise JobNotFound(f"no compute job {job_id}")
-            if record.finished or record.run_status == "CANCELING":
-                return record
+            if record.finished or record.run_ended or record.run_status == "CANCELING":
+                return record  # (a run ended but still salvaged by the watchdog has nothing to stop)
             if record.run_status != "STARTING":
                 data = self._post(_TERMINATE_MUTATION, {"runId": record.run_id})
                 result = data["terminateRun"]

@@ -17,7 +17,15 @@ from pydantic import ValidationError
 
 from c2d_core import job_tags
 from c2d_core.environments import Environment, UnknownEnvironmentError
-from c2d_core.result_assets import publish_for_job, skip_reason, wants_results_asset
+from c2d_core.result_assets import (
+    MAX_DETAIL,
+    ResultsAssetOutcome,
+    finish_handover,
+    publish_for_job,
+    results_owner,
+    skip_reason,
+    wants_results_asset,
+)
 from c2d_core.results import ResultEntry
 from c2d_core.settings import EngineSettings
 from c2d_core.status import JobStatus
@@ -116,13 +124,26 @@ def _log_pod(log: StageLog, component: str, result: PodResult) -> None:
         log.info(f"{component} log (last lines):\n{tail}")
 
 
-def _watchdog_verdict(context: dg.OpExecutionContext) -> str | None:
-    """Why the stage watchdog ended this job, if it is what terminated the run (not a stop request).
+def _engine_end(context: dg.OpExecutionContext) -> str | None:
+    """Why the engine terminated this run, when it was not a consumer's stop (then None).
 
-    Read fresh from run storage: the watchdog tags the run just before it terminates it.
+    The stage watchdog tags its verdict just before it terminates a run (read fresh from run
+    storage); run monitoring terminates a run past its `dagster/max_runtime` without a tag, so a run
+    that has run that long was ended by its runtime limit. Anything else is a stop request (the
+    Provider's stop, or an operator's terminate in the Dagster UI).
     """
-    run = context.instance.get_run_by_id(context.run_id)
-    return run.tags.get(job_tags.WATCHDOG) if run is not None else None
+    record = context.instance.get_run_record_by_id(context.run_id)
+    if record is None:
+        return None
+    tags = record.dagster_run.tags
+    if tags.get(job_tags.WATCHDOG):
+        return tags[job_tags.WATCHDOG]
+    if job_tags.past_max_runtime(tags, record.start_time, time.time()):
+        return (
+            f"the job ran past its {job_tags.MAX_RUNTIME} of {tags[job_tags.MAX_RUNTIME]} s (all its "
+            "stages' deadlines plus a grace) and the engine ended it"
+        )
+    return None
 
 
 def _pod_report(result: PodResult) -> dict[str, Any]:
@@ -184,11 +205,11 @@ def configure(
         except (DagsterExecutionInterruptedError, KeyboardInterrupt):
             # Stopped while fetching: the algorithm never runs, but the configure log still comes
             # back to the consumer and the volume (with whatever was fetched) is released.
-            watchdog = _watchdog_verdict(context)
-            if watchdog is None:
+            ended_by = _engine_end(context)
+            if ended_by is None:
                 context.instance.add_run_tags(context.run_id, {job_tags.STOP_REQUESTED: "1"})
             state.status = JobStatus.DATA_PROVISIONING_FAILED
-            state.detail = watchdog or "stopped on request while fetching the inputs"
+            state.detail = ended_by or "stopped on request while fetching the inputs"
             record_status(context, state.status, state.detail)
             record_phase(context, "configure", "finished")
             publish_results(context, state, pod_runner, result_store)
@@ -233,12 +254,12 @@ def run_algorithm(
     try:
         result = pod_runner.run(algorithm_spec(state.workflow, env))
     except (DagsterExecutionInterruptedError, KeyboardInterrupt):
-        # The run was terminated (a consumer's stop, or the stage watchdog): the runner has killed
-        # the pod. Like Ocean, publish what the algorithm wrote so far and its log, then let the run
-        # end as canceled.
+        # The run was terminated (a consumer's stop, the stage watchdog, or the run's max_runtime):
+        # the runner has killed the pod. Like Ocean, publish what the algorithm wrote so far and its
+        # log, then let the run end as canceled.
         context.log.warning("run terminated: the algorithm was killed; publishing its outputs and logs")
-        watchdog = _watchdog_verdict(context)
-        if watchdog is None:
+        ended_by = _engine_end(context)
+        if ended_by is None:
             context.instance.add_run_tags(
                 context.run_id, {job_tags.ALGORITHM_TERMINATION: "Stopped", job_tags.STOP_REQUESTED: "1"}
             )
@@ -247,7 +268,7 @@ def run_algorithm(
             context.instance.add_run_tags(
                 context.run_id, {job_tags.ALGORITHM_TERMINATION: "DeadlineExceeded"}
             )
-            state.status, state.detail = JobStatus.ALGORITHM_FAILED, watchdog
+            state.status, state.detail = JobStatus.ALGORITHM_FAILED, ended_by
         record_phase(context, "algorithm", "finished")
         state.algorithm_ran = True
         publish_results(context, state, pod_runner, result_store)
@@ -300,6 +321,10 @@ def publish_job(
     on_success_path = not state.status.is_failure
     manifest: list[ResultEntry] = []
     published = False  # the publish pod stored everything (70): only then the volume may go
+    # The result store failed (the pod reported a failed upload, ran out its deadline uploading, or
+    # reading the manifest back raised): only then is the volume kept for an operator's re-publish.
+    # A publish cut short by a stop or a termination releases it like any other end.
+    store_failed = False
     recorder.phase("publish", "started")
     if on_success_path:
         recorder.status(JobStatus.PUBLISHING_RESULTS)
@@ -326,6 +351,9 @@ def publish_job(
                 # Internal (operators and the Provider read it): where this job's manifest lives.
                 recorder.tags({job_tags.MANIFEST: manifest_location})
             published = report.get("status") == 70 and result.termination == "Completed"
+            store_failed = not published and (
+                report.get("status") is not None or result.termination == "DeadlineExceeded"
+            )
             if not published:
                 message = str(report.get("message") or f"{result.termination} {result.message}".strip())
                 if on_success_path:
@@ -336,9 +364,11 @@ def publish_job(
         if on_success_path:
             state.status = JobStatus.RESULTS_UPLOAD_FAILED
             state.detail = f"publishing did not complete ({type(error).__name__})"
+        # An interrupt (DagsterExecutionInterruptedError, KeyboardInterrupt) is not an Exception.
+        store_failed = isinstance(error, Exception)
         raise
     finally:
-        if state.environment is not None and not published:
+        if state.environment is not None and store_failed:
             # What did not reach the result store (outputs, logs) stays in the volume, so an operator
             # can publish it again; it is kept until removed by hand (docs/operations.md).
             recorder.tags({job_tags.VOLUME_KEPT: "1"})
@@ -384,7 +414,15 @@ def record_results_asset(
     # A stop arriving mid-way would leave a half-made asset and skip the final status write; the job's
     # pods are all done by now, so the few transactions finish first and the stop is only noted.
     with capture_interrupts():
-        outcome = publish_for_job(settings, state.workflow, manifest, skip_reason=reason)
+        outcome = publish_for_job(
+            settings,
+            state.workflow,
+            manifest,
+            skip_reason=reason,
+            # Before anything else can fail: a worker killed before the hand-over leaves the NFT with
+            # the Provider, and this tag is how the stage watchdog finds it (finish_results_handover).
+            on_created=lambda nft: recorder.tags({job_tags.RESULTS_NFT: nft}),
+        )
         if check_captured_interrupt():
             recorder.log.warning("a stop came while the results asset was published; it was finished first")
     recorder.tags(outcome.tags())
@@ -396,6 +434,27 @@ def record_results_asset(
         recorder.log.info(
             f"results asset: {outcome.asset.transactions} transactions in {outcome.asset.seconds:.2f} s"
         )
+
+
+def finish_results_handover(recorder: JobRecorder, run: dg.DagsterRun) -> None:
+    """For the stage watchdog: a results asset whose publish was cut short (its NFT created, no DID
+    recorded: the worker was killed mid-way) is handed over to its owner, and recorded as failed."""
+    nft = run.tags.get(job_tags.RESULTS_NFT)
+    if not nft or run.tags.get(job_tags.RESULTS_DID):
+        return
+    try:
+        raw: Any = run.run_config
+        owner = results_owner(Workflow.model_validate(raw["ops"]["configure"]["config"]["workflow"]))
+    except (KeyError, TypeError, ValidationError):
+        sentence = f"the NFT {nft} was left with the Provider: the run's workflow names no owner"
+    else:
+        sentence = finish_handover(EngineSettings(), nft, owner)
+    detail = (
+        f"publishing the results asset was cut short (its run worker died); hand-over by the watchdog: "
+        f"{sentence}; the asset's metadata may be incomplete"
+    )
+    recorder.log.warning(f"results asset not published: {detail}")
+    recorder.tags(ResultsAssetOutcome("failed", detail[:MAX_DETAIL]).tags())
 
 
 @dg.op(

@@ -5,7 +5,9 @@ A results asset's `access` service holds, encrypted for this Provider, file obje
 the asset's datatoken downloads that result, streamed from the result store by the same code as
 `computeResult`. The DDO cannot point this Provider at any job it likes: anyone may encrypt a files
 document to the Provider's public key, so a c2dResult file is served only when the job itself records
-this very DID as its results asset (`c2d/results_did`, written by the engine that published it).
+this very DID as its results asset (`c2d/results_did`, written by the engine that published it), and
+only for a result the asset was published with (`c2d/results_asset_files`): the asset's owner may
+rewrite its DDO later, but not to reach the job's logs or any result it was not published with.
 
 Other file types (url, ipfs, ...) are refused with a 400: this Provider serves compute datasets to its
 own engine, not downloads of third-party access assets.
@@ -13,7 +15,6 @@ own engine, not downloads of third-party access assets.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +22,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from c2d_core import job_tags
-from c2d_core.workflow import JOB_ID_PATTERN
+from c2d_core.result_assets import served_indexes
+from c2d_core.workflow import ADDRESS_PATTERN, JOB_ID_PATTERN
 from provider_api import policy
 from provider_api.assets import ResolvedAsset
 from provider_api.auth import verify_request
@@ -46,7 +48,6 @@ from provider_api.settings import ProviderSettings
 router = APIRouter(prefix="/api/services", tags=["access"])
 
 C2D_RESULT = "c2dResult"
-_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _GONE = "the results this asset serves are no longer available on this Provider"
 
 
@@ -70,7 +71,7 @@ def _required(params: dict[str, Any], names: tuple[str, ...]) -> None:
     if missing:
         raise field_errors(missing)
     consumer = str(params.get("consumerAddress"))
-    if not _ADDRESS.match(consumer):
+    if not ADDRESS_PATTERN.match(consumer):
         raise field_errors({"consumerAddress": ["The consumerAddress must be a 0x address (40 hex digits)."]})
 
 
@@ -120,29 +121,16 @@ def _order(compute: ComputeService, access: AccessService, tx_id: str, consumer:
     )
 
 
-def _files(compute: ComputeService, access: AccessService) -> list[dict[str, Any]]:
-    from c2d_core.crypto import CryptoError, decrypt_service_files
-
-    try:
-        return decrypt_service_files(
-            compute.settings.private_key_hex,
-            str(access.service.get("files", "")),
-            expected_nft_address=access.asset.nft_address,
-            expected_datatoken_address=access.datatoken,
-        )
-    except CryptoError:
-        raise bad_request("the service's files cannot be decrypted by this Provider") from None
-
-
 def _file(compute: ComputeService, access: AccessService, file_index: int) -> dict[str, Any]:
-    files = _files(compute, access)
+    files = compute.service_files(access.asset, access.service)
     if file_index >= len(files):
         raise bad_request(f"No such fileIndex {file_index}: the service has {len(files)} file(s)")
     return files[file_index]
 
 
 def _result_of(file_object: dict[str, Any], did: str, operator: Any) -> tuple[JobRecord, int]:
-    """The job and result index a c2dResult file names, once the job vouches for this asset."""
+    """The job and result index a c2dResult file names, once the job vouches for this asset and the
+    asset was published with that result."""
     kind = file_object.get("type")
     if kind != C2D_RESULT:
         raise bad_request(
@@ -164,6 +152,10 @@ def _result_of(file_object: dict[str, Any], did: str, operator: Any) -> tuple[Jo
         raise backend_error(f"compute backend unavailable: {error}") from None
     if record is None or record.tags.get(job_tags.RESULTS_DID, "").lower() != did.lower():
         raise not_found(_GONE)
+    if index not in served_indexes(record.tags):
+        # What the owner may have put in the DDO after publishing (a log, a result left out): refused
+        # as a file the asset does not have, whatever the encrypted files document says.
+        raise bad_request(f"No such file: this asset was not published with result {index} of its job")
     return record, index
 
 
@@ -249,32 +241,12 @@ def initialize(
     except NonceStoreUnavailable as error:
         raise backend_error(str(error)) from None
     return JSONResponse(
-        {"datatoken": access.datatoken, "nonce": nonce, "providerFee": _access_fee(compute, access, consumer)}
+        {
+            "datatoken": access.datatoken,
+            "nonce": nonce,
+            "providerFee": compute.access_fee(access.datatoken, access.id, access.asset.did, consumer),
+        }
     )
-
-
-def _access_fee(compute: ComputeService, access: AccessService, consumer: str) -> dict[str, Any]:
-    """Ocean's access fee: amount 0 and validUntil 0 (never expires), bound like a compute fee to the
-    datatoken, service, DID and consumer; `environment` is null, as Ocean's Provider sends it."""
-    from c2d_core.fees import provider_data, sign_provider_fee
-
-    data = provider_data(
-        environment=None,
-        datatoken=access.datatoken,
-        service_id=access.id,
-        did=access.asset.did,
-        consumer=consumer,
-        timestamp=compute.chain.block_timestamp(),
-    )
-    fee = sign_provider_fee(
-        compute.settings.private_key_hex,
-        data,
-        compute.settings.address,
-        compute.chain.address("Ocean"),
-        0,
-        0,
-    )
-    return fee.to_wire()
 
 
 @router.get(

@@ -290,7 +290,6 @@ def _service_files(
     request: Request, settings: ProviderSettings, did: object, service_id: object
 ) -> list[Any]:
     """The decrypted file objects of a DDO service, resolved as the compute routes resolve DDOs."""
-    from c2d_core.crypto import CryptoError, decrypt_service_files
     from provider_api.deps import get_chain, get_environments
     from provider_api.routes.compute import get_compute_service
 
@@ -304,15 +303,7 @@ def _service_files(
         found = find_service(asset.ddo, service_id, "did")
     except PolicyError:
         raise resource_error("serviceId", "not_found") from None
-    try:
-        return decrypt_service_files(
-            settings.private_key_hex,
-            str(found.get("files", "")),
-            expected_nft_address=asset.nft_address,
-            expected_datatoken_address=str(found.get("datatokenAddress", "")),
-        )
-    except CryptoError:
-        raise bad_request("the service's files cannot be decrypted by this Provider") from None
+    return service.service_files(asset, found)
 
 
 @router.post(

@@ -3,8 +3,9 @@
 On the embedded stack, as Ocean clients do it: a job started with `output.publishOutput` reports the
 new DID (`resultsDid`); its owner asks `initialize` for a fee, orders the new datatoken with
 `startOrder`, and downloads file 0 through `download`, byte for byte what `computeResult` serves.
-Refusals: another address without an order, a wrong signature, a reused nonce, and an asset forged by
-someone else whose encrypted files point at the job's results.
+Refusals: another address without an order, a wrong signature, a reused nonce, an asset forged by
+someone else whose encrypted files point at the job's results, and the owner's own DDO rewritten to
+name a result (a log) the asset was not published with.
 """
 
 from __future__ import annotations
@@ -207,6 +208,72 @@ def test_an_asset_forged_to_point_at_the_job_serves_nothing(
         },
     )
     assert checked.status_code == 404
+
+
+def test_the_owner_cannot_rewrite_the_asset_to_serve_a_log_it_was_not_published_with(
+    ocean_stack: Any, results_asset: ResultsAsset
+) -> None:
+    """The asset's owner holds every ERC725 role and may set new metadata: files naming the algorithm's
+    log (published without it: publishAlgorithmLog false) or another log of the job stay refused."""
+    import copy
+
+    from c2d_core.publishing import FLAG_LZMA, set_metadata
+    from provider_api.assets import ChainDdoResolver
+
+    s, asset = ocean_stack, results_asset
+    by_type = {item["type"]: item["index"] for item in asset.job["results"]}
+    resolved = ChainDdoResolver(s.chain, lambda data: data).resolve(asset.did)
+    assert resolved is not None and resolved.ddo["nft"]["owner"] == s.consumer.address
+    original = {key: value for key, value in resolved.ddo.items() if key != "nft"}
+    provider_address = s.provider.root()["providerAddresses"][str(s.chain.chain_id)]
+
+    def store(ddo: dict[str, Any]) -> None:
+        set_metadata(
+            s.chain,
+            s.consumer,
+            resolved.nft_address,
+            ddo,
+            flags=FLAG_LZMA,
+            provider_url=s.provider.url,
+            provider_address=provider_address,
+        )
+
+    try:
+        for kind in ("algorithmLog", "configurationLog"):
+            document = {
+                "datatokenAddress": asset.datatoken,
+                "nftAddress": resolved.nft_address,
+                "files": [{"type": "c2dResult", "jobId": asset.job["jobId"], "index": by_type[kind]}],
+            }
+            rewritten = copy.deepcopy(original)
+            rewritten["services"][0]["files"] = s.provider.encrypt(
+                json.dumps(document).encode(), s.chain.chain_id
+            )
+            store(rewritten)
+            # The owner's own order still stands, and the job still vouches for the DID: only the index
+            # is new, and it is refused as a file the asset does not have.
+            response = s.provider.download(s.consumer, asset.did, "access", asset.order_tx, 0)
+            assert response.status_code == 400, response.text
+            assert "not published with result" in response.json()["error"]
+            computed_log = s.provider.result(s.consumer, asset.job["jobId"], by_type[kind]).content
+            assert not computed_log or computed_log[:20] not in response.content
+            infos = s.provider._call("fileinfo", json={"did": asset.did, "serviceId": "access"}).json()
+            assert infos[0]["valid"] is False and "not published with result" in infos[0]["error"]
+            assert "filename" not in infos[0]
+            checked = s.provider._call(
+                "initialize",
+                params={
+                    "documentId": asset.did,
+                    "serviceId": "access",
+                    "consumerAddress": s.consumer.address,
+                    "fileIndex": "0",
+                },
+            )
+            assert checked.status_code == 400 and "not published with result" in checked.json()["error"]
+    finally:
+        store(original)
+    # Back to what was published: the output is served again.
+    assert s.provider.download(s.consumer, asset.did, "access", asset.order_tx, 0).content == asset.computed
 
 
 def test_the_cli_publishes_and_shows_the_results_did(ocean_stack: Any, tmp_path_factory: Any) -> None:

@@ -22,12 +22,15 @@ from fixtures_chain import DT, ChainAsset, DevChain
 from c2d_cli.origin import LocalOrigin
 from c2d_core import job_tags
 from c2d_core.crypto import decrypt_service_files, encrypt_for, public_key_of
-from c2d_core.publishing import ecies_decryptor, read_metadata_events
+from c2d_core.publishing import create_asset, ecies_decryptor, read_metadata_events
 from c2d_core.result_assets import (
+    NFT_SYMBOL,
     RESULT_FILE_TYPE,
     RESULTS_DATATOKENS,
+    finish_handover,
     publish_for_job,
     publish_results_asset,
+    served_indexes,
     skip_reason,
 )
 from c2d_core.results import ResultEntry
@@ -124,8 +127,14 @@ def test_results_asset_is_the_owners_and_the_provider_keeps_no_role(
     first_block = int(dev.chain.w3.eth.block_number) + 1
     created_at = datetime(2026, 11, 25, 3, 0, 0, tzinfo=UTC)
     started = time.perf_counter()
-    asset = publish_results_asset(dev.chain, dev.provider, workflow, MANIFEST, PROVIDER_URL, now=created_at)
+    created: list[str] = []
+    asset = publish_results_asset(
+        dev.chain, dev.provider, workflow, MANIFEST, PROVIDER_URL, now=created_at, on_created=created.append
+    )
     seconds = time.perf_counter() - started
+    # The NFT was reported as soon as it existed (the watchdog's handle on a publish cut short).
+    assert created == [asset.nft]
+    assert asset.files == (0, 1, 2)  # both outputs and the algorithm log, by manifest index
     transactions, gas = _gas_of(dev, dev.provider.address, first_block)
     print(f"results asset: {transactions} transactions, {gas} gas, {seconds:.2f} s")
     assert transactions == asset.transactions == 4 and gas < 10_000_000
@@ -246,7 +255,7 @@ def test_publish_for_job_records_failures_without_raising(
         "status": "failed",
         "detail": outcome.detail,
     }
-    assert job_tags.RESULTS_DID not in outcome.tags()
+    assert job_tags.RESULTS_DID not in outcome.tags() and job_tags.RESULTS_ASSET_FILES not in outcome.tags()
 
     outcome = publish_for_job(_settings(tmp_path, dev, chain_rpc_url="", provider_url=""), workflow, MANIFEST)
     assert outcome.status == "failed"
@@ -276,6 +285,85 @@ def test_publish_for_job_records_failures_without_raising(
         and outcome.detail.startswith(f"published as {outcome.did}")
     )
     assert outcome.tags()[job_tags.RESULTS_DID] == outcome.did
+    # The indexes the asset serves are recorded with its DID: the outputs, not the log (not asked for).
+    assert served_indexes(outcome.tags()) == {0, 1}
+    assert json.loads(outcome.tags()[job_tags.RESULTS_ASSET_FILES]) == [0, 1]
+
+
+def test_a_publish_cut_short_after_creating_the_nft_is_handed_over_later(
+    evm_snapshot: DevChain, tmp_path: Path
+) -> None:
+    """A worker SIGKILLed between createNftWithErc20 and the hand-over runs no `finally`: the NFT stays
+    the Provider's until finish_handover (the stage watchdog's salvage) gives it to the owner."""
+    dev = evm_snapshot
+    owner = dev.other_consumer.address
+    # What the publish's first transaction leaves behind, and nothing after it.
+    nft, datatoken = create_asset(dev.chain, dev.provider, "Trained model", NFT_SYMBOL)
+    contract = dev.chain.contracts.at("ERC721Template", nft)
+    minter = dev.chain.contracts.at("ERC20Template", datatoken).functions.isMinter
+    assert contract.functions.ownerOf(1).call() == dev.provider.address
+    assert minter(dev.provider.address).call()
+
+    settings = _settings(tmp_path, dev)
+    assert finish_handover(settings, nft, owner) == f"the NFT {nft} was handed over to {owner}"
+    assert contract.functions.ownerOf(1).call() == owner
+    assert _roles(dev, nft, datatoken, dev.provider.address) == ((False,) * 4, (False, False))
+    assert not minter(dev.provider.address).call()
+    assert _roles(dev, nft, datatoken, owner)[0] == (True,) * 4
+
+    # Idempotent: again, nothing is sent and the NFT stays the owner's.
+    block = dev.chain.w3.eth.block_number
+    assert finish_handover(settings, nft, owner) == f"the NFT {nft} is already owned by {owner}"
+    assert dev.chain.w3.eth.block_number == block
+    # An NFT someone else holds now is not the Provider's to move.
+    third = dev.consumer.address
+    assert finish_handover(settings, nft, third).endswith("not by the Provider: it was left alone")
+    assert contract.functions.ownerOf(1).call() == owner
+    # Never raises: a chain that cannot be reached is a sentence, without the RPC URL.
+    down = finish_handover(_settings(tmp_path, dev, chain_rpc_url="http://127.0.0.1:9/rpc"), nft, owner)
+    assert down.startswith(f"handing the NFT {nft} over to {owner} failed:") and "127.0.0.1:9" not in down
+
+
+def test_the_salvage_hands_over_an_nft_its_dead_run_recorded(
+    engine_home: Path, evm_snapshot: DevChain, chain_assets: tuple[ChainAsset, ChainAsset]
+) -> None:
+    """The salvage step on a run that recorded `c2d/results_nft` and no DID: the owner gets the NFT and
+    the job's results asset is a clear failure."""
+    from c2d_defs.ops.compute import JobRecorder, finish_results_handover
+
+    dev = evm_snapshot
+    workflow = _workflow(chain_assets, dev.consumer.address)
+    nft, _datatoken = create_asset(dev.chain, dev.provider, "Trained model", NFT_SYMBOL)
+    config = {"ops": {"configure": {"config": {"workflow": workflow.model_dump(by_alias=True, mode="json")}}}}
+    logged: list[str] = []
+
+    class Log:
+        def info(self, msg: str) -> None:
+            logged.append(msg)
+
+        def warning(self, msg: str) -> None:
+            logged.append(msg)
+
+    with dg.DagsterInstance.ephemeral() as instance:
+        run = dg.DagsterRun(
+            job_name="compute_job",
+            run_id="0" * 8 + "-0000-0000-0000-" + "0" * 12,
+            run_config=config,
+            status=dg.DagsterRunStatus.FAILURE,
+            tags={job_tags.JOB_ID: JOB_ID, job_tags.RESULTS_NFT: nft},
+        )
+        instance.add_run(run)
+        recorder = JobRecorder(instance, run.run_id, Log())
+        finish_results_handover(recorder, run)
+        tags = instance.get_run_by_id(run.run_id).tags  # type: ignore[union-attr]
+    assert dev.chain.contracts.at("ERC721Template", nft).functions.ownerOf(1).call() == dev.consumer.address
+    record = json.loads(tags[job_tags.RESULTS_ASSET])
+    assert record["status"] == "failed"
+    assert f"the NFT {nft} was handed over to {dev.consumer.address}" in record["detail"]
+    assert "hand-over by the watchdog" in record["detail"]
+    assert record["detail"].endswith("the asset's metadata may be incomplete")
+    assert job_tags.RESULTS_DID not in tags and job_tags.RESULTS_ASSET_FILES not in tags
+    assert logged and "metadata may be incomplete" in logged[0]
 
 
 def test_skip_reasons() -> None:
@@ -414,6 +502,9 @@ def test_compute_job_publishes_its_results_as_an_asset(
     ]
     files = decrypt_service_files(dev.provider_key, resolved.ddo["services"][0]["files"])
     assert files == [{"type": RESULT_FILE_TYPE, "jobId": "cd" * 16, "index": model["index"]}]
+    # What the Provider checks a download against, and the NFT recorded as soon as it was created.
+    assert json.loads(tags[job_tags.RESULTS_ASSET_FILES]) == [model["index"]]
+    assert tags[job_tags.RESULTS_NFT] == resolved.nft_address
     assert (EngineSettings().resolved_results_dir / ("cd" * 16) / "model.txt").read_text() == "42"
 
 

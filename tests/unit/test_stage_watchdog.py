@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -17,13 +18,18 @@ from c2d_core.settings import EngineSettings
 from c2d_core.status import JobStatus
 from c2d_core.workflow import Workflow
 from c2d_defs.stage_watchdog import (
+    WORKER_DIED,
+    EndCause,
     Stage,
     Verdict,
     current_stage,
     find_stuck_jobs,
     judge,
     record_verdict,
+    run_end_cause,
+    salvage_job,
     salvage_request,
+    stage_watchdog,
 )
 from c2d_defs.watchdog import expire_queued_runs, queue_wait_limits
 
@@ -113,8 +119,8 @@ def _run(status: dg.DagsterRunStatus, **tags: str) -> dg.DagsterRun:
     )
 
 
-def _judge(run: dg.DagsterRun, now: float = NOW) -> Verdict | None:
-    return judge(run, environments=Environments([ENV]), settings=SETTINGS, now=now)
+def _judge(run: dg.DagsterRun, now: float = NOW, cause: EndCause = WORKER_DIED) -> Verdict | None:
+    return judge(run, environments=Environments([ENV]), settings=SETTINGS, now=now, cause=cause)
 
 
 @pytest.mark.parametrize(
@@ -172,14 +178,120 @@ def test_a_stage_past_its_deadline_plus_grace_is_ended_and_its_run_terminated(
     verdict = _judge(run)
     assert verdict is not None and verdict.terminate and verdict.status is status
     assert f"deadline of {deadline} s plus a grace of 5 s" in verdict.detail
-    # Terminated once: a later tick leaves the terminating run to Dagster.
-    assert _judge(_run(dg.DagsterRunStatus.STARTED, **phases, **{job_tags.WATCHDOG: verdict.detail})) is None
+    # Judged once: a later tick that still finds the run going (its terminate did not take) only
+    # terminates it again, without tagging anew; a terminated run is CANCELING and left to Dagster.
+    again = _judge(_run(dg.DagsterRunStatus.STARTED, **phases, **{job_tags.WATCHDOG: verdict.detail}))
+    assert again is not None and again.recorded and again.terminate and not again.salvage
+    assert (
+        _judge(_run(dg.DagsterRunStatus.CANCELING, **phases, **{job_tags.WATCHDOG: verdict.detail})) is None
+    )
 
 
 def test_a_stopped_job_whose_run_ended_before_publishing_is_salvaged_too() -> None:
     run = _run(dg.DagsterRunStatus.CANCELED, **_phases(configure_started=1), **{job_tags.STOP_REQUESTED: "1"})
-    verdict = _judge(run)
+    # Its worker ended the run itself (RUN_CANCELED, no cancel timeout): nothing of it runs on.
+    verdict = _judge(run, cause=EndCause("the job's run ended", worker_gone=True))
     assert verdict is not None and "stopped but its run ended before publishing" in verdict.detail
+    assert verdict.salvage
+
+
+# Publish started 10 s ago: well inside its deadline (20 s) plus the grace (5 s).
+PUBLISHING = _phases(
+    configure_started=1,
+    configure_finished=2,
+    algorithm_started=3,
+    algorithm_finished=4,
+    publish_started=NOW - 10,
+)
+TERMINATED = EndCause("the job ran past its dagster/max_runtime and its run was ended", worker_gone=False)
+
+
+def test_a_terminated_run_whose_worker_may_still_publish_is_not_salvaged_under_it() -> None:
+    run = _run(dg.DagsterRunStatus.FAILURE, **PUBLISHING)
+    # Terminated (max_runtime, a stop's cancel timeout): the worker's interrupt handler may still be
+    # running the publish pod, so the job gets its verdict but no salvage run yet.
+    waiting = _judge(run, cause=TERMINATED)
+    assert waiting is not None and not waiting.salvage and not waiting.terminate
+    assert waiting.status is JobStatus.RESULTS_UPLOAD_FAILED and "max_runtime" in waiting.detail
+    # Past the publish deadline plus the grace, the handler is gone too: salvage.
+    late = _judge(run, now=NOW + 16, cause=TERMINATED)
+    assert late is not None and late.salvage
+    # A worker that died publishes nothing more: salvage at once.
+    died = _judge(run, cause=WORKER_DIED)
+    assert died is not None and died.salvage and "run worker died" in died.detail
+
+
+def _ended_run(instance: dg.DagsterInstance, *, events: list[str], max_runtime: bool = False) -> str:
+    run = _run(dg.DagsterRunStatus.STARTED, **PUBLISHING)
+    instance.add_run(run)
+    for message in events:
+        instance.report_engine_event(message, run)
+    if max_runtime:  # what run monitoring writes at a run's max_runtime
+        instance.report_run_canceling(run, message="Canceling due to exceeding maximum runtime of 9 seconds.")
+        instance.report_run_failed(run, "Exceeded maximum runtime of 9 seconds.")
+    else:
+        instance.report_run_failed(run)
+    return run.run_id
+
+
+def test_the_end_cause_says_whether_the_run_worker_is_gone() -> None:
+    with dg.DagsterInstance.ephemeral() as instance:
+        # The local code server's words for a worker process that died (kill -9, OOM).
+        killed = _ended_run(
+            instance, events=["Run execution process for x was terminated by signal 9 (SIGKILL)."]
+        )
+        assert run_end_cause(instance, killed) is WORKER_DIED
+        timed_out = run_end_cause(instance, _ended_run(instance, events=[], max_runtime=True))
+        assert not timed_out.worker_gone and "max_runtime" in timed_out.sentence
+        # Nothing says the worker is gone: it may still be running its interrupt handler.
+        assert not run_end_cause(instance, _ended_run(instance, events=[])).worker_gone
+
+
+def test_a_job_that_finished_after_it_was_judged_keeps_its_own_status() -> None:
+    with dg.DagsterInstance.ephemeral() as instance:
+        run = _run(dg.DagsterRunStatus.FAILURE, **PUBLISHING)
+        instance.add_run(run)
+        verdict = _judge(run)
+        assert verdict is not None
+        # The worker's publish wrote the final status between the judging and the recording.
+        instance.add_run_tags(run.run_id, {job_tags.STATUS: "70", job_tags.DATE_FINISHED: str(NOW)})
+        assert record_verdict(instance, verdict) is False
+        tags = instance.get_run_by_id(run.run_id).tags  # type: ignore[union-attr]
+        assert tags[job_tags.STATUS] == "70" and job_tags.WATCHDOG not in tags
+
+
+def test_a_tick_ends_every_stuck_job_even_when_terminating_one_fails(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from c2d_defs.resources import ComputeEnvironments
+
+    environments_file = tmp_path / "environments.yaml"
+    environments_file.write_text("environments:\n  - id: e1\n    maxJobDuration: 100\n")
+    monkeypatch.setenv("C2D_CONFIGURE_DEADLINE", "30")
+    monkeypatch.setenv("C2D_WATCHDOG_GRACE", "5")
+    with dg.DagsterInstance.ephemeral() as instance:
+        stuck = [
+            _run(dg.DagsterRunStatus.STARTED, **_phases(configure_started=time.time() - 100)) for _ in "ab"
+        ]
+        for run in stuck:
+            instance.add_run(run)
+
+        def refuse(run_id: str) -> bool:
+            raise RuntimeError(f"cannot reach the run worker of {run_id}")
+
+        monkeypatch.setattr(instance.run_coordinator, "cancel_run", refuse)
+        context = dg.build_sensor_context(
+            instance=instance,
+            resources={"environments": ComputeEnvironments(environments_file=str(environments_file))},
+        )
+        list(stage_watchdog(context))
+        for run in stuck:  # both judged and tagged, although each terminate failed
+            tags = instance.get_run_by_id(run.run_id).tags  # type: ignore[union-attr]
+            assert tags[job_tags.STATUS] == "31" and job_tags.WATCHDOG in tags
+        terminated: list[str] = []
+        monkeypatch.setattr(instance.run_coordinator, "cancel_run", terminated.append)
+        assert list(stage_watchdog(context)) == []  # the next tick terminates them, and asks no salvage
+        assert sorted(terminated) == sorted(run.run_id for run in stuck)
 
 
 def test_on_an_instance_dead_runs_are_tagged_once_and_salvaged_once() -> None:
@@ -253,7 +365,9 @@ def test_on_kubernetes_the_watchdog_deletes_the_job_s_jobs_and_sees_its_volume()
 def test_a_run_that_failed_in_the_engine_says_so_not_that_its_worker_died() -> None:
     @dg.op
     def configure() -> None:
-        raise ValueError("the configure op broke")
+        raise ValueError(
+            "the configure op broke reaching http://10.0.0.5:9000/c2d-results from /srv/c2d/jobs"
+        )
 
     @dg.job(name="compute_job")
     def broken_compute_job() -> None:
@@ -265,10 +379,9 @@ def test_a_run_that_failed_in_the_engine_says_so_not_that_its_worker_died() -> N
         assert not result.success
         [verdict] = find_stuck_jobs(instance, Environments([ENV]), SETTINGS, time.time())
         assert verdict.run_id == result.run_id and verdict.status is JobStatus.DATA_PROVISIONING_FAILED
-        assert verdict.detail.startswith("the engine failed (ValueError: the configure op broke)"), (
-            verdict.detail
-        )
-        assert "during its configure stage" in verdict.detail
+        # The error's type only: its text (an endpoint, a host path) reaches consumers as statusDetail.
+        assert verdict.detail == "the engine failed (ValueError) during its configure stage (run FAILURE)"
+        assert verdict.salvage  # the worker ended the run itself
 
 
 def test_the_k8s_cleanup_leaves_a_volume_the_watchdog_has_yet_to_publish() -> None:
@@ -284,3 +397,130 @@ def test_the_k8s_cleanup_leaves_a_volume_the_watchdog_has_yet_to_publish() -> No
     runs = {"a" * 32: [awaiting], "b" * 32: [salvaged]}
     volumes = [("a" * 32, 0.0), ("b" * 32, 0.0)]
     assert orphaned_volumes(volumes, lambda job_id: runs[job_id], now, 900) == ["b" * 32]
+
+
+def test_an_op_tells_a_stop_from_the_runtime_limit_and_the_watchdog() -> None:
+    from types import SimpleNamespace
+
+    from dagster._core.events import DagsterEvent, DagsterEventType
+
+    from c2d_defs.ops.compute import _engine_end
+
+    with dg.DagsterInstance.ephemeral() as instance:
+
+        def started_run(**tags: str) -> SimpleNamespace:
+            run = _run(dg.DagsterRunStatus.NOT_STARTED, **tags)
+            instance.add_run(run)
+            start = DagsterEvent(DagsterEventType.RUN_START.value, job_name="compute_job")
+            instance.report_dagster_event(start, run_id=run.run_id)
+            return SimpleNamespace(instance=instance, run_id=run.run_id)
+
+        # The consumer's stop: nothing else explains the terminate.
+        assert _engine_end(started_run(**{job_tags.MAX_RUNTIME: "3600"})) is None  # type: ignore[arg-type]
+        # Run monitoring at the run's max_runtime (0 s here: already past it): not a stop.
+        limit = _engine_end(started_run(**{job_tags.MAX_RUNTIME: "0"}))  # type: ignore[arg-type]
+        assert limit is not None and "max_runtime" in limit and "stop" not in limit
+        verdict = "the job's algorithm stage made no progress"
+        assert _engine_end(started_run(**{job_tags.WATCHDOG: verdict})) == verdict  # type: ignore[arg-type]
+
+
+class _Runner:
+    """A pod runner whose publish pod either reports `report` or is interrupted (a stop)."""
+
+    def __init__(self, report: str | None) -> None:
+        self.report = report
+        self.released: list[str] = []
+
+    def run(self, spec: object) -> object:
+        from dagster._core.errors import DagsterExecutionInterruptedError
+
+        from c2d_defs.pod_spec import PodResult
+
+        if self.report is None:
+            raise DagsterExecutionInterruptedError("stopped")
+        return PodResult(termination="Error", termination_message=self.report, started_at=0, finished_at=1)
+
+    def release_volume(self, job_id: str) -> None:
+        self.released.append(job_id)
+
+
+@pytest.mark.parametrize("store_failed", [True, False])
+def test_the_volume_is_kept_only_when_the_result_store_failed(store_failed: bool) -> None:
+    from types import SimpleNamespace
+
+    from dagster._core.errors import DagsterExecutionInterruptedError
+
+    from c2d_defs.ops.compute import JobRecorder, JobState, publish_job
+
+    report = '{"status": 62, "message": "S3 upload failed (ConnectionClosedError)"}'
+    runner = _Runner(report if store_failed else None)
+    store = SimpleNamespace(
+        publish_mounts=lambda job_id: [],
+        publish_env=lambda: {},
+        publish_secrets=lambda: {},
+        publish_network=False,
+    )
+    with dg.DagsterInstance.ephemeral() as instance:
+        run = _run(dg.DagsterRunStatus.STARTED)
+        instance.add_run(run)
+        recorder = JobRecorder(instance, run.run_id, SimpleNamespace(info=print, warning=print))  # type: ignore[arg-type]
+        state = JobState(
+            job_id=run.tags[job_tags.JOB_ID], status=JobStatus.RUNNING_ALGORITHM, environment=ENV
+        )
+        if store_failed:
+            publish_job(recorder, state, runner, store)  # type: ignore[arg-type]
+        else:  # a stop during publish: the pod is killed, nothing of the store failed
+            with pytest.raises(DagsterExecutionInterruptedError):
+                publish_job(recorder, state, runner, store)  # type: ignore[arg-type]
+        tags = instance.get_run_by_id(run.run_id).tags  # type: ignore[union-attr]
+        assert tags[job_tags.STATUS] == "62" and job_tags.DATE_FINISHED in tags
+        assert (tags.get(job_tags.VOLUME_KEPT) == "1") is store_failed
+        assert runner.released == ([] if store_failed else [state.job_id])
+
+
+STORED = {
+    **_phases(
+        configure_started=1,
+        configure_finished=2,
+        algorithm_started=3,
+        algorithm_finished=4,
+        publish_started=5,
+        publish_finished=6,
+    ),
+    job_tags.RESULTS: '[{"filename":"out.txt","filesize":2,"type":"output","index":0}]',
+}
+
+
+@pytest.mark.parametrize(("before", "after"), [("60", JobStatus.JOB_FINISHED), ("31", JobStatus(31))])
+def test_a_worker_that_died_after_storing_the_results_keeps_the_job_s_outcome(
+    before: str, after: JobStatus
+) -> None:
+    # Dead in the results-asset step: the results are in the store and listed; 60 was about to be 70.
+    verdict = _judge(_run(dg.DagsterRunStatus.FAILURE, **STORED, **{job_tags.STATUS: before}))
+    assert verdict is not None and verdict.status is after and verdict.salvage
+
+
+def test_the_salvage_of_a_job_whose_results_were_stored_does_not_publish_again(tmp_path: Path) -> None:
+    from c2d_defs.resources import ComputeEnvironments, LocalPodRunnerResource, LocalResultStoreResource
+
+    envs = tmp_path / "environments.yaml"
+    envs.write_text("environments:\n  - id: e1\n    maxJobDuration: 100\n")
+    with dg.DagsterInstance.ephemeral() as instance:
+        run = _run(dg.DagsterRunStatus.FAILURE, **STORED, **{job_tags.STATUS: "60"})
+        instance.add_run(run)
+        [verdict] = find_stuck_jobs(instance, Environments([ENV]), SETTINGS, time.time())
+        assert record_verdict(instance, verdict)
+        result = salvage_job.execute_in_process(
+            run_config={"ops": {"salvage": {"config": {"run_id": run.run_id}}}},
+            instance=instance,
+            resources={
+                "pod_runner": LocalPodRunnerResource(work_dir=str(tmp_path / "jobs")),
+                "result_store": LocalResultStoreResource(results_dir=str(tmp_path / "results")),
+                "environments": ComputeEnvironments(environments_file=str(envs)),
+            },
+        )
+        assert result.success
+        tags = instance.get_run_by_id(run.run_id).tags  # type: ignore[union-attr]
+    assert tags[job_tags.STATUS] == "70" and job_tags.DATE_FINISHED in tags
+    assert tags[job_tags.RESULTS] == STORED[job_tags.RESULTS]  # not replaced by an empty list
+    assert "its results had been stored" in tags[job_tags.STATUS_DETAIL]

@@ -1,0 +1,63 @@
+"""The Provider's job JSON for jobs the engine ended: a job the stage watchdog is still salvaging, a
+stop told apart from the engine's own terminations, and a statusDetail that never carries a URL."""
+
+from __future__ import annotations
+
+import pytest
+
+from c2d_core import job_tags
+from provider_api.errors import OceanHTTPError
+from provider_api.jobs import JobRecord, ocean_job_json
+from provider_api.result_files import ensure_results_published
+
+PUBLISHING = {job_tags.phase_tag("publish", "started"): "90.0"}
+
+
+def record(
+    run_status: str, *, started: float | None = 10.0, ended: float | None = 100.0, **tags: str
+) -> JobRecord:
+    base = {job_tags.JOB_ID: "a" * 32, job_tags.STATUS: "40", job_tags.MAX_RUNTIME: "1000"}
+    return JobRecord(
+        run_id="r", run_status=run_status, tags={**base, **tags}, created=1.0, started=started, ended=ended
+    )
+
+
+def test_a_job_the_watchdog_is_salvaging_is_still_publishing_until_its_finish_date() -> None:
+    verdict = "the job's run worker died during its algorithm stage (run FAILURE)"
+    salvaging = record("FAILURE", **PUBLISHING, **{job_tags.STATUS: "41", job_tags.WATCHDOG: verdict})
+    job = ocean_job_json(salvaging)
+    # Not final yet: a client keeps polling and then finds the logs the salvage run publishes.
+    assert (job["status"], job["dateFinished"], job["statusDetail"]) == (60, None, verdict)
+    assert not salvaging.finished
+    with pytest.raises(OceanHTTPError) as refused:
+        ensure_results_published(salvaging)
+    assert refused.value.status_code == 409
+    salvaged = record(
+        "FAILURE",
+        **{
+            job_tags.STATUS: "41",
+            job_tags.WATCHDOG: verdict,
+            job_tags.DATE_FINISHED: "120.5",
+            job_tags.RESULTS: "[]",
+        },
+    )
+    job = ocean_job_json(salvaged)
+    assert (job["status"], job["dateFinished"]) == (41, "120.5")
+
+
+def test_only_a_stop_is_stopreq_1_not_the_engine_ending_a_run() -> None:
+    assert ocean_job_json(record("CANCELED", **{job_tags.STOP_REQUESTED: "1"}))["stopreq"] == 1
+    # Stopped while queued or between ops: only the run's state says so.
+    assert ocean_job_json(record("CANCELED", started=None))["stopreq"] == 1
+    # The stage watchdog, and run monitoring at the run's max_runtime (started 10, limit 1000).
+    assert ocean_job_json(record("CANCELED", **{job_tags.WATCHDOG: "stuck"}))["stopreq"] == 0
+    assert ocean_job_json(record("CANCELING", ended=None, started=-2000.0))["stopreq"] == 0
+    assert ocean_job_json(record("CANCELED", ended=1010.0))["stopreq"] == 0
+    assert ocean_job_json(record("FAILURE"))["stopreq"] == 0
+
+
+def test_status_detail_never_carries_a_url() -> None:
+    detail = "publish: could not reach https://s3.internal.example:9000/c2d-results?X-Amz=secret"
+    job = ocean_job_json(record("FAILURE", **{job_tags.STATUS: "62", job_tags.STATUS_DETAIL: detail}))
+    assert "s3.internal.example" not in job["statusDetail"] and "://" not in job["statusDetail"]
+    assert job["statusDetail"].startswith("publish: could not reach ")
