@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from c2d_core import job_tags
+from c2d_core.settings import EngineSettings
 from c2d_core.status import JobStatus
 from provider_api.errors import strip_urls
 
@@ -23,6 +25,15 @@ ENDED_RUN_STATES = frozenset({"SUCCESS", "FAILURE", "CANCELED"})
 CANCELED_RUN_STATES = frozenset({"CANCELING", "CANCELED"})
 
 PHASES = ("configure", "algorithm", "publish")
+
+
+@functools.cache
+def _watchdog_wait_seconds() -> float:
+    """How long after a run's end the stage watchdog surely has judged it: two of its ticks plus a
+    margin for a busy daemon (the engine's C2D_WATCHDOG_INTERVAL, which the Provider shares)."""
+    return 2 * EngineSettings().watchdog_interval + 30
+
+
 # The keys of a result entry a consumer sees: Ocean's, plus the `index` it downloads by.
 PUBLIC_RESULT_KEYS = ("filename", "filesize", "type", "index")
 
@@ -63,9 +74,22 @@ class JobRecord:
 
     @property
     def salvaging(self) -> bool:
-        """The run ended without publishing and the stage watchdog has taken the job over: its
-        salvage run is yet to publish the logs and outputs and write the final status."""
-        return self.run_ended and not self.published and job_tags.WATCHDOG in self.tags
+        """The run ended without publishing and the stage watchdog has taken the job over (or will
+        at its next tick): its salvage run is yet to publish the logs and outputs and write the final
+        status."""
+        if not self.run_ended or self.published:
+            return False
+        return job_tags.WATCHDOG in self.tags or self._awaiting_watchdog
+
+    @property
+    def _awaiting_watchdog(self) -> bool:
+        """Ended after a stage started, not yet judged, and recently enough that the stage watchdog
+        has not had its tick: it will take the job over, so the job is not reported finished (with
+        no logs) in between. Past the wait (the daemon down, say) the job is reported as ended."""
+        started_a_stage = job_tags.phase_tag("configure", "started") in self.tags
+        return (
+            started_a_stage and self.ended is not None and time.time() - self.ended < _watchdog_wait_seconds()
+        )
 
     @property
     def finished(self) -> bool:
@@ -221,7 +245,11 @@ def ocean_job_json(record: JobRecord) -> dict[str, Any]:
     detail = tags.get(job_tags.STATUS_DETAIL, "")
     date_finished = _tag_epoch(tags, job_tags.DATE_FINISHED)
     if record.salvaging:
-        status, detail, date_finished = JobStatus.PUBLISHING_RESULTS, tags[job_tags.WATCHDOG], None
+        detail = (
+            tags.get(job_tags.WATCHDOG)
+            or "the job's run ended before publishing: its logs are being published"
+        )
+        status, date_finished = JobStatus.PUBLISHING_RESULTS, None
     elif record.run_ended and not record.published:
         if not status.is_terminal:
             was = status

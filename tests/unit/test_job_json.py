@@ -61,3 +61,23 @@ def test_status_detail_never_carries_a_url() -> None:
     job = ocean_job_json(record("FAILURE", **{job_tags.STATUS: "62", job_tags.STATUS_DETAIL: detail}))
     assert "s3.internal.example" not in job["statusDetail"] and "://" not in job["statusDetail"]
     assert job["statusDetail"].startswith("publish: could not reach ")
+
+
+def test_a_run_that_just_died_awaits_the_watchdog_then_counts_as_ended() -> None:
+    import time
+
+    configured = {job_tags.phase_tag("configure", "started"): "50.0", job_tags.STATUS: "20"}
+    # Dead a moment ago, not judged yet: the watchdog's next tick takes it over, so no client is told
+    # "finished" before the logs are published.
+    fresh = record("FAILURE", ended=time.time() - 1, **configured)
+    job = ocean_job_json(fresh)
+    assert (job["status"], job["dateFinished"]) == (60, None) and not fresh.finished
+    with pytest.raises(OceanHTTPError) as refused:
+        ensure_results_published(fresh)
+    assert refused.value.status_code == 409
+    # Long past any watchdog tick (the daemon down, say): reported ended, with a failure status.
+    stale = record("FAILURE", ended=100.0, **configured)
+    assert ocean_job_json(stale)["status"] == 31 and stale.finished
+    # Stopped while queued: no stage ran, nothing for the watchdog to publish.
+    queued = record("CANCELED", ended=time.time() - 1, started=None, **{job_tags.STATUS: "1"})
+    assert queued.finished and ocean_job_json(queued)["dateFinished"] is not None
