@@ -10,13 +10,12 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from engine_kit import run_compute_job
 
 from c2d_cli.origin import LocalOrigin
 from c2d_core import job_tags
 from c2d_core.crypto import encrypt_for, public_key_of
 from c2d_core.settings import EngineSettings
-from c2d_defs.jobs import compute_job
-from c2d_defs.resources import ComputeEnvironments, LocalPodRunnerResource, LocalResultStoreResource
 
 DID_A = "did:op:" + hashlib.sha256(b"dataset-a").hexdigest()
 DID_B = "did:op:" + hashlib.sha256(b"dataset-b").hexdigest()
@@ -108,17 +107,7 @@ def _workflow(home: Path, origin: LocalOrigin, **overrides) -> dict:
 
 def _run(workflow: dict):
     instance = dg.DagsterInstance.ephemeral()
-    result = compute_job.execute_in_process(
-        run_config={"ops": {"configure": {"config": {"workflow": workflow}}}},
-        instance=instance,
-        resources={
-            "pod_runner": LocalPodRunnerResource(),
-            "result_store": LocalResultStoreResource(),
-            "environments": ComputeEnvironments(),
-            "io_manager": dg.mem_io_manager,
-        },
-        raise_on_error=False,
-    )
+    result = run_compute_job(workflow, instance)
     tags = instance.get_run_by_id(result.run_id).tags
     logs = "\n".join(event.message or "" for event in instance.all_logs(result.run_id) if event.message)
     return result, tags, logs

@@ -17,20 +17,18 @@ from pathlib import Path
 import dagster as dg
 import pytest
 import yaml
+from engine_kit import run_compute_job
+from fixtures_postgres import database_url, fresh_database
 from sqlalchemy import create_engine, text
-from sqlalchemy.exc import OperationalError
 
 from c2d_cli.origin import LocalOrigin
 from c2d_core import job_tags
 from c2d_core.crypto import encrypt_for, public_key_of
-from c2d_defs.jobs import compute_job
-from c2d_defs.resources import ComputeEnvironments, LocalPodRunnerResource, LocalResultStoreResource
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
 ROOT = Path(__file__).resolve().parents[2]
 INSTANCE_FILE = ROOT / "deploy" / "dagster-postgres.yaml"
-ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 ENVIRONMENTS = """
 environments:
   - id: pg-env
@@ -48,31 +46,16 @@ ALGORITHM = "import os; open('/data/outputs/out.txt', 'w').write('pg'); print('r
 
 @pytest.fixture
 def database(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"c2d_dagster_{uuid.uuid4().hex[:12]}"
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except OperationalError as error:
-        admin.dispose()
-        pytest.fail(f"Postgres is not reachable at 127.0.0.1:5432 (user postgres, db test): {error}")
-    for key, value in {
-        "DAGSTER_PG_USERNAME": "postgres",
-        "DAGSTER_PG_PASSWORD": "",
-        "DAGSTER_PG_HOST": "127.0.0.1",
-        "DAGSTER_PG_DB": name,
-        "DAGSTER_PG_PORT": "5432",
-    }.items():
-        monkeypatch.setenv(key, value)
-    try:
+    with fresh_database("c2d_dagster") as name:
+        for key, value in {
+            "DAGSTER_PG_USERNAME": "postgres",
+            "DAGSTER_PG_PASSWORD": "",
+            "DAGSTER_PG_HOST": "127.0.0.1",
+            "DAGSTER_PG_DB": name,
+            "DAGSTER_PG_PORT": "5432",
+        }.items():
+            monkeypatch.setenv(key, value)
         yield name
-    finally:
-        with admin.connect() as conn:
-            conn.execute(
-                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :d"), {"d": name}
-            )
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-        admin.dispose()
 
 
 @pytest.fixture
@@ -144,23 +127,14 @@ def test_compute_job_runs_on_the_postgres_instance_and_tags_land_in_run_storage(
                 "container": {"entrypoint": "python $ALGO", "image": "python", "tag": "3.11-slim"},
             },
         }
-        result = compute_job.execute_in_process(
-            run_config={"ops": {"configure": {"config": {"workflow": workflow}}}},
-            instance=instance,
-            resources={
-                "pod_runner": LocalPodRunnerResource(),
-                "result_store": LocalResultStoreResource(),
-                "environments": ComputeEnvironments(),
-                "io_manager": dg.mem_io_manager,
-            },
-            tags={job_tags.JOB_ID: job_id, job_tags.ENVIRONMENT: "pg-env"},
-            raise_on_error=False,
+        result = run_compute_job(
+            workflow, instance, tags={job_tags.JOB_ID: job_id, job_tags.ENVIRONMENT: "pg-env"}
         )
         assert result.success
         run_id = result.run_id
 
     # Straight from Postgres: the run, its c2d tags and its events are in run storage.
-    engine = create_engine(f"postgresql+psycopg2://postgres@127.0.0.1:5432/{database}")
+    engine = create_engine(database_url(database))
     try:
         with engine.connect() as conn:
             status = conn.execute(text("SELECT status FROM runs WHERE run_id = :r"), {"r": run_id}).scalar()

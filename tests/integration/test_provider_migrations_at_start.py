@@ -11,14 +11,13 @@ import os
 import socket
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, inspect, text
-from sqlalchemy.exc import OperationalError
+from fixtures_postgres import database_url, fresh_database
+from sqlalchemy import create_engine, inspect
 
 from provider_api import migrations
 from provider_api.main import create_app
@@ -26,26 +25,13 @@ from provider_api.settings import ProviderSettings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
-SERVER = "postgresql+psycopg2://postgres@127.0.0.1:5432"
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
 def database() -> Iterator[str]:
-    admin = create_engine(f"{SERVER}/test", isolation_level="AUTOCOMMIT")
-    name = f"c2d_provider_{uuid.uuid4().hex[:12]}"
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except OperationalError as error:
-        admin.dispose()
-        pytest.fail(f"Postgres is not reachable at 127.0.0.1:5432 (user postgres, db test): {error}")
-    try:
-        yield f"{SERVER}/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with fresh_database("c2d_provider") as name:
+        yield database_url(name)
 
 
 def test_the_database_is_at_head_once_the_provider_has_started(database: str) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from engine_kit import run_compute_job
 from eth_account import Account
 from fixtures_chain import DT, ChainAsset, DevChain
 
@@ -427,9 +428,6 @@ def engine_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dev_chain: DevC
 def _run_job(
     home: Path, origin_url: str, job_id: str, owner: str, rawcode: str = TRAIN, data: str = "numbers.txt"
 ) -> dict[str, str]:
-    from c2d_defs.jobs import compute_job
-    from c2d_defs.resources import ComputeEnvironments, LocalPodRunnerResource, LocalResultStoreResource
-
     key = (home / "secrets" / "provider-key").read_text().strip()
     document = {
         "nftAddress": "0x" + "0" * 40,
@@ -455,17 +453,7 @@ def _run_job(
         "output": {"publishOutput": True, "metadata": {"name": "Sum model", "tags": ["c2d"]}},
     }
     instance = dg.DagsterInstance.ephemeral()
-    result = compute_job.execute_in_process(
-        run_config={"ops": {"configure": {"config": {"workflow": workflow}}}},
-        instance=instance,
-        resources={
-            "pod_runner": LocalPodRunnerResource(),
-            "result_store": LocalResultStoreResource(),
-            "environments": ComputeEnvironments(),
-            "io_manager": dg.mem_io_manager,
-        },
-        raise_on_error=False,
-    )
+    result = run_compute_job(workflow, instance)
     run = instance.get_run_by_id(result.run_id)
     assert run is not None
     return dict(run.tags)
