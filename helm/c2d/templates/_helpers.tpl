@@ -52,7 +52,7 @@ C2D_S3_REGION: {{ $r.s3.region | quote }}
 C2D_S3_PREFIX: {{ $r.s3.prefix | quote }}
 C2D_S3_SSE: {{ $r.s3.sse | quote }}
 C2D_S3_KMS_KEY_ID: {{ $r.s3.kmsKeyId | quote }}
-C2D_S3_MAX_ATTEMPTS: {{ $r.s3.maxAttempts | int | quote }}
+C2D_S3_MAX_ATTEMPTS: {{ $r.s3.maxAttempts | int64 | quote }}
 C2D_S3_TIMEOUT: {{ $r.s3.timeoutSeconds | quote }}
 {{- end }}
 {{- if eq $r.kind "ipfs" }}
