@@ -164,7 +164,7 @@ class Published:
 
 def publish(running: stack.Stack, origin_url: str, starts: int) -> Published:
     """A dataset whose compute service trusts one published algorithm, as the e2e tests publish them."""
-    from provider_api.policy import trusted_algorithm_entry
+    from c2d_core.ocean.checksums import trusted_algorithm_entry
 
     chain = Chain.connect(running.rpc_url, Path(running.addresses_file))
     provider = ProviderClient(running.provider_url)

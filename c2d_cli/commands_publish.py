@@ -41,6 +41,7 @@ from c2d_cli.config import (
     ProviderUrlOption,
     RpcUrlOption,
 )
+from c2d_core.ocean.metadata_states import state_label
 
 if TYPE_CHECKING:
     from eth_account.signers.local import LocalAccount
@@ -61,15 +62,6 @@ err = cli_output.stderr_console()
 SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 DEFAULT_MINT = 5
-# ERC721Template metadata states; only 0 and 5 may be ordered.
-METADATA_STATES = {
-    0: "active",
-    1: "end of life",
-    2: "deprecated",
-    3: "revoked",
-    4: "ordering disabled",
-    5: "unlisted",
-}
 
 # --- reading an asset from the chain ---------------------------------------------------------------
 
@@ -285,7 +277,7 @@ def trust_entry_for(did: str, chain: Chain, provider: ProviderClient, config: Cl
     """Pin an algorithm by DID: its files' checksum as the Provider computes it, its container's from
     the DDO (readable where this machine holds the Provider's key)."""
     from c2d_cli.provider_client import ProviderError
-    from provider_api.policy import container_section_checksum, files_checksum
+    from c2d_core.ocean.checksums import container_section_checksum, files_checksum
 
     full_form = (
         "pass --trusted-algorithm DID:FILESCHECKSUM:CONTAINERCHECKSUM, as `c2d publish algorithm` printed it"
@@ -639,12 +631,8 @@ def publish_algorithm(
     home: HomeOption = None,
 ) -> None:
     """Publish an algorithm and print the DID and the trust entry a dataset's publisher adds for it."""
-    from provider_api.policy import (
-        PolicyError,
-        container_section_checksum,
-        files_checksum,
-        validate_container,
-    )
+    from c2d_core.ocean.checksums import container_section_checksum, files_checksum, validate_container
+    from c2d_core.ocean.refusals import PolicyError
 
     config = load_config(
         err,
@@ -763,7 +751,7 @@ def asset_show(
     table.add_column(overflow="fold")
     for key, value in facts.items():
         if key == "state":
-            value = f"{value} ({METADATA_STATES.get(int(asset.state), 'unknown')})"
+            value = f"{value} ({state_label(asset.state)})"
         table.add_row(key, ", ".join(value) if isinstance(value, list) else str(value))
     if ddo is not None:
         metadata = ddo.get("metadata") or {}

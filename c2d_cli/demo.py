@@ -68,7 +68,7 @@ def run_demo(home: Path, console: Console, timeout: float = 300.0) -> int:
     )
     from c2d_cli.provider_client import ProviderClient
     from c2d_core.chain import Chain, dev_accounts
-    from provider_api.policy import trusted_algorithm_entry
+    from c2d_core.ocean.checksums import trusted_algorithm_entry
 
     started = time.monotonic()
     console.print("[bold]1/5[/] starting the embedded stack: anvil + Ocean contracts, Dagster, the Provider…")

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from c2d_core.chain import ZERO_ADDRESS
 from c2d_core.environments import Environment, Environments, UnknownEnvironmentError
+from c2d_core.ocean.checksums import files_checksum
 from c2d_core.workflow import OutputRequest, Workflow
 from provider_api import policy
 from provider_api.assets import AssetError, DdoResolver, ResolvedAsset
@@ -378,7 +379,7 @@ class ComputeService:
                 except FetchError:
                     raise resource_error("algorithm", "file_unavailable") from None
                 digests.append(fetched.sha256)
-        checksum = policy.files_checksum(digests)
+        checksum = files_checksum(digests)
         with self._checksum_lock:
             self._checksums[key] = checksum
         return checksum

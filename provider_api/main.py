@@ -16,10 +16,10 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.engine import make_url
 from starlette.concurrency import run_in_threadpool
 
+from c2d_core.ocean.refusals import PolicyError
 from provider_api.deps import close_shared, shared
 from provider_api.errors import install_error_handlers, strip_urls
 from provider_api.nonces import NonceStore, NonceStoreUnavailable
-from provider_api.policy import PolicyError
 from provider_api.routes import routers
 from provider_api.routes.root import _version
 from provider_api.settings import ProviderSettings

@@ -27,10 +27,8 @@ Where we differ from Ocean's Python Provider (v2.1.x), and why:
   even when an allow list is set (Ocean ignores it then); a credential type we cannot evaluate denies
   (`credential_type_unsupported`) rather than being skipped, since skipping it would drop the
   publisher's restriction.
-- **Container digests.** Besides Ocean's two rules (`missing_entrypoint_image_checksum`,
-  `checksum_prefix`), the checksum must be a whole image digest, `sha256:` and 64 lowercase hex
-  (`checksum_format`): the engine pulls `image@checksum`, so anything else would fail only after the
-  consumer has paid.
+- **Container digests.** Besides Ocean's two rules, the checksum must be a whole image digest
+  (`checksum_format`; `validate_container` in c2d_core/ocean/checksums.py, shared with the CLI).
 
 As in Ocean, a trusted-algorithm entry without `filesChecksum` / `containerSectionChecksum` trusts the
 DID whatever its files or container are now or later; `trusted_algorithm_entry` always pins both.
@@ -38,44 +36,27 @@ DID whatever its files or container are now or later; `trusted_algorithm_entry` 
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
-from c2d_core.workflow import DID_PATTERN
+from c2d_core.ocean.checksums import container_section_checksum, validate_container
+from c2d_core.ocean.metadata_states import CONSUMABLE_STATES, MetadataState
+from c2d_core.ocean.refusals import PolicyError
 
 WILDCARD: Final = "*"
-# On-chain metadata states (ERC721Template `metaDataState`); 0 active and 5 unlisted may be computed on.
-CONSUMABLE_STATES: Final = frozenset({0, 5})
-_STATE_REFUSALS: Final = {
-    1: ("asset_end_of_life", "the asset has reached its end of life"),
-    2: ("asset_deprecated", "the asset is deprecated (replaced by another asset)"),
-    3: ("asset_revoked", "the asset was revoked by its publisher"),
-    4: ("asset_ordering_disabled", "ordering of the asset is temporarily disabled"),
+_STATE_REFUSALS: Final[dict[int, tuple[str, str]]] = {
+    MetadataState.END_OF_LIFE: ("asset_end_of_life", "the asset has reached its end of life"),
+    MetadataState.DEPRECATED: ("asset_deprecated", "the asset is deprecated (replaced by another asset)"),
+    MetadataState.REVOKED: ("asset_revoked", "the asset was revoked by its publisher"),
+    MetadataState.ORDERING_DISABLED: (
+        "asset_ordering_disabled",
+        "ordering of the asset is temporarily disabled",
+    ),
 }
-_SHA256_HEX: Final = re.compile(r"[0-9a-fA-F]{64}")
-_IMAGE_DIGEST: Final = re.compile(r"sha256:[0-9a-f]{64}")
 
 Ddo = Mapping[str, Any]
 Service = Mapping[str, Any]
-
-
-class PolicyError(Exception):
-    """A policy refusal: `resource` is Ocean's key (`dataset.serviceId`, `datasets[1]`, `algorithm`…),
-    `code` Ocean's code, `message` a sentence for humans (never a URL)."""
-
-    def __init__(self, resource: str, code: str, message: str) -> None:
-        super().__init__(message)
-        self.resource = resource
-        self.code = code
-        self.message = message
-
-    @property
-    def wire(self) -> dict[str, str]:
-        """The value of Ocean's `error` key: `{"dataset": "not_trusted_algo"}`."""
-        return {self.resource: self.code}
 
 
 def input_resource(index: int) -> str:
@@ -228,71 +209,11 @@ def check_asset_consumable(ddo: Ddo, *, state: int, consumer: str | None, resour
     check_credentials(ddo, consumer, resource)
 
 
-# --- containers and checksums ---------------------------------------------------------------------
-
-
-def validate_container(container: object, resource: str = "algorithm.container") -> None:
-    """An algorithm container: entrypoint, image and checksum set; checksum a `sha256:` image digest.
-
-    Also backs the validateContainer route, which answers `{"error": err.code}`.
-    """
-    fields = container if isinstance(container, dict) else {}
-    missing = [key for key in ("entrypoint", "image", "checksum") if not _text(fields.get(key))]
-    if missing:
-        raise PolicyError(
-            resource,
-            "missing_entrypoint_image_checksum",
-            f"the container needs a non-empty entrypoint, image and checksum (missing: {', '.join(missing)})",
-        )
-    checksum = fields["checksum"]
-    if not checksum.startswith("sha256:"):
-        raise PolicyError(resource, "checksum_prefix", "the container checksum must start with 'sha256:'")
-    if not _IMAGE_DIGEST.fullmatch(checksum):
-        raise PolicyError(
-            resource,
-            "checksum_format",
-            "the container checksum must be 'sha256:' and 64 lowercase hex digits",
-        )
+# --- algorithms -----------------------------------------------------------------------------------
 
 
 def _text(value: object) -> bool:
     return isinstance(value, str) and bool(value.strip())
-
-
-def container_section_checksum(container: Mapping[str, Any]) -> str:
-    """sha256 hex of `entrypoint + checksum` (plain concatenation), as Ocean computes it."""
-    entrypoint, checksum = container.get("entrypoint"), container.get("checksum")
-    if not isinstance(entrypoint, str) or not isinstance(checksum, str):
-        raise ValueError("a container needs string 'entrypoint' and 'checksum' fields")
-    return hashlib.sha256((entrypoint + checksum).encode("utf-8")).hexdigest()
-
-
-def files_checksum(sha256_hexes: Sequence[str]) -> str:
-    """An algorithm's `filesChecksum`: its files' content sha256 hex digests, concatenated in files order."""
-    if not sha256_hexes:
-        raise ValueError("an algorithm has at least one file")
-    for digest in sha256_hexes:
-        if not isinstance(digest, str) or not _SHA256_HEX.fullmatch(digest):
-            raise ValueError("each file checksum must be a sha256 hex digest (64 hex digits, no prefix)")
-    return "".join(digest.lower() for digest in sha256_hexes)
-
-
-def trusted_algorithm_entry(did: str, files_checksum: str, container: Mapping[str, Any]) -> dict[str, str]:
-    """A `publisherTrustedAlgorithms` entry pinning the algorithm's DID, files and container."""
-    if not DID_PATTERN.match(did):
-        raise ValueError("an algorithm DID looks like did:op:<64 hex digits>")
-    digests = files_checksum.lower()
-    if not digests or len(digests) % 64 or not re.fullmatch(r"[0-9a-f]+", digests):
-        raise ValueError("filesChecksum is one or more sha256 hex digests, concatenated (see files_checksum)")
-    validate_container(container)
-    return {
-        "did": did.lower(),
-        "filesChecksum": digests,
-        "containerSectionChecksum": container_section_checksum(container),
-    }
-
-
-# --- algorithms -----------------------------------------------------------------------------------
 
 
 def _compute_section(service: Service) -> Mapping[str, Any]:

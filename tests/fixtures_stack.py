@@ -47,7 +47,7 @@ def ocean_stack(tmp_path_factory: pytest.TempPathFactory):
     from c2d_cli.origin import LocalOrigin
     from c2d_cli.provider_client import ProviderClient
     from c2d_core.chain import Chain, dev_accounts
-    from provider_api.policy import trusted_algorithm_entry
+    from c2d_core.ocean.checksums import trusted_algorithm_entry
 
     home = tmp_path_factory.mktemp("ocean") / ".c2d"
     envs_file = _two_environments(home.parent / "environments.yaml")

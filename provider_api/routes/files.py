@@ -32,11 +32,13 @@ from c2d_core.fetch import (
     source_request,
 )
 from c2d_core.netguard import guarded_client
+from c2d_core.ocean.checksums import validate_container
+from c2d_core.ocean.refusals import PolicyError
 from c2d_core.workflow import FileObject
 from provider_api.deps import SettingsDep
 from provider_api.errors import bad_request, resource_error
 from provider_api.params import ParamsDep
-from provider_api.policy import PolicyError, find_service, validate_container
+from provider_api.policy import find_service
 from provider_api.settings import ProviderSettings
 
 router = APIRouter(prefix="/api/services", tags=["files"])

@@ -195,7 +195,7 @@ def test_an_unreachable_provider_is_named(ocean_stack, cli: Cli) -> None:
 
 def test_publish_an_algorithm_and_a_dataset_trusting_it_by_did(ocean_stack, cli: Cli) -> None:
     from c2d_cli.ocean_flow import SAMPLE_CONTAINER
-    from provider_api.policy import trusted_algorithm_entry
+    from c2d_core.ocean.checksums import trusted_algorithm_entry
 
     origin = ocean_stack.origin_url
     algorithm = cli.run(

@@ -715,7 +715,7 @@ def policy_assets(ocean_stack: Any) -> dict[str, PublishedAsset]:
     algorithm whose files this Provider cannot decrypt, trusted with its true checksums."""
     from c2d_core.chain import dev_account
     from c2d_core.crypto import public_key_of
-    from provider_api.policy import trusted_algorithm_entry
+    from c2d_core.ocean.checksums import trusted_algorithm_entry
 
     s = ocean_stack
     true_entry = trusted_algorithm_entry(

@@ -9,8 +9,14 @@ from typing import Any
 
 import pytest
 
+from c2d_core.ocean.checksums import (
+    container_section_checksum,
+    files_checksum,
+    trusted_algorithm_entry,
+    validate_container,
+)
+from c2d_core.ocean.refusals import PolicyError
 from provider_api.policy import (
-    PolicyError,
     check_algorithm,
     check_algorithm_asset,
     check_asset_consumable,
@@ -19,13 +25,9 @@ from provider_api.policy import (
     check_input_service,
     check_main_service_is_compute,
     check_service_type,
-    container_section_checksum,
-    files_checksum,
     find_service,
     input_resource,
     network_allowed,
-    trusted_algorithm_entry,
-    validate_container,
 )
 
 ALGO_DID = "did:op:" + hashlib.sha256(b"algorithm nft" + b"8996").hexdigest()
