@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import importlib.metadata
 import json
+import os
 import re
 import shutil
 from collections.abc import Iterator
@@ -265,8 +266,7 @@ def test_the_provider_rolls_when_the_engine_settings_change(renders: dict[str, R
 
 
 def _settings_from(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
-    import os
-
+    """The process environment a pod would have: only `env` among the settings' prefixes."""
     for key in list(os.environ):
         if key.startswith(("C2D_", "PROVIDER_", "AWS_")):
             monkeypatch.delenv(key)
