@@ -3,8 +3,9 @@
 `C2D_DEPLOYMENT` picks the resources once (`local`: bubblewrap sandboxes; `k8s`: Kubernetes Jobs through
 dagster-k8s, a PVC per job, and a sensor that cleans up after them), and `C2D_RESULT_STORE` the result
 store (`local`, `s3`, `ipfs`). Ops never ask which one they got. Every deployment runs the storage
-expiry sensor, the queue watchdog (c2d_defs.watchdog) and the stage watchdog with its salvage job
-(c2d_defs.stage_watchdog).
+expiry sensor (c2d_defs.expiry), the queue watchdog (c2d_defs.watchdog) and the stage watchdog
+(c2d_defs.stage_watchdog); each tick only reads and asks for a run of its job (c2d_defs.jobs:
+results_expiry_job, queue_expiry_job, salvage_job; on Kubernetes also volume_cleanup_job).
 """
 
 from __future__ import annotations
@@ -16,14 +17,14 @@ from typing import Any
 import dagster as dg
 
 from c2d_defs.expiry import results_expiry
-from c2d_defs.jobs import compute_job
+from c2d_defs.jobs import compute_job, queue_expiry_job, results_expiry_job, salvage_job
 from c2d_defs.resources import (
     RESULT_STORE_RESOURCES,
     ComputeEnvironments,
     LocalPodRunnerResource,
     ResultStoreResource,
 )
-from c2d_defs.stage_watchdog import salvage_job, stage_watchdog
+from c2d_defs.stage_watchdog import stage_watchdog
 from c2d_defs.watchdog import queue_watchdog
 
 
@@ -34,7 +35,12 @@ def _result_store() -> ResultStoreResource:
     return RESULT_STORE_RESOURCES[kind]()
 
 
-def _local() -> tuple[dict[str, Any], list[dg.SensorDefinition]]:
+Deployment = tuple[dict[str, Any], list[dg.SensorDefinition], list[dg.JobDefinition]]
+# Every deployment's jobs: the compute job and the runs its sensors ask for.
+JOBS = [compute_job, salvage_job, queue_expiry_job, results_expiry_job]
+
+
+def _local() -> Deployment:
     resources = {
         "pod_runner": LocalPodRunnerResource(),
         "result_store": _result_store(),
@@ -42,11 +48,12 @@ def _local() -> tuple[dict[str, Any], list[dg.SensorDefinition]]:
         # Stage outputs stay in memory: they carry the workflow, which must not land on disk.
         "io_manager": dg.mem_io_manager,
     }
-    return resources, [results_expiry, queue_watchdog, stage_watchdog]
+    return resources, [results_expiry, queue_watchdog, stage_watchdog], JOBS
 
 
-def _k8s() -> tuple[dict[str, Any], list[dg.SensorDefinition]]:
+def _k8s() -> Deployment:
     # Imported only here: dagster-k8s costs about 2 s per process, which the embedded default never pays.
+    from c2d_defs.jobs.volume_cleanup import volume_cleanup_job
     from c2d_defs.k8s_resources import K8sPodRunnerResource, k8s_volume_cleanup
 
     resources = {
@@ -58,11 +65,12 @@ def _k8s() -> tuple[dict[str, Any], list[dg.SensorDefinition]]:
         # One run is one run pod (in-process executor): stage outputs never leave its memory.
         "io_manager": dg.mem_io_manager,
     }
-    return resources, [k8s_volume_cleanup, results_expiry, queue_watchdog, stage_watchdog]
+    sensors = [k8s_volume_cleanup, results_expiry, queue_watchdog, stage_watchdog]
+    return resources, sensors, [*JOBS, volume_cleanup_job]
 
 
 # Each deployment's resources (and sensors), built only for the deployment in use.
-resources_by_deployment: dict[str, Callable[[], tuple[dict[str, Any], list[dg.SensorDefinition]]]] = {
+resources_by_deployment: dict[str, Callable[[], Deployment]] = {
     "local": _local,
     "k8s": _k8s,
 }
@@ -78,5 +86,5 @@ def _deployment() -> str:
     return deployment
 
 
-_resources, _sensors = resources_by_deployment[_deployment()]()
-defs = dg.Definitions(jobs=[compute_job, salvage_job], resources=_resources, sensors=_sensors)
+_resources, _sensors, _jobs = resources_by_deployment[_deployment()]()
+defs = dg.Definitions(jobs=_jobs, resources=_resources, sensors=_sensors)

@@ -1,23 +1,30 @@
 """Storage expiry: a job's results are deleted `storageExpiry` seconds after it finished.
 
-The sensor reads finished `compute_job` runs from run storage, deletes the results of those past their
-environment's `storageExpiry` through the `result_store` resource, and tags the run
+The `results_expiry` sensor reads finished `compute_job` runs from run storage and asks for a
+`results_expiry_job` run (c2d_defs.jobs) for those past their environment's `storageExpiry`. Its op
+deletes their results through the `result_store` resource and tags each run
 `c2d/results_expired=1`, which the Provider turns into "expired" in the job JSON and 410 on download.
+The tick itself deletes nothing: an S3 or IPFS stall costs a retried op, not a sensor timeout.
 An environment with `storageExpiry: 0` keeps results until an operator deletes them.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import dagster as dg
 
 from c2d_core import job_tags
 from c2d_core.environments import UnknownEnvironmentError
-from c2d_defs.resources import ComputeEnvironments, ResultStoreResource
+from c2d_defs import maintenance
+from c2d_defs.maintenance import act_on_each
+from c2d_defs.resources import ComputeEnvironments
 
+JOB_NAME = "compute_job"
+RESULTS_EXPIRY_JOB_NAME = "results_expiry_job"
+RESULTS_EXPIRY_OP = "expire_results"
 # Runs looked at per tick, newest first; a backlog drains over several ticks.
 RUNS_PER_TICK = 1000
 FINISHED_STATES = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
@@ -43,40 +50,84 @@ def expired_runs(
     return expired
 
 
+def due_expiries(
+    instance: dg.DagsterInstance,
+    expiry_of: Callable[[str], int | None],
+    now: float,
+    run_ids: Sequence[str] | None = None,
+) -> list[tuple[str, str]]:
+    """(run id, job id) of the finished compute runs whose results are due for deletion, newest
+    first, at most RUNS_PER_TICK; only those of `run_ids` when given. Reads only."""
+    if run_ids is not None and not run_ids:
+        return []  # an empty run id filter would mean no filter at all
+    runs = instance.get_runs(
+        filters=dg.RunsFilter(
+            job_name=JOB_NAME,
+            statuses=FINISHED_STATES,
+            run_ids=list(run_ids) if run_ids is not None else None,
+        ),
+        limit=RUNS_PER_TICK,
+    )
+    return expired_runs(runs, expiry_of, now)
+
+
 def expire_results(
     instance: dg.DagsterInstance,
     store: Any,
     expiry_of: Callable[[str], int | None],
     now: float,
+    run_ids: Sequence[str] | None = None,
+    log: Any = None,
 ) -> list[str]:
-    """Delete expired results and tag their runs; returns the job ids. Idempotent: a retried delete
-    of what is gone already is a success."""
-    runs = instance.get_runs(
-        filters=dg.RunsFilter(job_name="compute_job", statuses=FINISHED_STATES), limit=RUNS_PER_TICK
-    )
-    done = []
-    for run_id, job_id in expired_runs(runs, expiry_of, now):
+    """Delete expired results and tag their runs (only those of `run_ids` when given); returns the
+    job ids. Idempotent: a retried delete of what is gone already is a success. What the results
+    expiry job's op runs."""
+
+    def expire(item: tuple[str, str]) -> bool:
+        run_id, job_id = item
         store.delete_job(job_id)
         instance.add_run_tags(run_id, {job_tags.RESULTS_EXPIRED: "1"})
-        done.append(job_id)
-    return done
+        return True
+
+    done = act_on_each(
+        due_expiries(instance, expiry_of, now, run_ids), expire, lambda item: f"job {item[1]}", log
+    )
+    return [job_id for _, job_id in done]
 
 
-@dg.sensor(
-    description="Delete job results older than their environment's storageExpiry; tag the run expired.",
-    minimum_interval_seconds=300,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-)
-def results_expiry(
-    context: dg.SensorEvaluationContext,
-    result_store: ResultStoreResource,
-    environments: ComputeEnvironments,
-) -> dg.SkipReason:
+def expiry_lookup(environments: ComputeEnvironments) -> Callable[[str], int | None]:
+    """Each environment's storageExpiry; None (keep the results) for one it does not know."""
+
     def expiry_of(env_id: str) -> int | None:
         try:
             return environments.get(env_id).storage_expiry
         except UnknownEnvironmentError:
             return None  # an environment since removed: keep its results for an operator to decide
 
-    expired = expire_results(context.instance, result_store.store(), expiry_of, time.time())
-    return dg.SkipReason(f"expired the results of {len(expired)} job(s)")
+    return expiry_of
+
+
+@dg.sensor(
+    description="Ask results_expiry_job to delete job results older than their environment's "
+    "storageExpiry and tag the runs expired.",
+    minimum_interval_seconds=300,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    job_name=RESULTS_EXPIRY_JOB_NAME,
+)
+def results_expiry(
+    context: dg.SensorEvaluationContext, environments: ComputeEnvironments
+) -> dg.RunRequest | dg.SkipReason:
+    due = due_expiries(context.instance, expiry_lookup(environments), time.time())
+    wanted = maintenance.request(
+        context.instance,
+        what="results_expiry",
+        job_name=RESULTS_EXPIRY_JOB_NAME,
+        op_name=RESULTS_EXPIRY_OP,
+        targets=[run_id for run_id, _ in due],
+        reason=f"the results of {len(due)} job(s) outlived their environment's storageExpiry",
+    )
+    if wanted is None:
+        return dg.SkipReason(
+            f"{len(due)} job(s) have results past their storageExpiry and none is left to expire"
+        )
+    return wanted

@@ -1,4 +1,7 @@
-"""The Kubernetes deployment's resources and its cleanup sensor (`C2D_DEPLOYMENT=k8s`).
+"""The Kubernetes deployment's resources and its volume cleanup sensor (`C2D_DEPLOYMENT=k8s`).
+
+The sensor only lists volumes and reads run storage; `volume_cleanup_job` (c2d_defs.jobs.volume_cleanup)
+deletes what it found, so an API-server stall costs a retried op, not a sensor timeout.
 
 Imported only by the `k8s` entry of `resources_by_deployment`, so the embedded default never pays
 for dagster-k8s. Settings are read when a run starts (`C2D_K8S_*`, set by the Helm chart), never
@@ -10,7 +13,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterable, Sequence
-from functools import cached_property
+from functools import cached_property, partial
 from typing import Any
 
 import dagster as dg
@@ -19,8 +22,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from c2d_core import job_tags
 from c2d_core.settings import EngineSettings
+from c2d_defs import maintenance
 from c2d_defs.k8s_pod_runner import K8sPodRunner, K8sRunnerConfig, default_client
+from c2d_defs.maintenance import act_on_each
 from c2d_defs.pod_spec import PodResult, PodRunner, PodSpec
+
+VOLUME_CLEANUP_JOB_NAME = "volume_cleanup_job"
+VOLUME_CLEANUP_OP = "release_volumes"
 
 
 class K8sSettings(BaseSettings):
@@ -149,22 +157,56 @@ def _end_time(run: Any) -> float | None:
         return None
 
 
+def release_orphaned_volumes(
+    instance: dg.DagsterInstance,
+    pod_runner: PodRunner,
+    now: float,
+    grace_seconds: float,
+    job_ids: Sequence[str] | None = None,
+    log: Any = None,
+) -> list[str]:
+    """Release the volumes that outlived their runs (only those of `job_ids` when given), each
+    judged again now; the job ids released. What the volume cleanup job's op runs."""
+    volumes = pod_runner.volumes()
+    if job_ids is not None:
+        volumes = [volume for volume in volumes if volume[0] in set(job_ids)]
+    orphans = orphaned_volumes(volumes, partial(runs_of_job, instance), now, grace_seconds)
+
+    def release(job_id: str) -> bool:
+        pod_runner.release_volume(job_id)
+        return True
+
+    return act_on_each(orphans, release, lambda job_id: f"job {job_id}", log)
+
+
+def runs_of_job(instance: dg.DagsterInstance, job_id: str) -> Sequence[Any]:
+    return instance.get_runs(filters=dg.RunsFilter(tags={job_tags.JOB_ID: job_id}), limit=20)
+
+
 @dg.sensor(
-    description="Delete job volumes, files and Jobs that a run left behind when it ended abnormally.",
+    description="Ask volume_cleanup_job to delete job volumes, files and Jobs that a run left behind "
+    "when it ended abnormally.",
     minimum_interval_seconds=300,
     default_status=dg.DefaultSensorStatus.RUNNING,
+    job_name=VOLUME_CLEANUP_JOB_NAME,
 )
 def k8s_volume_cleanup(
-    context: dg.SensorEvaluationContext, pod_runner: K8sPodRunnerResource
-) -> dg.SkipReason:
-    settings = K8sSettings()
+    context: dg.SensorEvaluationContext, pod_runner: dg.ResourceParam[PodRunner]
+) -> dg.RunRequest | dg.SkipReason:
     if EngineSettings().keep_work_dirs:
         return dg.SkipReason("C2D_KEEP_WORK_DIRS is set: job volumes are kept for inspection")
-
-    def runs_of(job_id: str) -> Sequence[Any]:
-        return context.instance.get_runs(filters=dg.RunsFilter(tags={job_tags.JOB_ID: job_id}), limit=20)
-
-    orphans = orphaned_volumes(pod_runner.volumes(), runs_of, time.time(), settings.cleanup_grace_seconds)
-    for job_id in orphans:
-        pod_runner.release_volume(job_id)
-    return dg.SkipReason(f"released {len(orphans)} left-over job volume(s): {json.dumps(orphans)}")
+    grace = K8sSettings().cleanup_grace_seconds
+    orphans = orphaned_volumes(
+        pod_runner.volumes(), partial(runs_of_job, context.instance), time.time(), grace
+    )
+    wanted = maintenance.request(
+        context.instance,
+        what="volume_cleanup",
+        job_name=VOLUME_CLEANUP_JOB_NAME,
+        op_name=VOLUME_CLEANUP_OP,
+        targets=orphans,
+        reason=f"{len(orphans)} job volume(s) outlived their runs: {json.dumps(orphans[:10])}",
+    )
+    if wanted is None:
+        return dg.SkipReason(f"{len(orphans)} left-over job volume(s) and none is left to release")
+    return wanted

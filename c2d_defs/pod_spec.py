@@ -110,3 +110,8 @@ class PodRunner(abc.ABC):
         For a job whose run worker died or hung: `run` is not there to end its pods. Idempotent.
         """
         return 0
+
+    def volumes(self) -> list[tuple[str, float]]:
+        """(job id, creation time) of every job volume, for the volume cleanup; a runner whose
+        volumes never outlive their runs lists none."""
+        return []

@@ -14,15 +14,16 @@ It records Ocean's closest failure status at once (configure: 31, algorithm: 41,
 detail saying what happened, then asks for one `salvage_job` run per job (a run key makes concurrent
 or repeated ticks ask only once): at once when the run's worker is gone, else (a terminated run whose
 worker may still be publishing) once its current stage is past its deadline plus the grace. The
-salvage op kills what is left of the job's pods, runs the publish stage on the job volume if it
-still exists (the same `publish_job` the publish op runs, so the consumer gets the configure and
-algorithm logs and any outputs), releases the volume and writes the job's final status and finish
-date. A job that never reached its configure stage only gets its
-final status. Both deployments run this: the pod runner resource hides whether pods are sandboxes
-or Kubernetes Jobs.
+salvage op (c2d_defs.jobs.salvage) kills what is left of the job's pods, runs the publish stage on
+the job volume if it still exists (the same `publish_job` the publish op runs, so the consumer gets
+the configure and algorithm logs and any outputs), releases the volume and writes the job's final
+status and finish date. A job that never reached its configure stage only gets its final status.
+Both deployments run this: the pod runner resource hides whether pods are sandboxes or Kubernetes
+Jobs. The tick itself only tags verdicts and terminates stuck runs; it never publishes or deletes.
 """
 
-# No `from __future__ import annotations`: Dagster reads the salvage op's config annotation as a type.
+from __future__ import annotations
+
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -34,9 +35,7 @@ from c2d_core import job_tags
 from c2d_core.environments import Environment, Environments, UnknownEnvironmentError
 from c2d_core.settings import EngineSettings
 from c2d_core.status import JobStatus
-from c2d_defs.ops.compute import JobRecorder, JobState, finish_results_handover, publish_job
-from c2d_defs.pod_spec import PodRunner
-from c2d_defs.resources import ComputeEnvironments, ResultStoreResource
+from c2d_defs.resources import ComputeEnvironments
 
 JOB_NAME = "compute_job"
 SALVAGE_JOB_NAME = "salvage_job"
@@ -129,7 +128,7 @@ class Verdict:
     salvage: bool = True
 
 
-def _where(stage: Stage | None) -> str:
+def where(stage: Stage | None) -> str:
     return f"during its {stage.name} stage" if stage else "before its configure stage started"
 
 
@@ -222,7 +221,7 @@ def judge(
             tags.get(job_tags.STOP_REQUESTED) == "1" or run.status == dg.DagsterRunStatus.CANCELED
         ):
             sentence = "the job was stopped but its run ended before publishing"
-        detail = tags.get(WATCHDOG) or f"{sentence} {_where(stage)} (run {run.status.value})"
+        detail = tags.get(WATCHDOG) or f"{sentence} {where(stage)} (run {run.status.value})"
         in_time = stage is not None and now - stage.since <= _limit(stage, tags, environments, settings)
         return Verdict(
             run.run_id,
@@ -365,77 +364,3 @@ def stage_watchdog(
             )
     if not verdicts:
         yield dg.SkipReason("no compute job is stuck or lost its run")
-
-
-# --- The salvage run ----------------------------------------------------------------------------------
-
-
-class SalvageConfig(dg.Config):
-    run_id: str
-
-
-@dg.op(
-    description="Finish a compute job whose run died: kill its pods, publish its logs and outputs "
-    "from the job volume, release the volume, record the final status.",
-    tags={"c2d/stage": "salvage"},
-)
-def salvage(
-    context: dg.OpExecutionContext,
-    config: SalvageConfig,
-    pod_runner: dg.ResourceParam[PodRunner],
-    result_store: ResultStoreResource,
-    environments: ComputeEnvironments,
-) -> None:
-    run = context.instance.get_run_by_id(config.run_id)
-    if run is None or run.job_name != JOB_NAME:
-        raise dg.Failure(f"run {config.run_id} is not a compute job's run")
-    tags = run.tags
-    if job_tags.DATE_FINISHED in tags:
-        context.log.info(f"job of run {config.run_id} is finished already: nothing to do")
-        return
-    job_id = tags[job_tags.JOB_ID]
-    stage = current_stage(tags)
-    status = failure_status(stage)
-    detail = tags.get(WATCHDOG) or f"the job's run ended {_where(stage)}"
-    recorder = JobRecorder(context.instance, config.run_id, context.log)
-    killed = pod_runner.kill_pods(job_id)
-    if killed:
-        context.log.info(f"killed what was left of {killed} pod(s) of job {job_id}")
-    # A results asset cut short mid-publish is still the Provider's NFT: hand it to its owner.
-    finish_results_handover(recorder, run)
-    if results_stored(tags):
-        # The worker died after the results were stored (in the results-asset step, or just before
-        # the last write): publishing again would find no volume and record an empty result list.
-        # The verdict carries the status publish was about to write.
-        try:
-            final = JobStatus(int(tags.get(job_tags.STATUS, "")))
-        except ValueError:
-            final = status
-        recorder.status(
-            final,
-            f"{detail}; its results had been stored",
-            extra={job_tags.DATE_FINISHED: f"{time.time():.3f}"},
-        )
-        return
-    try:
-        environment: Environment | None = environments.get(tags.get(job_tags.ENVIRONMENT, ""))
-    except UnknownEnvironmentError:
-        environment = None
-    has_volume = environment is not None and stage is not None and pod_runner.has_volume(job_id)
-    state = JobState(
-        job_id=job_id,
-        status=status,
-        detail=f"{detail}; the logs and outputs written so far are published" if has_volume else detail,
-        # Without a volume there is nothing to publish: publish_job then only records the end.
-        environment=environment if has_volume else None,
-    )
-    publish_job(recorder, state, pod_runner, result_store)
-
-
-@dg.job(
-    description="Publishes the logs of a compute job whose run died, for the stage watchdog.",
-    executor_def=dg.in_process_executor,
-    tags={"c2d/kind": "salvage"},
-)
-def salvage_job() -> None:
-    salvage()

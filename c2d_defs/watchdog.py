@@ -2,10 +2,12 @@
 
 `maxJobs` per environment is enforced by the run queue (tag concurrency limits), so a busy
 environment makes new jobs wait. With a queue wait limit (the environment's `maxQueueWait`, else
-`C2D_MAX_QUEUE_WAIT`; seconds, 0 = no limit) the sensor below cancels every `compute_job` run still
-QUEUED that long after it was created, and tags it
-`c2d/status=2` ("Job expired in queue") with a detail, so the Provider's job JSON reports a finished,
-failed job instead of one that waits forever. The run never started: there is nothing to clean up.
+`C2D_MAX_QUEUE_WAIT`; seconds, 0 = no limit) the sensor below finds every `compute_job` run still
+QUEUED that long after it was created and asks for a `queue_expiry_job` run (c2d_defs.jobs), whose op
+cancels each one and tags it `c2d/status=2` ("Job expired in queue") with a detail, so the Provider's
+job JSON reports a finished, failed job instead of one that waits forever. The run never started:
+there is nothing to clean up. The tick only reads: an API or database stall costs a retried op, not
+a sensor timeout.
 
 A run the daemon dequeues in the same instant is not touched: only runs still QUEUED are marked
 canceling, then canceled (never terminated), and the tags are written (before the run's end) only
@@ -15,8 +17,10 @@ when the run is still canceling without having started its first stage.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC
+from typing import Any
 
 import dagster as dg
 
@@ -24,9 +28,13 @@ from c2d_core import job_tags
 from c2d_core.environments import Environments, UnknownEnvironmentError
 from c2d_core.settings import EngineSettings
 from c2d_core.status import JobStatus
+from c2d_defs import maintenance
+from c2d_defs.maintenance import act_on_each
 from c2d_defs.resources import ComputeEnvironments
 
 JOB_NAME = "compute_job"
+QUEUE_EXPIRY_JOB_NAME = "queue_expiry_job"
+QUEUE_EXPIRY_OP = "expire_queued"
 RUNS_PER_TICK = 500
 
 
@@ -37,15 +45,35 @@ def _expired_detail(limit: int, env_id: str) -> str:
     )
 
 
-def expire_queued_runs(instance: dg.DagsterInstance, limit_of: Callable[[str], int], now: float) -> list[str]:
-    """Cancel compute runs queued for their environment's limit or longer (`limit_of(env id)`, 0 =
-    no limit) and tag them status 2; their run ids."""
+@dataclass(frozen=True)
+class QueueExpiry:
+    """A compute run that waited its environment's queue wait limit (seconds) or longer."""
+
+    run_id: str
+    env_id: str
+    limit: int
+
+
+def due_queued_runs(
+    instance: dg.DagsterInstance,
+    limit_of: Callable[[str], int],
+    now: float,
+    run_ids: Sequence[str] | None = None,
+) -> list[QueueExpiry]:
+    """Compute runs still QUEUED for their environment's limit or longer (`limit_of(env id)`, 0 =
+    no limit), oldest first; only those of `run_ids` when given. Reads only."""
+    if run_ids is not None and not run_ids:
+        return []  # an empty run id filter would mean no filter at all
     records = instance.get_run_records(
-        filters=dg.RunsFilter(job_name=JOB_NAME, statuses=[dg.DagsterRunStatus.QUEUED]),
+        filters=dg.RunsFilter(
+            job_name=JOB_NAME,
+            statuses=[dg.DagsterRunStatus.QUEUED],
+            run_ids=list(run_ids) if run_ids is not None else None,
+        ),
         limit=RUNS_PER_TICK,
         ascending=True,
     )
-    expired = []
+    due = []
     for record in records:
         env_id = record.dagster_run.tags.get(job_tags.ENVIRONMENT, "")
         limit = limit_of(env_id)
@@ -54,32 +82,53 @@ def expire_queued_runs(instance: dg.DagsterInstance, limit_of: Callable[[str], i
             created = created.replace(tzinfo=UTC)
         if limit <= 0 or now - created.timestamp() < limit:
             continue  # limits differ per environment: an older run may wait longer than this one
-        run_id = record.dagster_run.run_id
-        # Not the coordinator's cancel_run: for a run dequeued meanwhile it *terminates* the run,
-        # which would stop a job that just started. Only a run still QUEUED is ended here.
-        queued = instance.get_run_by_id(run_id)
-        if queued is None or queued.status != dg.DagsterRunStatus.QUEUED:
-            continue
-        instance.report_run_canceling(queued, message=f"Queue wait limit of {limit} s reached.")
-        run = instance.get_run_by_id(run_id)
-        if run is None or run.status != dg.DagsterRunStatus.CANCELING:
-            continue  # dequeued meanwhile: it runs, and its own stages record its status
-        if job_tags.phase_tag("configure", "started") in run.tags:
-            continue
-        # Status 2 first, then the run's end: a reader never sees the run ended without its status
-        # (the Provider would report an ended run without one as stopped).
-        instance.add_run_tags(
-            run_id,
-            {
-                job_tags.STATUS: str(int(JobStatus.QUEUE_EXPIRED)),
-                job_tags.STATUS_TEXT: JobStatus.QUEUE_EXPIRED.text,
-                job_tags.STATUS_DETAIL: _expired_detail(limit, env_id),
-                job_tags.DATE_FINISHED: str(time.time()),
-            },
-        )
-        instance.report_run_canceled(run)
-        expired.append(run_id)
-    return expired
+        due.append(QueueExpiry(record.dagster_run.run_id, env_id, limit))
+    return due
+
+
+def end_queued_run(instance: dg.DagsterInstance, expiry: QueueExpiry) -> bool:
+    """Cancel one run still QUEUED and tag it status 2; False when it was dequeued meanwhile."""
+    run_id = expiry.run_id
+    # Not the coordinator's cancel_run: for a run dequeued meanwhile it *terminates* the run,
+    # which would stop a job that just started. Only a run still QUEUED is ended here.
+    queued = instance.get_run_by_id(run_id)
+    if queued is None or queued.status != dg.DagsterRunStatus.QUEUED:
+        return False
+    instance.report_run_canceling(queued, message=f"Queue wait limit of {expiry.limit} s reached.")
+    run = instance.get_run_by_id(run_id)
+    if run is None or run.status != dg.DagsterRunStatus.CANCELING:
+        return False  # dequeued meanwhile: it runs, and its own stages record its status
+    if job_tags.phase_tag("configure", "started") in run.tags:
+        return False
+    # Status 2 first, then the run's end: a reader never sees the run ended without its status
+    # (the Provider would report an ended run without one as stopped).
+    instance.add_run_tags(
+        run_id,
+        {
+            job_tags.STATUS: str(int(JobStatus.QUEUE_EXPIRED)),
+            job_tags.STATUS_TEXT: JobStatus.QUEUE_EXPIRED.text,
+            job_tags.STATUS_DETAIL: _expired_detail(expiry.limit, expiry.env_id),
+            job_tags.DATE_FINISHED: str(time.time()),
+        },
+    )
+    instance.report_run_canceled(run)
+    return True
+
+
+def expire_queued_runs(
+    instance: dg.DagsterInstance,
+    limit_of: Callable[[str], int],
+    now: float,
+    run_ids: Sequence[str] | None = None,
+    log: Any = None,
+) -> list[str]:
+    """Cancel the compute runs queued past their environment's limit (only those of `run_ids` when
+    given) and tag them status 2; their run ids. What the queue expiry job's op runs."""
+    due = due_queued_runs(instance, limit_of, now, run_ids)
+    ended = act_on_each(
+        due, lambda expiry: end_queued_run(instance, expiry), lambda expiry: f"run {expiry.run_id}", log
+    )
+    return [expiry.run_id for expiry in ended]
 
 
 def queue_wait_limits(environments: Environments, default: int) -> Callable[[str], int]:
@@ -95,12 +144,25 @@ def queue_wait_limits(environments: Environments, default: int) -> Callable[[str
 
 
 @dg.sensor(
-    description="End compute jobs that waited longer than their environment's maxQueueWait "
-    "(else C2D_MAX_QUEUE_WAIT) in the queue (status 2).",
+    description="Ask queue_expiry_job to end compute jobs that waited longer than their environment's "
+    "maxQueueWait (else C2D_MAX_QUEUE_WAIT) in the queue (status 2).",
     minimum_interval_seconds=EngineSettings().watchdog_interval,
     default_status=dg.DefaultSensorStatus.RUNNING,
+    job_name=QUEUE_EXPIRY_JOB_NAME,
 )
-def queue_watchdog(context: dg.SensorEvaluationContext, environments: ComputeEnvironments) -> dg.SkipReason:
+def queue_watchdog(
+    context: dg.SensorEvaluationContext, environments: ComputeEnvironments
+) -> dg.RunRequest | dg.SkipReason:
     limit_of = queue_wait_limits(environments.load(), EngineSettings().max_queue_wait)
-    expired = expire_queued_runs(context.instance, limit_of, time.time())
-    return dg.SkipReason(f"ended {len(expired)} job(s) that waited past their queue wait limit")
+    due = due_queued_runs(context.instance, limit_of, time.time())
+    wanted = maintenance.request(
+        context.instance,
+        what="queue_expiry",
+        job_name=QUEUE_EXPIRY_JOB_NAME,
+        op_name=QUEUE_EXPIRY_OP,
+        targets=[expiry.run_id for expiry in due],
+        reason=f"{len(due)} compute job(s) waited past their environment's queue wait limit",
+    )
+    if wanted is None:
+        return dg.SkipReason(f"{len(due)} job(s) waited past their queue wait limit and none is left to end")
+    return wanted

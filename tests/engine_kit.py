@@ -1,5 +1,6 @@
 """Running the real `compute_job` in process, with the embedded deployment's resources (the bubblewrap
-sandbox, the local result store, the environments file), for tests that read its run back."""
+sandbox, the local result store, the environments file), for tests that read its run back; and running
+the job a sensor's `RunRequest` asks for, as the daemon would launch it."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 
 import dagster as dg
 
+from c2d_defs import jobs
 from c2d_defs.jobs import compute_job
 from c2d_defs.resources import ComputeEnvironments, LocalPodRunnerResource, LocalResultStoreResource
 
@@ -28,3 +30,26 @@ def run_compute_job(
         raise_on_error=False,
         **options,
     )
+
+
+def run_requested_job(
+    request: dg.RunRequest,
+    job: dg.JobDefinition,
+    instance: dg.DagsterInstance,
+    resources: dict[str, Any],
+) -> dg.ExecuteInProcessResult:
+    """Run what a sensor tick asked for (`request`, of `job`), with its config and tags, on `instance`."""
+    return job.execute_in_process(
+        run_config=dict(request.run_config),
+        instance=instance,
+        resources=resources,
+        tags=dict(request.tags),
+        raise_on_error=False,
+    )
+
+
+# The jobs sensors ask for by name, as the code location registers them (volume_cleanup_job is
+# Kubernetes-only: c2d_defs.jobs.volume_cleanup).
+MAINTENANCE_JOBS = {
+    job.name: job for job in (jobs.queue_expiry_job, jobs.results_expiry_job, jobs.salvage_job)
+}

@@ -235,7 +235,10 @@ def test_expired_results_are_410_and_flagged(
 def test_expiry_sensor_deletes_old_results_and_tags_the_run(
     s3_server: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from engine_kit import run_requested_job
+
     from c2d_defs.expiry import results_expiry
+    from c2d_defs.jobs import results_expiry_job
     from c2d_defs.resources import ComputeEnvironments, S3ResultStoreResource
 
     envs = tmp_path / "environments.yaml"
@@ -266,14 +269,17 @@ def test_expiry_sensor_deletes_old_results_and_tags_the_run(
                 },
             )
         )
+    resources = {
+        "result_store": S3ResultStoreResource(),
+        "environments": ComputeEnvironments(environments_file=str(envs)),
+    }
     context = dg.build_sensor_context(
-        instance=instance,
-        resources={
-            "result_store": S3ResultStoreResource(),
-            "environments": ComputeEnvironments(environments_file=str(envs)),
-        },
+        instance=instance, resources={"environments": resources["environments"]}
     )
-    result = results_expiry(context)
+    # The tick asks for a results_expiry_job run; that run deletes (as the daemon would launch it).
+    request = results_expiry(context)
+    assert isinstance(request, dg.RunRequest)
+    result = _logged(run_requested_job(request, results_expiry_job, instance, resources), instance)
     assert "1 job(s)" in str(result.skip_message)
     assert instance.get_run_by_id(f"run-{old}").tags[job_tags.RESULTS_EXPIRED] == "1"
     assert job_tags.RESULTS_EXPIRED not in instance.get_run_by_id(f"run-{kept}").tags
@@ -284,6 +290,84 @@ def test_expiry_sensor_deletes_old_results_and_tags_the_run(
         with store.open(f"{job_id}/out.txt") as handle:
             assert handle.read() == b"x"
     assert "0 job(s)" in str(results_expiry(context).skip_message)  # tagged runs are not redone
+
+
+class _Logged:
+    """What a maintenance run logged, where the test once read what the tick said it did."""
+
+    def __init__(self, messages: list[str]) -> None:
+        self.skip_message = " | ".join(messages)
+
+
+def _logged(result: dg.ExecuteInProcessResult, instance: dg.DagsterInstance) -> _Logged:
+    assert result.success
+    return _Logged([entry.message or "" for entry in instance.all_logs(result.run_id)])
+
+
+def test_the_expiry_tick_deletes_nothing_and_asks_once(
+    s3_server: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tick only reads; a repeated tick asks for the same run, and none while that run is pending."""
+    from c2d_defs.expiry import results_expiry
+    from c2d_defs.maintenance import BATCH, MAINTENANCE, REASON
+    from c2d_defs.resources import ComputeEnvironments
+
+    envs = tmp_path / "environments.yaml"
+    envs.write_text(
+        "environments:\n"
+        "  - {id: tiny, cpuNumber: 1, ramGB: 1, diskGB: 1, maxJobDuration: 60, storageExpiry: 1}\n"
+    )
+    for key, value in s3_server.env(C2D_S3_PREFIX="jobs").items():
+        monkeypatch.setenv(key, value)
+    store = _store(s3_server, prefix="jobs")
+    store.put(JOB_ID, "out.txt", io.BytesIO(b"x"))
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_run(
+        dg.DagsterRun(
+            job_name="compute_job",
+            run_id="run-old",
+            status=dg.DagsterRunStatus.SUCCESS,
+            tags={
+                job_tags.JOB_ID: JOB_ID,
+                job_tags.ENVIRONMENT: "tiny",
+                job_tags.DATE_FINISHED: f"{time.time() - 5:.3f}",
+            },
+        )
+    )
+    context = dg.build_sensor_context(
+        instance=instance, resources={"environments": ComputeEnvironments(environments_file=str(envs))}
+    )
+    request = results_expiry(context)
+    assert isinstance(request, dg.RunRequest)
+    assert request.run_config == {"ops": {"expire_results": {"config": {"targets": ["run-old"]}}}}
+    assert request.tags[MAINTENANCE] == "results_expiry" and "1 job(s)" in request.tags[REASON]
+    # Never a consumer's job nor one of an environment's maxJobs: no c2d/environment, owner or job id.
+    assert not {job_tags.ENVIRONMENT, job_tags.OWNER, job_tags.JOB_ID, job_tags.AGREEMENT_ID} & set(
+        request.tags
+    )
+    with store.open(f"{JOB_ID}/out.txt") as handle:
+        assert handle.read() == b"x"  # the tick deleted nothing
+    assert job_tags.RESULTS_EXPIRED not in instance.get_run_by_id("run-old").tags  # type: ignore[union-attr]
+    # A retried tick over the same state asks for the same run key: Dagster launches it once.
+    again = results_expiry(context)
+    assert isinstance(again, dg.RunRequest) and again.run_key == request.run_key
+    # Once the daemon created that run (not started yet), no tick asks again while it is pending.
+    instance.add_run(
+        dg.DagsterRun(
+            job_name="results_expiry_job",
+            run_id="maintenance-1",
+            status=dg.DagsterRunStatus.NOT_STARTED,
+            run_config=request.run_config,
+            tags=request.tags,
+        )
+    )
+    pending = results_expiry(context)
+    assert isinstance(pending, dg.SkipReason) and "none is left" in str(pending.skip_message)
+    # A run that failed for good is asked for again, under a new key.
+    instance.report_run_failed(instance.get_run_by_id("maintenance-1"))  # type: ignore[arg-type]
+    retry = results_expiry(context)
+    assert isinstance(retry, dg.RunRequest) and retry.run_key != request.run_key
+    assert retry.tags[BATCH] == request.tags[BATCH]
 
 
 # --- s3 input files ---------------------------------------------------------------------------------

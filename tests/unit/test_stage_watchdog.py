@@ -17,6 +17,7 @@ from c2d_core.environments import Environment, Environments
 from c2d_core.settings import EngineSettings
 from c2d_core.status import JobStatus
 from c2d_core.workflow import Workflow
+from c2d_defs.jobs import salvage_job
 from c2d_defs.stage_watchdog import (
     WORKER_DIED,
     EndCause,
@@ -27,7 +28,6 @@ from c2d_defs.stage_watchdog import (
     judge,
     record_verdict,
     run_end_cause,
-    salvage_job,
     salvage_request,
     stage_watchdog,
 )
