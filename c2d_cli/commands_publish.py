@@ -97,69 +97,57 @@ class ChainAsset:
         return (str(services[0][1].get("id")), services[0][0]) if services else None
 
 
-def find_nft(chain: Chain, did: str) -> str | None:
-    """The data NFT whose DID is `did`, from the factory's NFTCreated events."""
-    from c2d_core.publishing import did_for
-
-    factory = chain.contracts.at("ERC721Factory", chain.address("ERC721Factory"))
-    start = int(chain.addresses.get("startBlock", 0) or 0)
-    for log in factory.events.NFTCreated().get_logs(from_block=start, to_block="latest"):
-        nft = str(log["args"]["newTokenAddress"])
-        if did_for(nft, chain.chain_id) == did.lower():
-            return nft
-    return None
-
-
 def read_chain_asset(chain: Chain, did: str, provider_key_file: Path | None) -> ChainAsset | None:
-    from c2d_core.publishing import FLAG_ENCRYPTED, MetadataError, decode_ddo, read_metadata_events
+    """The asset as the chain holds it; its DDO decrypted where this machine holds the Provider's key."""
+    from c2d_core.ocean.ddo_reader import FLAG_ENCRYPTED, ChainDdoReader, DidMismatchError, datatokens_of
 
-    nft = find_nft(chain, did)
-    if nft is None:
-        return None
-    events = read_metadata_events(chain, nft)
-    contract = chain.contracts.at("ERC721Template", nft)
-    owner = str(contract.functions.ownerOf(1).call())
-    state = int(contract.functions.getMetaData().call()[2])
-    datatokens = [str(token) for token in contract.functions.getTokensList().call()]
-    if not events:
-        return ChainAsset(
-            did, nft, owner, state, chain.chain_id, "", 0, 0, 0, datatokens, None, "no metadata was set"
-        )
-    latest = events[-1]
     decrypt = None
     if provider_key_file is not None:
         from c2d_core.publishing import ecies_decryptor
 
         decrypt = ecies_decryptor(provider_key_file.read_text().strip())
-    ddo: dict[str, Any] | None = None
+    found = ChainDdoReader(chain, decrypt).read(did)
+    if found is None:
+        return None
+    datatokens = datatokens_of(chain, found.nft)
+    latest = found.latest
+    if latest is None:
+        return ChainAsset(
+            did=did,
+            nft=found.nft,
+            owner=found.owner,
+            state=found.state,
+            chain_id=chain.chain_id,
+            decryptor_url="",
+            flags=0,
+            created_block=0,
+            updated_block=0,
+            datatokens=datatokens,
+            ddo=None,
+            unreadable="no metadata was set",
+        )
     unreadable = ""
-    try:
-        ddo = decode_ddo(latest, decrypt)
-    except MetadataError as error:
-        if latest.flags & FLAG_ENCRYPTED and decrypt is None:
-            unreadable = (
-                f"the DDO is encrypted for the Provider at {latest.decryptor_url}; only it can read it "
-                "(on the embedded stack, c2d reads it with the stack's provider key)"
-            )
-        else:
-            unreadable = str(error)
-    if ddo is not None and str(ddo.get("id", "")).lower() != did.lower():
-        unreadable = f"the DDO on chain names another DID ({ddo.get('id')})"
-        ddo = None
-    if ddo is not None:
-        ddo = {**ddo, "chainId": chain.chain_id, "nft": {"address": nft, "owner": owner, "state": state}}
+    if isinstance(found.error, DidMismatchError):
+        unreadable = str(found.error)
+    elif found.error is not None and latest.flags & FLAG_ENCRYPTED and decrypt is None:
+        unreadable = (
+            f"the DDO is encrypted for the Provider at {latest.decryptor_url}; only it can read it "
+            "(on the embedded stack, c2d reads it with the stack's provider key)"
+        )
+    elif found.error is not None:
+        unreadable = str(found.error)
     return ChainAsset(
-        did=did.lower(),
-        nft=nft,
-        owner=owner,
-        state=state,
+        did=found.did,
+        nft=found.nft,
+        owner=found.owner,
+        state=found.state,
         chain_id=chain.chain_id,
         decryptor_url=latest.decryptor_url,
         flags=latest.flags,
-        created_block=events[0].block,
+        created_block=found.events[0].block,
         updated_block=latest.block,
         datatokens=datatokens,
-        ddo=ddo,
+        ddo=found.ddo,
         unreadable=unreadable,
     )
 

@@ -53,7 +53,8 @@ def publish_asset(
     container: dict[str, Any] | None = None,
     timeout: int = 3600,
 ) -> PublishedAsset:
-    from c2d_core.publishing import create_asset, did_for, set_metadata
+    from c2d_core.ocean.dids import did_for
+    from c2d_core.publishing import create_asset, set_metadata
 
     root = provider.root()
     provider_address = root["providerAddresses"][str(chain.chain_id)]

@@ -285,7 +285,9 @@ def publish_results_asset(
     from web3 import Web3
 
     from c2d_core.crypto import encrypt_for, public_key_of
-    from c2d_core.publishing import FLAG_LZMA, create_asset, did_for, mint, set_metadata
+    from c2d_core.ocean.ddo_reader import FLAG_LZMA
+    from c2d_core.ocean.dids import did_for
+    from c2d_core.publishing import create_asset, mint, set_metadata
 
     def step(name: str) -> None:
         if on_step is not None:

@@ -65,7 +65,8 @@ class ChainAsset:
 
 def publish_test_asset(dev: DevChain, name: str, holders: list[Any], flags: int = 1) -> ChainAsset:
     """A data NFT + datatoken with a two-service DDO on chain; 5 datatokens minted to each holder."""
-    from c2d_core.publishing import create_asset, did_for, mint, set_metadata
+    from c2d_core.ocean.dids import did_for
+    from c2d_core.publishing import create_asset, mint, set_metadata
 
     chain = dev.chain
     nft, datatoken = create_asset(chain, dev.publisher, name, name[:4].upper())

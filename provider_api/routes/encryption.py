@@ -19,7 +19,7 @@ from fastapi.responses import PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from c2d_core.crypto import CryptoError, decrypt_with, encrypt_for, public_key_of
-from c2d_core.publishing import did_for
+from c2d_core.ocean.dids import did_for
 from provider_api.auth import verify_request
 from provider_api.deps import NonceStoreDep, SettingsDep
 from provider_api.errors import bad_request, field_errors, forbidden

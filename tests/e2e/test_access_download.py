@@ -217,7 +217,8 @@ def test_the_owner_cannot_rewrite_the_asset_to_serve_a_log_it_was_not_published_
     log (published without it: publishAlgorithmLog false) or another log of the job stay refused."""
     import copy
 
-    from c2d_core.publishing import FLAG_LZMA, set_metadata
+    from c2d_core.ocean.ddo_reader import FLAG_LZMA
+    from c2d_core.publishing import set_metadata
     from provider_api.assets import ChainDdoResolver
 
     s, asset = ocean_stack, results_asset

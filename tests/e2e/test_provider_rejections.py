@@ -948,7 +948,8 @@ def _run_event_messages(s: Any, run_id: str) -> list[str]:
 def test_the_dataset_location_leaks_nowhere(ocean_stack: Any, finished_a: dict[str, Any]) -> None:
     from c2d_core.chain import dev_account
     from c2d_core.crypto import decrypt_service_files
-    from c2d_core.publishing import decode_ddo, ecies_decryptor, read_metadata_events
+    from c2d_core.ocean.ddo_reader import decode_ddo, read_metadata_events
+    from c2d_core.publishing import ecies_decryptor
 
     s = ocean_stack
     host = s.origin_url.split("//", 1)[1]

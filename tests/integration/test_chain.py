@@ -22,18 +22,10 @@ from c2d_core.fees import (
     sign_provider_fee,
     start_order,
 )
-from c2d_core.publishing import (
-    MetadataError,
-    create_asset,
-    decode_ddo,
-    did_for,
-    ecies_decryptor,
-    ecies_encryptor,
-    metadata_state,
-    mint,
-    read_metadata_events,
-    set_metadata,
-)
+from c2d_core.ocean.ddo_reader import MetadataError, decode_ddo, read_metadata_events
+from c2d_core.ocean.dids import did_for
+from c2d_core.ocean.metadata_states import read_metadata_state
+from c2d_core.publishing import create_asset, ecies_decryptor, ecies_encryptor, mint, set_metadata
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -163,7 +155,7 @@ def test_publish_and_read_back(evm_snapshot: DevChain, flags: int) -> None:
             decode_ddo(event, ecies_decryptor("0x" + "11" * 32))
     else:
         assert decode_ddo(event) == ddo
-    assert metadata_state(dev.chain, nft) == 0
+    assert read_metadata_state(dev.chain, nft) == 0
 
 
 def test_metadata_update_and_hash_mismatch(evm_snapshot: DevChain) -> None:

@@ -23,7 +23,8 @@ from fixtures_chain import DT, ChainAsset, DevChain
 from c2d_cli.origin import LocalOrigin
 from c2d_core import job_tags
 from c2d_core.crypto import decrypt_service_files, encrypt_for, public_key_of
-from c2d_core.publishing import create_asset, ecies_decryptor, read_metadata_events
+from c2d_core.ocean.ddo_reader import read_metadata_events
+from c2d_core.publishing import create_asset, ecies_decryptor
 from c2d_core.result_assets import (
     NFT_SYMBOL,
     RESULT_FILE_TYPE,

@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from c2d_core.crypto import decrypt_with, encrypt_for, public_key_of
-from c2d_core.publishing import did_for
+from c2d_core.ocean.dids import did_for
 from provider_api.errors import URL_STRIPPED, strip_urls
 from provider_api.main import create_app
 from provider_api.routes.root import OCEAN_ENDPOINTS
