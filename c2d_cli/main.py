@@ -14,6 +14,7 @@ from rich.console import Console
 from c2d_cli import stack
 from c2d_cli.commands_compute import compute_app, envs_command
 from c2d_cli.commands_publish import asset_app, publish_app
+from c2d_core.sandbox_cgroups import describe_sandbox
 
 app = typer.Typer(
     help="Compute-to-Data on Dagster: run algorithms on data you may not download, publish data for it.",
@@ -55,6 +56,7 @@ def dev_up(
         raise typer.Exit(1) from error
     console.print(f"{'already running' if reused else 'started'}: Dagster UI at {running.webserver_url}")
     console.print(f"state in {running.home} (stack.json has the URLs and PIDs)")
+    console.print(describe_sandbox(), markup=False, highlight=False)
 
 
 @dev.command("down")

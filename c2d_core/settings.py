@@ -75,6 +75,11 @@ class EngineSettings(BaseSettings):
     # Sandbox: each concurrently running pod takes its own uid, so per-uid limits stay per job.
     sandbox_uid_base: int = Field(default=61000, ge=1000)
     sandbox_slots: int = Field(default=32, ge=1, le=1000)
+    # Pod cgroups (c2d_core.sandbox_cgroups): `auto` picks v1 or v2 from the host's mount table; a root
+    # (a cgroup2 mount or a subtree delegated to the engine, or the folder of v1 controller mounts)
+    # says where instead. `none` leaves only rlimits (no CPU limit).
+    sandbox_cgroups: Literal["auto", "v1", "v2", "none"] = "auto"
+    sandbox_cgroup_root: Path | None = None
     keep_work_dirs: bool = False
     # The key that decrypts the DDOs' encrypted `files` (in the configure pod) and, in the run worker,
     # signs the results-asset transactions; never mounted into a publish or algorithm pod.

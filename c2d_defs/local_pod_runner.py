@@ -2,7 +2,8 @@
 
 Each pod runs as an unprivileged uid of its own (one per slot), in new namespaces (no network unless
 the spec asks), on an empty root that holds only its runtime and its job-volume folders, within cgroup
-(or rlimit) limits, and is killed at its deadline. The runner itself must run as root.
+(v1 or v2, c2d_core.sandbox_cgroups) or rlimit limits, and is killed at its deadline. The runner
+itself must run as root.
 
 How one pod is started (`sandbox_command` builds it, a pure function):
 
@@ -40,6 +41,14 @@ from pathlib import Path, PurePosixPath
 from typing import Literal
 
 from c2d_core.environments import Environments, ImageRuntime, UnknownEnvironmentError
+from c2d_core.sandbox_cgroups import (
+    CgroupBackend,
+    CgroupVersion,
+    NoCgroups,
+    PodCgroup,
+    PodLimits,
+    choose_backend,
+)
 from c2d_defs.pod_spec import Mount, PodResult, PodRunner, PodSpec, Termination
 from c2d_defs.pods import layout
 
@@ -360,114 +369,8 @@ class _StartRefused(Exception):
         self.termination: Termination = termination
 
 
-# --- cgroups (v1) ------------------------------------------------------------------------------------
-
-
-class _PodCgroups:
-    """The pod's memory, pids and cpu cgroups (v1), where the host lets us create them.
-
-    They sit under `<root>/<controller>/<parent>/` rather than under our own cgroup, which belongs to
-    whatever started us. Each controller is optional: without a memory cgroup the runner falls back
-    to RLIMIT_AS, without a pids cgroup RLIMIT_NPROC still bounds processes.
-    """
-
-    def __init__(self, dirs: dict[str, Path]) -> None:
-        self.dirs = dirs
-
-    @classmethod
-    def create(cls, root: Path, parent: str, name: str, spec: PodSpec) -> _PodCgroups:
-        pids_max = spec.max_processes + SANDBOX_OWN_PROCESSES
-        wanted: dict[str, list[tuple[str, str, bool]]] = {  # file, value, required
-            "memory": [
-                ("memory.limit_in_bytes", str(spec.memory_bytes), True),
-                # No swap either (written after the limit: memsw must be >= it).
-                ("memory.memsw.limit_in_bytes", str(spec.memory_bytes), False),
-            ],
-            "pids": [("pids.max", str(pids_max), True)],
-            "cpu": [
-                ("cpu.cfs_period_us", "100000", True),
-                ("cpu.cfs_quota_us", str(max(1000, int(spec.cpu * 100000))), True),
-            ],
-        }
-        dirs: dict[str, Path] = {}
-        for controller, settings in wanted.items():
-            path = cls._make(root / controller / parent / name, settings)
-            if path is not None:
-                dirs[controller] = path
-        return cls(dirs)
-
-    @staticmethod
-    def _make(path: Path, settings: list[tuple[str, str, bool]]) -> Path | None:
-        if not path.parent.parent.is_dir():
-            return None
-        try:
-            path.parent.mkdir(exist_ok=True)
-            if path.exists():  # left by a crashed runner: its counters would be stale
-                _PodCgroups._remove_dir(path)
-            path.mkdir()
-        except OSError as exc:
-            log.debug("no cgroup %s: %s", path, exc)
-            return None
-        for filename, value, required in settings:
-            target = path / filename
-            if not required and not target.exists():
-                continue
-            try:
-                target.write_text(value)
-            except OSError as exc:
-                if required:
-                    log.warning("cannot set %s to %s: %s; not using this cgroup", target, value, exc)
-                    _PodCgroups._remove_dir(path)
-                    return None
-        return path
-
-    @property
-    def memory(self) -> Path | None:
-        return self.dirs.get("memory")
-
-    def procs_files(self) -> tuple[str, ...]:
-        return tuple(str(path / "cgroup.procs") for path in self.dirs.values())
-
-    def pids(self) -> set[int]:
-        found: set[int] = set()
-        for path in self.dirs.values():
-            with contextlib.suppress(OSError):
-                found.update(int(line) for line in (path / "cgroup.procs").read_text().split())
-        return found
-
-    def oom_kills(self) -> int:
-        """How often the kernel's OOM killer killed a process of the pod (`oom_kill` in oom_control)."""
-        if self.memory is None:
-            return 0
-        try:
-            fields = dict(
-                line.split() for line in (self.memory / "memory.oom_control").read_text().splitlines()
-            )
-        except (OSError, ValueError):
-            return 0
-        return int(fields.get("oom_kill", 0))
-
-    def remove(self) -> None:
-        for path in self.dirs.values():
-            self._remove_dir(path)
-
-    @staticmethod
-    def _remove_dir(path: Path, timeout: float = 5.0) -> None:
-        # rmdir fails while the cgroup holds tasks, which can last a moment after the last one died.
-        give_up = time.monotonic() + timeout
-        while True:
-            with contextlib.suppress(OSError):
-                _kill_all(int(line) for line in (path / "cgroup.procs").read_text().split())
-            try:
-                path.rmdir()
-                return
-            except FileNotFoundError:
-                return
-            except OSError as exc:
-                if time.monotonic() > give_up:
-                    log.warning("cannot remove cgroup %s: %s", path, exc)
-                    return
-            time.sleep(0.02)
+# A pod without cgroups: what sweeps of a slot's leftovers (by uid only) pass.
+_NO_CGROUP: PodCgroup = NoCgroups(Path("/nonexistent"), "c2d").create("", PodLimits(0, 0.0, 0))
 
 
 # --- Per-run state -----------------------------------------------------------------------------------
@@ -554,8 +457,9 @@ class LocalPodRunner(PodRunner):
         poll_interval: float = 0.2,
         disk_check_interval: float = 1.0,
         state_dir: Path = Path("/run/c2d-sandbox"),
-        cgroup_root: Path = Path("/sys/fs/cgroup"),
+        cgroup_root: Path | None = None,
         cgroup_parent: str = "c2d",
+        cgroup_version: CgroupVersion = "auto",
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -574,8 +478,9 @@ class LocalPodRunner(PodRunner):
         # different work dirs (two deployments, parallel tests) must not hand out the same uid.
         self.slot_dir = state_dir / "slots"
         self.stage_root = state_dir / "stage"
-        self.cgroup_root = cgroup_root
-        self.cgroup_parent = cgroup_parent
+        # Pod cgroups: v1 or v2 from the host's mount table, or from the layout of a given root
+        # (c2d_core.sandbox_cgroups); the runner sees only the backend's small interface.
+        self.cgroups: CgroupBackend = choose_backend(cgroup_root, cgroup_parent, cgroup_version)
         self._clock = clock
         self._wall_clock = wall_clock
         self._lock = threading.Lock()
@@ -666,9 +571,7 @@ class LocalPodRunner(PodRunner):
                 uids.add((stage / "termination-log").stat().st_uid)
         if found:
             _kill_all(processes_naming(f"{self.stage_root}/{job_id}-"))
-        for controller in ("memory", "pids", "cpu"):
-            for cgroup in (self.cgroup_root / controller / self.cgroup_parent).glob(f"{job_id}-*"):
-                _PodCgroups._remove_dir(cgroup)  # kills its tasks, then removes it
+        self.cgroups.remove_matching(f"{job_id}-")  # kills their tasks, then removes them
         self.slot_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         for uid in sorted(uids):
             if not self.uid_base <= uid < self.uid_base + self.slots:
@@ -676,7 +579,7 @@ class LocalPodRunner(PodRunner):
             slot = self._try_slot(uid)
             if slot is not None:
                 try:
-                    self._sweep(uid, _PodCgroups({}))
+                    self._sweep(uid, _NO_CGROUP)
                 finally:
                     slot.release()
         for stage in self.stage_root.glob(f"{job_id}-*"):
@@ -695,12 +598,7 @@ class LocalPodRunner(PodRunner):
 
     def memory_limit_mechanism(self) -> Literal["cgroup", "rlimit"]:
         """How pod memory is bounded on this host: a memory cgroup, or RLIMIT_AS where none is writable."""
-        parent = self.cgroup_root / "memory" / self.cgroup_parent
-        try:
-            parent.mkdir(exist_ok=True)
-        except OSError:
-            return "rlimit"
-        return "cgroup" if os.access(parent, os.W_OK) else "rlimit"
+        return "cgroup" if "memory" in self.cgroups.controllers() else "rlimit"
 
     def run(self, spec: PodSpec) -> PodResult:
         started = self._wall_clock()
@@ -808,7 +706,7 @@ class LocalPodRunner(PodRunner):
     ) -> PodResult:
         uid = slot.uid
         # Leftovers of a runner that crashed holding this uid would eat the pod's process budget.
-        self._sweep(uid, _PodCgroups({}))
+        self._sweep(uid, _NO_CGROUP)
         try:
             volume_binds = [self._mount_bind(volume, mount) for mount in spec.mounts]
             workdir = _pod_path(spec.workdir, "workdir")
@@ -852,8 +750,9 @@ class LocalPodRunner(PodRunner):
             cleanup.callback(shutil.rmtree, stage, ignore_errors=True)
             termination_log = stage / "termination-log"
 
-            cgroups = _PodCgroups.create(
-                self.cgroup_root, self.cgroup_parent, f"{spec.job_id}-{spec.component}-{slot.index}", spec
+            cgroups = self.cgroups.create(
+                f"{spec.job_id}-{spec.component}-{slot.index}",
+                PodLimits(spec.memory_bytes, spec.cpu, spec.max_processes + SANDBOX_OWN_PROCESSES),
             )
             cleanup.callback(cgroups.remove)
             rlimits = [
@@ -861,7 +760,7 @@ class LocalPodRunner(PodRunner):
                 ("fsize", spec.disk_bytes),
                 ("core", 0),
             ]
-            if cgroups.memory is None:
+            if "memory" not in cgroups.limited:
                 rlimits.append(("as", spec.memory_bytes))
 
             status = _StatusPipe()
@@ -904,7 +803,7 @@ class LocalPodRunner(PodRunner):
             cleanup.callback(self._reap, process, uid, status, cgroups)
 
             disk_paths = _outermost([b.source for b in volume_binds if b.writable] + [str(log_path)])
-            interruption = self._supervise(process, pod, spec, status, uid, disk_paths)
+            interruption = self._supervise(process, pod, spec, status, uid, cgroups, disk_paths)
             self._reap(process, uid, status, cgroups)
             finished = self._wall_clock()
             return self._outcome(
@@ -913,7 +812,8 @@ class LocalPodRunner(PodRunner):
                 process.returncode,
                 status,
                 oom_kills=cgroups.oom_kills(),
-                memory_by_rlimit=cgroups.memory is None,
+                peak_memory=cgroups.peak_memory(),
+                memory_by_rlimit="memory" not in cgroups.limited,
                 disk_used=disk_usage(disk_paths),
                 log_text=_read_from(log_path, log_offset),
                 termination_message=_read_head(termination_log, TERMINATION_MESSAGE_LIMIT),
@@ -992,6 +892,7 @@ class LocalPodRunner(PodRunner):
         spec: PodSpec,
         status: _StatusPipe,
         uid: int,
+        cgroups: PodCgroup,
         disk_paths: list[str],
     ) -> Interruption | None:
         """Wait for the pod to end; kill it at its deadline, over its disk quota, or on a stop request."""
@@ -1016,12 +917,15 @@ class LocalPodRunner(PodRunner):
                 if disk_usage(disk_paths) > spec.disk_bytes:
                     interruption = "DiskQuotaExceeded"
             if interruption is not None:
-                self._kill(process, status, uid)
+                self._kill(process, status, uid, cgroups)
                 return interruption
 
-    def _kill(self, process: subprocess.Popen[bytes], status: _StatusPipe, uid: int) -> None:
+    def _kill(
+        self, process: subprocess.Popen[bytes], status: _StatusPipe, uid: int, cgroups: PodCgroup
+    ) -> None:
         """Kill the pod: its pid 1 first, so the kernel takes its whole pid namespace down and bwrap's
-        monitor reaps it (nothing is orphaned), then the launch's process group if still needed."""
+        monitor reaps it (nothing is orphaned), then all its cgroup holds (v2: cgroup.kill), then the
+        launch's process group if still needed."""
         status.read()
         child = status.child_pid
         # The uid check guards against a recycled pid, should pid 1 be gone already.
@@ -1030,6 +934,7 @@ class LocalPodRunner(PodRunner):
                 os.kill(child, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=2)
+        cgroups.kill_all()
         if process.poll() is None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(process.pid, signal.SIGKILL)
@@ -1037,20 +942,21 @@ class LocalPodRunner(PodRunner):
                 process.wait(timeout=10)
 
     def _reap(
-        self, process: subprocess.Popen[bytes], uid: int, status: _StatusPipe, cgroups: _PodCgroups
+        self, process: subprocess.Popen[bytes], uid: int, status: _StatusPipe, cgroups: PodCgroup
     ) -> None:
         """Make sure nothing of the pod is left: the launch ended, its cgroups and its uid empty."""
         if process.poll() is None:
-            self._kill(process, status, uid)
+            self._kill(process, status, uid, cgroups)
         status.read()
         self._sweep(uid, cgroups)
 
-    def _sweep(self, uid: int, cgroups: _PodCgroups, timeout: float = 5.0) -> None:
+    def _sweep(self, uid: int, cgroups: PodCgroup, timeout: float = 5.0) -> None:
         give_up = time.monotonic() + timeout
         while True:
             pids = cgroups.pids() | set(processes_of_uid(uid))
             if not pids:
                 return
+            cgroups.kill_all()  # v2: atomically, forks in flight included
             _kill_all(pids)
             if time.monotonic() > give_up:
                 log.warning("processes %s of sandbox uid %d survived SIGKILL", sorted(pids), uid)
@@ -1067,6 +973,7 @@ class LocalPodRunner(PodRunner):
         status: _StatusPipe,
         *,
         oom_kills: int,
+        peak_memory: int | None,
         memory_by_rlimit: bool,
         disk_used: int,
         log_text: str,
@@ -1115,10 +1022,11 @@ class LocalPodRunner(PodRunner):
         if exit_code == 0:
             return result("Completed", 0, "pod exited with code 0")
         if oom_kills:
+            peak = f" (peak {_size(peak_memory)})" if peak_memory else ""
             return result(
                 "OOMKilled",
                 exit_code,
-                f"pod was killed for using more than its memory limit of {_size(spec.memory_bytes)}",
+                f"pod was killed for using more than its memory limit of {_size(spec.memory_bytes)}{peak}",
             )
         if disk_used >= spec.disk_bytes:
             return result(

@@ -67,6 +67,8 @@ class LocalPodRunnerResource(dg.ConfigurableResource, PodRunner):
             uid_base=settings.sandbox_uid_base,
             slots=settings.sandbox_slots,
             keep_work_dirs=settings.keep_work_dirs,
+            cgroup_root=settings.sandbox_cgroup_root,
+            cgroup_version=settings.sandbox_cgroups,
         )
 
     def prepare_volume(self, job_id: str, disk_bytes: int) -> None:
