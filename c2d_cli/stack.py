@@ -126,11 +126,16 @@ def ensure_provider_key(home: Path) -> Path:
     return path
 
 
+# Where the stack's fetches may go besides public addresses: the demo's and the tests' data origins
+# listen on loopback. Private networks and the cloud metadata address (link-local) stay refused, for the
+# configure pods (C2D_FETCH_ALLOW) and the Provider's fileinfo and checksum fetches (PROVIDER_FETCH_ALLOW).
+LOOPBACK_FETCH_ALLOW = "127.0.0.0/8,::1"
+
+
 def _stack_env(home: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["C2D_HOME"] = str(home)
-    # The demo's and the tests' data origins listen on loopback; production stacks allow nothing.
-    env.setdefault("C2D_FETCH_ALLOW", "127.0.0.0/8,::1")
+    env.setdefault("C2D_FETCH_ALLOW", LOOPBACK_FETCH_ALLOW)
     env["DAGSTER_HOME"] = str(home)
     bin_dir = str(Path(sys.executable).parent)
     env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
@@ -217,21 +222,19 @@ def _daemon_command() -> list[str]:
     return [str(bin_dir / "dagster-daemon"), "run", "-w", str(PROJECT_ROOT / "workspace.yaml")]
 
 
-# uvicorn closes an idle keep-alive connection after 5 s by default: a client that reuses it just then
-# (a consumer polling status every few seconds, a busy client) gets a reset instead of an answer
-# (bench/load.py saw them). Idle connections are kept longer than such clients wait.
-PROVIDER_KEEP_ALIVE = 65
-
-
 def _provider_command(port: int) -> list[str]:
-    bin_dir = Path(sys.executable).parent
-    factory = ["--factory", "provider_api.main:create_app"]
-    keep_alive = ["--timeout-keep-alive", str(PROVIDER_KEEP_ALIVE)]
+    # provider_api.server holds the server's bounds (head deadline, connection limit, keep-alive), the
+    # same ones the Provider image runs with.
     address = ["--host", "127.0.0.1", "--port", str(port)]
-    return [str(bin_dir / "uvicorn"), *factory, *address, *keep_alive, "--no-access-log"]
+    return [sys.executable, "-m", "provider_api.server", *address, "--no-access-log"]
 
 
-def _provider_env(env: dict[str, str], key_file: Path, stack: Stack) -> dict[str, str]:
+def provider_env(home: Path, stack: Stack) -> dict[str, str]:
+    """The environment `up` and `restart` start the stack's Provider with (the stack's own plus the
+    Provider's settings); `home` is the resolved stack home."""
+    env = _stack_env(home)
+    env.update(_engine_chain_env(stack.rpc_url, stack.chain_id, stack.addresses_file, stack.provider_url))
+    key_file = EngineSettings(home=home).resolved_provider_key_file
     return {
         **env,
         "PROVIDER_ENVIRONMENT": "development",
@@ -241,8 +244,11 @@ def _provider_env(env: dict[str, str], key_file: Path, stack: Stack) -> dict[str
         "PROVIDER_ADDRESSES_FILE": stack.addresses_file,
         "PROVIDER_GRAPHQL_URL": f"{stack.webserver_url}/graphql",
         "PROVIDER_URL": stack.provider_url,
-        # The demo's data lives on a loopback origin; production refuses this setting.
-        "PROVIDER_ALLOW_NON_PUBLIC_IP": "true",
+        # fileinfo is unauthenticated: it may reach the demo's loopback origins, as the configure pods
+        # may, and nothing else that is not public. A developer widens it with PROVIDER_FETCH_ALLOW;
+        # ALLOW_NON_PUBLIC_IP (everything) is never inherited from the shell.
+        "PROVIDER_FETCH_ALLOW": env.get("PROVIDER_FETCH_ALLOW", LOOPBACK_FETCH_ALLOW),
+        "PROVIDER_ALLOW_NON_PUBLIC_IP": "false",
     }
 
 
@@ -312,7 +318,7 @@ def up(
     (home / STACK_LOGS).mkdir(exist_ok=True)
     settings = EngineSettings(home=home)
     render_instance(home, Environments.load(settings.environments_file), instance_template)
-    key_file = ensure_provider_key(home)
+    ensure_provider_key(home)
     if port is None:
         port = _pick_port(DEFAULT_PORT)
     elif not _port_free(port):
@@ -350,9 +356,7 @@ def up(
             addresses_file=str(addresses_file),
         )
         provider = _spawn(
-            _provider_command(provider_port),
-            _provider_env(env, key_file, stack),
-            home / STACK_LOGS / "provider.log",
+            _provider_command(provider_port), provider_env(home, stack), home / STACK_LOGS / "provider.log"
         )
         started.append(provider)
         stack.provider_pid = provider
@@ -395,8 +399,7 @@ def restart(home: Path, component: str, timeout: float = START_TIMEOUT) -> Stack
         stack.daemon_pid = _spawn(_daemon_command(), env, log)
     else:
         port = int(stack.provider_url.rsplit(":", 1)[1])
-        key_file = EngineSettings(home=home).resolved_provider_key_file
-        stack.provider_pid = _spawn(_provider_command(port), _provider_env(env, key_file, stack), log)
+        stack.provider_pid = _spawn(_provider_command(port), provider_env(home, stack), log)
     stack_file(home).write_text(json.dumps(asdict(stack), indent=2))
     if component == "provider":
         _wait_for_provider(stack.provider_url, stack.provider_pid, home, timeout)

@@ -29,6 +29,29 @@ _NAT64 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:
 _EVERYTHING = ("*", "0.0.0.0/0", "::/0")
 
 
+# Where a server's own host (loopback) and the cloud metadata service (link-local) live, IPv4-mapped
+# forms included: an allow-list entry reaching them is a development convenience, never a production need.
+HOST_LOCAL_NETWORKS: tuple[IPNetwork, ...] = tuple(
+    ipaddress.ip_network(text)
+    for text in (
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "::1/128",
+        "fe80::/10",
+        "::ffff:127.0.0.0/104",
+        "::ffff:169.254.0.0/112",
+    )
+)
+
+
+def split_allow_list(value: object) -> object:
+    """An allow-list from the environment (`C2D_FETCH_ALLOW`, `PROVIDER_FETCH_ALLOW`): comma-separated
+    entries, blanks dropped; a list passes through. `NetPolicy.from_allow_list` judges the entries."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
 def system_resolver(host: str, port: int) -> list[str]:
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     return [str(info[4][0]).split("%")[0] for info in infos]
@@ -108,6 +131,16 @@ class NetPolicy:
                     ) from None
                 hosts.add(entry)
         return cls(frozenset(hosts), tuple(networks), resolver)
+
+    def host_local_entries(self) -> list[str]:
+        """The allowed networks that reach loopback or link-local addresses (`HOST_LOCAL_NETWORKS`)."""
+        return [
+            str(network)
+            for network in self.allowed_networks
+            if any(
+                network.version == local.version and network.overlaps(local) for local in HOST_LOCAL_NETWORKS
+            )
+        ]
 
     def _allowed_address(self, address: IPAddress) -> bool:
         if is_public(address):

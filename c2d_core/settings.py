@@ -99,9 +99,9 @@ class EngineSettings(BaseSettings):
     @field_validator("fetch_allow", mode="before")
     @classmethod
     def _split_allow_list(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [item.strip() for item in value.split(",") if item.strip()]
-        return value
+        from c2d_core.netguard import split_allow_list
+
+        return split_allow_list(value)
 
     @model_validator(mode="after")
     def _refuse_open_allow_list(self) -> EngineSettings:

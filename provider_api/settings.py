@@ -111,9 +111,9 @@ class ProviderSettings(BaseSettings):
     @field_validator("fetch_allow", mode="before")
     @classmethod
     def _split_allow_list(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [item.strip() for item in value.split(",") if item.strip()]
-        return value
+        from c2d_core.netguard import split_allow_list
+
+        return split_allow_list(value)
 
     @field_validator("allowed_decrypters")
     @classmethod
@@ -148,7 +148,16 @@ class ProviderSettings(BaseSettings):
         from c2d_core.netguard import NetPolicy
 
         # Checks the entries; `*` and friends are refused in production like allow_non_public_ip.
-        NetPolicy.from_allow_list(self.fetch_allow, allow_everything=self.environment != "production")
+        policy = NetPolicy.from_allow_list(
+            self.fetch_allow, allow_everything=self.environment != "production"
+        )
+        host_local = policy.host_local_entries()
+        if self.environment == "production" and host_local:
+            raise ValueError(
+                f"PROVIDER_FETCH_ALLOW entries {host_local} reach the Provider's own host (loopback) or "
+                "the cloud metadata address (link-local) and are refused in production; allow the "
+                "private hosts or networks the data is on instead"
+            )
         return self
 
     @cached_property
