@@ -68,11 +68,10 @@ import httpx
 from c2d_cli import stack
 from c2d_cli.ocean_flow import SAMPLE_CONTAINER, PublishedAsset, mint_to, publish_asset
 from c2d_cli.origin import LocalOrigin
-from c2d_cli.provider_client import ProviderClient
+from c2d_cli.provider_client import ProviderClient, sign
 from c2d_core import job_tags
 from c2d_core.chain import Chain, dev_accounts
 from c2d_core.environments import Environments
-from c2d_core.ocean.signing import compute_start_message, sign_request
 from c2d_core.settings import EngineSettings
 from c2d_core.status import JobStatus
 from provider_api.auth import verify_request
@@ -428,7 +427,7 @@ def start_body(pub: Published) -> dict[str, Any]:
     consumer = pub.consumer
     return {
         "consumerAddress": consumer.address,
-        "signature": sign_request(consumer, compute_start_message(consumer.address, pub.dataset.did), nonce),
+        "signature": sign(consumer, consumer.address + pub.dataset.did + nonce),
         "nonce": int(nonce),
         "environment": pub.env["id"],
         "dataset": {
@@ -498,8 +497,7 @@ def start_in_process(
     t0 = time.perf_counter()
     request = parse_request(StartRequest, body)
     consumer = request.consumer_address
-    message = compute_start_message(consumer, request.dataset.document_id)
-    verify_request(nonces, consumer, message, request.nonce, request.signature)
+    verify_request(nonces, consumer, consumer + request.dataset.document_id, request.nonce, request.signature)
     t1 = time.perf_counter()
     times["signature + nonce"] = t1 - t0
     env = service.environment(request.environment)

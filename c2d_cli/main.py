@@ -56,7 +56,7 @@ def dev_up(
         raise typer.Exit(1) from error
     console.print(f"{'already running' if reused else 'started'}: Dagster UI at {running.webserver_url}")
     console.print(f"state in {running.home} (stack.json has the URLs and PIDs)")
-    console.print(describe_sandbox(), markup=False, highlight=False, soft_wrap=True)
+    console.print(describe_sandbox(), markup=False, highlight=False)
 
 
 @dev.command("down")

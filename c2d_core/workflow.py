@@ -14,9 +14,25 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-DID_PATTERN = re.compile(r"^did:op:[0-9a-fA-F]{64}$")
-JOB_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
-ADDRESS_PATTERN = re.compile(r"^0x[0-9a-fA-F]{40}$")
+# `\Z`, not `$`: `$` also matches before a trailing newline, so "<id>\n" would pass.
+DID_PATTERN = re.compile(r"^did:op:[0-9a-fA-F]{64}\Z")
+# A job id is a uuid4 hex, as the Provider makes it (provider_api.compute) and Ocean's operator did.
+JOB_ID_PATTERN = re.compile(r"^[0-9a-f]{32}\Z")
+ADDRESS_PATTERN = re.compile(r"^0x[0-9a-fA-F]{40}\Z")
+# A transaction hash (an order's transferTxId, a job's agreementId) as clients send it: 64 hex digits,
+# with or without 0x, in any case. `canonical_tx_id` gives the one form that is stored and compared.
+_TX_ID = re.compile(r"(?:0[xX])?([0-9a-fA-F]{64})")
+
+
+def canonical_tx_id(value: object) -> str | None:
+    """`value` as a transaction hash in its canonical form (0x + 64 lowercase hex), or None if it is not one.
+
+    ocean.js strips the 0x from the agreement id it sends back; wallets and explorers print mixed case.
+    """
+    if not isinstance(value, str):
+        return None
+    match = _TX_ID.fullmatch(value)
+    return "0x" + match.group(1).lower() if match else None
 
 
 class _Model(BaseModel):
@@ -219,6 +235,12 @@ class Workflow(_Model):
         if not JOB_ID_PATTERN.match(value):
             raise ValueError("jobId is 32 lowercase hex characters (a uuid4 hex)")
         return value
+
+    @field_validator("agreement_id")
+    @classmethod
+    def _agreement_id(cls, value: str | None) -> str | None:
+        # Run tags and agreement claims are matched exactly: a transaction hash gets its one spelling.
+        return canonical_tx_id(value) or value
 
     @field_validator("owner")
     @classmethod

@@ -22,10 +22,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from c2d_core.chain import ZERO_ADDRESS
 from c2d_core.environments import Environment, Environments, UnknownEnvironmentError
 from c2d_core.ocean.checksums import files_checksum
-from c2d_core.workflow import OutputRequest, Workflow
+from c2d_core.workflow import OutputRequest, Workflow, canonical_tx_id
 from provider_api import policy
 from provider_api.assets import AssetError, DdoResolver, ResolvedAsset
-from provider_api.errors import OceanHTTPError, bad_request, field_errors, resource_error
+from provider_api.errors import OceanHTTPError, bad_request, echo, field_errors, resource_error
+from provider_api.params import WholeNumber
 
 if TYPE_CHECKING:
     from c2d_core.chain import Chain
@@ -40,6 +41,12 @@ class _Request(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
 
+def _canonical_tx(value: Any) -> Any:
+    # A transferTxId in any case, with or without 0x, becomes the one form that orders are checked
+    # in and agreements are tagged and claimed under; anything else is left for the order check to refuse.
+    return canonical_tx_id(value) or value
+
+
 class InputRef(_Request):
     document_id: str = Field(alias="documentId", min_length=1)
     service_id: str = Field(alias="serviceId", min_length=1)
@@ -50,6 +57,11 @@ class InputRef(_Request):
     @classmethod
     def _json_userdata(cls, value: Any) -> Any:
         return _json_object(value, "userdata")
+
+    @field_validator("transfer_tx_id")
+    @classmethod
+    def _tx(cls, value: str | None) -> str | None:
+        return _canonical_tx(value)
 
 
 class RawAlgorithm(_Request):
@@ -70,6 +82,11 @@ class AlgorithmRef(_Request):
     @classmethod
     def _json_fields(cls, value: Any) -> Any:
         return _json_object(value, "algocustomdata")
+
+    @field_validator("transfer_tx_id")
+    @classmethod
+    def _tx(cls, value: str | None) -> str | None:
+        return _canonical_tx(value)
 
 
 class StartRequest(_Request):
@@ -93,7 +110,7 @@ class StartRequest(_Request):
 
 class ComputeSection(_Request):
     env: str = Field(min_length=1)
-    valid_until: int = Field(alias="validUntil")
+    valid_until: WholeNumber = Field(alias="validUntil")
 
 
 class InitializeRequest(_Request):
@@ -521,7 +538,7 @@ class ComputeService:
         except ValidationError as error:
             first = error.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
-            raise bad_request(f"cannot run this request: {where}: {first['msg']}") from None
+            raise bad_request(f"cannot run this request: {echo(where)}: {first['msg']}") from None
 
 
 __all__ = [

@@ -1,7 +1,11 @@
 """Ocean's error envelopes (400 `error` / `errors`, 503 for backend failures) and the app's handlers.
 
 Every error body passes through `scrub`, which replaces URLs with Ocean's placeholder: an error must
-never hand a dataset location (or a backend's address) to whoever sent the request.
+never hand a dataset location (or a backend's address) to whoever sent the request. A message that
+names a client's value quotes it through `echo` (a short, printable prefix), and `scrub` cuts any
+string still longer than MAX_ERROR_TEXT, so an error body never grows with the request.
+An exception no handler expected is a 500 with a fixed sentence and a request id; its text goes to
+the log under that id, never to the client.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import logging
 import re
 import traceback
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,6 +32,15 @@ _URL = re.compile(r"\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s\"'<>]*|\bwww\.[^\s\"'<>]+"
 # Where FastAPI puts a parameter; Ocean's field errors name the field alone.
 _LOCATIONS = frozenset({"body", "query", "path", "header", "cookie"})
 
+# How much of a client's value an error message may quote, and the most any error string may hold.
+ECHO_CHARS = 40
+MAX_ERROR_TEXT = 1000
+_UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
+
+# The header that carries the id under which an unhandled error was logged.
+REQUEST_ID_HEADER = "X-Request-ID"
+INTERNAL_ERROR = "internal error: the Provider could not handle this request"
+
 
 class OceanHTTPError(Exception):
     """An error answer: `status_code` and the JSON `body` Ocean's clients expect."""
@@ -42,10 +56,24 @@ def strip_urls(text: str) -> str:
     return _URL.sub(URL_STRIPPED, text)
 
 
+def echo(value: object, limit: int = ECHO_CHARS) -> str:
+    """A client's value as an error message may quote it: printable ASCII (others become "?"), at most
+    `limit` characters, then "…" and the full length, so the answer never grows with the input."""
+    text = value if isinstance(value, str) else repr(value)
+    shown = _UNPRINTABLE.sub("?", text[:limit])
+    return shown if len(text) <= limit else f"{shown}… ({len(text)} characters)"
+
+
+def _bounded(text: str) -> str:
+    # A last guard for messages that quote a value without `echo` (a field name, a library's message).
+    return text if len(text) <= MAX_ERROR_TEXT else text[:MAX_ERROR_TEXT] + "…"
+
+
 def scrub(value: Any) -> Any:
-    """`value` with every URL in every string (keys included) replaced by the placeholder."""
+    """`value` with every URL in every string (keys included) replaced by the placeholder, and each
+    string cut to MAX_ERROR_TEXT characters."""
     if isinstance(value, str):
-        return strip_urls(value)
+        return _bounded(strip_urls(value))
     if isinstance(value, Mapping):
         return {scrub(key): scrub(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
@@ -102,7 +130,8 @@ def error_response(status_code: int, body: Any, headers: Mapping[str, str] | Non
 
 
 def _field_name(location: tuple[Any, ...]) -> str:
-    parts = [str(part) for part in location]
+    # A location may hold a client's own key (an unknown field of a strict model): quoted via echo.
+    parts = [echo(part) if isinstance(part, str) else str(part) for part in location]
     if parts and parts[0] in _LOCATIONS:
         parts = parts[1:]
     return ".".join(parts) or "body"
@@ -137,14 +166,31 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, body, exc.headers)
 
 
-def _log_unhandled(exc: BaseException) -> None:
+def _log_unhandled(exc: BaseException, request_id: str) -> None:
     # The traceback text goes through the same scrub: exception messages often quote URLs.
     text = "".join(traceback.format_exception(exc))
-    logger.error("unhandled error in a request\n%s", strip_urls(text))
+    logger.error("unhandled error in a request (request id %s)\n%s", request_id, strip_urls(text))
+
+
+def unhandled_response(exc: BaseException) -> JSONResponse:
+    """The answer to an exception no route handled: 503 with a fixed sentence when the chain cannot be
+    reached (a backend outage, logged without a traceback), else 500 with a fixed sentence. Both
+    carry a request id, in the body and in X-Request-ID, under which the exception is logged; the
+    exception's own text never reaches the client (it may quote input, paths or addresses)."""
+    request_id = uuid.uuid4().hex
+    headers = {REQUEST_ID_HEADER: request_id}
+    unreachable = chain_unreachable(exc)
+    if unreachable:
+        logger.warning("%s (request id %s)", unreachable, request_id)
+        return error_response(503, {"error": unreachable, "requestId": request_id}, headers)
+    _log_unhandled(exc, request_id)
+    body = {"error": f"{INTERNAL_ERROR} (request id {request_id})", "requestId": request_id}
+    return error_response(500, body, headers)
 
 
 class UnhandledErrors:
-    """Turns any exception a route lets escape into Ocean's 503, logged once and without URLs.
+    """Turns any exception a route lets escape into a fixed answer (`unhandled_response`), logged once
+    and without URLs.
 
     A plain ASGI middleware rather than an `Exception` handler: Starlette re-raises after such a
     handler, and the server would then log the raw exception, URLs and all.
@@ -168,14 +214,9 @@ class UnhandledErrors:
         try:
             await self.app(scope, receive, tracking_send)
         except Exception as exc:
-            unreachable = chain_unreachable(exc)
-            if unreachable:
-                logger.warning("%s", unreachable)  # a backend outage, not a bug: no traceback
-            else:
-                _log_unhandled(exc)
+            response = unhandled_response(exc)
             if started:
                 return  # headers are out: all that is left is to end the connection
-            response = error_response(503, {"error": unreachable or str(exc) or type(exc).__name__})
             await response(scope, receive, send)
 
 

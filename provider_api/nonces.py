@@ -23,11 +23,16 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from provider_api.params import NumberError, whole_number
+
 MAX_NONCE = 2**256
 WIDTH = len(str(MAX_NONCE))  # 78
 # Ocean's /nonce answers 1 for an address it has never seen, and stores it.
 INITIAL_NONCE = 1
 _DIGITS = re.compile(r"[0-9]+")
+# The decimal forms Ocean's Decimal comparison takes, in ASCII only: Decimal() itself also reads other
+# scripts' digits (U+0661 U+0662 is 12) and underscores ("1_0").
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,9})?")
 _SQL_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 DEFAULT_TABLE = "provider_nonces"
 
@@ -49,7 +54,8 @@ def parse_nonce(value: object) -> int:
     """A nonce as sent (JSON integer, or digits as text) as an int in [0, 2**256].
 
     Integral decimals ("12.0", 12.0) are accepted, as Ocean compares with Decimal; fractions,
-    negatives, booleans, NaN and text are not.
+    negatives, booleans, NaN, text and digits other than ASCII 0-9 are not. Digits alone go through
+    the Provider's one number parser (provider_api.params.whole_number).
     """
     if isinstance(value, bool) or value is None:
         raise NonceError("the nonce must be a whole number")
@@ -60,7 +66,12 @@ def parse_nonce(value: object) -> int:
         if len(text) > 2 * WIDTH:
             raise NonceError("the nonce must not exceed 2**256")
         if _DIGITS.fullmatch(text):
-            number = int(text)
+            try:
+                number = whole_number(text, WIDTH)
+            except NumberError:
+                raise NonceError("the nonce must not exceed 2**256") from None
+        elif not _DECIMAL.fullmatch(text):
+            raise NonceError("the nonce must be a whole number")
         else:
             try:
                 decimal = Decimal(text)

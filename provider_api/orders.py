@@ -9,7 +9,6 @@ cannot be replayed by another consumer or for another datatoken. Time is chain t
 from __future__ import annotations
 
 import json
-import re
 import weakref
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from c2d_core.chain import Chain
 from c2d_core.contracts import decode_logs
 from c2d_core.fees import ProviderFee, recover_fee_signer
+from c2d_core.workflow import canonical_tx_id
 
 if TYPE_CHECKING:
     from web3.types import EventData, TxReceipt
@@ -29,7 +29,6 @@ ORDER_EXPIRED = "order_expired"
 FEES_NOT_PAID = "fees_not_paid"
 
 ONE_DATATOKEN = 10**18
-_TX_ID = re.compile(r"^0x[0-9a-fA-F]{64}$")
 
 # (nft, datatoken) pairs already proven to belong together on a chain; contracts cannot be undeployed.
 _known_datatokens: weakref.WeakKeyDictionary[Chain, set[tuple[str, str]]] = weakref.WeakKeyDictionary()
@@ -140,8 +139,10 @@ def validate_order(
     order naming one of them may be used by its payer (Ocean's compute clients order that way); an order
     naming anyone else serves that consumer or its payer, as in Ocean. `now` defaults to chain time.
     """
-    if not isinstance(tx_id, str) or not _TX_ID.match(tx_id):
-        raise OrderError(ORDER_INVALID, "transferTxId must be a 0x-prefixed 32-byte hex hash", "tx_id")
+    canonical = canonical_tx_id(tx_id)  # any case, with or without 0x: one form from here on
+    if canonical is None:
+        raise OrderError(ORDER_INVALID, "transferTxId must be a 32-byte hex hash (64 hex digits)", "tx_id")
+    tx_id = canonical
     from eth_utils import is_address
 
     for name, value in (("datatoken", datatoken), ("NFT", nft), ("consumer", consumer)):

@@ -1,20 +1,111 @@
-"""Ocean's request parameter rule: the query string if it has any parameter, else the JSON body.
+"""Reading what a client sends: Ocean's parameter rule, and the one parser for numbers and ids in it.
 
-The two are never merged (as in Ocean's `get_request_data`), so a client cannot split one request's
-fields between them. `parse_params` turns the dict into a model with Ocean's field-error shape.
+Parameters come from the query string if it has any, else from the JSON body. The two are never
+merged (as in Ocean's `get_request_data`), so a client cannot split one request's fields between them.
+`parse_params` turns the dict into a model with Ocean's field-error shape.
+
+Every number a client sends (an index, a nonce, a Range position, a Content-Length) goes through
+`whole_number`: ASCII digits only and a bounded length. `str.isdigit()` and `int()` also take "²"
+and other scripts' digits (U+0661, an Arabic-Indic digit, is 1), and `int()` raises past 4,300
+digits, which the catch-all would answer as a server error. Job ids and agreement ids are checked
+against their patterns before any lookup, so nothing unbounded reaches run storage or an error message.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, BeforeValidator, ValidationError
 
+from c2d_core.workflow import JOB_ID_PATTERN, canonical_tx_id
 from provider_api.errors import bad_request, field_errors, validation_errors
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
+
+_ASCII_DIGITS = re.compile(r"[0-9]+")
+# Enough for any index or count a client has reason to send (a billion results or files).
+INDEX_DIGITS = 9
+# Byte positions and lengths: 19 digits hold every size up to 2**63.
+BYTE_DIGITS = 19
+
+
+class NumberError(ValueError):
+    """A client's number was refused; the message says what is allowed (never the value)."""
+
+
+def whole_number(value: object, max_digits: int = INDEX_DIGITS) -> int:
+    """A whole number >= 0 as a client sends it: a JSON integer, or text of ASCII digits 0-9 only,
+    with at most `max_digits` significant digits (leading zeros are free). Raises NumberError."""
+    if isinstance(value, bool):
+        raise NumberError("must be a whole number, 0 or more")
+    if isinstance(value, int):
+        if value < 0:
+            raise NumberError("must be a whole number, 0 or more")
+        if value >= 10**max_digits:
+            raise NumberError(f"must have at most {max_digits} digits")
+        return value
+    if not isinstance(value, str) or not _ASCII_DIGITS.fullmatch(value):
+        raise NumberError("must be a whole number written with the digits 0-9")
+    if len(value.lstrip("0")) > max_digits:
+        raise NumberError(f"must have at most {max_digits} digits")
+    return int(value)
+
+
+def number_param(params: dict[str, Any], name: str, max_digits: int = INDEX_DIGITS) -> int | None:
+    """Parameter `name` as a whole number, None when absent or empty; a 400 naming it otherwise."""
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        return whole_number(raw, max_digits)
+    except NumberError as error:
+        raise field_errors({name: [f"The {name} {error}."]}) from None
+
+
+def _whole_number_field(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # a JSON number such as 1700000000.0: whole, though written as a float
+    try:
+        return whole_number(value, BYTE_DIGITS)
+    except NumberError as error:
+        raise ValueError(str(error)) from None
+
+
+# For pydantic request models: the same rule as `whole_number` (pydantic's own int takes "1_000",
+# " 12 " and integers of any length).
+WholeNumber = Annotated[int, BeforeValidator(_whole_number_field)]
+
+
+def job_id_param(params: dict[str, Any], required: bool) -> str | None:
+    """`jobId` checked against the job-id pattern before any lookup; None when absent and optional."""
+    raw = params.get("jobId")
+    if raw is None or raw == "":
+        if required:
+            raise field_errors({"jobId": ["The jobId field is required."]})
+        return None
+    if not isinstance(raw, str) or not JOB_ID_PATTERN.match(raw):
+        raise field_errors(
+            {"jobId": ["The jobId is 32 lowercase hex characters, as computeStart returns it."]}
+        )
+    return raw
+
+
+def agreement_id_param(params: dict[str, Any]) -> str | None:
+    """`agreementId` in its canonical form (0x + lowercase hex), None when absent; any case, with or
+    without 0x, is accepted (ocean.js sends it without)."""
+    raw = params.get("agreementId")
+    if raw is None or raw == "":
+        return None
+    canonical = canonical_tx_id(raw)
+    if canonical is None:
+        raise field_errors(
+            {"agreementId": ["The agreementId is a transaction hash: 64 hex digits, with or without 0x."]}
+        )
+    return canonical
+
 
 # A request body is never large on these routes (the largest is a DDO sent to /encrypt, which reads
 # raw bytes itself); the cap keeps a client from making the Provider buffer gigabytes of JSON.
@@ -24,8 +115,15 @@ MAX_JSON_BYTES = 4 * 1024 * 1024
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refusing (400) more than `limit` bytes without reading past the limit."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise bad_request(f"the request body is larger than {limit} bytes")
+    if declared is not None:
+        try:
+            too_large = whole_number(declared.strip(), BYTE_DIGITS) > limit
+        except NumberError as error:
+            if not _ASCII_DIGITS.fullmatch(declared.strip()):
+                raise bad_request(f"the Content-Length header {error}") from None
+            too_large = True  # more digits than any body could have
+        if too_large:
+            raise bad_request(f"the request body is larger than {limit} bytes")
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():

@@ -78,7 +78,7 @@ def find_service(ddo: Ddo, service_id: object, resource: str) -> dict[str, Any]:
             if isinstance(service, dict) and str(service.get("id")) == str(service_id):
                 return service
     raise PolicyError(
-        f"{resource}.serviceId", "not_found", f"the asset has no service with id {service_id!r}"
+        f"{resource}.serviceId", "not_found", f"the asset has no service with id {str(service_id)[:40]!r}"
     )
 
 

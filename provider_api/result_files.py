@@ -19,15 +19,18 @@ from c2d_core import job_tags
 from c2d_core.result_stores import ResultStores
 from c2d_core.results import MANIFEST_NAME, ResultEntry, ResultStore
 from c2d_core.status import JobStatus
-from provider_api.errors import OceanHTTPError, backend_error
+from provider_api.errors import OceanHTTPError, backend_error, bad_request
 from provider_api.jobs import JobRecord, ocean_job_json
+from provider_api.params import BYTE_DIGITS, NumberError, whole_number
 from provider_api.settings import ProviderSettings
 
 EXPIRED = (
     "the job's results have expired: they are kept for the environment's storageExpiry after the job "
     "finished, then deleted"
 )
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+# One range of bytes; the positions are read by `whole_number` (ASCII digits, bounded), not by `\d`,
+# which matches every script's digits.
+_RANGE = re.compile(r"bytes=([^,-]*)-([^,-]*)")
 
 
 def result_stores(request: Request, settings: ProviderSettings) -> ResultStores:
@@ -84,6 +87,16 @@ def stream_job_result(
     return stream_entry(store, entry, request.headers.get("range"))
 
 
+def _range_position(text: str) -> int | None:
+    """A byte position of a Range header (None when left out); 400 unless ASCII digits, bounded."""
+    if not text:
+        return None
+    try:
+        return whole_number(text, BYTE_DIGITS)
+    except NumberError as error:
+        raise bad_request(f"the Range header's byte positions {error}") from None
+
+
 def stream_entry(store: ResultStore, entry: ResultEntry, range_header: str | None) -> Response:
     """One stored result as an attachment: 200 whole, or 206 for a single `bytes=` range."""
     start, end = 0, entry.filesize - 1
@@ -93,14 +106,16 @@ def stream_entry(store: ResultStore, entry: ResultEntry, range_header: str | Non
         "Accept-Ranges": "bytes",
     }
     if range_header:
-        match = _RANGE.match(range_header.strip())
+        match = _RANGE.fullmatch(range_header.strip())
         if not match or (not match.group(1) and not match.group(2)):
             raise OceanHTTPError(416, {"error": "unsupported Range: use bytes=start-end"})
-        if match.group(1):
-            start = int(match.group(1))
-            end = min(int(match.group(2)), end) if match.group(2) else end
+        begin, final = (_range_position(text) for text in match.groups())
+        if begin is not None:
+            start = begin
+            end = min(final, end) if final is not None else end
         else:
-            start = max(0, entry.filesize - int(match.group(2)))
+            assert final is not None  # the match needs one of the two
+            start = max(0, entry.filesize - final)
         if start > end or start >= entry.filesize:
             raise OceanHTTPError(416, {"error": f"Range outside the result's {entry.filesize} bytes"})
         status = 206

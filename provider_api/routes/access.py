@@ -22,7 +22,6 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from c2d_core import job_tags
-from c2d_core.ocean.signing import download_message
 from c2d_core.result_assets import served_indexes
 from c2d_core.workflow import ADDRESS_PATTERN, JOB_ID_PATTERN
 from provider_api import policy
@@ -30,12 +29,12 @@ from provider_api.assets import ResolvedAsset
 from provider_api.auth import verify_request
 from provider_api.compute import ComputeService
 from provider_api.deps import NonceStoreDep, OperatorDep, SettingsDep
-from provider_api.errors import OceanHTTPError, backend_error, bad_request, field_errors, not_found
+from provider_api.errors import OceanHTTPError, backend_error, bad_request, echo, field_errors, not_found
 from provider_api.jobs import JobRecord
 from provider_api.nonces import NonceStoreUnavailable
 from provider_api.operator import BackendUnavailable
 from provider_api.orders import OrderError, ValidatedOrder, validate_order
-from provider_api.params import ParamsDep
+from provider_api.params import ParamsDep, number_param
 from provider_api.result_files import (
     ensure_results_published,
     read_job_manifest,
@@ -82,12 +81,9 @@ def _file_index(params: dict[str, Any], required: bool) -> int | None:
         if required:
             raise field_errors({"fileIndex": ["The fileIndex field is required."]})
         return None
-    text = str(raw).strip()
-    if text == "-1" and not required:
+    if str(raw).strip() == "-1" and not required:
         return None  # ocean.py's "no file index" in initialize
-    if not text.isdigit():
-        raise field_errors({"fileIndex": ["The fileIndex must be an integer, 0 or more."]})
-    return int(text)
+    return number_param(params, "fileIndex")
 
 
 def _access_service(compute: ComputeService, did: str, service_id: str, consumer: str) -> AccessService:
@@ -96,12 +92,12 @@ def _access_service(compute: ComputeService, did: str, service_id: str, consumer
     policy.check_asset_consumable(asset.ddo, state=asset.state, consumer=consumer, resource="documentId")
     found = asset.service(service_id)
     if found is None:
-        raise bad_request(f"Invalid serviceId: the asset has no service {service_id!r}")
+        raise bad_request(f"Invalid serviceId: the asset has no service {echo(service_id)!r}")
     index, service = found
     if service.get("type") == "compute":
         raise bad_request("Use the initializeCompute endpoint to initialize compute jobs.")
     if service.get("type") != "access":
-        raise bad_request(f"service {service_id!r} is not an access service")
+        raise bad_request(f"service {echo(service_id)!r} is not an access service")
     return AccessService(asset=asset, index=index, service=service)
 
 
@@ -135,7 +131,7 @@ def _result_of(file_object: dict[str, Any], did: str, operator: Any) -> tuple[Jo
     kind = file_object.get("type")
     if kind != C2D_RESULT:
         raise bad_request(
-            f"Unsupported type {str(kind)[:40]} by this Provider: its access services serve compute "
+            f"Unsupported type {echo(kind)} by this Provider: its access services serve compute "
             f"results ({C2D_RESULT}) only"
         )
     job_id, index = file_object.get("jobId"), file_object.get("index")
@@ -274,14 +270,14 @@ def download(
     consumer = str(params["consumerAddress"])
     did = str(params["documentId"])
     # The nonce is spent before anything else happens, as on every signed route.
-    verify_request(nonces, consumer, download_message(did), params["nonce"], params["signature"])
+    verify_request(nonces, consumer, did, params["nonce"], params["signature"])
     access = _access_service(compute, did, str(params["serviceId"]), consumer)
     tx_id = str(params["transferTxId"])
     try:
         _order(compute, access, tx_id, consumer)
     except OrderError as error:
         raise OceanHTTPError(
-            400, {"error": f"the order {tx_id[:66]} does not allow this download: {error.message}"}
+            400, {"error": f"the order {echo(tx_id, 66)} does not allow this download: {error.message}"}
         ) from None
     record, index = _result_of(_file(compute, access, file_index), access.asset.did, operator)
     return stream_job_result(request, settings, record, index)

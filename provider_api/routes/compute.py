@@ -14,7 +14,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
-from c2d_core.ocean.signing import compute_result_message, compute_start_message, compute_stop_message
 from c2d_core.settings import EngineSettings
 from provider_api.agreements import AgreementBusy, AgreementClaims, ClaimStoreUnavailable, operator_holder
 from provider_api.auth import verify_request
@@ -32,7 +31,7 @@ from provider_api.errors import OceanHTTPError, backend_error, bad_request, fiel
 from provider_api.jobs import JobRecord, ocean_job_json
 from provider_api.operator import QUEUED_STATES, BackendUnavailable, JobConflict, JobNotFound
 from provider_api.orders import OrderError, ensure_fee_paid, validate_order
-from provider_api.params import ParamsDep
+from provider_api.params import BYTE_DIGITS, ParamsDep, agreement_id_param, job_id_param, number_param
 from provider_api.result_files import stream_job_result
 
 router = APIRouter(prefix="/api/services", tags=["compute"])
@@ -108,8 +107,9 @@ def compute_environments(
     operator: OperatorDep,
     chain: ChainDep,
 ) -> JSONResponse:
-    if "chainId" in params and str(params["chainId"]) != str(settings.chain_id):
-        return JSONResponse({str(params["chainId"]): []})
+    chain_id = number_param(params, "chainId", BYTE_DIGITS)
+    if chain_id is not None and chain_id != settings.chain_id:
+        return JSONResponse({str(chain_id): []})
     service = get_compute_service(request, settings, environments, chain)
     envs = [_environment_json(service, env.id, operator) for env in environments.all()]
     return JSONResponse({str(settings.chain_id): envs})
@@ -250,7 +250,7 @@ def compute_start(
     verify_request(
         nonces,
         body.consumer_address,
-        compute_start_message(body.consumer_address, body.dataset.document_id),
+        body.consumer_address + body.dataset.document_id,
         body.nonce,
         body.signature,
     )
@@ -388,30 +388,62 @@ def compute_status(params: ParamsDep, operator: OperatorDep) -> JSONResponse:
     consumer = str(params.get("consumerAddress") or "")
     if not re.fullmatch(r"0x[0-9a-fA-F]{40}", consumer):
         raise field_errors({"consumerAddress": "required: the consumer's address"})
-    job_id = str(params.get("jobId") or "") or None
-    agreement_id = str(params.get("agreementId") or "") or None
+    job_id = job_id_param(params, required=False)
+    # As in Ocean's Provider, a jobId makes agreementId no filter (ocean.js sends both, the agreement
+    # id without its 0x); alone, it is compared in its canonical form.
+    agreement_id = None if job_id else agreement_id_param(params)
     records = _owned_jobs(operator, consumer, job_id, agreement_id)
     if job_id and not records:
         raise OceanHTTPError(404, {"error": f"no job {job_id} for this consumer"})
     return JSONResponse([_job_json(operator, record) for record in records])
 
 
-def _signed_job_request(params: dict[str, Any], nonces: Any) -> tuple[str, str]:
+def _signed_job_request(params: dict[str, Any], nonces: Any) -> tuple[str, str | None, str | None]:
+    """(consumer, jobId, agreementId) of a signed stop or delete, after the signature and nonce.
+
+    The job is named by `jobId` (then `agreementId` is ignored, as on status) or, without one, by
+    `agreementId` in its canonical form. Both are checked against their patterns before any lookup.
+    """
     consumer = str(params.get("consumerAddress") or "")
-    job_id = str(params.get("jobId") or "")
-    errors = {}
+    errors: dict[str, Any] = {}
     if not re.fullmatch(r"0x[0-9a-fA-F]{40}", consumer):
         errors["consumerAddress"] = "required: the consumer's address"
     for name in ("nonce", "signature"):
         if not params.get(name):
             errors[name] = "required"
-    if not job_id:
-        errors["jobId"] = "required"
+    job_id: str | None = None
+    agreement_id: str | None = None
+    try:
+        job_id = job_id_param(params, required=not params.get("agreementId"))
+        agreement_id = None if job_id else agreement_id_param(params)
+    except OceanHTTPError as error:
+        errors.update(error.body["errors"])
     if errors:
         raise field_errors(errors)
-    message = compute_stop_message(consumer, job_id, str(params.get("documentId") or ""))
+    message = consumer + (job_id or "") + str(params.get("documentId") or "")
     verify_request(nonces, consumer, message, str(params["nonce"]), str(params["signature"]))
-    return consumer, job_id
+    return consumer, job_id, agreement_id
+
+
+def _no_job(job_id: str | None, agreement_id: str | None) -> OceanHTTPError:
+    named = f"job {job_id}" if job_id else f"job for agreement {agreement_id}"
+    return OceanHTTPError(404, {"error": f"no {named} for this consumer"})
+
+
+def _stop_owned(operator: Any, records: list[JobRecord]) -> list[JobRecord]:
+    """Stop each of the consumer's jobs that has not ended (a stop of an ended one changes nothing)."""
+    stopped = []
+    for record in records:
+        if record.ended is not None:
+            stopped.append(record)
+            continue
+        try:
+            stopped.append(operator.stop(record.job_id))
+        except JobNotFound:
+            continue  # gone in between: as if it had never been listed
+        except BackendUnavailable as error:
+            raise backend_error(f"compute backend unavailable: {error}") from None
+    return stopped
 
 
 @router.put(
@@ -422,16 +454,20 @@ def _signed_job_request(params: dict[str, Any], nonces: Any) -> tuple[str, str]:
     ),
 )
 def compute_stop(params: ParamsDep, nonces: NonceStoreDep, operator: OperatorDep) -> JSONResponse:
-    consumer, job_id = _signed_job_request(params, nonces)
-    if not _owned_jobs(operator, consumer, job_id, None):
-        raise OceanHTTPError(404, {"error": f"no job {job_id} for this consumer"})
-    try:
-        record = operator.stop(job_id)
-    except JobNotFound:
-        raise OceanHTTPError(404, {"error": f"no job {job_id} for this consumer"}) from None
-    except BackendUnavailable as error:
-        raise backend_error(f"compute backend unavailable: {error}") from None
-    return JSONResponse([_job_json(operator, record)])
+    consumer, job_id, agreement_id = _signed_job_request(params, nonces)
+    records = _owned_jobs(operator, consumer, job_id, agreement_id)
+    if not records:
+        raise _no_job(job_id, agreement_id)
+    if job_id:
+        try:
+            records = [operator.stop(job_id)]
+        except JobNotFound:
+            raise _no_job(job_id, None) from None
+        except BackendUnavailable as error:
+            raise backend_error(f"compute backend unavailable: {error}") from None
+    else:
+        records = _stop_owned(operator, records)
+    return JSONResponse([_job_json(operator, record) for record in records])
 
 
 @router.delete(
@@ -442,17 +478,13 @@ def compute_stop(params: ParamsDep, nonces: NonceStoreDep, operator: OperatorDep
     ),
 )
 def compute_delete(params: ParamsDep, nonces: NonceStoreDep, operator: OperatorDep) -> JSONResponse:
-    consumer, job_id = _signed_job_request(params, nonces)
-    records = _owned_jobs(operator, consumer, job_id, None)
+    consumer, job_id, agreement_id = _signed_job_request(params, nonces)
+    records = _owned_jobs(operator, consumer, job_id, agreement_id)
     if not records:
-        raise OceanHTTPError(404, {"error": f"no job {job_id} for this consumer"})
-    if records[0].ended is None:
-        try:
-            records = [operator.stop(job_id)]
-        except JobNotFound:
-            raise OceanHTTPError(404, {"error": f"no job {job_id} for this consumer"}) from None
-        except BackendUnavailable as error:
-            raise backend_error(f"compute backend unavailable: {error}") from None
+        raise _no_job(job_id, agreement_id)
+    records = _stop_owned(operator, records)
+    if not records:
+        raise _no_job(job_id, agreement_id)
     return JSONResponse([_job_json(operator, record) for record in records])
 
 
@@ -467,23 +499,21 @@ def compute_delete(params: ParamsDep, nonces: NonceStoreDep, operator: OperatorD
 def compute_result(
     request: Request, params: ParamsDep, settings: SettingsDep, nonces: NonceStoreDep, operator: OperatorDep
 ) -> Response:
-    index_text = str(params.get("index", ""))
-    if not index_text.isdigit():
+    index = number_param(params, "index")
+    if index is None:
         raise field_errors({"index": "required: a result index, 0 or more"})
+    index_text = str(params["index"])  # signed as sent
     consumer = str(params.get("consumerAddress") or "")
-    job_id = str(params.get("jobId") or "")
-    if not re.fullmatch(r"0x[0-9a-fA-F]{40}", consumer) or not job_id:
-        raise field_errors({"consumerAddress": "required", "jobId": "required"})
+    if not re.fullmatch(r"0x[0-9a-fA-F]{40}", consumer):
+        raise field_errors({"consumerAddress": "required: the consumer's address"})
+    job_id = job_id_param(params, required=True)
+    assert job_id is not None
     if not params.get("nonce") or not params.get("signature"):
         raise field_errors({"signature": "required with its nonce"})
     verify_request(
-        nonces,
-        consumer,
-        compute_result_message(consumer, job_id, index_text),
-        str(params["nonce"]),
-        str(params["signature"]),
+        nonces, consumer, consumer + job_id + index_text, str(params["nonce"]), str(params["signature"])
     )
     records = _owned_jobs(operator, consumer, job_id, None)
     if not records:
-        raise OceanHTTPError(404, {"error": f"no job {job_id} for this consumer"})
-    return stream_job_result(request, settings, records[0], int(index_text))
+        raise _no_job(job_id, None)
+    return stream_job_result(request, settings, records[0], index)

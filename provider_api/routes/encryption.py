@@ -20,10 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from c2d_core.crypto import CryptoError, decrypt_with, encrypt_for, public_key_of
 from c2d_core.ocean.dids import did_for
-from c2d_core.ocean.signing import decrypt_message
 from provider_api.auth import verify_request
 from provider_api.deps import NonceStoreDep, SettingsDep
-from provider_api.errors import bad_request, field_errors, forbidden
+from provider_api.errors import bad_request, echo, field_errors, forbidden
 from provider_api.params import ParamsDep, parse_params, read_body
 
 router = APIRouter(prefix="/api/services", tags=["encryption"])
@@ -61,7 +60,9 @@ async def encrypt(
     if content_type != "application/octet-stream":
         raise bad_request("Content-Type must be application/octet-stream: send the document as raw bytes")
     if chain_id != settings.chain_id:
-        raise bad_request(f"Unsupported chain ID {chain_id}: this Provider serves {settings.chain_id}")
+        raise bad_request(
+            f"Unsupported chain ID {echo(str(chain_id))}: this Provider serves {settings.chain_id}"
+        )
     data = await read_body(request, MAX_DOCUMENT_BYTES)
     if not data:
         raise bad_request("the request body is empty: send the bytes to encrypt")
@@ -145,7 +146,9 @@ def _check_is_ddo_of(document: bytes, nft_address: str, chain_id: int) -> None:
 def decrypt(params: ParamsDep, settings: SettingsDep, store: NonceStoreDep) -> Response:
     body = parse_params(DecryptRequest, params)
     if body.chain_id != settings.chain_id:
-        raise bad_request(f"Unsupported chain ID {body.chain_id}: this Provider serves {settings.chain_id}")
+        raise bad_request(
+            f"Unsupported chain ID {echo(str(body.chain_id))}: this Provider serves {settings.chain_id}"
+        )
     if not is_address(body.decrypter_address):
         raise field_errors({"decrypterAddress": ["The decrypterAddress must be a 0x address."]})
     if to_checksum_address(body.decrypter_address) not in settings.allowed_decrypters:
@@ -168,8 +171,8 @@ def decrypt(params: ParamsDep, settings: SettingsDep, store: NonceStoreDep) -> R
     if not is_address(body.data_nft_address):
         raise field_errors({"dataNftAddress": ["The dataNftAddress must be a 0x address."]})
     # The signed text uses the fields exactly as sent (a JSON number chainId signs as its digits).
-    message = decrypt_message(
-        str(params.get("dataNftAddress")), str(params.get("decrypterAddress")), str(params.get("chainId"))
+    message = (
+        str(params.get("dataNftAddress")) + str(params.get("decrypterAddress")) + str(params.get("chainId"))
     )
     verify_request(
         store,

@@ -37,7 +37,7 @@ from c2d_core.ocean.refusals import PolicyError
 from c2d_core.workflow import FileObject
 from provider_api.deps import SettingsDep
 from provider_api.errors import bad_request, resource_error
-from provider_api.params import ParamsDep
+from provider_api.params import BYTE_DIGITS, NumberError, ParamsDep, whole_number
 from provider_api.policy import find_service
 from provider_api.settings import ProviderSettings
 
@@ -49,7 +49,8 @@ OCEAN_FILE_TYPES = frozenset({"url", "ipfs", "arweave", "graphql", "smartcontrac
 SERVED_FILE_TYPES = frozenset({"url", "ipfs", "arweave", "s3"})
 # The fields of the non-url types (see c2d_core.fetch.FILE_SOURCES).
 SOURCE_FIELDS = ("hash", "transactionId", "s3Access")
-_CONTENT_RANGE_TOTAL = re.compile(r"bytes\s+(?:\d+-\d+|\*)/(\d+)", re.IGNORECASE)
+# ASCII: `\d` alone takes every script's digits, which int() then reads or refuses.
+_CONTENT_RANGE_TOTAL = re.compile(r"bytes\s+(?:\d+-\d+|\*)/(\d+)", re.IGNORECASE | re.ASCII)
 
 
 # --- where requests may go ------------------------------------------------------------------------
@@ -153,14 +154,21 @@ def _declared_filename(response: httpx.Response) -> str | None:
     return name or None
 
 
+def _declared_size(text: str) -> int | None:
+    """A size a data source declares, or None when it is not plain ASCII digits of a sane length."""
+    try:
+        return whole_number(text.strip(), BYTE_DIGITS)
+    except NumberError:
+        return None
+
+
 def _probe_from(response: httpx.Response, ranged: bool) -> Probe:
     length: int | None = None
     if ranged and response.status_code == 206:
         match = _CONTENT_RANGE_TOTAL.search(response.headers.get("content-range", ""))
-        length = int(match.group(1)) if match else None
+        length = _declared_size(match.group(1)) if match else None
     elif response.headers.get("content-encoding", "identity").lower() in ("", "identity"):
-        declared = response.headers.get("content-length", "")
-        length = int(declared) if declared.isdigit() else None
+        length = _declared_size(response.headers.get("content-length", ""))
     content_type = response.headers.get("content-type") or None
     return Probe(length, content_type, _declared_filename(response))
 

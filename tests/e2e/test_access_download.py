@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from c2d_cli.ocean_flow import mint_to, order_and_start, publish_asset, wait_for_job
-from c2d_core.ocean.signing import sign_text as sign
+from c2d_cli.provider_client import sign
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 

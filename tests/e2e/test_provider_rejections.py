@@ -32,7 +32,7 @@ from c2d_cli.ocean_flow import (
     publish_asset,
     wait_for_job,
 )
-from c2d_core.ocean.signing import sign_text as sign
+from c2d_cli.provider_client import sign
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 

@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 
 from c2d_core.crypto import decrypt_with, encrypt_for, public_key_of
 from c2d_core.ocean.dids import did_for
-from provider_api.errors import URL_STRIPPED, strip_urls
+from provider_api.errors import INTERNAL_ERROR, URL_STRIPPED, strip_urls
 from provider_api.main import create_app
 from provider_api.routes.root import OCEAN_ENDPOINTS
 from provider_api.settings import ProviderSettings
@@ -163,7 +163,7 @@ def test_openapi_lists_every_route_with_a_description(client: TestClient) -> Non
     assert {tuple(value) for value in advertised.values()} <= documented
 
 
-def test_unhandled_errors_are_503_without_urls(
+def test_unhandled_errors_are_a_fixed_500_logged_under_a_request_id(
     app: FastAPI, client: TestClient, caplog: pytest.LogCaptureFixture
 ) -> None:
     def explode() -> None:
@@ -171,9 +171,14 @@ def test_unhandled_errors_are_503_without_urls(
 
     app.add_api_route("/boom", explode, description="test only")
     with caplog.at_level("ERROR"):
-        body = assert_error_envelope(client.get("/boom"), 503)
-    assert body == {"error": f"backend at {URL_STRIPPED} refused; also {URL_STRIPPED}"}
-    # logged once, with the traceback, and scrubbed the same way
+        response = client.get("/boom")
+    body = assert_error_envelope(response, 500)
+    request_id = response.headers["x-request-id"]
+    # A fixed sentence and the id: nothing of the exception reaches the client.
+    assert body == {"error": f"{INTERNAL_ERROR} (request id {request_id})", "requestId": request_id}
+    assert "RuntimeError" not in response.text and "refused" not in response.text
+    # logged once, under that id, with the traceback, and scrubbed of URLs
+    assert request_id in caplog.text
     assert "RuntimeError" in caplog.text and URL_STRIPPED in caplog.text
     assert "s3cr3t" not in caplog.text and "u:pw" not in caplog.text
 
