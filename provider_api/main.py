@@ -7,14 +7,19 @@ lifespan) the Provider's database is migrated; a database that fails stops the s
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.engine import make_url
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import MutableHeaders
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from c2d_core.ocean.refusals import PolicyError
 from provider_api.deps import close_shared, shared
@@ -22,6 +27,7 @@ from provider_api.errors import install_error_handlers, strip_urls
 from provider_api.nonces import NonceStore, NonceStoreUnavailable
 from provider_api.routes import routers
 from provider_api.routes.root import _version
+from provider_api.schemas import components
 from provider_api.settings import ProviderSettings
 
 DESCRIPTION = (
@@ -53,6 +59,79 @@ def migrate_at_start(app: FastAPI) -> None:
         raise RuntimeError(f"the Provider's database ({where}) cannot be migrated: {reason}") from None
 
 
+# What a route may serve; OPTIONS is answered for every path that has a route.
+CANDIDATE_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def methods_of(app: FastAPI, path: str) -> set[str]:
+    """Every method some route serves at `path` (empty when no route has it), found by asking the
+    routes themselves, as the router does for a request."""
+    found: set[str] = set()
+    for method in CANDIDATE_METHODS:
+        scope: Scope = {"type": "http", "path": path, "method": method, "root_path": "", "path_params": {}}
+        if any(route.matches(dict(scope))[0] is Match.FULL for route in app.router.routes):
+            found.add(method)
+    return found
+
+
+class AllowedMethods:
+    """`OPTIONS` answers 204 with `Allow` naming every method of the path, and so does a 405's `Allow`.
+
+    Starlette answers both from the first route matching the path alone, so `/api/services/compute`
+    (four routes, one per method) claimed to allow only POST. CORS preflights never get here: the
+    CORS middleware, outside this one, answers them.
+    """
+
+    def __init__(self, app: ASGIApp, provider: FastAPI) -> None:
+        self.app = app
+        self.provider = provider
+
+    def _allow(self, path: str) -> str | None:
+        methods = methods_of(self.provider, path)
+        return ", ".join(sorted(methods | {"OPTIONS"})) if methods else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] == "OPTIONS" and (allow := self._allow(scope["path"])):
+            await Response(status_code=204, headers={"Allow": allow})(scope, receive, send)
+            return
+
+        async def fix_allow(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 405:
+                allow = self._allow(scope["path"])
+                if allow:
+                    MutableHeaders(scope=message)["Allow"] = allow
+            await send(message)
+
+        await self.app(scope, receive, fix_allow)
+
+
+def openapi_document(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    """The app's `openapi()`: FastAPI's document, plus the request models the routes name in their
+    `openapi_extra` (provider_api.schemas), without FastAPI's 422 (this app answers 400 in Ocean's shape)."""
+
+    def build() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        document = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        schemas = document.setdefault("components", {}).setdefault("schemas", {})
+        for name, schema in components().items():
+            schemas.setdefault(name, schema)
+        for operations in document.get("paths", {}).values():
+            for operation in operations.values():
+                operation.get("responses", {}).pop("422", None)
+        for name in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(name, None)
+        app.openapi_schema = document
+        return document
+
+    return build
+
+
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Off the event loop: the migrations are blocking database work.
@@ -74,9 +153,11 @@ def create_app(settings: ProviderSettings | None = None) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     app.add_exception_handler(PolicyError, _policy_refusal)  # type: ignore[arg-type]
+    app.add_middleware(AllowedMethods, provider=app)
     # Added last, so it is outermost: error answers carry the CORS headers too. Ocean's Provider
     # is open to every origin (browsers running ocean.js call it directly); no cookies are used.
     app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["*"], allow_headers=["*"])
     for router in routers():
         app.include_router(router)
+    app.openapi = openapi_document(app)  # type: ignore[method-assign]
     return app

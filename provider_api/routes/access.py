@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse, Response
 from c2d_core import job_tags
 from c2d_core.result_assets import served_indexes
 from c2d_core.workflow import ADDRESS_PATTERN, JOB_ID_PATTERN
-from provider_api import policy
+from provider_api import policy, schemas
 from provider_api.assets import ResolvedAsset
 from provider_api.auth import verify_request
 from provider_api.compute import ComputeService
@@ -207,6 +207,8 @@ def result_file_infos(
 @router.get(
     "/initialize",
     summary="initialize",
+    openapi_extra=schemas.operation(query_model=schemas.InitializeQuery),
+    responses=schemas.responses(schemas.InitializeResult, 400, 404, 409, 410, 503),
     description=(
         "Before ordering an access service: the datatoken to order, the consumer's current nonce and a "
         "provider fee signed by the provider key (amount 0, no expiry), to pass to `startOrder`. With a "
@@ -249,6 +251,20 @@ def initialize(
 @router.get(
     "/download",
     summary="download",
+    response_class=Response,
+    openapi_extra=schemas.operation(query_model=schemas.DownloadQuery, headers=schemas.RANGE_HEADER),
+    responses=schemas.responses(
+        None,
+        400,
+        404,
+        409,
+        410,
+        416,
+        503,
+        content=schemas.BINARY,
+        partial=True,
+        description="The file's bytes",
+    ),
     description=(
         "Stream one file of an access service the consumer ordered (`transferTxId`, checked on chain). "
         "Signed: keccak(documentId + nonce), EIP-191, by consumerAddress. Serves the results of a job "

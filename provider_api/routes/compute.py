@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
 from c2d_core.settings import EngineSettings
+from provider_api import schemas
 from provider_api.agreements import AgreementBusy, AgreementClaims, ClaimStoreUnavailable, operator_holder
 from provider_api.auth import verify_request
 from provider_api.compute import (
@@ -97,6 +98,8 @@ def _environment_json(service: ComputeService, env_id: str, operator: Any) -> di
 @router.get(
     "/computeEnvironments",
     summary="computeEnvironments",
+    openapi_extra=schemas.operation(query_model=schemas.ChainIdQuery),
+    responses=schemas.responses(dict[str, list[schemas.ComputeEnvironment]], 400, 503),
     description="The compute environments of each chain this Provider serves, with live job counts.",
 )
 def compute_environments(
@@ -159,6 +162,8 @@ def _validate(
 @router.post(
     "/initializeCompute",
     summary="initializeCompute",
+    openapi_extra=schemas.operation(body_model=schemas.InitializeComputeBody),
+    responses=schemas.responses(schemas.InitializeComputeResult, 400, 503),
     description=(
         "Provider fees for each input of a compute job (signed by the provider key), or the still-valid "
         "order to reuse. Runs the per-dataset and trusted-algorithm checks; no orders are needed yet."
@@ -229,6 +234,8 @@ def initialize_compute(params: ParamsDep, service: ComputeDep) -> JSONResponse:
 @router.post(
     "/compute",
     summary="computeStart",
+    openapi_extra=schemas.operation(body_model=schemas.ComputeStartBody),
+    responses=schemas.responses(list[schemas.ComputeJob], 400, 503),
     description=(
         "Start a compute job. Signed: keccak(consumerAddress + dataset.documentId + nonce), EIP-191. "
         "Every dataset and the algorithm need a valid order naming this environment's fee. Optional "
@@ -376,6 +383,8 @@ def _owned_jobs(
 @router.get(
     "/compute",
     summary="computeStatus",
+    openapi_extra=schemas.operation(query_model=schemas.ComputeStatusQuery),
+    responses=schemas.responses(list[schemas.ComputeJob], 400, 404, 503),
     description=(
         "Jobs of a consumer (optionally one job or one agreement). A signature, if sent, is ignored. "
         "Besides Ocean's keys: `statusDetail`, `phases`, `terminationDetails`, `runStatus`, `queuePosition`, "
@@ -449,6 +458,10 @@ def _stop_owned(operator: Any, records: list[JobRecord]) -> list[JobRecord]:
 @router.put(
     "/compute",
     summary="computeStop",
+    openapi_extra=schemas.operation(
+        query_model=schemas.SignedJobRequest, body_model=schemas.SignedJobRequest
+    ),
+    responses=schemas.responses(list[schemas.ComputeJob], 400, 404, 503),
     description=(
         "Stop a job: the algorithm is killed, its outputs so far and the logs are still published. Signed."
     ),
@@ -473,6 +486,10 @@ def compute_stop(params: ParamsDep, nonces: NonceStoreDep, operator: OperatorDep
 @router.delete(
     "/compute",
     summary="computeDelete",
+    openapi_extra=schemas.operation(
+        query_model=schemas.SignedJobRequest, body_model=schemas.SignedJobRequest
+    ),
+    responses=schemas.responses(list[schemas.ComputeJob], 400, 404, 503),
     description=(
         "Kept for Ocean clients: stops the job if it still runs; results expire with storageExpiry. Signed."
     ),
@@ -491,6 +508,20 @@ def compute_delete(params: ParamsDep, nonces: NonceStoreDep, operator: OperatorD
 @router.get(
     "/computeResult",
     summary="computeResult",
+    response_class=Response,
+    openapi_extra=schemas.operation(query_model=schemas.ComputeResultQuery, headers=schemas.RANGE_HEADER),
+    responses=schemas.responses(
+        None,
+        400,
+        404,
+        409,
+        410,
+        416,
+        503,
+        content=schemas.BINARY,
+        partial=True,
+        description="The result's bytes",
+    ),
     description=(
         "Stream one result of a finished job by its index (owner only; `Range` honoured). "
         "Signed: keccak(consumerAddress + jobId + index + nonce)."

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from c2d_core.crypto import CryptoError, decrypt_with, encrypt_for, public_key_of
 from c2d_core.ocean.dids import did_for
+from provider_api import schemas
 from provider_api.auth import verify_request
 from provider_api.deps import NonceStoreDep, SettingsDep
 from provider_api.errors import bad_request, echo, field_errors, forbidden
@@ -49,7 +50,13 @@ FLAG_ECIES = 2
             "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
         }
     },
-    responses={201: {"content": {"text/plain": {"example": "0x04ab..."}}}},
+    responses=schemas.responses(
+        None,
+        400,
+        status=201,
+        content={"text/plain": {"schema": {"type": "string"}, "example": "0x04ab..."}},
+        description="The ciphertext, 0x-hex",
+    ),
 )
 async def encrypt(
     request: Request,
@@ -134,6 +141,10 @@ def _check_is_ddo_of(document: bytes, nft_address: str, chain_id: int) -> None:
     "/decrypt",
     name="decrypt",
     summary="decrypt",
+    openapi_extra=schemas.operation(body_model=schemas.DecryptBody),
+    responses=schemas.responses(
+        None, 400, 403, 503, status=201, content=schemas.TEXT, description="The decrypted DDO"
+    ),
     status_code=201,
     response_class=PlainTextResponse,
     description=(

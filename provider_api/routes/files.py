@@ -35,6 +35,7 @@ from c2d_core.netguard import guarded_client
 from c2d_core.ocean.checksums import validate_container
 from c2d_core.ocean.refusals import PolicyError
 from c2d_core.workflow import FileObject
+from provider_api import schemas
 from provider_api.deps import SettingsDep
 from provider_api.errors import bad_request, resource_error
 from provider_api.params import BYTE_DIGITS, NumberError, ParamsDep, whole_number
@@ -320,6 +321,8 @@ def _service_files(
     "/fileinfo",
     name="fileinfo",
     summary="fileinfo",
+    openapi_extra=schemas.operation(body_model=schemas.FileInfoBody),
+    responses=schemas.responses(None, 400, 503),
     response_model=list[FileInfo],
     response_model_exclude_none=True,
     description=(
@@ -353,6 +356,8 @@ def fileinfo(request: Request, params: ParamsDep, settings: SettingsDep) -> list
     "/validateContainer",
     name="validateContainer",
     summary="validateContainer",
+    openapi_extra=schemas.operation(body_model=schemas.ContainerBody),
+    responses=schemas.responses(schemas.Container, 400, description="The container, echoed"),
     description=(
         "Check an algorithm container `{entrypoint, image, tag, checksum}`: entrypoint, image and checksum "
         "set, checksum a `sha256:` digest. 200 echoes it; 400 `{error: missing_entrypoint_image_checksum | "

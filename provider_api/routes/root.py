@@ -14,6 +14,7 @@ from eth_utils import is_address
 from fastapi import APIRouter, FastAPI, Query, Request
 from pydantic import BaseModel, Field
 
+from provider_api import schemas
 from provider_api.deps import NonceStoreDep, SettingsDep
 from provider_api.errors import backend_error, field_errors
 from provider_api.nonces import NonceStoreUnavailable
@@ -100,6 +101,7 @@ def root(request: Request, settings: SettingsDep) -> ProviderInfo:
     "/api/services/nonce",
     name="nonce",
     summary="nonce",
+    responses=schemas.responses(None, 400, 503),
     description=(
         "The last nonce `userAddress` used in a signed request (1, stored, for an address never seen). "
         "Sign the next request with a larger one, usually this plus one."
