@@ -1,9 +1,9 @@
 """Benchmark: what the engine adds to an algorithm's own run time.
 
-Submits N trivial jobs (one small CSV input, a one-line raw algorithm) through Dagster's GraphQL
-client to the embedded stack, one after another, and measures submit -> status 70. Then runs the same
-algorithm N times bare in the sandbox (LocalPodRunner, no Dagster). Prints p50/p95 of both, side by
-side, and where the job's time goes (from the phase tags).
+Submits N trivial jobs (one small CSV input, a one-line raw algorithm) over Dagster's GraphQL API (the
+Provider's operator, no Provider in front) to the embedded stack, one after another, and measures
+submit -> status 70. Then runs the same algorithm N times bare in the sandbox (LocalPodRunner, no
+Dagster). Prints p50/p95 of both, side by side, and where the job's time goes (from the phase tags).
 
     .venv/bin/python bench/job_overhead.py [-n 10]
 """
@@ -14,9 +14,11 @@ import argparse
 import statistics
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
-from c2d_cli import engine, stack
+from c2d_cli import stack
+from c2d_cli.consumer import poll_until
 from c2d_cli.demo import EXAMPLES, demo_workflow
 from c2d_cli.origin import LocalOrigin
 from c2d_core import job_tags
@@ -24,6 +26,7 @@ from c2d_core.environments import Environments
 from c2d_core.settings import EngineSettings
 from c2d_defs.local_pod_runner import LocalPodRunner
 from c2d_defs.pod_specs import algorithm_spec
+from provider_api.operator import Operator
 
 TRIVIAL = "print('hello from the sandbox')"
 
@@ -38,7 +41,8 @@ def bench_jobs(n: int, home: Path) -> tuple[list[float], dict[str, list[float]]]
     settings = EngineSettings(home=home)
     totals: list[float] = []
     phases: dict[str, list[float]] = {"queue+launch": [], "configure": [], "algorithm": [], "publish": []}
-    with LocalOrigin(EXAMPLES) as origin:
+    operator = Operator(f"{running.webserver_url}/graphql")
+    with operator, LocalOrigin(EXAMPLES) as origin:
         for i in range(n + 1):  # job 0 warms the code servers up and is not counted
             workflow = demo_workflow(origin.url, settings.resolved_provider_key_file)
             workflow = workflow.model_copy(
@@ -46,14 +50,22 @@ def bench_jobs(n: int, home: Path) -> tuple[list[float], dict[str, list[float]]]
             )
             submitted = time.time()
             t0 = time.monotonic()
-            run_id = engine.submit(running.webserver_host, running.webserver_port, workflow)
-            view = engine.wait_for_job(running.webserver_url, run_id, timeout=120, poll=0.05)
+            operator.submit(workflow)
+            record = poll_until(
+                partial(operator.job, workflow.job_id),
+                lambda found: found is not None and found.run_ended,
+                timeout=120,
+                interval=0.05,
+            )
+            assert record is not None
             elapsed = time.monotonic() - t0
-            if view.status != 70:
-                raise SystemExit(f"job ended at status {view.status}: {view.detail}")
+            tags = record.tags
+            if tags.get(job_tags.STATUS) != "70":
+                raise SystemExit(
+                    f"job ended at status {tags.get(job_tags.STATUS)}: {tags.get(job_tags.STATUS_DETAIL, '')}"
+                )
             if i > 0:
                 totals.append(elapsed)
-                tags = view.tags
 
                 def edge(phase: str, which: str, tags: dict[str, str] = tags) -> float:
                     return float(tags[job_tags.phase_tag(phase, which)])

@@ -51,9 +51,9 @@ import yaml
 
 from c2d_cli import stack
 from c2d_cli.demo import demo_workflow
-from c2d_cli.ocean_flow import mint_to
 from c2d_cli.origin import LocalOrigin
 from c2d_cli.provider_client import ProviderClient
+from c2d_cli.publisher import mint_to
 from c2d_core import job_tags
 from c2d_core.chain import Chain, dev_account
 from c2d_core.settings import EngineSettings

@@ -65,13 +65,15 @@ from unittest import mock
 
 import httpx
 
+from c2d_cli import consumer as consumer_flow
 from c2d_cli import stack
-from c2d_cli.ocean_flow import SAMPLE_CONTAINER, PublishedAsset, mint_to, publish_asset
 from c2d_cli.origin import LocalOrigin
-from c2d_cli.provider_client import ProviderClient, sign
+from c2d_cli.provider_client import ProviderClient
+from c2d_cli.publisher import SAMPLE_CONTAINER, PublishedAsset, mint_to, publish_asset
 from c2d_core import job_tags
 from c2d_core.chain import Chain, dev_accounts
 from c2d_core.environments import Environments
+from c2d_core.ocean.signing import compute_start_message, sign_request
 from c2d_core.settings import EngineSettings
 from c2d_core.status import JobStatus
 from provider_api.auth import verify_request
@@ -393,31 +395,17 @@ def bench_status(
 
 
 def place_orders(pub: Published) -> tuple[str, str]:
-    """initializeCompute, then startOrder with each quoted fee: the dataset's and the algorithm's tx."""
-    from c2d_core.fees import ProviderFee, start_order
-
-    valid_until = pub.chain.block_timestamp() + 3600
-    quote = pub.provider.initialize_compute(
-        [{"documentId": pub.dataset.did, "serviceId": pub.dataset.service_id}],
-        {"documentId": pub.algorithm.did, "serviceId": pub.algorithm.service_id},
-        pub.env["id"],
-        valid_until,
-        pub.consumer.address,
+    """initializeCompute, then an order for each quoted fee (c2d_cli.consumer, as `c2d compute start`
+    pays them): the dataset's and the algorithm's tx."""
+    dataset = consumer_flow.Target.of(pub.dataset, "dataset")
+    algorithm = consumer_flow.Target.of(pub.algorithm, "algorithm")
+    quoted = consumer_flow.initialize(
+        pub.provider, pub.chain, pub.consumer.address, pub.env, [dataset], algorithm, valid_for=3600
     )
-    txs = []
-    for asset, answer in ((pub.dataset, quote["datasets"][0]), (pub.algorithm, quote["algorithm"])):
-        fee = ProviderFee.from_wire(answer["providerFee"])
-        txs.append(
-            start_order(
-                pub.chain,
-                pub.consumer,
-                asset.datatoken,
-                pub.env["consumerAddress"],
-                asset.service_index,
-                fee,
-            )
-        )
-    return txs[0], txs[1]
+    dataset_tx, algorithm_tx = consumer_flow.place_orders(
+        pub.chain, pub.consumer, pub.env, quoted, say=lambda _text: None
+    )
+    return dataset_tx, algorithm_tx
 
 
 def start_body(pub: Published) -> dict[str, Any]:
@@ -427,7 +415,7 @@ def start_body(pub: Published) -> dict[str, Any]:
     consumer = pub.consumer
     return {
         "consumerAddress": consumer.address,
-        "signature": sign(consumer, consumer.address + pub.dataset.did + nonce),
+        "signature": sign_request(consumer, compute_start_message(consumer.address, pub.dataset.did), nonce),
         "nonce": int(nonce),
         "environment": pub.env["id"],
         "dataset": {
@@ -497,7 +485,8 @@ def start_in_process(
     t0 = time.perf_counter()
     request = parse_request(StartRequest, body)
     consumer = request.consumer_address
-    verify_request(nonces, consumer, consumer + request.dataset.document_id, request.nonce, request.signature)
+    message = compute_start_message(consumer, request.dataset.document_id)
+    verify_request(nonces, consumer, message, request.nonce, request.signature)
     t1 = time.perf_counter()
     times["signature + nonce"] = t1 - t0
     env = service.environment(request.environment)
@@ -555,14 +544,18 @@ def start_over_http(provider_url: str, body: dict[str, Any]) -> tuple[float, str
 
 def wait_finished(operator: Operator, job_id: str) -> JobRecord:
     """Wait for the job's run to end: its worker is gone and publish's last tags are written."""
-    deadline = time.monotonic() + JOB_TIMEOUT
-    while time.monotonic() < deadline:
-        record = operator.job(job_id)
-        # Not `record.finished`: publish tags `c2d/date_finished` a moment before the final status.
-        if record is not None and record.run_ended:
-            return record
-        time.sleep(0.2)
-    raise SystemExit(f"job {job_id} did not finish in {JOB_TIMEOUT:.0f} s")
+    try:
+        record = consumer_flow.poll_until(
+            lambda: operator.job(job_id),
+            # Not `record.finished`: publish tags `c2d/date_finished` a moment before the final status.
+            lambda found: found is not None and found.run_ended,
+            timeout=JOB_TIMEOUT,
+            interval=0.2,
+        )
+    except consumer_flow.PollTimeout:
+        raise SystemExit(f"job {job_id} did not finish in {JOB_TIMEOUT:.0f} s") from None
+    assert record is not None
+    return record
 
 
 # -- main ---------------------------------------------------------------------------------------------

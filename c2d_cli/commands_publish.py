@@ -350,7 +350,7 @@ def _publish(
     container: dict[str, Any] | None = None,
     timeout: int,
 ) -> Published:
-    from c2d_cli.ocean_flow import mint_to, publish_asset
+    from c2d_cli.publisher import mint_to, publish_asset
 
     asset = publish_asset(
         chain,
@@ -565,7 +565,7 @@ def container_for(
     if digest is None:
         hint = "give --checksum sha256:DIGEST or --image IMAGE:TAG@sha256:DIGEST (as `docker pull` prints it)"
         if chain_id == DEV_CHAIN_ID:
-            from c2d_cli.ocean_flow import SAMPLE_CONTAINER
+            from c2d_cli.publisher import SAMPLE_CONTAINER
 
             hint += (
                 "; on the embedded stack any digest of a python image runs on the host's Python, e.g. "

@@ -57,16 +57,36 @@ def demo_workflow(origin_url: str, provider_key_file: Path) -> Workflow:
     )
 
 
+# The job's Dagster run, found by its job-id tag, for a link into the Dagster UI.
+_RUN_OF_JOB = """
+query($filter: RunsFilter!) { runsOrError(filter: $filter, limit: 1) { ... on Runs { results { runId } } } }
+"""
+
+
+def dagster_run_id(webserver_url: str, job_id: str) -> str | None:
+    """The run that is the job, asked of Dagster's GraphQL API (the CLI has no business with the
+    Provider's own operator module); None if Dagster does not answer with one."""
+    import httpx
+
+    from c2d_core import job_tags
+
+    run_filter = {"pipelineName": "compute_job", "tags": [{"key": job_tags.JOB_ID, "value": job_id}]}
+    try:
+        answer = httpx.post(
+            f"{webserver_url}/graphql",
+            json={"query": _RUN_OF_JOB, "variables": {"filter": run_filter}},
+            timeout=10,
+        ).json()
+        runs = answer["data"]["runsOrError"]["results"]
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        return None
+    return str(runs[0]["runId"]) if runs else None
+
+
 def run_demo(home: Path, console: Console, timeout: float = 300.0) -> int:
-    from c2d_cli.ocean_flow import (
-        SAMPLE_CONTAINER,
-        download_results,
-        mint_to,
-        order_and_start,
-        publish_asset,
-        wait_for_job,
-    )
+    from c2d_cli.consumer import download_results, order_and_start, wait_for_status
     from c2d_cli.provider_client import ProviderClient
+    from c2d_cli.publisher import SAMPLE_CONTAINER, mint_to, publish_asset
     from c2d_core.chain import Chain, dev_accounts
     from c2d_core.ocean.checksums import trusted_algorithm_entry
 
@@ -129,7 +149,7 @@ def run_demo(home: Path, console: Console, timeout: float = 300.0) -> int:
             console.print(f"    job {job['jobId']} accepted: status {job['status']} {job['statusText']}")
             console.print("[bold]4/5[/] following the job through the Provider:")
             submitted = time.monotonic()
-            final = wait_for_job(
+            final = wait_for_status(
                 provider,
                 consumer.address,
                 job["jobId"],
@@ -141,8 +161,8 @@ def run_demo(home: Path, console: Console, timeout: float = 300.0) -> int:
             )
         out_dir = home / "demo-results" / final["jobId"]
         console.print(f"[bold]5/5[/] downloading every result through computeResult into {out_dir}")
-        for path in download_results(provider, consumer, final, out_dir):
-            console.print(f"    {path.name:<16} {path.stat().st_size:>6} B")
+        for saved in download_results(provider, consumer, final, out_dir):
+            console.print(f"    {saved.path.name:<16} {saved.filesize:>6} B")
     finally:
         provider.close()
     console.print("    final job JSON:")
@@ -151,12 +171,10 @@ def run_demo(home: Path, console: Console, timeout: float = 300.0) -> int:
     if summary.exists():
         console.print("    summary.json (the algorithm's output):")
         console.print(summary.read_text(), highlight=False)
-    from provider_api.operator import Operator
-
-    record = Operator(f"{running.webserver_url}/graphql").job(final["jobId"])
+    run_id = dagster_run_id(running.webserver_url, final["jobId"])
     console.print(f"    results in {out_dir}")
-    if record is not None:
-        console.print(f"    the run in the Dagster UI: {running.webserver_url}/runs/{record.run_id}")
+    if run_id is not None:
+        console.print(f"    the run in the Dagster UI: {running.webserver_url}/runs/{run_id}")
     elapsed = time.monotonic() - started
     console.print(f"    done in {elapsed:.1f} s. Stop the stack with: [bold].venv/bin/c2d dev down[/]")
     return 0 if final["status"] == 70 else 1

@@ -1,5 +1,5 @@
 """The `c2d` command. `c2d dev` manages the embedded local stack and runs the demo; `envs`, `compute`,
-`publish` and `asset` are what consumers and publishers use (c2d_cli/commands_*.py)."""
+`publish` and `asset` are what consumers and publishers use (c2d_cli/compute/, commands_publish.py)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import typer
 from rich.console import Console
 
 from c2d_cli import stack
-from c2d_cli.commands_compute import compute_app, envs_command
 from c2d_cli.commands_publish import asset_app, publish_app
+from c2d_cli.compute import compute_app, envs_command
 from c2d_core.sandbox_cgroups import describe_sandbox
 
 app = typer.Typer(
@@ -56,7 +56,7 @@ def dev_up(
         raise typer.Exit(1) from error
     console.print(f"{'already running' if reused else 'started'}: Dagster UI at {running.webserver_url}")
     console.print(f"state in {running.home} (stack.json has the URLs and PIDs)")
-    console.print(describe_sandbox(), markup=False, highlight=False)
+    console.print(describe_sandbox(), markup=False, highlight=False, soft_wrap=True)
 
 
 @dev.command("down")

@@ -130,7 +130,7 @@ class Environments:
     def max_runtime(self, env_id: str, settings: EngineSettings) -> int | None:
         """The `dagster/max_runtime` of a job in `env_id` (c2d_core.job_tags.max_runtime), or None for
         an unknown environment: that job fails its configure stage at once and needs none. The
-        Provider's operator and `c2d_cli.engine` both tag their runs with this."""
+        Provider's operator tags every run it submits with this."""
         from c2d_core import job_tags
 
         try:

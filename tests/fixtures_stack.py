@@ -43,9 +43,9 @@ class OceanStack:
 @pytest.fixture(scope="session")
 def ocean_stack(tmp_path_factory: pytest.TempPathFactory):
     from c2d_cli import stack
-    from c2d_cli.ocean_flow import SAMPLE_CONTAINER, mint_to, publish_asset
     from c2d_cli.origin import LocalOrigin
     from c2d_cli.provider_client import ProviderClient
+    from c2d_cli.publisher import SAMPLE_CONTAINER, mint_to, publish_asset
     from c2d_core.chain import Chain, dev_accounts
     from c2d_core.ocean.checksums import trusted_algorithm_entry
 

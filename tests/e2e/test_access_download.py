@@ -19,8 +19,9 @@ from typing import Any
 
 import pytest
 
-from c2d_cli.ocean_flow import mint_to, order_and_start, publish_asset, wait_for_job
-from c2d_cli.provider_client import sign
+from c2d_cli.consumer import order_and_start, wait_for_status
+from c2d_cli.publisher import mint_to, publish_asset
+from c2d_core.ocean.signing import sign_text as sign
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -75,7 +76,7 @@ def results_asset(ocean_stack: Any) -> ResultsAsset:
     started = order_and_start(s.chain, s.consumer, s.provider, s.dataset, s.algorithm, s.env, output=OUTPUT)
     assert started["resultsDid"] == ""
     assert started["resultsAsset"]["status"] == "pending"
-    job = wait_for_job(s.provider, s.consumer.address, started["jobId"], timeout=180)
+    job = wait_for_status(s.provider, s.consumer.address, started["jobId"], timeout=180)
     assert job["status"] == 70, job
     assert job["resultsAsset"]["status"] == "published", job["resultsAsset"]
     did = job["resultsDid"]
@@ -315,7 +316,7 @@ def test_expired_results_are_a_clear_410(ocean_stack: Any, tmp_path_factory: Any
     started = order_and_start(
         s.chain, s.consumer, s.provider, s.dataset, s.algorithm, s.env, output={**OUTPUT, "owner": None}
     )
-    job = wait_for_job(s.provider, s.consumer.address, started["jobId"], timeout=180)
+    job = wait_for_status(s.provider, s.consumer.address, started["jobId"], timeout=180)
     did = job["resultsDid"]
     assert did, job
     _datatoken, tx = order_access(s, s.consumer, did)

@@ -8,11 +8,11 @@ import re
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from c2d_cli.consumer import wait_for_status
 from c2d_core.chain import dev_account
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -69,7 +69,7 @@ def cli(ocean_stack, tmp_path_factory: pytest.TempPathFactory) -> Cli:
 
 @pytest.fixture(scope="module")
 def raw_container() -> list[str]:
-    from c2d_cli.ocean_flow import SAMPLE_CONTAINER
+    from c2d_cli.publisher import SAMPLE_CONTAINER
 
     image = f"{SAMPLE_CONTAINER['image']}:{SAMPLE_CONTAINER['tag']}@{SAMPLE_CONTAINER['checksum']}"
     return ["--image", image, "--entrypoint", "python $ALGO"]
@@ -82,7 +82,7 @@ def jobs(ocean_stack, cli: Cli, raw_container: list[str]) -> dict[str, subproces
 
     Each as another account: one account's concurrent orders and signed requests would race for the
     same transaction and Provider nonces."""
-    from c2d_cli.ocean_flow import mint_to
+    from c2d_cli.publisher import mint_to
 
     (cli.folder / "fail.py").write_text(FAILING)
     (cli.folder / "sleep.py").write_text(SLEEPING)
@@ -146,11 +146,10 @@ def test_stop_kills_the_algorithm_and_keeps_what_it_wrote(ocean_stack, cli: Cli,
     started = finish(jobs["sleeping"])
     assert started.returncode == 0, started.stderr
     job_id = started.stdout.strip()
-    deadline = time.monotonic() + 60
     owner = dev_account(STOPPER).address
-    while s.provider.status(owner, job_id)[0]["status"] < 40:
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
+    wait_for_status(
+        s.provider, owner, job_id, until=lambda job: job["status"] >= 40, timeout=60, interval=0.2
+    )
     stopped = cli.run("compute", "stop", job_id, "--account", str(STOPPER))
     assert stopped.returncode == 0 and f"stop requested for job {job_id}" in stopped.stdout
     logs = cli.run("compute", "logs", job_id, "--follow", "--account", str(STOPPER))  # waits for the end
@@ -194,7 +193,7 @@ def test_an_unreachable_provider_is_named(ocean_stack, cli: Cli) -> None:
 
 
 def test_publish_an_algorithm_and_a_dataset_trusting_it_by_did(ocean_stack, cli: Cli) -> None:
-    from c2d_cli.ocean_flow import SAMPLE_CONTAINER
+    from c2d_cli.publisher import SAMPLE_CONTAINER
     from c2d_core.ocean.checksums import trusted_algorithm_entry
 
     origin = ocean_stack.origin_url

@@ -7,7 +7,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from c2d_cli.ocean_flow import download_results, order_and_start, wait_for_job
+from c2d_cli.consumer import download_results, order_and_start, wait_for_status
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -18,7 +18,7 @@ def test_consumer_runs_a_trusted_algorithm_and_downloads_every_result(ocean_stac
     assert job["status"] == 1 and job["statusText"] == "Warming up"
     assert job["owner"] == s.consumer.address and job["inputDID"] == [s.dataset.did]
     seen: list[int] = []
-    final = wait_for_job(
+    final = wait_for_status(
         s.provider, s.consumer.address, job["jobId"], on_change=lambda j: seen.append(j["status"])
     )
     assert final["status"] == 70, final
@@ -32,7 +32,7 @@ def test_consumer_runs_a_trusted_algorithm_and_downloads_every_result(ocean_stac
         "configurationLog",
         "publishLog",
     ]
-    saved = download_results(s.provider, s.consumer, final, tmp_path)
+    saved = [result.path for result in download_results(s.provider, s.consumer, final, tmp_path)]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["cities"]["Lisbon"]["count"] == 4
     assert len(saved) == 4

@@ -25,14 +25,9 @@ import httpx
 import pytest
 from eth_utils import to_checksum_address
 
-from c2d_cli.ocean_flow import (
-    SAMPLE_CONTAINER,
-    PublishedAsset,
-    mint_to,
-    publish_asset,
-    wait_for_job,
-)
-from c2d_cli.provider_client import sign
+from c2d_cli.consumer import wait_for_status
+from c2d_cli.publisher import SAMPLE_CONTAINER, PublishedAsset, mint_to, publish_asset
+from c2d_core.ocean.signing import sign_text as sign
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -288,7 +283,7 @@ def job_a(ocean_stack: Any) -> StartedJob:
 
 @pytest.fixture(scope="module")
 def finished_a(ocean_stack: Any, job_a: StartedJob) -> dict[str, Any]:
-    job = wait_for_job(ocean_stack.provider, ocean_stack.consumer.address, job_a.job["jobId"], timeout=120)
+    job = wait_for_status(ocean_stack.provider, ocean_stack.consumer.address, job_a.job["jobId"], timeout=120)
     assert job["status"] == 70 and job["stopreq"] == 0, job
     return job
 
@@ -867,7 +862,7 @@ def test_raw_algorithm_runs_where_allowed(ocean_stack: Any, tmp_path: Path) -> N
     assert response.status_code == 200, response.text
     (job,) = response.json()
     assert job["algoDID"] == "raw"
-    final = wait_for_job(s.provider, s.other_consumer.address, job["jobId"], timeout=120)
+    final = wait_for_status(s.provider, s.other_consumer.address, job["jobId"], timeout=120)
     assert final["status"] == 70, final
     output = next(r for r in final["results"] if r["type"] == "output")
     downloaded = s.provider.result(s.other_consumer, job["jobId"], int(output["index"]))

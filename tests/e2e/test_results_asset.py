@@ -12,7 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from c2d_cli.ocean_flow import SAMPLE_CONTAINER, order_and_start, wait_for_job
+from c2d_cli.consumer import order_and_start, wait_for_status
+from c2d_cli.publisher import SAMPLE_CONTAINER
 from c2d_core import job_tags
 from c2d_core.crypto import decrypt_service_files
 from c2d_core.publishing import ecies_decryptor
@@ -48,7 +49,7 @@ def test_job_with_publish_output_ends_70_with_a_resolvable_results_asset(ocean_s
         "owner": owner,
     }
     job = order_and_start(s.chain, s.consumer, s.provider, s.dataset, s.algorithm, s.env, output=output)
-    final = wait_for_job(s.provider, s.consumer.address, job["jobId"], timeout=240)
+    final = wait_for_status(s.provider, s.consumer.address, job["jobId"], timeout=240)
     assert final["status"] == 70, final
 
     tags = _run_tags(s.running.webserver_url, job["jobId"])

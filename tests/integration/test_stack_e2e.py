@@ -1,24 +1,91 @@
-"""The real embedded stack: dagster-webserver + dagster-daemon on 127.0.0.1, a job submitted through
-`DagsterGraphQLClient`, its input served by a local HTTP origin, results checked byte for byte."""
+"""The real embedded stack: dagster-webserver + dagster-daemon on 127.0.0.1, a job submitted over
+Dagster's GraphQL API (by the Provider's operator, with no Provider in front), its input served by a
+local HTTP origin, results checked byte for byte."""
 
 import hashlib
 import json
-import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from c2d_cli import engine, stack
+from c2d_cli import stack
+from c2d_cli.consumer import poll_until
 from c2d_cli.demo import demo_workflow
 from c2d_cli.origin import LocalOrigin
 from c2d_cli.processes import alive
 from c2d_core import job_tags
 from c2d_core.settings import EngineSettings
+from c2d_core.workflow import Workflow
+from provider_api.jobs import JobRecord
+from provider_api.operator import Operator
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+@dataclass(frozen=True)
+class RunView:
+    """A compute_job run as these tests read it: Dagster's run status, and the Ocean status in its tags."""
+
+    record: JobRecord
+
+    @property
+    def run_status(self) -> str:
+        return self.record.run_status
+
+    @property
+    def tags(self) -> dict[str, str]:
+        return self.record.tags
+
+    @property
+    def status(self) -> int:
+        return int(self.tags.get(job_tags.STATUS, "1"))
+
+    @property
+    def status_text(self) -> str:
+        return self.tags.get(job_tags.STATUS_TEXT, "Warming up")
+
+    @property
+    def results(self) -> list[dict[str, Any]]:
+        return list(json.loads(self.tags.get(job_tags.RESULTS, "[]")))
+
+
+def submit(running: stack.Stack, workflow: Workflow) -> str:
+    """Launch compute_job for `workflow` as the Provider does; the Dagster run id."""
+    with Operator(f"{running.webserver_url}/graphql") as operator:
+        return operator.submit(workflow).run_id
+
+
+def read_job(running: stack.Stack, job_id: str) -> RunView:
+    with Operator(f"{running.webserver_url}/graphql") as operator:
+        record = operator.job(job_id)
+    assert record is not None, f"no run for job {job_id}"
+    return RunView(record)
+
+
+def wait_for_job(
+    running: stack.Stack,
+    job_id: str,
+    timeout: float,
+    until: Callable[[RunView], bool] = lambda view: view.record.run_ended,
+    on_change: Callable[[RunView], None] | None = None,
+) -> RunView:
+    """Poll the run until `until` (by default: it ended); `on_change` sees each new (status, run status)."""
+    last: list[tuple[int, str]] = []
+
+    def observe(view: RunView) -> None:
+        if on_change is not None and last[-1:] != [(view.status, view.run_status)]:
+            last[:] = [(view.status, view.run_status)]
+            on_change(view)
+
+    return poll_until(
+        lambda: read_job(running, job_id), until, timeout=timeout, interval=0.2, on_poll=observe
+    )
 
 
 @pytest.fixture(scope="module")
@@ -48,10 +115,10 @@ def test_job_through_graphql_reaches_70_with_manifest_and_outputs(running_stack:
     settings = EngineSettings(home=home)
     with LocalOrigin(EXAMPLES) as origin:
         workflow = demo_workflow(origin.url, settings.resolved_provider_key_file)
-        run_id = engine.submit(running_stack.webserver_host, running_stack.webserver_port, workflow)
+        run_id = submit(running_stack, workflow)
         seen: list[int] = []
-        view = engine.wait_for_job(
-            running_stack.webserver_url, run_id, timeout=120, on_change=lambda v: seen.append(v.status)
+        view = wait_for_job(
+            running_stack, workflow.job_id, timeout=120, on_change=lambda v: seen.append(v.status)
         )
     assert view.run_status == "SUCCESS", view.tags
     assert view.status == 70 and view.status_text == "Job finished"
@@ -106,20 +173,15 @@ def test_stopping_a_running_job_kills_the_algorithm_and_still_publishes(running_
         workflow = workflow.model_copy(
             update={"algorithm": workflow.algorithm.model_copy(update={"rawcode": slow})}
         )
-        run_id = engine.submit(running_stack.webserver_host, running_stack.webserver_port, workflow)
-        deadline = time.monotonic() + 60
-        while engine.read_job(running_stack.webserver_url, run_id).status != 40:
-            assert time.monotonic() < deadline, "the job never reached status 40"
-            time.sleep(0.2)
+        run_id = submit(running_stack, workflow)
+        wait_for_job(running_stack, workflow.job_id, timeout=60, until=lambda view: view.status == 40)
         # Wait until the algorithm has written its partial output into the job volume.
         partial = settings.resolved_work_dir / workflow.job_id / "data" / "outputs" / "partial.txt"
-        while not partial.exists():
-            assert time.monotonic() < deadline, "the algorithm never wrote its partial output"
-            time.sleep(0.1)
+        poll_until(partial.exists, bool, timeout=60, interval=0.1)
         DagsterGraphQLClient(
             running_stack.webserver_host, port_number=running_stack.webserver_port
         ).terminate_run(run_id)
-        view = engine.wait_for_job(running_stack.webserver_url, run_id, timeout=60)
+        view = wait_for_job(running_stack, workflow.job_id, timeout=60)
     assert view.run_status == "CANCELED"
     assert view.status == 70 and view.tags[job_tags.STOP_REQUESTED] == "1"
     assert view.tags[job_tags.ALGORITHM_TERMINATION] == "Stopped"

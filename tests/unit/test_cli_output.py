@@ -5,8 +5,10 @@ import pytest
 import typer
 
 from c2d_cli.cli_output import explain_provider_error
-from c2d_cli.commands_compute import failure_of, phase_rows, safe_name
 from c2d_cli.commands_publish import parse_image, parse_trust_spec, trust_spec, without_secrets
+from c2d_cli.compute.outcome import failure_of
+from c2d_cli.compute.progress import phase_rows
+from c2d_cli.consumer import safe_name
 from c2d_cli.provider_client import ProviderError
 
 DID = "did:op:" + "ab" * 32
@@ -104,7 +106,7 @@ def test_a_stopped_job_is_not_a_failure() -> None:
 
 
 def test_phases_fall_back_to_what_the_client_saw() -> None:
-    from c2d_cli.commands_compute import PhaseClock
+    from c2d_cli.compute.progress import PhaseClock
 
     clock = PhaseClock()
     bare = {**job(20), "phases": None}  # a Provider that sends no phase times

@@ -9,7 +9,8 @@ import pytest
 import typer
 from test_cli_commands import DID, cli, flat  # noqa: F401 - `cli` is a fixture
 
-from c2d_cli.commands_compute import output_request, results_asset_text
+from c2d_cli.compute.inputs import output_request
+from c2d_cli.compute.outcome import results_asset_text
 
 OWNER = "0x" + "ab" * 20
 

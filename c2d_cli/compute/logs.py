@@ -1,0 +1,57 @@
+"""`c2d compute logs`: print one of a finished job's logs (the algorithm's by default)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from c2d_cli.cli_output import CliError, reported
+from c2d_cli.compute.context import consumer_command, err, find_job, finished_or_fail
+from c2d_cli.compute.outcome import failure_of
+from c2d_cli.compute.progress import follow_job
+from c2d_cli.config import AccountOption, ChainIdOption, HomeOption, KeyFileOption, ProviderUrlOption
+from c2d_cli.consumer import download, result_entries
+
+# --log choice → the results entry type the Provider lists it under.
+LOG_TYPES = {"algorithm": "algorithmLog", "configuration": "configurationLog", "publish": "publishLog"}
+
+
+def compute_logs(
+    job_id: Annotated[str, typer.Argument(metavar="JOB", help="The job id.")],
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Wait for the job to finish first.")] = False,
+    log: Annotated[
+        str, typer.Option("--log", help="Which log: algorithm, configuration or publish.")
+    ] = "algorithm",
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds --follow waits.")] = 900.0,
+    provider_url: ProviderUrlOption = None,
+    key_file: KeyFileOption = None,
+    account: AccountOption = None,
+    chain_id: ChainIdOption = None,
+    home: HomeOption = None,
+) -> None:
+    """Print a job's log (the algorithm's by default). Logs are published when the job ends."""
+    if log not in LOG_TYPES:
+        raise typer.BadParameter(f"--log {log!r}: choose algorithm, configuration or publish")
+    config, consumer, provider = consumer_command(provider_url, key_file, account, home, chain_id)
+    with reported(err, config):
+        try:
+            job = find_job(provider, consumer.address, job_id)
+            if follow and not job.get("dateFinished"):
+                job = follow_job(provider, consumer.address, job, timeout=timeout, console=err, live=False)
+            finished_or_fail(job, "logs")
+            entries = result_entries(job)
+            entry = next((e for e in entries if e.get("type") == LOG_TYPES[log]), None)
+            if entry is None:
+                others = [name for name, kind in LOG_TYPES.items() for e in entries if e.get("type") == kind]
+                raise CliError(
+                    f"the job {job_id} published no {log} log "
+                    f"({failure_of(job) or 'status ' + str(job['status'])})",
+                    f"it has: {', '.join('--log ' + name for name in others)}" if others else "",
+                )
+            content = download(provider, consumer, job_id, entry)
+        finally:
+            provider.close()
+    sys.stdout.write(content.decode("utf-8", "replace"))
+    sys.stdout.flush()

@@ -1,0 +1,102 @@
+"""How a job ended, in words: failed or not and why, its results asset, and the report `--wait` prints."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from c2d_cli.cli_output import EXIT_JOB_FAILED, CliError
+from c2d_cli.consumer import download, result_entries
+from c2d_core.status import JobStatus
+
+if TYPE_CHECKING:
+    from eth_account.signers.local import LocalAccount
+
+    from c2d_cli.provider_client import ProviderClient
+
+# terminationDetails.reason values that mean the algorithm ran and did not succeed.
+ALGORITHM_FAILURES = frozenset({"Error", "OOMKilled", "DeadlineExceeded", "DiskQuotaExceeded"})
+
+
+def failure_of(job: dict[str, Any]) -> str | None:
+    """Why a finished job failed, or None. Like Ocean Node, a job whose algorithm ran and failed still
+    ends at 70 (its logs are published): the termination details tell."""
+    termination = job.get("terminationDetails") or {}
+    reason = str(termination.get("reason") or "")
+    exit_code = termination.get("exitCode")
+    algorithm_failed = reason in ALGORITHM_FAILURES or (exit_code not in (None, 0) and reason != "Stopped")
+    if int(job["status"]) == JobStatus.JOB_FINISHED and not algorithm_failed:
+        return None
+    if int(job["status"]) == JobStatus.JOB_FINISHED:
+        detail = job.get("statusDetail") or f"the algorithm ended with {reason or f'exit code {exit_code}'}"
+        return f"{detail} (its logs were published)"
+    text = f"status {job['status']} {str(job['statusText']).strip()}"
+    return text + (f": {job['statusDetail']}" if job.get("statusDetail") else "")
+
+
+def results_asset_text(job: dict[str, Any]) -> str | None:
+    """One line on the job's results asset (issue 8), or None when the job did not ask for one."""
+    did = str(job.get("resultsDid") or "")
+    asset = job.get("resultsAsset")
+    if not isinstance(asset, dict):
+        return did or None
+    status = str(asset.get("status") or "")
+    detail = str(asset.get("detail") or "")
+    if status == "published" and did:
+        return f"{did} (order its datatoken and download it like any Ocean asset)"
+    if status == "pending":
+        return "pending: published once the results are stored"
+    return f"{status}: {detail}" if detail else status
+
+
+def log_tail(provider: ProviderClient, consumer: LocalAccount, job: dict[str, Any], lines: int = 15) -> str:
+    from c2d_cli.provider_client import ProviderError
+
+    for entry in result_entries(job):
+        if entry.get("type") == "algorithmLog":
+            try:
+                text = download(provider, consumer, job["jobId"], entry).decode("utf-8", "replace")
+            except (CliError, ProviderError):
+                return ""
+            return "\n".join(text.rstrip().splitlines()[-lines:])
+    return ""
+
+
+def report_final(
+    provider: ProviderClient, consumer: LocalAccount, job: dict[str, Any], console: Console
+) -> int:
+    """What the consumer needs after a job: its results, or why it failed. Returns the exit code."""
+    job_id = job["jobId"]
+    failure = failure_of(job)
+    if failure is None:
+        stopped = " (stopped on request: its outputs so far)" if job.get("stopreq") else ""
+        console.print(f"[green]job {job_id} finished[/]{stopped}")
+        table = Table(box=None, pad_edge=False)
+        for column in ("index", "type", "file", "bytes"):
+            table.add_column(column)
+        for entry in result_entries(job):
+            table.add_row(
+                str(entry.get("index")),
+                str(entry.get("type")),
+                str(entry.get("filename")),
+                str(entry.get("filesize")),
+            )
+        console.print(table)
+        console.print(f"download them with: c2d compute results {job_id} --out DIR")
+        asset = results_asset_text(job)
+        if asset:
+            console.print(f"results asset: {escape(asset)}")
+        return 0
+    console.print(f"[red bold]job {job_id} failed[/]: {escape(failure)}")
+    tail = log_tail(provider, consumer, job)
+    if tail:
+        console.print("last lines of the algorithm's log:")
+        console.print(Text(tail), style="dim")
+    console.print(
+        f"the whole log: c2d compute logs {job_id}; every result: c2d compute results {job_id} --out DIR"
+    )
+    return EXIT_JOB_FAILED
