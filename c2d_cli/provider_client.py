@@ -1,7 +1,8 @@
 """A consumer's client of an Ocean Provider's compute API, as ocean.py and ocean.js speak it.
 
 Discovers the routes from `GET /` (`serviceEndpoints`), fetches a fresh nonce before each signed call
-and signs EIP-191 over keccak(message + nonce), exactly like Ocean's own clients.
+and signs EIP-191 over keccak(message + nonce), exactly like Ocean's own clients (the messages:
+c2d_core/ocean/signing.py).
 """
 
 from __future__ import annotations
@@ -9,10 +10,15 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-from eth_account import Account
-from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
-from eth_utils import keccak
+
+from c2d_core.ocean.signing import (
+    compute_result_message,
+    compute_start_message,
+    compute_stop_message,
+    download_message,
+    sign_request,
+)
 
 
 class ProviderError(RuntimeError):
@@ -20,11 +26,6 @@ class ProviderError(RuntimeError):
         super().__init__(f"Provider answered {status}: {body}")
         self.status = status
         self.body = body
-
-
-def sign(account: LocalAccount, message: str) -> str:
-    signed = Account.sign_message(encode_defunct(primitive=keccak(text=message)), account.key)
-    return "0x" + bytes(signed.signature).hex().removeprefix("0x")
 
 
 class ProviderClient:
@@ -111,7 +112,9 @@ class ProviderClient:
         nonce = self._next_nonce(account.address)
         body = {
             "consumerAddress": account.address,
-            "signature": sign(account, account.address + dataset["documentId"] + nonce),
+            "signature": sign_request(
+                account, compute_start_message(account.address, dataset["documentId"]), nonce
+            ),
             "nonce": int(nonce),
             "environment": env_id,
             "dataset": dataset,
@@ -133,7 +136,9 @@ class ProviderClient:
             "jobId": job_id,
             "documentId": document_id,
             "nonce": nonce,
-            "signature": sign(account, account.address + job_id + document_id + nonce),
+            "signature": sign_request(
+                account, compute_stop_message(account.address, job_id, document_id), nonce
+            ),
         }
         return list(self._json(self._call("computeStop", params=params)))
 
@@ -146,7 +151,7 @@ class ProviderClient:
             "jobId": job_id,
             "index": str(index),
             "nonce": nonce,
-            "signature": sign(account, account.address + job_id + str(index) + nonce),
+            "signature": sign_request(account, compute_result_message(account.address, job_id, index), nonce),
         }
         return self._call("computeResult", params=params, headers=headers or {})
 
@@ -185,6 +190,6 @@ class ProviderClient:
             "fileIndex": str(file_index),
             "consumerAddress": account.address,
             "nonce": nonce,
-            "signature": sign(account, did + nonce),
+            "signature": sign_request(account, download_message(did), nonce),
         }
         return self._call("download", params=params, headers=headers or {})

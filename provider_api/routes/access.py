@@ -22,6 +22,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from c2d_core import job_tags
+from c2d_core.ocean.signing import download_message
 from c2d_core.result_assets import served_indexes
 from c2d_core.workflow import ADDRESS_PATTERN, JOB_ID_PATTERN
 from provider_api import policy, schemas
@@ -286,7 +287,7 @@ def download(
     consumer = str(params["consumerAddress"])
     did = str(params["documentId"])
     # The nonce is spent before anything else happens, as on every signed route.
-    verify_request(nonces, consumer, did, params["nonce"], params["signature"])
+    verify_request(nonces, consumer, download_message(did), params["nonce"], params["signature"])
     access = _access_service(compute, did, str(params["serviceId"]), consumer)
     tx_id = str(params["transferTxId"])
     try:

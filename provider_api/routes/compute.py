@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
+from c2d_core.ocean.signing import compute_result_message, compute_start_message, compute_stop_message
 from c2d_core.settings import EngineSettings
 from provider_api import schemas
 from provider_api.agreements import AgreementBusy, AgreementClaims, ClaimStoreUnavailable, operator_holder
@@ -257,7 +258,7 @@ def compute_start(
     verify_request(
         nonces,
         body.consumer_address,
-        body.consumer_address + body.dataset.document_id,
+        compute_start_message(body.consumer_address, body.dataset.document_id),
         body.nonce,
         body.signature,
     )
@@ -429,7 +430,7 @@ def _signed_job_request(params: dict[str, Any], nonces: Any) -> tuple[str, str |
         errors.update(error.body["errors"])
     if errors:
         raise field_errors(errors)
-    message = consumer + (job_id or "") + str(params.get("documentId") or "")
+    message = compute_stop_message(consumer, job_id or "", str(params.get("documentId") or ""))
     verify_request(nonces, consumer, message, str(params["nonce"]), str(params["signature"]))
     return consumer, job_id, agreement_id
 
@@ -542,7 +543,11 @@ def compute_result(
     if not params.get("nonce") or not params.get("signature"):
         raise field_errors({"signature": "required with its nonce"})
     verify_request(
-        nonces, consumer, consumer + job_id + index_text, str(params["nonce"]), str(params["signature"])
+        nonces,
+        consumer,
+        compute_result_message(consumer, job_id, index_text),
+        str(params["nonce"]),
+        str(params["signature"]),
     )
     records = _owned_jobs(operator, consumer, job_id, None)
     if not records:

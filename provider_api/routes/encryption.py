@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from c2d_core.crypto import CryptoError, decrypt_with, encrypt_for, public_key_of
 from c2d_core.ocean.dids import did_for
+from c2d_core.ocean.signing import decrypt_message
 from provider_api import schemas
 from provider_api.auth import verify_request
 from provider_api.deps import NonceStoreDep, SettingsDep
@@ -182,8 +183,8 @@ def decrypt(params: ParamsDep, settings: SettingsDep, store: NonceStoreDep) -> R
     if not is_address(body.data_nft_address):
         raise field_errors({"dataNftAddress": ["The dataNftAddress must be a 0x address."]})
     # The signed text uses the fields exactly as sent (a JSON number chainId signs as its digits).
-    message = (
-        str(params.get("dataNftAddress")) + str(params.get("decrypterAddress")) + str(params.get("chainId"))
+    message = decrypt_message(
+        str(params.get("dataNftAddress")), str(params.get("decrypterAddress")), str(params.get("chainId"))
     )
     verify_request(
         store,

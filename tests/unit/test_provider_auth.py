@@ -13,7 +13,8 @@ from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak
 
-from provider_api.auth import message_hash, recover_signer, verify_request
+from c2d_core.ocean.signing import message_hash, recover_signer
+from provider_api.auth import verify_request
 from provider_api.errors import OceanHTTPError
 from provider_api.nonces import NonceStore
 
