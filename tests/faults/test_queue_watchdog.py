@@ -37,7 +37,7 @@ SLOW = "import time; time.sleep(40)"
 
 @pytest.fixture(scope="module")
 def watched_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[stack.Stack]:
-    # One stack for the module: the second test reads the runs the first one's expiry left behind.
+    # One stack for the module: each test fills the queue itself, a second stack would only cost time.
     with pytest.MonkeyPatch.context() as monkeypatch:
         monkeypatch.setenv("C2D_MAX_QUEUE_WAIT", str(QUEUE_LIMIT))
         monkeypatch.setenv("C2D_WATCHDOG_INTERVAL", "1")
