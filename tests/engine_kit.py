@@ -8,7 +8,6 @@ from typing import Any
 
 import dagster as dg
 
-from c2d_defs import jobs
 from c2d_defs.jobs import compute_job
 from c2d_defs.resources import ComputeEnvironments, LocalPodRunnerResource, LocalResultStoreResource
 
@@ -46,10 +45,3 @@ def run_requested_job(
         tags=dict(request.tags),
         raise_on_error=False,
     )
-
-
-# The jobs sensors ask for by name, as the code location registers them (volume_cleanup_job is
-# Kubernetes-only: c2d_defs.jobs.volume_cleanup).
-MAINTENANCE_JOBS = {
-    job.name: job for job in (jobs.queue_expiry_job, jobs.results_expiry_job, jobs.salvage_job)
-}
