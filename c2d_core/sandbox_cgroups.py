@@ -85,6 +85,13 @@ def _unescape(field: str) -> str:
     return "".join(out)
 
 
+# v1 controllers the sandbox does not use; a hierarchy of one of them still makes a host v1 or hybrid.
+_OTHER_V1_CONTROLLERS = frozenset(
+    {"cpuacct", "cpuset", "blkio", "io", "devices", "freezer", "net_cls", "net_prio", "perf_event"}
+    | {"hugetlb", "rdma", "misc"}
+)
+
+
 def parse_mountinfo(text: str) -> CgroupMounts:
     """The cgroup mounts of a /proc/<pid>/mountinfo text (see proc(5) for its fields)."""
     v1: dict[str, Path] = {}
@@ -94,7 +101,7 @@ def parse_mountinfo(text: str) -> CgroupMounts:
         if "-" not in fields:
             continue
         separator = fields.index("-")
-        if separator < 5 or len(fields) < separator + 4:
+        if separator < 6 or len(fields) < separator + 4:  # id parent dev root mount options ... -
             continue
         mount_point = Path(_unescape(fields[4]))
         fstype, super_options = fields[separator + 1], fields[separator + 3].split(",")
@@ -106,12 +113,6 @@ def parse_mountinfo(text: str) -> CgroupMounts:
                 if option in CONTROLLERS or option in _OTHER_V1_CONTROLLERS:
                     v1.setdefault(option, mount_point)
     return CgroupMounts(v1=v1, v2=tuple(v2))
-
-
-_OTHER_V1_CONTROLLERS = frozenset(
-    {"cpuacct", "cpuset", "blkio", "io", "devices", "freezer", "net_cls", "net_prio", "perf_event"}
-    | {"hugetlb", "rdma", "misc"}
-)
 
 
 def read_mounts(mountinfo: Path = MOUNTINFO) -> CgroupMounts:
