@@ -127,7 +127,7 @@ def results_expiry(
         reason=f"the results of {len(due)} job(s) outlived their environment's storageExpiry",
     )
     if wanted is None:
-        return dg.SkipReason(
-            f"{len(due)} job(s) have results past their storageExpiry and none is left to expire"
+        return maintenance.nothing_to_ask(
+            f"{len(due)} job(s) have results past their storageExpiry", "expire"
         )
     return wanted

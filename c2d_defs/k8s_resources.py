@@ -208,5 +208,5 @@ def k8s_volume_cleanup(
         reason=f"{len(orphans)} job volume(s) outlived their runs: {json.dumps(orphans[:10])}",
     )
     if wanted is None:
-        return dg.SkipReason(f"{len(orphans)} left-over job volume(s) and none is left to release")
+        return maintenance.nothing_to_ask(f"{len(orphans)} left-over job volume(s)", "release")
     return wanted

@@ -31,6 +31,8 @@ IN_FLIGHT = [
     dg.DagsterRunStatus.STARTING,
     dg.DagsterRunStatus.STARTED,
 ]
+# Runs asked for one batch of targets, at most: one that always fails stops there (its runs show why).
+MAX_ATTEMPTS = 5
 # Errors retried this many times, waiting 5, 10, 20 s (plus or minus a jitter) in between.
 RETRY_POLICY = dg.RetryPolicy(
     max_retries=3, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
@@ -69,7 +71,8 @@ def request(
 
     The run key is the targets' digest plus how many runs with that digest ended already: a retried
     or repeated tick over the same state asks for the same key (Dagster launches a run key once),
-    while a batch whose run failed for good is asked for again on a later tick.
+    while a batch whose run failed for good is asked for again on a later tick, up to MAX_ATTEMPTS
+    runs (so a batch that always fails does not start a run every tick).
     """
     pending = set()
     for run in instance.get_runs(filters=dg.RunsFilter(job_name=job_name, statuses=IN_FLIGHT)):
@@ -79,10 +82,19 @@ def request(
         return None
     batch = hashlib.sha256("\n".join(sorted(todo)).encode()).hexdigest()[:16]
     attempt = len(instance.get_run_ids(filters=dg.RunsFilter(job_name=job_name, tags={BATCH: batch})))
+    if attempt >= MAX_ATTEMPTS:
+        return None  # failed for good this often (each run retried its op): an operator looks, in the UI
     return dg.RunRequest(
         run_key=f"{what}:{batch}:{attempt}",
         run_config=run_config(op_name, todo),
         tags={MAINTENANCE: what, REASON: reason[:1000], BATCH: batch, "dagster/priority": PRIORITY},
+    )
+
+
+def nothing_to_ask(found: str, verb: str) -> dg.SkipReason:
+    """A tick's answer when `request` gave None: what it found, and why it asked for no run."""
+    return dg.SkipReason(
+        f"{found} and none is left to {verb} (a pending run holds them, or they failed {MAX_ATTEMPTS} times)"
     )
 
 

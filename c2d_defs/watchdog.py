@@ -164,5 +164,5 @@ def queue_watchdog(
         reason=f"{len(due)} compute job(s) waited past their environment's queue wait limit",
     )
     if wanted is None:
-        return dg.SkipReason(f"{len(due)} job(s) waited past their queue wait limit and none is left to end")
+        return maintenance.nothing_to_ask(f"{len(due)} job(s) waited past their queue wait limit", "end")
     return wanted

@@ -141,6 +141,14 @@ def test_a_batch_whose_run_failed_is_asked_for_again_under_a_new_key() -> None:
         instance.report_run_failed(instance.get_run_by_id(run_id))  # type: ignore[arg-type]
         retry = ask()
         assert retry is not None and retry.run_key != first.run_key and retry.tags[BATCH] == first.tags[BATCH]
+        # A batch that always fails is asked for MAX_ATTEMPTS times, not at every tick for ever.
+        for _ in range(maintenance.MAX_ATTEMPTS - 1):
+            again = ask()
+            assert again is not None
+            instance.report_run_failed(
+                instance.get_run_by_id(_maintenance_run(instance, "results_expiry_job", again))
+            )  # type: ignore[arg-type]
+        assert ask() is None
         # Targets another run is still acting on are left to it; only the new ones are asked for.
         other = maintenance.request(
             instance,
