@@ -10,12 +10,19 @@ Dagster). Prints p50/p95 of both, side by side, and where the job's time goes (f
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# Run as a script, this file's folder comes first on sys.path, and bench/provider_api.py would then
+# shadow the `provider_api` package whose operator submits the jobs.
+if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
+    del sys.path[0]
+
 import argparse
 import statistics
 import tempfile
 import time
 from functools import partial
-from pathlib import Path
 
 from c2d_cli import stack
 from c2d_cli.consumer import poll_until
