@@ -34,7 +34,7 @@ from schemathesis.specs.openapi.checks import (
 IN_NETNS = "C2D_FUZZ_IN_NETNS"
 REPORT = "C2D_FUZZ_REPORT"
 # Examples per operation in the fuzzing phase (the examples and coverage phases add their own).
-MAX_EXAMPLES = int(os.environ.get("C2D_FUZZ_MAX_EXAMPLES", "40"))
+MAX_EXAMPLES = int(os.environ.get("C2D_FUZZ_MAX_EXAMPLES", "100"))
 SEED = int(os.environ.get("C2D_FUZZ_SEED", "12"))
 REQUEST_TIMEOUT = 30.0
 
