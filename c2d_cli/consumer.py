@@ -15,6 +15,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from c2d_cli.cli_output import CliError, explain_provider_error
+from c2d_core.fees import ONE_TOKEN
 
 if TYPE_CHECKING:
     from eth_account.signers.local import LocalAccount
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-DT = 10**18  # one datatoken (18 decimals): what each new order spends
+DT = ONE_TOKEN  # one datatoken: what each new order spends
 # Orders (and so the provider fees, priced per minute) cover the environment's longest job plus this
 # much time to wait for a slot.
 QUEUE_ALLOWANCE = 600

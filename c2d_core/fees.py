@@ -13,6 +13,9 @@ if TYPE_CHECKING:
     from eth_account.signers.local import LocalAccount
 
 MAX_UINT256 = 2**256 - 1
+# One whole token in its smallest units: datatokens and Ocean's fee tokens have 18 decimals, and a
+# new order spends exactly one datatoken.
+ONE_TOKEN = 10**18
 
 
 class FeeError(ValueError):
