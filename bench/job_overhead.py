@@ -31,8 +31,8 @@ from c2d_cli.origin import LocalOrigin
 from c2d_core import job_tags
 from c2d_core.environments import Environments
 from c2d_core.settings import EngineSettings
-from c2d_defs.local_pod_runner import LocalPodRunner
 from c2d_defs.pod_specs import algorithm_spec
+from c2d_defs.sandbox import LocalPodRunner
 from provider_api.operator import Operator
 
 TRIVIAL = "print('hello from the sandbox')"

@@ -62,13 +62,17 @@ class PodSpec(BaseModel):
     labels: dict[str, str] = Field(default_factory=dict)
 
 
+# Every runner keeps at most this many characters of a pod's log in `PodResult.log_tail`.
+LOG_TAIL_LIMIT = 4096
+
+
 class PodResult(BaseModel):
     termination: Termination
     exit_code: int | None = None
     message: str = ""
     # What the pod wrote to its termination-message file (/dev/termination-log), at most 4 KiB.
     termination_message: str = ""
-    log_tail: str = ""
+    log_tail: str = ""  # the log's last LOG_TAIL_LIMIT characters
     started_at: float
     finished_at: float
 

@@ -48,7 +48,7 @@ class LocalPodRunnerResource(dg.ConfigurableResource, PodRunner):
 
     @cached_property
     def _runner(self) -> PodRunner:
-        from c2d_defs.local_pod_runner import LocalPodRunner
+        from c2d_defs.sandbox import LocalPodRunner
 
         settings = EngineSettings()
         env_path = self.environments_file or str(settings.environments_file)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from c2d_core.environments import Environment, Environments
-from c2d_defs.local_pod_runner import LocalPodRunner, processes_naming
+from c2d_defs.sandbox import LocalPodRunner, processes_naming
 
 pytestmark = [
     pytest.mark.integration,
@@ -40,7 +40,7 @@ RUNNER = textwrap.dedent(
     import sys
     from pathlib import Path
     from c2d_core.environments import Environment, Environments
-    from c2d_defs.local_pod_runner import LocalPodRunner
+    from c2d_defs.sandbox import LocalPodRunner
     from c2d_defs.pod_spec import Mount, PodSpec
     from c2d_defs.pods import layout
 

@@ -24,7 +24,9 @@ import pytest
 
 import c2d_core
 from c2d_core.environments import Environment, Environments
-from c2d_defs.local_pod_runner import (
+from c2d_defs.pod_spec import Mount, PodResult, PodSpec
+from c2d_defs.pods import layout
+from c2d_defs.sandbox import (
     HostBind,
     LocalPodRunner,
     SandboxLaunch,
@@ -36,8 +38,6 @@ from c2d_defs.local_pod_runner import (
     rootfs_layout,
     sandbox_command,
 )
-from c2d_defs.pod_spec import Mount, PodResult, PodSpec
-from c2d_defs.pods import layout
 
 MIB = 1024**2
 # Not the engine's default range (61000): a developer's running engine keeps its uids.

@@ -40,9 +40,9 @@ from c2d_core.sandbox_cgroups import (
     remove_cgroup,
 )
 from c2d_core.settings import EngineSettings
-from c2d_defs.local_pod_runner import LocalPodRunner
 from c2d_defs.pod_spec import Mount, PodSpec
 from c2d_defs.pods import layout
+from c2d_defs.sandbox import LocalPodRunner
 
 MIB = 1024**2
 LIMITS = PodLimits(memory_bytes=256 * MIB, cpu=1.5, pids=65)
