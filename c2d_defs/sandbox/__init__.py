@@ -6,7 +6,8 @@ Kubernetes pods (`LocalPodRunner`).
 - `runtimes`: what of the host an image stands for (the environment's image map, the project's own
   runtime for the engine's pods).
 - `host`: slot uids, job-volume paths, stage dirs, the hand-over walk, and sweeping a pod's processes.
-- `runner`: `LocalPodRunner`, which runs one spec to its end and reports how it ended.
+- `runner`: `LocalPodRunner`, which runs one spec to its end, killing it at its limits.
+- `outcome`: how a pod ended (its `PodResult`), from the launch, bwrap, the cgroups and the log.
 
 Cgroups live in `c2d_core.sandbox_cgroups`.
 """
