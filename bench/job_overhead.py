@@ -33,7 +33,7 @@ from c2d_core.environments import Environments
 from c2d_core.settings import EngineSettings
 from c2d_defs.pod_specs import algorithm_spec
 from c2d_defs.sandbox import LocalPodRunner
-from provider_api.operator import Operator
+from provider_api.dagster_jobs import DagsterJobs
 
 TRIVIAL = "print('hello from the sandbox')"
 
@@ -48,7 +48,7 @@ def bench_jobs(n: int, home: Path) -> tuple[list[float], dict[str, list[float]]]
     settings = EngineSettings(home=home)
     totals: list[float] = []
     phases: dict[str, list[float]] = {"queue+launch": [], "configure": [], "algorithm": [], "publish": []}
-    operator = Operator(f"{running.webserver_url}/graphql")
+    operator = DagsterJobs(f"{running.webserver_url}/graphql")
     with operator, LocalOrigin(EXAMPLES) as origin:
         for i in range(n + 1):  # job 0 warms the code servers up and is not counted
             workflow = demo_workflow(origin.url, settings.resolved_provider_key_file)

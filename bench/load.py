@@ -58,7 +58,7 @@ from c2d_core import job_tags
 from c2d_core.chain import Chain, dev_account
 from c2d_core.settings import EngineSettings
 from c2d_core.workflow import Workflow
-from provider_api.operator import JOBS_LIMIT, Operator
+from provider_api.dagster_jobs import JOBS_LIMIT, DagsterJobs
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -247,7 +247,7 @@ def burst_workflows(n: int, origin_url: str, key_file: Path) -> list[Workflow]:
     return workflows
 
 
-def run_burst(operator: Operator, workflows: list[Workflow], timeout: float) -> dict[str, Any]:
+def run_burst(operator: DagsterJobs, workflows: list[Workflow], timeout: float) -> dict[str, Any]:
     """Submit every workflow at once, sample the environment's running count until all ended."""
     errors: list[str] = []
     barrier = threading.Barrier(len(workflows))
@@ -303,7 +303,7 @@ def fund(chain: Chain, pub: Any, consumers: list[Any], tokens: int) -> None:
             mint_to(chain, pub.publisher, asset, consumer.address, tokens)
 
 
-def stop_leftovers(operator: Operator, jobs: list[tuple[str, str]]) -> tuple[int, int]:
+def stop_leftovers(operator: DagsterJobs, jobs: list[tuple[str, str]]) -> tuple[int, int]:
     """Stop part 1's unfinished jobs (they would hold the queue for minutes); (completed, stopped)."""
     completed = stopped = 0
     for _, job_id in jobs:
@@ -347,7 +347,7 @@ def main() -> None:
 
             with DagsterInstance.from_config(str(home)) as instance:
                 storage = type(instance.run_storage).__name__
-            with LocalOrigin(EXAMPLES) as origin, Operator(f"{running.webserver_url}/graphql") as operator:
+            with LocalOrigin(EXAMPLES) as origin, DagsterJobs(f"{running.webserver_url}/graphql") as operator:
                 pub = bp.publish(running, origin.url, 0)
                 assert pub.env["id"] == LOAD_ENV, pub.env["id"]
                 consumers = [dev_account(FIRST_CONSUMER + i) for i in range(args.starters)]

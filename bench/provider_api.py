@@ -24,7 +24,7 @@ Provider under uvicorn), publishes a dataset and a trusted algorithm once, then 
    this process, with the same inputs against the stack's chain, nonce store and Dagster GraphQL, timing
    each part: signature + nonce check (`verify_request`, request parsing included), asset resolution
    + compute policy, order validation (`validate_order` for the dataset and the algorithm), the
-   workflow build, and the Dagster submit (`Operator.submit`, which launches the run, after looking
+   workflow build, and the Dagster submit (`DagsterJobs.submit`, which launches the run, after looking
    up the job id and the agreement in run storage). Then another start, with fresh orders,
    goes to the uvicorn Provider as `POST /api/services/compute`: its wall time end to end. Every job
    is waited for until it finishes, outside the timing, so no start competes with a running job. One
@@ -78,9 +78,9 @@ from c2d_core.settings import EngineSettings
 from c2d_core.status import JobStatus
 from provider_api.auth import verify_request
 from provider_api.compute import ComputeService, StartRequest, parse_request
+from provider_api.dagster_jobs import JOBS_LIMIT, DagsterJobs
 from provider_api.jobs import JobRecord
 from provider_api.nonces import NonceStore
-from provider_api.operator import JOBS_LIMIT, Operator
 from provider_api.orders import validate_order
 from provider_api.settings import ProviderSettings
 
@@ -432,8 +432,8 @@ def start_body(pub: Published) -> dict[str, Any]:
     }
 
 
-class TimedOperator(Operator):
-    """The Provider's Operator, adding up the time of its GraphQL round trips by kind."""
+class TimedDagsterJobs(DagsterJobs):
+    """The Provider's DagsterJobs, adding up the time of its GraphQL round trips by kind."""
 
     lookups = 0.0
     launch = 0.0
@@ -449,7 +449,7 @@ class TimedOperator(Operator):
                 self.lookups += time.perf_counter() - t0
 
 
-def provider_pieces(running: stack.Stack, home: Path) -> tuple[ComputeService, NonceStore, TimedOperator]:
+def provider_pieces(running: stack.Stack, home: Path) -> tuple[ComputeService, NonceStore, TimedDagsterJobs]:
     """The Provider's objects built as its routes build them, with the settings the stack gives it."""
     from c2d_core.crypto import decrypt_with
     from provider_api.assets import ChainDdoResolver
@@ -472,11 +472,11 @@ def provider_pieces(running: stack.Stack, home: Path) -> tuple[ComputeService, N
     key = settings.private_key_hex
     resolver = ChainDdoResolver(chain, lambda data: decrypt_with(key, data.hex()))
     service = ComputeService(settings, Environments.load(settings.environments_file), resolver, chain)
-    return service, NonceStore(settings.nonce_db_url), TimedOperator(settings.graphql_url)
+    return service, NonceStore(settings.nonce_db_url), TimedDagsterJobs(settings.graphql_url)
 
 
 def start_in_process(
-    service: ComputeService, nonces: NonceStore, operator: TimedOperator, body: dict[str, Any]
+    service: ComputeService, nonces: NonceStore, operator: TimedDagsterJobs, body: dict[str, Any]
 ) -> tuple[dict[str, float], JobRecord]:
     """The steps of `POST /api/services/compute` (routes/compute.py: compute_start), each timed."""
     from provider_api.routes.compute import _check_fees_paid
@@ -542,7 +542,7 @@ def start_over_http(provider_url: str, body: dict[str, Any]) -> tuple[float, str
     return elapsed, str(response.json()[0]["jobId"])
 
 
-def wait_finished(operator: Operator, job_id: str) -> JobRecord:
+def wait_finished(operator: DagsterJobs, job_id: str) -> JobRecord:
     """Wait for the job's run to end: its worker is gone and publish's last tags are written."""
     try:
         record = consumer_flow.poll_until(

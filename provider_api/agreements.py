@@ -29,7 +29,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 if TYPE_CHECKING:
-    from provider_api.operator import Operator
+    from provider_api.dagster_jobs import DagsterJobs
 
 TABLE = "provider_agreements"
 # A claim with no run behind it is abandoned after this long. launchRun answers in well under a second,
@@ -165,7 +165,7 @@ class AgreementClaims:
             raise ClaimStoreUnavailable(_failure(error)) from error
 
 
-def operator_holder(operator: Operator) -> Callable[[str], Holder]:
+def run_holder(operator: DagsterJobs) -> Callable[[str], Holder]:
     """`holder` for `AgreementClaims.claim`, reading the job's run through the operator."""
 
     def holder(job_id: str) -> Holder:

@@ -1,4 +1,4 @@
-"""FastAPI dependencies: the settings, nonce store, chain, operator and environments a route needs.
+"""FastAPI dependencies: the settings, nonce store, chain, Dagster jobs and environments a route needs.
 
 Each shared object is built on first use and kept on `app.state`, one per app: creating the app
 touches no database, chain or Dagster, and a part that is down fails the requests that need it (503)
@@ -16,9 +16,9 @@ from fastapi import Depends, FastAPI, Request
 
 from c2d_core.chain import Chain, ChainError
 from c2d_core.environments import Environments
+from provider_api.dagster_jobs import DagsterJobs
 from provider_api.errors import backend_error
 from provider_api.nonces import NonceStore, NonceStoreUnavailable
-from provider_api.operator import Operator
 from provider_api.settings import ProviderSettings
 
 T = TypeVar("T")
@@ -79,15 +79,15 @@ def get_chain(request: Request, settings: SettingsDep) -> Chain:
 ChainDep = Annotated[Chain, Depends(get_chain)]
 
 
-def get_operator(request: Request, settings: SettingsDep) -> Operator:
+def get_dagster_jobs(request: Request, settings: SettingsDep) -> DagsterJobs:
     return shared(
         request.app,
-        "operator",
-        lambda: Operator(settings.graphql_url, environments_file=settings.environments_file),
+        "dagster_jobs",
+        lambda: DagsterJobs(settings.graphql_url, environments_file=settings.environments_file),
     )
 
 
-OperatorDep = Annotated[Operator, Depends(get_operator)]
+DagsterJobsDep = Annotated[DagsterJobs, Depends(get_dagster_jobs)]
 
 
 def get_environments(request: Request, settings: SettingsDep) -> Environments:
@@ -102,6 +102,6 @@ def close_shared(app: FastAPI) -> None:
     store: Any = getattr(app.state, "nonce_store", None)
     if store is not None:
         store.dispose()
-    operator: Any = getattr(app.state, "operator", None)
-    if operator is not None:
-        operator.close()
+    dagster_jobs: Any = getattr(app.state, "dagster_jobs", None)
+    if dagster_jobs is not None:
+        dagster_jobs.close()

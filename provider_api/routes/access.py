@@ -29,11 +29,11 @@ from provider_api import policy, schemas
 from provider_api.assets import ResolvedAsset
 from provider_api.auth import verify_request
 from provider_api.compute import ComputeService
-from provider_api.deps import NonceStoreDep, OperatorDep, SettingsDep
+from provider_api.dagster_jobs import BackendUnavailable
+from provider_api.deps import DagsterJobsDep, NonceStoreDep, SettingsDep
 from provider_api.errors import OceanHTTPError, backend_error, bad_request, echo, field_errors, not_found
 from provider_api.jobs import JobRecord
 from provider_api.nonces import NonceStoreUnavailable
-from provider_api.operator import BackendUnavailable
 from provider_api.orders import OrderError, ValidatedOrder, validate_order
 from provider_api.params import ParamsDep, number_param
 from provider_api.result_files import (
@@ -171,9 +171,9 @@ def result_file_infos(
     result's name, size and (when asked) the sha256 the publish step recorded. A file whose job does
     not vouch for the asset, or whose results are gone, is reported invalid with the reason.
     """
-    from provider_api.deps import get_operator
+    from provider_api.deps import get_dagster_jobs
 
-    operator = get_operator(request, settings)
+    operator = get_dagster_jobs(request, settings)
     infos = []
     for position, file_object in enumerate(files):
         try:
@@ -219,7 +219,7 @@ def result_file_infos(
     ),
 )
 def initialize(
-    params: ParamsDep, compute: ComputeDep, nonces: NonceStoreDep, operator: OperatorDep
+    params: ParamsDep, compute: ComputeDep, nonces: NonceStoreDep, operator: DagsterJobsDep
 ) -> JSONResponse:
     _required(params, ("documentId", "serviceId", "consumerAddress"))
     consumer = str(params["consumerAddress"])
@@ -279,7 +279,7 @@ def download(
     settings: SettingsDep,
     compute: ComputeDep,
     nonces: NonceStoreDep,
-    operator: OperatorDep,
+    operator: DagsterJobsDep,
 ) -> Response:
     _required(params, ("documentId", "serviceId", "transferTxId", "consumerAddress", "nonce", "signature"))
     file_index = _file_index(params, required=True)

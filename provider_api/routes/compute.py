@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from c2d_core.ocean.signing import compute_result_message, compute_start_message, compute_stop_message
 from c2d_core.settings import EngineSettings
 from provider_api import schemas
-from provider_api.agreements import AgreementBusy, AgreementClaims, ClaimStoreUnavailable, operator_holder
+from provider_api.agreements import AgreementBusy, AgreementClaims, ClaimStoreUnavailable, run_holder
 from provider_api.auth import verify_request
 from provider_api.compute import (
     CheckedInput,
@@ -28,10 +28,10 @@ from provider_api.compute import (
     parse_output,
     parse_request,
 )
-from provider_api.deps import ChainDep, EnvironmentsDep, NonceStoreDep, OperatorDep, SettingsDep, shared
+from provider_api.dagster_jobs import QUEUED_STATES, BackendUnavailable, JobConflict, JobNotFound
+from provider_api.deps import ChainDep, DagsterJobsDep, EnvironmentsDep, NonceStoreDep, SettingsDep, shared
 from provider_api.errors import OceanHTTPError, backend_error, bad_request, field_errors, resource_error
 from provider_api.jobs import JobRecord, ocean_job_json
-from provider_api.operator import QUEUED_STATES, BackendUnavailable, JobConflict, JobNotFound
 from provider_api.orders import OrderError, ensure_fee_paid, validate_order
 from provider_api.params import BYTE_DIGITS, ParamsDep, agreement_id_param, job_id_param, number_param
 from provider_api.result_files import stream_job_result
@@ -108,7 +108,7 @@ def compute_environments(
     params: ParamsDep,
     settings: SettingsDep,
     environments: EnvironmentsDep,
-    operator: OperatorDep,
+    operator: DagsterJobsDep,
     chain: ChainDep,
 ) -> JSONResponse:
     chain_id = number_param(params, "chainId", BYTE_DIGITS)
@@ -249,7 +249,7 @@ def compute_start(
     params: ParamsDep,
     service: ComputeDep,
     nonces: NonceStoreDep,
-    operator: OperatorDep,
+    operator: DagsterJobsDep,
     claims: AgreementClaimsDep,
 ) -> JSONResponse:
     body = parse_request(StartRequest, params)
@@ -309,7 +309,7 @@ def compute_start(
     try:
         # The claim makes "one unfinished job per agreement" hold across Provider replicas.
         if agreement:
-            claims.claim(agreement, workflow.job_id, operator_holder(operator))
+            claims.claim(agreement, workflow.job_id, run_holder(operator))
         record = operator.submit(workflow)
     except AgreementBusy as error:
         raise bad_request(str(error)) from None
@@ -394,7 +394,7 @@ def _owned_jobs(
         "detail}`."
     ),
 )
-def compute_status(params: ParamsDep, operator: OperatorDep) -> JSONResponse:
+def compute_status(params: ParamsDep, operator: DagsterJobsDep) -> JSONResponse:
     consumer = str(params.get("consumerAddress") or "")
     if not re.fullmatch(r"0x[0-9a-fA-F]{40}", consumer):
         raise field_errors({"consumerAddress": "required: the consumer's address"})
@@ -467,7 +467,7 @@ def _stop_owned(operator: Any, records: list[JobRecord]) -> list[JobRecord]:
         "Stop a job: the algorithm is killed, its outputs so far and the logs are still published. Signed."
     ),
 )
-def compute_stop(params: ParamsDep, nonces: NonceStoreDep, operator: OperatorDep) -> JSONResponse:
+def compute_stop(params: ParamsDep, nonces: NonceStoreDep, operator: DagsterJobsDep) -> JSONResponse:
     consumer, job_id, agreement_id = _signed_job_request(params, nonces)
     records = _owned_jobs(operator, consumer, job_id, agreement_id)
     if not records:
@@ -495,7 +495,7 @@ def compute_stop(params: ParamsDep, nonces: NonceStoreDep, operator: OperatorDep
         "Kept for Ocean clients: stops the job if it still runs; results expire with storageExpiry. Signed."
     ),
 )
-def compute_delete(params: ParamsDep, nonces: NonceStoreDep, operator: OperatorDep) -> JSONResponse:
+def compute_delete(params: ParamsDep, nonces: NonceStoreDep, operator: DagsterJobsDep) -> JSONResponse:
     consumer, job_id, agreement_id = _signed_job_request(params, nonces)
     records = _owned_jobs(operator, consumer, job_id, agreement_id)
     if not records:
@@ -529,7 +529,11 @@ def compute_delete(params: ParamsDep, nonces: NonceStoreDep, operator: OperatorD
     ),
 )
 def compute_result(
-    request: Request, params: ParamsDep, settings: SettingsDep, nonces: NonceStoreDep, operator: OperatorDep
+    request: Request,
+    params: ParamsDep,
+    settings: SettingsDep,
+    nonces: NonceStoreDep,
+    operator: DagsterJobsDep,
 ) -> Response:
     index = number_param(params, "index")
     if index is None:

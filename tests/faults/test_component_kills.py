@@ -48,7 +48,7 @@ from c2d_cli import stack
 from c2d_cli.processes import alive
 from c2d_core import job_tags
 from c2d_core.settings import EngineSettings
-from provider_api.operator import Operator
+from provider_api.dagster_jobs import DagsterJobs
 
 # About 10 s a case on an idle 2-core machine; the bounds leave room for a loaded one.
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(120)]
@@ -120,7 +120,7 @@ def test_component_killed_in_each_phase_the_job_finishes_and_is_served_after_res
     with (
         reaped_group(old_daemon) if component == "daemon" else _nothing(),
         dagster_instance(gs.home) as instance,
-        Operator(f"{running.webserver_url}/graphql") as operator,
+        DagsterJobs(f"{running.webserver_url}/graphql") as operator,
     ):
         daemon_paused = phase == "queued" and component != "daemon"
         if phase == "queued" and component == "daemon":

@@ -23,7 +23,7 @@ from c2d_cli.origin import LocalOrigin
 from c2d_cli.provider_client import ProviderClient
 from c2d_core.settings import EngineSettings
 from c2d_core.workflow import Workflow
-from provider_api.operator import Operator
+from provider_api.dagster_jobs import DagsterJobs
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -75,7 +75,7 @@ def test_each_environment_has_its_own_queue_wait_limit(two_queues: stack.Stack) 
     assert shown == {"strict": STRICT_WAIT, "patient": 0}
 
     key_file = EngineSettings(home=Path(two_queues.home)).resolved_provider_key_file
-    with LocalOrigin(EXAMPLES) as origin, Operator(f"{two_queues.webserver_url}/graphql") as operator:
+    with LocalOrigin(EXAMPLES) as origin, DagsterJobs(f"{two_queues.webserver_url}/graphql") as operator:
         base = demo_workflow(origin.url, key_file).model_dump(by_alias=True, mode="json", exclude_none=True)
 
         def workflow(env_id: str) -> Workflow:

@@ -25,7 +25,7 @@ from c2d_core import job_tags
 from c2d_core.settings import EngineSettings
 from c2d_core.workflow import Workflow
 from c2d_defs.maintenance import MAINTENANCE, targets_of
-from provider_api.operator import Operator
+from provider_api.dagster_jobs import DagsterJobs
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(90)]
 
@@ -62,7 +62,7 @@ def _job_json(provider_url: str, workflow: Workflow) -> dict:
 
 def test_queued_job_shows_its_position_then_expires_with_status_2(watched_stack: stack.Stack) -> None:
     key_file = EngineSettings(home=Path(watched_stack.home)).resolved_provider_key_file
-    with LocalOrigin(EXAMPLES) as origin, Operator(f"{watched_stack.webserver_url}/graphql") as operator:
+    with LocalOrigin(EXAMPLES) as origin, DagsterJobs(f"{watched_stack.webserver_url}/graphql") as operator:
         base = demo_workflow(origin.url, key_file).model_dump(by_alias=True, mode="json", exclude_none=True)
 
         def workflow(code: str) -> Workflow:
@@ -131,7 +131,7 @@ def test_the_queue_expiry_run_is_no_consumer_job(watched_stack: stack.Stack) -> 
             )
         }
     # What the Provider lists for the consumer (its operator's query) is exactly its compute jobs.
-    with Operator(f"{watched_stack.webserver_url}/graphql") as operator:
+    with DagsterJobs(f"{watched_stack.webserver_url}/graphql") as operator:
         listed = operator.jobs(owner=owner)
         assert {record.tags[job_tags.JOB_ID] for record in listed} == compute_jobs
         assert run.run_id not in {record.run_id for record in listed}
@@ -152,7 +152,7 @@ class _Waited:
 def _expire_one_queued_job(running: stack.Stack) -> _Waited:
     """Fill ocean-compute (maxJobs 2), queue a third job and wait until the watchdog ended it."""
     key_file = EngineSettings(home=Path(running.home)).resolved_provider_key_file
-    with LocalOrigin(EXAMPLES) as origin, Operator(f"{running.webserver_url}/graphql") as operator:
+    with LocalOrigin(EXAMPLES) as origin, DagsterJobs(f"{running.webserver_url}/graphql") as operator:
         base = demo_workflow(origin.url, key_file).model_dump(by_alias=True, mode="json", exclude_none=True)
 
         def workflow() -> Workflow:

@@ -24,7 +24,7 @@ from fixtures_s3 import S3Server
 from c2d_cli import stack
 from c2d_core import job_tags
 from c2d_core.settings import EngineSettings
-from provider_api.operator import Operator
+from provider_api.dagster_jobs import DagsterJobs
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(90)]
 
@@ -64,7 +64,7 @@ def test_store_down_briefly_the_upload_is_retried_and_the_job_finishes(store_sta
     workflow = demo_job(s.origin.url, s.key_file, ALGORITHM)
     refused_before = s.s3.refused
     s.s3.set_mode("refuse", count=TRIES - 1)  # every try but the last of the first request fails
-    with Operator(f"{s.running.webserver_url}/graphql") as operator:
+    with DagsterJobs(f"{s.running.webserver_url}/graphql") as operator:
         operator.submit(workflow)
         job = finished_job(s.running.provider_url, workflow, 60)
     assert s.s3.refused - refused_before == TRIES - 1
@@ -81,7 +81,7 @@ def test_store_down_through_publish_ends_62_and_keeps_the_outputs(store_stack: S
     refused_before = s.s3.refused
     s.s3.set_mode("refuse")
     try:
-        with Operator(f"{s.running.webserver_url}/graphql") as operator:
+        with DagsterJobs(f"{s.running.webserver_url}/graphql") as operator:
             operator.submit(workflow)
             job = finished_job(s.running.provider_url, workflow, 60)
     finally:

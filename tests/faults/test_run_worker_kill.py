@@ -35,8 +35,8 @@ from c2d_core.chain import dev_accounts
 from c2d_core.settings import EngineSettings
 from c2d_core.workflow import Workflow
 from c2d_defs.pods import layout
+from provider_api.dagster_jobs import DagsterJobs
 from provider_api.jobs import JobRecord
-from provider_api.operator import Operator
 
 T = TypeVar("T")
 
@@ -89,7 +89,7 @@ def trickle_origin() -> Iterator[str]:
 @dataclass
 class KillStack:
     running: stack.Stack
-    operator: Operator
+    operator: DagsterJobs
     provider: ProviderClient
     origin_url: str
     key_file: Path
@@ -110,7 +110,7 @@ def kill_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KillStack]:
         running, _ = stack.up(home, port=stack._free_port())
     try:
         provider = ProviderClient(running.provider_url)
-        with LocalOrigin(EXAMPLES) as origin, Operator(f"{running.webserver_url}/graphql") as operator:
+        with LocalOrigin(EXAMPLES) as origin, DagsterJobs(f"{running.webserver_url}/graphql") as operator:
             key_file = EngineSettings(home=home).resolved_provider_key_file
             yield KillStack(running, operator, provider, origin.url, key_file)
         provider.close()

@@ -2,7 +2,7 @@
 Provider's alembic migrations that create its tables, on SQLite and on the real Postgres
 (127.0.0.1:5432, user postgres, db test, trust auth; each test gets its own schema, dropped after).
 
-The last test races "replicas" (each with its own Operator, so no in-process lock helps) on a real
+The last test races "replicas" (each with its own DagsterJobs, so no in-process lock helps) on a real
 embedded stack: exactly one run is launched for the agreement.
 """
 
@@ -20,7 +20,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
 from provider_api import migrations
-from provider_api.agreements import AgreementBusy, AgreementClaims, Holder, operator_holder
+from provider_api.agreements import AgreementBusy, AgreementClaims, Holder, run_holder
 from provider_api.nonces import NonceStore
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -221,7 +221,7 @@ def test_replicas_racing_one_agreement_launch_exactly_one_run(
     from c2d_cli.origin import LocalOrigin
     from c2d_core.settings import EngineSettings
     from c2d_core.workflow import Workflow
-    from provider_api.operator import JobConflict, Operator
+    from provider_api.dagster_jobs import DagsterJobs, JobConflict
 
     home = tmp_path_factory.mktemp("claims") / ".c2d"
     running, _ = stack.up(home, port=stack._free_port())
@@ -233,7 +233,7 @@ def test_replicas_racing_one_agreement_launch_exactly_one_run(
                 by_alias=True, mode="json", exclude_none=True
             )
             order = "0x" + uuid.uuid4().hex * 2
-            replicas = [Operator(graphql) for _ in range(6)]
+            replicas = [DagsterJobs(graphql) for _ in range(6)]
             try:
 
                 def start(i: int) -> str:
@@ -241,7 +241,7 @@ def test_replicas_racing_one_agreement_launch_exactly_one_run(
                     workflow = Workflow.model_validate(
                         {**base, "jobId": uuid.uuid4().hex, "agreementId": order}
                     )
-                    pg_claims.claim(order, workflow.job_id, operator_holder(replicas[i]))
+                    pg_claims.claim(order, workflow.job_id, run_holder(replicas[i]))
                     return replicas[i].submit(workflow).run_id
 
                 won, lost = _race(len(replicas), start)

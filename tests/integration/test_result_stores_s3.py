@@ -187,7 +187,7 @@ class Signer:
 
 def test_compute_result_streams_from_s3(provider: TestClient, s3_server: S3Server, tmp_path: Path) -> None:
     report = _run_publish_pod(tmp_path, s3_server)
-    provider.app.state.operator = RunStorage(_record(report["manifest"]))  # type: ignore[attr-defined]
+    provider.app.state.dagster_jobs = RunStorage(_record(report["manifest"]))  # type: ignore[attr-defined]
     signer = Signer()
     whole = provider.get("/api/services/computeResult", params=signer.params(CONSUMER, 0))
     assert whole.status_code == 200, whole.text
@@ -217,14 +217,14 @@ def test_expired_results_are_410_and_flagged(
     report = _run_publish_pod(tmp_path, s3_server)
     signer = Signer()
     record = _record(report["manifest"], **{job_tags.RESULTS_EXPIRED: "1"})
-    provider.app.state.operator = RunStorage(record)  # type: ignore[attr-defined]
+    provider.app.state.dagster_jobs = RunStorage(record)  # type: ignore[attr-defined]
     response = provider.get("/api/services/computeResult", params=signer.params(CONSUMER, 0))
     assert response.status_code == 410
     assert "expired" in response.json()["error"]
     assert ocean_job_json(record)["resultsExpired"] is True
     # Deleted from the store before the run was tagged: the same clear answer, not a 500.
     _store(s3_server, prefix="jobs").delete_job(JOB_ID)
-    provider.app.state.operator = RunStorage(_record(report["manifest"]))  # type: ignore[attr-defined]
+    provider.app.state.dagster_jobs = RunStorage(_record(report["manifest"]))  # type: ignore[attr-defined]
     response = provider.get("/api/services/computeResult", params=signer.params(CONSUMER, 0))
     assert response.status_code == 410 and "expired" in response.json()["error"]
 

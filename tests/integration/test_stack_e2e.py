@@ -20,8 +20,8 @@ from c2d_cli.processes import alive
 from c2d_core import job_tags
 from c2d_core.settings import EngineSettings
 from c2d_core.workflow import Workflow
+from provider_api.dagster_jobs import DagsterJobs
 from provider_api.jobs import JobRecord
-from provider_api.operator import Operator
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -57,12 +57,12 @@ class RunView:
 
 def submit(running: stack.Stack, workflow: Workflow) -> str:
     """Launch compute_job for `workflow` as the Provider does; the Dagster run id."""
-    with Operator(f"{running.webserver_url}/graphql") as operator:
+    with DagsterJobs(f"{running.webserver_url}/graphql") as operator:
         return operator.submit(workflow).run_id
 
 
 def read_job(running: stack.Stack, job_id: str) -> RunView:
-    with Operator(f"{running.webserver_url}/graphql") as operator:
+    with DagsterJobs(f"{running.webserver_url}/graphql") as operator:
         record = operator.job(job_id)
     assert record is not None, f"no run for job {job_id}"
     return RunView(record)

@@ -1,4 +1,4 @@
-"""provider_api.operator against the real embedded stack (dagster-webserver + daemon on 127.0.0.1):
+"""provider_api.dagster_jobs against the real embedded stack (dagster-webserver + daemon on 127.0.0.1):
 submit, read back, Ocean's job JSON, idempotent retries, one job per agreement, stop, queue counts."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from c2d_cli.demo import demo_workflow
 from c2d_cli.origin import LocalOrigin
 from c2d_core.settings import EngineSettings
 from c2d_core.workflow import Workflow
+from provider_api.dagster_jobs import BackendUnavailable, DagsterJobs, JobConflict, JobNotFound
 from provider_api.jobs import JobRecord, ocean_job_json
-from provider_api.operator import BackendUnavailable, JobConflict, JobNotFound, Operator
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -52,8 +52,8 @@ def running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[stack.St
 
 
 @pytest.fixture(scope="module")
-def operator(running_stack: stack.Stack) -> Iterator[Operator]:
-    with Operator(f"{running_stack.webserver_url}/graphql") as client:
+def operator(running_stack: stack.Stack) -> Iterator[DagsterJobs]:
+    with DagsterJobs(f"{running_stack.webserver_url}/graphql") as client:
         yield client
 
 
@@ -77,7 +77,7 @@ def agreement() -> str:
 
 
 def wait_for(
-    operator: Operator, job_id: str, done: Callable[[JobRecord], bool], timeout: float, poll: float = 0.2
+    operator: DagsterJobs, job_id: str, done: Callable[[JobRecord], bool], timeout: float, poll: float = 0.2
 ) -> JobRecord:
     deadline = time.monotonic() + timeout
     while True:
@@ -103,7 +103,7 @@ def assert_ocean_shape(job: dict) -> None:
     assert set(job["terminationDetails"]) == {"exitCode", "OOMKilled", "reason"}
 
 
-def test_submit_read_back_and_job_json(operator: Operator, make_workflow: Callable[..., Workflow]) -> None:
+def test_submit_read_back_and_job_json(operator: DagsterJobs, make_workflow: Callable[..., Workflow]) -> None:
     order = agreement()
     workflow = make_workflow(order)
     record = operator.submit(workflow)
@@ -158,7 +158,7 @@ def test_submit_read_back_and_job_json(operator: Operator, make_workflow: Callab
 
 
 def test_one_job_per_agreement_stop_and_queue(
-    operator: Operator, make_workflow: Callable[..., Workflow]
+    operator: DagsterJobs, make_workflow: Callable[..., Workflow]
 ) -> None:
     first, second, queued = (make_workflow(agreement(), SLOW_ALGORITHM) for _ in range(3))
     for workflow in (first, second, queued):
@@ -224,7 +224,7 @@ def test_one_job_per_agreement_stop_and_queue(
 def test_backend_unavailable_on_a_closed_port(
     running_stack: stack.Stack, make_workflow: Callable[..., Workflow]
 ) -> None:
-    closed = Operator(f"http://127.0.0.1:{stack._free_port()}/graphql", timeout=2)
+    closed = DagsterJobs(f"http://127.0.0.1:{stack._free_port()}/graphql", timeout=2)
     with pytest.raises(BackendUnavailable, match="did not answer"):
         closed.job(uuid.uuid4().hex)
     with pytest.raises(BackendUnavailable):
@@ -232,6 +232,6 @@ def test_backend_unavailable_on_a_closed_port(
     with pytest.raises(BackendUnavailable):
         closed.submit(make_workflow(agreement()))
     # A server that is not Dagster's GraphQL endpoint is unavailable too, not a crash.
-    wrong = Operator(f"{running_stack.webserver_url}/no-graphql-here", timeout=2)
+    wrong = DagsterJobs(f"{running_stack.webserver_url}/no-graphql-here", timeout=2)
     with pytest.raises(BackendUnavailable):
         wrong.jobs(owner="0x" + "d" * 40)

@@ -125,7 +125,7 @@ def _tag_filter(tags: dict[str, str]) -> list[dict[str, str]]:
     return [{"key": key, "value": value} for key, value in tags.items()]
 
 
-class Operator:
+class DagsterJobs:
     """Submit, list, read and stop compute jobs; count an environment's running and queued jobs."""
 
     def __init__(
@@ -143,7 +143,7 @@ class Operator:
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self) -> Operator:
+    def __enter__(self) -> DagsterJobs:
         return self
 
     def __exit__(self, *exc: object) -> None:
