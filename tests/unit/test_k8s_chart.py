@@ -33,7 +33,7 @@ import yaml
 from test_k8s_manifests import K8S_VERSION, _specs
 
 from c2d_core.environments import EnvironmentsFile
-from c2d_defs.k8s_pod_runner import K8sRunnerConfig, pod_labels
+from c2d_defs.k8s_manifests import K8sRunnerConfig, pod_labels
 
 CHART = Path(__file__).resolve().parents[2] / "helm" / "c2d"
 VALUES = yaml.safe_load((CHART / "values.yaml").read_text())

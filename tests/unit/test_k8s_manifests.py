@@ -17,7 +17,7 @@ import pytest
 from c2d_core.environments import Environment
 from c2d_core.settings import EngineSettings
 from c2d_core.workflow import Workflow
-from c2d_defs.k8s_pod_runner import (
+from c2d_defs.k8s_manifests import (
     LOG_WRAPPER,
     K8sRunnerConfig,
     files_manifest,

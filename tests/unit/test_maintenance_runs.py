@@ -177,7 +177,8 @@ def test_the_volume_cleanup_tick_deletes_nothing_and_its_job_releases_the_volume
     from k8s_fakes import FakeClock, FakeKubernetesApi
 
     from c2d_defs.jobs.volume_cleanup import volume_cleanup_job
-    from c2d_defs.k8s_pod_runner import K8sPodRunner, K8sRunnerConfig
+    from c2d_defs.k8s_manifests import K8sRunnerConfig
+    from c2d_defs.k8s_pod_runner import K8sPodRunner
     from c2d_defs.k8s_resources import k8s_volume_cleanup
 
     monkeypatch.delenv("C2D_KEEP_WORK_DIRS", raising=False)

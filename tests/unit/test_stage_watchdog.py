@@ -343,7 +343,8 @@ def test_queued_runs_expire_at_their_own_environment_s_limit() -> None:
 def test_on_kubernetes_the_watchdog_deletes_the_job_s_jobs_and_sees_its_volume() -> None:
     from k8s_fakes import FakeClock, FakeKubernetesApi
 
-    from c2d_defs.k8s_pod_runner import K8sPodRunner, K8sRunnerConfig, job_manifest
+    from c2d_defs.k8s_manifests import K8sRunnerConfig, job_manifest
+    from c2d_defs.k8s_pod_runner import K8sPodRunner
     from c2d_defs.pod_specs import algorithm_spec
 
     fake = FakeKubernetesApi(clock=FakeClock())

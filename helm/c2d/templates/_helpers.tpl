@@ -29,7 +29,7 @@ app.kubernetes.io/name: {{ include "c2d.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
-{{/* Job pods carry these (set by the engine, c2d_defs/k8s_pod_runner.py); policies select on them. */}}
+{{/* Job pods carry these (set by the engine, pod_labels in c2d_defs/k8s_manifests.py); policies select on them. */}}
 {{- define "c2d.jobPodSelector" -}}
 app.kubernetes.io/name: c2d
 app.kubernetes.io/managed-by: c2d-engine
