@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from c2d_core.status import Stage
+
 if TYPE_CHECKING:
     from c2d_core.settings import EngineSettings
 
@@ -81,9 +83,31 @@ class Environment(BaseModel):
         engine-wide C2D_MAX_QUEUE_WAIT, used when the environment sets none."""
         return default if self.max_queue_wait is None else self.max_queue_wait
 
+    def stage_deadline(self, stage: Stage | str, settings: EngineSettings) -> int:
+        """Seconds a job of this environment may spend in `stage`: the algorithm gets the
+        environment's maxJobDuration, configure and publish the engine-wide C2D_*_DEADLINE."""
+        return stage_deadline(stage, self, settings)
+
+    def max_runtime(self, settings: EngineSettings) -> int:
+        """The whole job's deadline (its run's `dagster/max_runtime`): every stage's own deadline end to
+        end, plus the watchdog's grace. The pods' deadlines fire first; this one catches a run whose
+        worker hung between or around them."""
+        return sum(self.stage_deadline(stage, settings) for stage in Stage) + settings.watchdog_grace
+
     def runtime_for(self, reference: str) -> ImageRuntime | None:
         """The first image-map entry matching `image:tag` (or `image@digest`), or None."""
         return next((entry for entry in self.image_map if entry.matches(reference)), None)
+
+
+def stage_deadline(stage: Stage | str, environment: Environment | None, settings: EngineSettings) -> int:
+    """Seconds a job may spend in `stage`; for a job of an unknown environment (None, it fails its
+    configure stage) the algorithm stage gets the configure deadline."""
+    stage = Stage(stage)
+    if stage is Stage.CONFIGURE:
+        return settings.configure_deadline
+    if stage is Stage.PUBLISH:
+        return settings.publish_deadline
+    return environment.max_job_duration if environment else settings.configure_deadline
 
 
 class EnvironmentsFile(BaseModel):
@@ -128,12 +152,10 @@ class Environments:
         return list(self._by_id.values())
 
     def max_runtime(self, env_id: str, settings: EngineSettings) -> int | None:
-        """The `dagster/max_runtime` of a job in `env_id` (c2d_core.job_tags.max_runtime), or None for
-        an unknown environment: that job fails its configure stage at once and needs none. The
-        Provider's operator tags every run it submits with this."""
-        from c2d_core import job_tags
-
+        """The `dagster/max_runtime` of a job in `env_id` (`Environment.max_runtime`), or None for an
+        unknown environment: that job fails its configure stage at once and needs none. The Provider
+        tags every run it submits with this."""
         try:
-            return job_tags.max_runtime(self.get(env_id), settings)
+            return self.get(env_id).max_runtime(settings)
         except UnknownEnvironmentError:
             return None

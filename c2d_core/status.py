@@ -1,4 +1,4 @@
-"""Ocean's compute job status codes, with their exact texts.
+"""Ocean's compute job status codes with their exact texts, a job's stages, and how a pod ended.
 
 Codes 1..70 are the Operator-Service / Operator-Engine set that ocean.py and ocean.js know; the finer
 failure codes (2, 11, 21, 22, 33, 41, 42, 61, 62) are Ocean Node's C2D v2 additions.
@@ -6,7 +6,8 @@ failure codes (2, 11, 21, 22, 33, 41, 42, 61, 62) are Ocean Node's C2D v2 additi
 
 from __future__ import annotations
 
-from enum import IntEnum
+from enum import IntEnum, StrEnum
+from typing import Literal
 
 
 class JobStatus(IntEnum):
@@ -81,3 +82,51 @@ _FAILURES = frozenset(
         JobStatus.RESULTS_UPLOAD_FAILED,
     }
 )
+
+
+class Stage(StrEnum):
+    """The stages of a compute job, in order; each runs one pod. The values are the names of the
+    phase tags (`c2d/phase/<stage>/...`), of the job JSON's `phases` and of the pods' components."""
+
+    CONFIGURE = "configure"
+    ALGORITHM = "algorithm"
+    PUBLISH = "publish"
+
+    @property
+    def failure(self) -> JobStatus:
+        """Ocean's closest failure status for a job that ended in this stage."""
+        return _STAGE_FAILURES[self]
+
+    @property
+    def next(self) -> Stage:
+        """The stage after this one (the last one's is itself)."""
+        stages = list(Stage)
+        return stages[min(stages.index(self) + 1, len(stages) - 1)]
+
+
+_STAGE_FAILURES: dict[Stage, JobStatus] = {
+    Stage.CONFIGURE: JobStatus.DATA_PROVISIONING_FAILED,
+    Stage.ALGORITHM: JobStatus.ALGORITHM_FAILED,
+    Stage.PUBLISH: JobStatus.RESULTS_UPLOAD_FAILED,
+}
+
+# How a pod ended, named as Kubernetes names container and pod terminations; the algorithm's reaches
+# consumers as the job JSON's `terminationDetails.reason`.
+Termination = Literal[
+    "Completed",  # exit code 0
+    "Error",  # non-zero exit code
+    "DeadlineExceeded",  # killed at the wall-clock deadline
+    "OOMKilled",  # killed for exceeding its memory limit
+    "DiskQuotaExceeded",  # killed for writing more than its disk limit
+    "Stopped",  # stopped on request (job stop, run terminated)
+    "ImageNotFound",  # the image has no local runtime / cannot be pulled
+    "StartError",  # the sandbox or container could not be started
+]
+
+# Terminations of an algorithm that ran and did not succeed: its job still ends 70 (its logs are
+# published, as Ocean Node does) and these say it failed.
+ALGORITHM_FAILURES: frozenset[Termination] = frozenset(
+    {"Error", "OOMKilled", "DeadlineExceeded", "DiskQuotaExceeded"}
+)
+# Terminations of an algorithm that never started: the job ends 41.
+NEVER_STARTED: frozenset[Termination] = frozenset({"ImageNotFound", "StartError"})

@@ -8,23 +8,13 @@ never ask which runner will run them.
 from __future__ import annotations
 
 import abc
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Component = Literal["configure", "algorithm", "publish"]
+from c2d_core.status import Stage, Termination
 
-# How a pod ended, named as Kubernetes names container and pod terminations.
-Termination = Literal[
-    "Completed",  # exit code 0
-    "Error",  # non-zero exit code
-    "DeadlineExceeded",  # killed at the wall-clock deadline
-    "OOMKilled",  # killed for exceeding its memory limit
-    "DiskQuotaExceeded",  # killed for writing more than its disk limit
-    "Stopped",  # stopped on request (job stop, run terminated)
-    "ImageNotFound",  # the image has no local runtime / cannot be pulled
-    "StartError",  # the sandbox or container could not be started
-]
+# How a pod ended is a c2d_core.status.Termination; the runners import it from here with the rest.
+__all__ = ["LOG_TAIL_LIMIT", "Mount", "PodResult", "PodRunner", "PodSpec", "Termination"]
 
 
 class Mount(BaseModel):
@@ -42,7 +32,7 @@ class PodSpec(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     job_id: str
-    component: Component
+    component: Stage  # the stage the pod runs
     environment_id: str
     image: str
     command: list[str] = Field(min_length=1)

@@ -12,6 +12,7 @@ import shlex
 
 from c2d_core.environments import Environment
 from c2d_core.settings import MIB, EngineSettings
+from c2d_core.status import Stage
 from c2d_core.workflow import Workflow
 from c2d_defs.pod_spec import Mount, PodSpec
 from c2d_defs.pods import layout
@@ -21,12 +22,12 @@ POD_PROGRAM_MEMORY = 1024 * MIB
 POD_PROGRAM_PROCESSES = 64
 
 
-def _labels(workflow_job_id: str, component: str, env: Environment) -> dict[str, str]:
+def _labels(workflow_job_id: str, stage: Stage, env: Environment) -> dict[str, str]:
     return {
         "app.kubernetes.io/name": "c2d",
-        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/component": stage.value,
         "c2d/job-id": workflow_job_id,
-        "c2d/component": component,
+        "c2d/component": stage.value,
         "c2d/environment": env.id,
     }
 
@@ -37,7 +38,7 @@ def configure_spec(workflow: Workflow, env: Environment, settings: EngineSetting
     )
     return PodSpec(
         job_id=workflow.job_id,
-        component="configure",
+        component=Stage.CONFIGURE,
         environment_id=env.id,
         image=settings.pod_image,
         command=["python", "-m", "c2d_defs.pods.configure"],
@@ -70,7 +71,7 @@ def configure_spec(workflow: Workflow, env: Environment, settings: EngineSetting
         network=True,
         deadline_seconds=settings.configure_deadline,
         log_sub_path=layout.CONFIGURE_LOG,
-        labels=_labels(workflow.job_id, "configure", env),
+        labels=_labels(workflow.job_id, Stage.CONFIGURE, env),
     )
 
 
@@ -83,7 +84,7 @@ def algorithm_spec(workflow: Workflow, env: Environment) -> PodSpec:
     algorithm = workflow.algorithm
     return PodSpec(
         job_id=workflow.job_id,
-        component="algorithm",
+        component=Stage.ALGORITHM,
         environment_id=env.id,
         image=algorithm.container.reference,
         command=algorithm_command(algorithm.container.entrypoint),
@@ -112,7 +113,7 @@ def algorithm_spec(workflow: Workflow, env: Environment) -> PodSpec:
         network=env.allow_network and workflow.allow_network,
         deadline_seconds=env.max_job_duration,
         log_sub_path=layout.ALGORITHM_LOG,
-        labels=_labels(workflow.job_id, "algorithm", env),
+        labels=_labels(workflow.job_id, Stage.ALGORITHM, env),
     )
 
 
@@ -127,7 +128,7 @@ def publish_spec(
 ) -> PodSpec:
     return PodSpec(
         job_id=job_id,
-        component="publish",
+        component=Stage.PUBLISH,
         environment_id=env.id,
         image=settings.pod_image,
         command=["python", "-m", "c2d_defs.pods.publish"],
@@ -152,5 +153,5 @@ def publish_spec(
         network=store_network,
         deadline_seconds=settings.publish_deadline,
         log_sub_path=layout.PUBLISH_LOG,
-        labels=_labels(job_id, "publish", env),
+        labels=_labels(job_id, Stage.PUBLISH, env),
     )

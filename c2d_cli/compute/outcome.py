@@ -11,16 +11,12 @@ from rich.text import Text
 
 from c2d_cli.cli_output import EXIT_JOB_FAILED, CliError
 from c2d_cli.consumer import download, result_entries
-from c2d_core.status import JobStatus
+from c2d_core.status import ALGORITHM_FAILURES, JobStatus
 
 if TYPE_CHECKING:
     from eth_account.signers.local import LocalAccount
 
     from c2d_cli.provider_client import ProviderClient
-
-# terminationDetails.reason values that mean the algorithm ran and did not succeed.
-ALGORITHM_FAILURES = frozenset({"Error", "OOMKilled", "DeadlineExceeded", "DiskQuotaExceeded"})
-
 
 def failure_of(job: dict[str, Any]) -> str | None:
     """Why a finished job failed, or None. Like Ocean Node, a job whose algorithm ran and failed still

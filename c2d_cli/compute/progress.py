@@ -17,6 +17,7 @@ from c2d_cli.cli_output import CliError
 from c2d_cli.compute.outcome import failure_of
 from c2d_cli.consumer import POLL_SECONDS, PollTimeout, wait_for_status
 from c2d_core.status import JobStatus as S
+from c2d_core.status import Stage
 
 if TYPE_CHECKING:
     from c2d_cli.provider_client import ProviderClient
@@ -39,11 +40,11 @@ FAILED_IN: dict[int, str] = {
     **dict.fromkeys((S.RESULTS_FETCH_FAILED, S.RESULTS_UPLOAD_FAILED), "publishing"),
 }
 # The user's phases and the engine's stage each one is (None: waiting for a slot).
-PHASES: tuple[tuple[str, str | None], ...] = (
+PHASES: tuple[tuple[str, Stage | None], ...] = (
     ("queued", None),
-    ("provisioning", "configure"),
-    ("running", "algorithm"),
-    ("publishing", "publish"),
+    ("provisioning", Stage.CONFIGURE),
+    ("running", Stage.ALGORITHM),
+    ("publishing", Stage.PUBLISH),
 )
 STATUS_PHASE: dict[int, str] = {
     S.WARMING_UP: "queued",

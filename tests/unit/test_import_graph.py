@@ -30,8 +30,6 @@ CORE_FORBIDDEN_THIRD_PARTY = ("fastapi", "starlette", "dagster")
 # so when a cycle is broken (or shrinks) its entry must be dropped (or narrowed): this list only shrinks.
 KNOWN_CYCLES: frozenset[frozenset[str]] = frozenset(
     {
-        # Issue 13 item 2: job_tags computes deadlines from Environment, environments imports the tags.
-        frozenset({"c2d_core.environments", "c2d_core.job_tags"}),
         # Issue 13 item 1: the compute service reaches into routes.files; routers import each other's
         # dependencies and the service module.
         frozenset(

@@ -56,8 +56,8 @@ def _workflow(environment: str = "e1") -> Workflow:
 
 
 def test_every_run_gets_a_max_runtime_of_all_stage_deadlines_plus_the_grace() -> None:
-    assert job_tags.max_runtime(ENV, SETTINGS) == 30 + 100 + 20 + 5
-    tags = job_tags.submission_tags(_workflow(), job_tags.max_runtime(ENV, SETTINGS))
+    assert ENV.max_runtime(SETTINGS) == 30 + 100 + 20 + 5
+    tags = job_tags.submission_tags(_workflow(), ENV.max_runtime(SETTINGS))
     assert tags[job_tags.MAX_RUNTIME] == "155" and job_tags.MAX_RUNTIME == "dagster/max_runtime"
     assert job_tags.MAX_RUNTIME not in job_tags.submission_tags(_workflow())
 

@@ -1,0 +1,217 @@
+"""The compute engine's contract: what the Provider, the CLI and the code location agree on about a run.
+
+A compute job is one run of the Dagster job `compute_job` in the code location `c2d`. Its run config
+carries the workflow; its tags carry the job's state. All job state lives in Dagster's run storage:
+the tags below, written by the ops as the job moves, are enough for a reader of run storage alone (the
+Provider) to build Ocean's job JSON. Tag values are strings, as Dagster's are; times are epoch seconds,
+as Ocean sends them. Nothing here imports Dagster: the Provider and the CLI use it too.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from c2d_core.status import JobStatus, Stage
+
+if TYPE_CHECKING:
+    from c2d_core.workflow import Workflow
+
+# --- where the job is --------------------------------------------------------------------------------
+
+JOB_NAME = "compute_job"
+LOCATION = "c2d"  # the code location's name in workspace.yaml (and the Helm chart's user deployment)
+REPOSITORY = "__repository__"  # Dagster's name for the one repository a `Definitions` makes
+# The op whose config carries the workflow, and its config field.
+WORKFLOW_OP = "configure"
+WORKFLOW_FIELD = "workflow"
+
+
+def run_config(workflow: Workflow | Mapping[str, Any]) -> dict[str, Any]:
+    """The run config of a compute job for `workflow` (a raw mapping is passed on as it is)."""
+    document = (
+        dict(workflow)
+        if isinstance(workflow, Mapping)
+        else workflow.model_dump(by_alias=True, mode="json", exclude_none=True)
+    )
+    return {"ops": {WORKFLOW_OP: {"config": {WORKFLOW_FIELD: document}}}}
+
+
+def workflow_from_run_config(raw: Any) -> Workflow:
+    """The workflow of a compute job's run config; ValueError when it holds none or a malformed one
+    (pydantic's ValidationError is a ValueError)."""
+    from c2d_core.workflow import Workflow
+
+    try:
+        document = raw["ops"][WORKFLOW_OP]["config"][WORKFLOW_FIELD]
+    except (KeyError, TypeError):
+        raise ValueError("the run config holds no workflow") from None
+    return Workflow.model_validate(document)
+
+
+# --- the tags of a compute run -----------------------------------------------------------------------
+
+PREFIX = "c2d/"
+
+JOB_ID = "c2d/job_id"
+OWNER = "c2d/owner"
+ENVIRONMENT = "c2d/environment"
+AGREEMENT_ID = "c2d/agreement_id"
+DID = "c2d/did"  # the first input DID; all of them are in INPUT_DIDS
+INPUT_DIDS = "c2d/input_dids"  # JSON list
+ALGO_DID = "c2d/algo_did"  # "raw" for a raw algorithm, as Ocean reports it
+
+STATUS = "c2d/status"
+STATUS_TEXT = "c2d/status_text"
+STATUS_DETAIL = "c2d/status_detail"  # a sentence on why, for failures; never a file location
+DATE_FINISHED = "c2d/date_finished"
+
+ALGORITHM_EXIT_CODE = "c2d/algorithm/exit_code"
+ALGORITHM_TERMINATION = "c2d/algorithm/termination"  # Completed, Error, DeadlineExceeded, OOMKilled, ...
+RESULTS = "c2d/results"  # JSON list of public manifest entries
+STOP_REQUESTED = "c2d/stopreq"  # "1" when the consumer stopped the job (Ocean's stopreq)
+MANIFEST = "c2d/manifest"  # the results manifest's store location; internal, never in job JSON
+RESULTS_EXPIRED = "c2d/results_expired"  # "1" once storage expiry deleted the results
+# "1" when storing the results failed and the job's volume (outputs and logs) was kept for an
+# operator's retry instead of being released; see docs/operations.md ("Results store down during publish").
+VOLUME_KEPT = "c2d/volume_kept"
+# Why the stage watchdog ended the job (a sentence), when it did: its run worker died, or a stage
+# outlived its deadline. Such an end is not a consumer's stop (c2d_defs.stage_watchdog).
+WATCHDOG = "c2d/watchdog"
+RESULTS_DID = "c2d/results_did"  # the DID of the results asset (issue 8), once minted
+# JSON list of the manifest indexes the results asset serves, written with RESULTS_DID: the Provider
+# serves no other result of the job through the asset, whatever files its owner puts in the DDO later.
+RESULTS_ASSET_FILES = "c2d/results_asset_files"
+# The results asset's NFT address, recorded as soon as it is created (the Provider's key owns it until
+# the hand-over): the stage watchdog finishes the hand-over of a mint whose run worker was killed.
+RESULTS_NFT = "c2d/results_nft"
+# JSON {"status": "published" | "failed" | "skipped", "detail": "..."}: how minting the results asset
+# went, for jobs that asked for it; the detail is a sentence, never a URL, location or key.
+RESULTS_ASSET = "c2d/results_asset"
+# "1" from submission when the job asked to publish its results as an asset: until RESULTS_ASSET is
+# written, the Provider reports the asset as pending (or failed, once the run ended without it).
+OUTPUT_REQUESTED = "c2d/output_requested"
+
+# Dagster's own tag: run monitoring fails a run that has been running longer than this (seconds).
+MAX_RUNTIME = "dagster/max_runtime"
+
+
+def phase_tag(stage: Stage | str, edge: str) -> str:
+    """`c2d/phase/<stage>/started` or `.../finished`."""
+    if edge not in ("started", "finished"):
+        raise ValueError(edge)
+    return f"c2d/phase/{Stage(stage).value}/{edge}"
+
+
+def epoch(value: object) -> float | None:
+    """A time as tags and the job JSON carry it (epoch seconds, a string or a number), or None."""
+    try:
+        return float(value) if value is not None and value != "" else None  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+def past_max_runtime(tags: Mapping[str, str], started: float | None, now: float) -> bool:
+    """Whether a run started at `started` has run out its `dagster/max_runtime` by `now`: then the
+    terminate it got came from run monitoring, not from a consumer's stop. A second early counts (run
+    monitoring's clock and ours differ a little)."""
+    limit = epoch(tags.get(MAX_RUNTIME))
+    return limit is not None and started is not None and now - started >= limit - 1
+
+
+def submission_tags(workflow: Workflow, max_runtime_seconds: int | None = None) -> dict[str, str]:
+    """The tags a job's run starts with: who, where, on what, Ocean's status 1 and its deadline."""
+    return {
+        **({MAX_RUNTIME: str(max_runtime_seconds)} if max_runtime_seconds else {}),
+        JOB_ID: workflow.job_id,
+        OWNER: workflow.owner,
+        ENVIRONMENT: workflow.environment,
+        **({AGREEMENT_ID: workflow.agreement_id} if workflow.agreement_id else {}),
+        DID: workflow.inputs[0].did,
+        INPUT_DIDS: json.dumps(workflow.dids),
+        ALGO_DID: workflow.algorithm.did or "raw",
+        STATUS: str(int(JobStatus.WARMING_UP)),
+        STATUS_TEXT: JobStatus.WARMING_UP.text,
+        **({OUTPUT_REQUESTED: "1"} if workflow.output is not None and workflow.output.publish_output else {}),
+    }
+
+
+@dataclass(frozen=True)
+class JobTags:
+    """A typed view of a compute run's tags: each reader parses them here, the same way."""
+
+    tags: Mapping[str, str]
+
+    @classmethod
+    def from_tags(cls, tags: Mapping[str, str] | None) -> JobTags:
+        return cls(tags or {})
+
+    @property
+    def job_id(self) -> str:
+        return self.tags.get(JOB_ID, "")
+
+    @property
+    def environment(self) -> str:
+        return self.tags.get(ENVIRONMENT, "")
+
+    @property
+    def status(self) -> JobStatus | None:
+        """The job's Ocean status; None when the tag is missing or holds no known code."""
+        try:
+            return JobStatus(int(self.tags.get(STATUS, "")))
+        except ValueError:
+            return None
+
+    @property
+    def date_finished(self) -> float | None:
+        return epoch(self.tags.get(DATE_FINISHED))
+
+    @property
+    def finished(self) -> bool:
+        """The job's final status and finish date were written (whatever their value)."""
+        return DATE_FINISHED in self.tags
+
+    @property
+    def stop_requested(self) -> bool:
+        return self.tags.get(STOP_REQUESTED) == "1"
+
+    @property
+    def results_expired(self) -> bool:
+        return self.tags.get(RESULTS_EXPIRED) == "1"
+
+    @property
+    def watchdog(self) -> str | None:
+        """Why the stage watchdog ended the job, when it did."""
+        return self.tags.get(WATCHDOG) or None
+
+    @property
+    def algorithm_termination(self) -> str | None:
+        return self.tags.get(ALGORITHM_TERMINATION)
+
+    @property
+    def algorithm_exit_code(self) -> int | None:
+        try:
+            return int(self.tags[ALGORITHM_EXIT_CODE])
+        except (KeyError, ValueError):
+            return None
+
+    @property
+    def results(self) -> list[Any] | None:
+        """The public manifest entries the job recorded; None before it recorded any (or unreadable)."""
+        raw = self.tags.get(RESULTS)
+        try:
+            entries = json.loads(raw) if raw is not None else None
+        except json.JSONDecodeError:
+            return None
+        return entries if isinstance(entries, list) else None
+
+    def phase(self, stage: Stage | str, edge: str) -> float | None:
+        """When `stage` started or finished (epoch seconds), if it did."""
+        return epoch(self.tags.get(phase_tag(stage, edge)))
+
+    @property
+    def phases(self) -> dict[Stage, tuple[float | None, float | None]]:
+        """(started, finished) of every stage, in order."""
+        return {stage: (self.phase(stage, "started"), self.phase(stage, "finished")) for stage in Stage}

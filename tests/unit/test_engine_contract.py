@@ -1,0 +1,115 @@
+"""The engine's contract in c2d_core: run config built and read back by one pair of functions, the typed
+view of a run's tags, the stages with their failure codes and deadlines."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from c2d_core import engine
+from c2d_core.environments import Environment, stage_deadline
+from c2d_core.settings import EngineSettings
+from c2d_core.status import ALGORITHM_FAILURES, JobStatus, Stage
+from c2d_core.workflow import Workflow
+
+
+def _workflow() -> Workflow:
+    return Workflow.model_validate(
+        {
+            "jobId": uuid.uuid4().hex,
+            "owner": "0x" + "1" * 40,
+            "environment": "e1",
+            "inputs": [
+                {"did": "did:op:" + "a" * 64, "serviceId": "compute", "files": {"encryptedFiles": "0x00"}}
+            ],
+            "algorithm": {
+                "rawcode": "print(1)",
+                "container": {"entrypoint": "python $ALGO", "image": "python"},
+            },
+        }
+    )
+
+
+def test_the_run_config_reads_back_as_the_workflow_it_was_built_from() -> None:
+    workflow = _workflow()
+    raw = engine.run_config(workflow)
+    assert raw["ops"]["configure"]["config"]["workflow"]["jobId"] == workflow.job_id
+    assert engine.workflow_from_run_config(raw) == workflow
+    # A raw document (what a test or an old run carries) passes through untouched.
+    assert engine.run_config({"jobId": "x"}) == {
+        "ops": {"configure": {"config": {"workflow": {"jobId": "x"}}}}
+    }
+
+
+@pytest.mark.parametrize("raw", [None, {}, {"ops": {}}, {"ops": {"configure": {"config": {}}}}, "text"])
+def test_a_run_config_without_a_workflow_is_a_value_error(raw: object) -> None:
+    with pytest.raises(ValueError, match="no workflow"):
+        engine.workflow_from_run_config(raw)
+
+
+def test_a_malformed_workflow_in_the_run_config_is_a_value_error() -> None:
+    with pytest.raises(ValueError):
+        engine.workflow_from_run_config(engine.run_config({"jobId": "x"}))
+
+
+def test_the_typed_view_of_a_runs_tags() -> None:
+    tags = engine.JobTags.from_tags(
+        {
+            engine.JOB_ID: "j1",
+            engine.STATUS: "41",
+            engine.DATE_FINISHED: "12.5",
+            engine.STOP_REQUESTED: "1",
+            engine.ALGORITHM_EXIT_CODE: "3",
+            engine.RESULTS: '[{"index": 0}]',
+            engine.phase_tag(Stage.CONFIGURE, "started"): "1.0",
+            engine.phase_tag("configure", "finished"): "2.0",
+        }
+    )
+    assert (tags.job_id, tags.status, tags.date_finished, tags.finished) == (
+        "j1",
+        JobStatus.ALGORITHM_FAILED,
+        12.5,
+        True,
+    )
+    assert tags.stop_requested and not tags.results_expired and tags.watchdog is None
+    assert tags.algorithm_exit_code == 3 and tags.results == [{"index": 0}]
+    assert tags.phases[Stage.CONFIGURE] == (1.0, 2.0) and tags.phases[Stage.PUBLISH] == (None, None)
+    empty = engine.JobTags.from_tags(None)
+    assert (empty.status, empty.date_finished, empty.finished, empty.results) == (None, None, False, None)
+    assert engine.JobTags.from_tags({engine.STATUS: "999", engine.RESULTS: "{"}).status is None
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"), [("1.5", 1.5), (2, 2.0), (None, None), ("", None), ("soon", None), ([], None)]
+)
+def test_epoch_reads_tag_and_job_json_times(value: object, seconds: float | None) -> None:
+    assert engine.epoch(value) == seconds
+
+
+def test_phase_tags_name_only_known_stages_and_edges() -> None:
+    assert engine.phase_tag(Stage.PUBLISH, "finished") == "c2d/phase/publish/finished"
+    with pytest.raises(ValueError):
+        engine.phase_tag("filter", "started")
+    with pytest.raises(ValueError):
+        engine.phase_tag(Stage.PUBLISH, "paused")
+
+
+def test_stages_in_order_with_their_failure_codes() -> None:
+    assert [str(stage) for stage in Stage] == ["configure", "algorithm", "publish"]
+    assert [stage.failure for stage in Stage] == [
+        JobStatus.DATA_PROVISIONING_FAILED,
+        JobStatus.ALGORITHM_FAILED,
+        JobStatus.RESULTS_UPLOAD_FAILED,
+    ]
+    assert [stage.next for stage in Stage] == [Stage.ALGORITHM, Stage.PUBLISH, Stage.PUBLISH]
+    assert "Stopped" not in ALGORITHM_FAILURES and "Error" in ALGORITHM_FAILURES
+
+
+def test_each_stage_deadline_comes_from_the_environment_or_the_engine() -> None:
+    env = Environment.model_validate({"id": "e1", "maxJobDuration": 100})
+    settings = EngineSettings(configure_deadline=30, publish_deadline=20, watchdog_grace=5)
+    assert [env.stage_deadline(stage, settings) for stage in Stage] == [30, 100, 20]
+    assert env.max_runtime(settings) == 155
+    # A job of an unknown environment fails its configure stage: its algorithm stage gets that deadline.
+    assert stage_deadline(Stage.ALGORITHM, None, settings) == 30
