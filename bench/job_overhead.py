@@ -28,7 +28,7 @@ from c2d_cli import stack
 from c2d_cli.consumer import poll_until
 from c2d_cli.demo import EXAMPLES, demo_workflow
 from c2d_cli.origin import LocalOrigin
-from c2d_core import job_tags
+from c2d_core import engine
 from c2d_core.environments import Environments
 from c2d_core.settings import EngineSettings
 from c2d_defs.pod_specs import algorithm_spec
@@ -67,15 +67,15 @@ def bench_jobs(n: int, home: Path) -> tuple[list[float], dict[str, list[float]]]
             assert record is not None
             elapsed = time.monotonic() - t0
             tags = record.tags
-            if tags.get(job_tags.STATUS) != "70":
+            if tags.get(engine.STATUS) != "70":
                 raise SystemExit(
-                    f"job ended at status {tags.get(job_tags.STATUS)}: {tags.get(job_tags.STATUS_DETAIL, '')}"
+                    f"job ended at status {tags.get(engine.STATUS)}: {tags.get(engine.STATUS_DETAIL, '')}"
                 )
             if i > 0:
                 totals.append(elapsed)
 
                 def edge(phase: str, which: str, tags: dict[str, str] = tags) -> float:
-                    return float(tags[job_tags.phase_tag(phase, which)])
+                    return float(tags[engine.phase_tag(phase, which)])
 
                 phases["queue+launch"].append(edge("configure", "started") - submitted)
                 for phase in ("configure", "algorithm", "publish"):

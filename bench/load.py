@@ -54,7 +54,7 @@ from c2d_cli.demo import demo_workflow
 from c2d_cli.origin import LocalOrigin
 from c2d_cli.provider_client import ProviderClient
 from c2d_cli.publisher import mint_to
-from c2d_core import job_tags
+from c2d_core import engine
 from c2d_core.chain import Chain, dev_account
 from c2d_core.settings import EngineSettings
 from c2d_core.workflow import Workflow
@@ -277,7 +277,7 @@ def run_burst(operator: DagsterJobs, workflows: list[Workflow], timeout: float) 
         samples += 1
         for record in operator.jobs(owner=workflows[0].owner):
             if record.job_id in ids and record.run_ended:
-                ended[record.job_id] = record.tags.get(job_tags.STATUS, "?")
+                ended[record.job_id] = record.tags.get(engine.STATUS, "?")
         if len(ended) == len(ids):
             break
         time.sleep(0.5)
@@ -310,7 +310,7 @@ def stop_leftovers(operator: DagsterJobs, jobs: list[tuple[str, str]]) -> tuple[
         record = operator.job(job_id)
         if record is None:
             continue
-        if record.tags.get(job_tags.STATUS) == "70":
+        if record.tags.get(engine.STATUS) == "70":
             completed += 1
         elif not record.finished:
             with contextlib.suppress(Exception):

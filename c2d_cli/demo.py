@@ -17,6 +17,7 @@ from rich.console import Console
 
 from c2d_cli import stack
 from c2d_cli.origin import LocalOrigin
+from c2d_core.status import JobStatus
 from c2d_core.workflow import Workflow
 
 EXAMPLES = stack.PROJECT_ROOT / "examples"
@@ -68,9 +69,9 @@ def dagster_run_id(webserver_url: str, job_id: str) -> str | None:
     Provider's own operator module); None if Dagster does not answer with one."""
     import httpx
 
-    from c2d_core import job_tags
+    from c2d_core import engine
 
-    run_filter = {"pipelineName": "compute_job", "tags": [{"key": job_tags.JOB_ID, "value": job_id}]}
+    run_filter = {"pipelineName": engine.JOB_NAME, "tags": [{"key": engine.JOB_ID, "value": job_id}]}
     try:
         answer = httpx.post(
             f"{webserver_url}/graphql",
@@ -177,4 +178,4 @@ def run_demo(home: Path, console: Console, timeout: float = 300.0) -> int:
         console.print(f"    the run in the Dagster UI: {running.webserver_url}/runs/{run_id}")
     elapsed = time.monotonic() - started
     console.print(f"    done in {elapsed:.1f} s. Stop the stack with: [bold].venv/bin/c2d dev down[/]")
-    return 0 if final["status"] == 70 else 1
+    return 0 if final["status"] == JobStatus.JOB_FINISHED else 1

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from c2d_core import job_tags
+from c2d_core import engine
 from c2d_core.redact import safe_reason
 from c2d_core.results import ResultEntry
 from c2d_core.workflow import Workflow
@@ -75,18 +75,18 @@ class ResultsAssetOutcome:
 
     def tags(self) -> dict[str, str]:
         record = json.dumps({"status": self.status, "detail": self.detail}, separators=(",", ":"))
-        tags = {job_tags.RESULTS_ASSET: record}
+        tags = {engine.RESULTS_ASSET: record}
         if self.did:
-            tags[job_tags.RESULTS_DID] = self.did
+            tags[engine.RESULTS_DID] = self.did
             served = list(self.asset.files) if self.asset else []
-            tags[job_tags.RESULTS_ASSET_FILES] = json.dumps(served, separators=(",", ":"))
+            tags[engine.RESULTS_ASSET_FILES] = json.dumps(served, separators=(",", ":"))
         return tags
 
 
 def served_indexes(tags: Mapping[str, str]) -> frozenset[int]:
     """The result indexes a job's results asset serves (`c2d/results_asset_files`); none when unset."""
     try:
-        raw = json.loads(tags.get(job_tags.RESULTS_ASSET_FILES, "[]"))
+        raw = json.loads(tags.get(engine.RESULTS_ASSET_FILES, "[]"))
     except json.JSONDecodeError:
         return frozenset()
     if not isinstance(raw, list):

@@ -16,13 +16,12 @@ from typing import Any
 
 import dagster as dg
 
-from c2d_core import job_tags
+from c2d_core import engine
 from c2d_core.environments import UnknownEnvironmentError
 from c2d_defs import maintenance
 from c2d_defs.maintenance import act_on_each
 from c2d_defs.resources import ComputeEnvironments
 
-JOB_NAME = "compute_job"
 RESULTS_EXPIRY_JOB_NAME = "results_expiry_job"
 RESULTS_EXPIRY_OP = "expire_results"
 # Runs looked at per tick, newest first; a backlog drains over several ticks.
@@ -36,15 +35,14 @@ def expired_runs(
     """(run id, job id) of finished runs whose results outlived their environment's storageExpiry."""
     expired = []
     for run in runs:
-        tags = run.tags or {}
-        job_id = tags.get(job_tags.JOB_ID)
-        if not job_id or tags.get(job_tags.RESULTS_EXPIRED) == "1":
+        tags = engine.JobTags.from_tags(run.tags)
+        job_id = tags.job_id
+        if not job_id or tags.results_expired:
             continue
-        try:
-            finished = float(tags[job_tags.DATE_FINISHED])
-        except (KeyError, ValueError):
+        finished = tags.date_finished
+        if finished is None:
             continue  # publish never recorded an end: nothing was published by this run
-        expiry = expiry_of(tags.get(job_tags.ENVIRONMENT, ""))
+        expiry = expiry_of(tags.environment)
         if expiry and now - finished >= expiry:
             expired.append((run.run_id, job_id))
     return expired
@@ -62,7 +60,7 @@ def due_expiries(
         return []  # an empty run id filter would mean no filter at all
     runs = instance.get_runs(
         filters=dg.RunsFilter(
-            job_name=JOB_NAME,
+            job_name=engine.JOB_NAME,
             statuses=FINISHED_STATES,
             run_ids=list(run_ids) if run_ids is not None else None,
         ),
@@ -86,7 +84,7 @@ def expire_results(
     def expire(item: tuple[str, str]) -> bool:
         run_id, job_id = item
         store.delete_job(job_id)
-        instance.add_run_tags(run_id, {job_tags.RESULTS_EXPIRED: "1"})
+        instance.add_run_tags(run_id, {engine.RESULTS_EXPIRED: "1"})
         return True
 
     done = act_on_each(

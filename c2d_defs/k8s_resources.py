@@ -20,7 +20,7 @@ import dagster as dg
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from c2d_core import job_tags
+from c2d_core import engine
 from c2d_core.settings import EngineSettings
 from c2d_defs import maintenance
 from c2d_defs.k8s_pod_runner import K8sPodRunner, K8sRunnerConfig, default_client
@@ -134,7 +134,7 @@ def orphaned_volumes(
         if now - created_at < grace_seconds:
             continue
         runs = runs_of(job_id)
-        if any(_awaits_salvage(run) or job_tags.VOLUME_KEPT in (run.tags or {}) for run in runs):
+        if any(_awaits_salvage(run) or engine.VOLUME_KEPT in (run.tags or {}) for run in runs):
             continue
         if all(run.is_finished for run in runs):
             ended = [run_end for run in runs if (run_end := _end_time(run)) is not None]
@@ -146,15 +146,11 @@ def orphaned_volumes(
 
 def _awaits_salvage(run: Any) -> bool:
     tags = getattr(run, "tags", None) or {}
-    return job_tags.WATCHDOG in tags and job_tags.DATE_FINISHED not in tags
+    return engine.WATCHDOG in tags and engine.DATE_FINISHED not in tags
 
 
 def _end_time(run: Any) -> float | None:
-    raw = (getattr(run, "tags", None) or {}).get(job_tags.DATE_FINISHED)
-    try:
-        return float(raw) if raw is not None else None
-    except ValueError:
-        return None
+    return engine.JobTags.from_tags(getattr(run, "tags", None)).date_finished
 
 
 def release_orphaned_volumes(
@@ -180,7 +176,7 @@ def release_orphaned_volumes(
 
 
 def runs_of_job(instance: dg.DagsterInstance, job_id: str) -> Sequence[Any]:
-    return instance.get_runs(filters=dg.RunsFilter(tags={job_tags.JOB_ID: job_id}), limit=20)
+    return instance.get_runs(filters=dg.RunsFilter(tags={engine.JOB_ID: job_id}), limit=20)
 
 
 @dg.sensor(

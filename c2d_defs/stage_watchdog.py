@@ -31,95 +31,68 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from c2d_core import job_tags
-from c2d_core.environments import Environment, Environments, UnknownEnvironmentError
+from c2d_core import engine
+from c2d_core.environments import Environment, Environments, UnknownEnvironmentError, stage_deadline
 from c2d_core.settings import EngineSettings
-from c2d_core.status import JobStatus
+from c2d_core.status import JobStatus, Stage
 from c2d_defs.resources import ComputeEnvironments
 
-JOB_NAME = "compute_job"
 SALVAGE_JOB_NAME = "salvage_job"
-STAGES = ("configure", "algorithm", "publish")
-WATCHDOG = job_tags.WATCHDOG
+WATCHDOG = engine.WATCHDOG
 SALVAGE_OF = "c2d/salvage_of"  # on a salvage run: the compute run it finishes
 # Ended runs are looked at for this long after their last update; older ones were dealt with.
 ENDED_LOOKBACK = timedelta(days=1)
 RUNS_PER_TICK = 500
 
-_FAILURE_OF_STAGE = {
-    "configure": JobStatus.DATA_PROVISIONING_FAILED,
-    "algorithm": JobStatus.ALGORITHM_FAILED,
-    "publish": JobStatus.RESULTS_UPLOAD_FAILED,
-}
-
 
 @dataclass(frozen=True)
-class Stage:
+class StagePosition:
     """Where a job is: the stage it is in (or waits to enter) and since when (epoch seconds)."""
 
-    name: str
+    stage: Stage
     since: float
 
 
-def current_stage(tags: Mapping[str, str]) -> Stage | None:
+def current_stage(tags: Mapping[str, str]) -> StagePosition | None:
     """The stage a job is in from its phase tags; None before its configure stage started.
 
     Between two stages (one finished, the next not started) the job counts as in the next one,
     since the previous one's end: the gap is part of the next stage's deadline.
     """
-    last: Stage | None = None
-    for index, name in enumerate(STAGES):
-        started = _epoch(tags.get(job_tags.phase_tag(name, "started")))
-        finished = _epoch(tags.get(job_tags.phase_tag(name, "finished")))
+    last: StagePosition | None = None
+    for stage, (started, finished) in engine.JobTags.from_tags(tags).phases.items():
         if started is not None and finished is None:
-            return Stage(name, started)
+            return StagePosition(stage, started)
         if finished is not None:
-            following = STAGES[min(index + 1, len(STAGES) - 1)]
-            last = Stage(following, finished)
+            last = StagePosition(stage.next, finished)
     return last
-
-
-def stage_deadline(stage: str, environment: Environment | None, settings: EngineSettings) -> int:
-    if stage == "configure":
-        return settings.configure_deadline
-    if stage == "publish":
-        return settings.publish_deadline
-    return environment.max_job_duration if environment else settings.configure_deadline
 
 
 def results_stored(tags: Mapping[str, str]) -> bool:
     """The publish stage stored the job's results (and recorded them) before its run ended: only
     the results asset and the final status write were left. Nothing must be published again."""
-    return job_tags.phase_tag("publish", "finished") in tags and job_tags.RESULTS in tags
+    return engine.phase_tag(Stage.PUBLISH, "finished") in tags and engine.RESULTS in tags
 
 
-def stored_outcome(tags: Mapping[str, str], stage: Stage | None) -> JobStatus:
+def stored_outcome(tags: Mapping[str, str], stage: StagePosition | None) -> JobStatus:
     """The status of a job whose results were stored: what the publish stage was about to write
     (60 "Publishing results" becomes 70; a failure status it carried stays)."""
-    try:
-        current = JobStatus(int(tags.get(job_tags.STATUS, "")))
-    except ValueError:
+    current = engine.JobTags.from_tags(tags).status
+    if current is None:
         return failure_status(stage)
     return JobStatus.JOB_FINISHED if current is JobStatus.PUBLISHING_RESULTS else current
 
 
-def failure_status(stage: Stage | None) -> JobStatus:
+def failure_status(stage: StagePosition | None) -> JobStatus:
     """Ocean's closest failure code for a job ended in `stage` (None: before configure started)."""
-    return _FAILURE_OF_STAGE[stage.name] if stage else JobStatus.DATA_PROVISIONING_FAILED
-
-
-def _epoch(raw: str | None) -> float | None:
-    try:
-        return float(raw) if raw is not None else None
-    except ValueError:
-        return None
+    return stage.stage.failure if stage else JobStatus.DATA_PROVISIONING_FAILED
 
 
 @dataclass(frozen=True)
 class Verdict:
     run_id: str
     job_id: str
-    stage: Stage | None
+    stage: StagePosition | None
     status: JobStatus
     detail: str
     terminate: bool  # the run is still going: terminate it first
@@ -128,8 +101,8 @@ class Verdict:
     salvage: bool = True
 
 
-def where(stage: Stage | None) -> str:
-    return f"during its {stage.name} stage" if stage else "before its configure stage started"
+def where(stage: StagePosition | None) -> str:
+    return f"during its {stage.stage} stage" if stage else "before its configure stage started"
 
 
 @dataclass(frozen=True)
@@ -167,9 +140,7 @@ def run_end_cause(instance: dg.DagsterInstance, run_id: str) -> EndCause:
     if any(mark in message for message in messages for mark in _WORKER_DEATH_MARKS):
         return WORKER_DIED
     if any("maximum runtime" in message for message in messages):
-        return EndCause(
-            f"the job ran past its {job_tags.MAX_RUNTIME} and its run was ended", worker_gone=False
-        )
+        return EndCause(f"the job ran past its {engine.MAX_RUNTIME} and its run was ended", worker_gone=False)
     if any("seconds to cancel" in message for message in messages):
         return EndCause(
             "the job's run did not stop within run monitoring's cancel timeout", worker_gone=False
@@ -206,8 +177,8 @@ def judge(
     past that stage's deadline plus the grace: the handler finishes the job itself before that.
     """
     tags = run.tags
-    job_id = tags.get(job_tags.JOB_ID, "")
-    if not job_id or job_tags.DATE_FINISHED in tags:
+    job_id = tags.get(engine.JOB_ID, "")
+    if not job_id or engine.DATE_FINISHED in tags:
         return None  # finished properly (publish's last write), or expired in the queue
     stage = current_stage(tags)
     status = failure_status(stage)
@@ -218,7 +189,7 @@ def judge(
             return None  # stopped (or expired) while queued: nothing ran, nothing to publish
         sentence = cause.sentence
         if cause is not WORKER_DIED and (
-            tags.get(job_tags.STOP_REQUESTED) == "1" or run.status == dg.DagsterRunStatus.CANCELED
+            tags.get(engine.STOP_REQUESTED) == "1" or run.status == dg.DagsterRunStatus.CANCELED
         ):
             sentence = "the job was stopped but its run ended before publishing"
         detail = tags.get(WATCHDOG) or f"{sentence} {where(stage)} (run {run.status.value})"
@@ -245,21 +216,21 @@ def judge(
             run.run_id, job_id, stage, status, tags[WATCHDOG], terminate=True, recorded=True, salvage=False
         )
     detail = (
-        f"the job's {stage.name} stage made no progress for {now - stage.since:.0f} s, past its "
+        f"the job's {stage.stage} stage made no progress for {now - stage.since:.0f} s, past its "
         f"deadline of {limit - settings.watchdog_grace} s plus a grace of {settings.watchdog_grace} s"
     )
     return Verdict(run.run_id, job_id, stage, status, detail, terminate=True, salvage=False)
 
 
 def _limit(
-    stage: Stage, tags: Mapping[str, str], environments: Environments, settings: EngineSettings
+    stage: StagePosition, tags: Mapping[str, str], environments: Environments, settings: EngineSettings
 ) -> int:
     """How long a job may stay in `stage`: its deadline plus the watchdog's grace."""
     try:
-        environment: Environment | None = environments.get(tags.get(job_tags.ENVIRONMENT, ""))
+        environment: Environment | None = environments.get(tags.get(engine.ENVIRONMENT, ""))
     except UnknownEnvironmentError:
         environment = None
-    return stage_deadline(stage.name, environment, settings) + settings.watchdog_grace
+    return stage_deadline(stage.stage, environment, settings) + settings.watchdog_grace
 
 
 def find_stuck_jobs(
@@ -267,12 +238,12 @@ def find_stuck_jobs(
 ) -> list[Verdict]:
     """Every compute job the watchdog must end now."""
     going = instance.get_runs(
-        filters=dg.RunsFilter(job_name=JOB_NAME, statuses=[dg.DagsterRunStatus.STARTED]),
+        filters=dg.RunsFilter(job_name=engine.JOB_NAME, statuses=[dg.DagsterRunStatus.STARTED]),
         limit=RUNS_PER_TICK,
     )
     ended = instance.get_runs(
         filters=dg.RunsFilter(
-            job_name=JOB_NAME,
+            job_name=engine.JOB_NAME,
             statuses=[dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED],
             updated_after=datetime.fromtimestamp(now, UTC) - ENDED_LOOKBACK,
         ),
@@ -284,7 +255,7 @@ def find_stuck_jobs(
         if verdict is not None:
             verdicts.append(verdict)
     for run in ended:
-        if job_tags.DATE_FINISHED in run.tags:
+        if engine.DATE_FINISHED in run.tags:
             continue  # finished: no need to read its events
         if run.status == dg.DagsterRunStatus.CANCELED and current_stage(run.tags) is None:
             continue  # stopped while queued: nothing to do (see `judge`)
@@ -301,14 +272,14 @@ def record_verdict(instance: dg.DagsterInstance, verdict: Verdict) -> bool:
     results) and, for a run still going, terminate it. False (nothing done) when the job finished
     since it was judged: its own final status stands."""
     run = instance.get_run_by_id(verdict.run_id)
-    if run is None or job_tags.DATE_FINISHED in run.tags:
+    if run is None or engine.DATE_FINISHED in run.tags:
         return False
     instance.add_run_tags(
         verdict.run_id,
         {
-            job_tags.STATUS: str(int(verdict.status)),
-            job_tags.STATUS_TEXT: verdict.status.text,
-            job_tags.STATUS_DETAIL: verdict.detail[:1000],
+            engine.STATUS: str(int(verdict.status)),
+            engine.STATUS_TEXT: verdict.status.text,
+            engine.STATUS_DETAIL: verdict.detail[:1000],
             WATCHDOG: verdict.detail[:1000],
         },
     )
@@ -359,7 +330,7 @@ def stage_watchdog(
         elif not verdict.terminate:
             context.log.info(
                 f"job {verdict.job_id} (run {verdict.run_id}): its run was terminated and its worker may "
-                f"still be publishing; salvaged if its {verdict.stage.name if verdict.stage else 'current'} "
+                f"still be publishing; salvaged if its {verdict.stage.stage if verdict.stage else 'current'} "
                 "stage outlives its deadline plus the grace"
             )
     if not verdicts:

@@ -24,15 +24,14 @@ from typing import Any
 
 import dagster as dg
 
-from c2d_core import job_tags
+from c2d_core import engine
 from c2d_core.environments import Environments, UnknownEnvironmentError
 from c2d_core.settings import EngineSettings
-from c2d_core.status import JobStatus
+from c2d_core.status import JobStatus, Stage
 from c2d_defs import maintenance
 from c2d_defs.maintenance import act_on_each
 from c2d_defs.resources import ComputeEnvironments
 
-JOB_NAME = "compute_job"
 QUEUE_EXPIRY_JOB_NAME = "queue_expiry_job"
 QUEUE_EXPIRY_OP = "expire_queued"
 RUNS_PER_TICK = 500
@@ -66,7 +65,7 @@ def due_queued_runs(
         return []  # an empty run id filter would mean no filter at all
     records = instance.get_run_records(
         filters=dg.RunsFilter(
-            job_name=JOB_NAME,
+            job_name=engine.JOB_NAME,
             statuses=[dg.DagsterRunStatus.QUEUED],
             run_ids=list(run_ids) if run_ids is not None else None,
         ),
@@ -75,7 +74,7 @@ def due_queued_runs(
     )
     due = []
     for record in records:
-        env_id = record.dagster_run.tags.get(job_tags.ENVIRONMENT, "")
+        env_id = record.dagster_run.tags.get(engine.ENVIRONMENT, "")
         limit = limit_of(env_id)
         created = record.create_timestamp
         if created.tzinfo is None:  # run storage keeps UTC
@@ -98,17 +97,17 @@ def end_queued_run(instance: dg.DagsterInstance, expiry: QueueExpiry) -> bool:
     run = instance.get_run_by_id(run_id)
     if run is None or run.status != dg.DagsterRunStatus.CANCELING:
         return False  # dequeued meanwhile: it runs, and its own stages record its status
-    if job_tags.phase_tag("configure", "started") in run.tags:
+    if engine.phase_tag(Stage.CONFIGURE, "started") in run.tags:
         return False
     # Status 2 first, then the run's end: a reader never sees the run ended without its status
     # (the Provider would report an ended run without one as stopped).
     instance.add_run_tags(
         run_id,
         {
-            job_tags.STATUS: str(int(JobStatus.QUEUE_EXPIRED)),
-            job_tags.STATUS_TEXT: JobStatus.QUEUE_EXPIRED.text,
-            job_tags.STATUS_DETAIL: _expired_detail(expiry.limit, expiry.env_id),
-            job_tags.DATE_FINISHED: str(time.time()),
+            engine.STATUS: str(int(JobStatus.QUEUE_EXPIRED)),
+            engine.STATUS_TEXT: JobStatus.QUEUE_EXPIRED.text,
+            engine.STATUS_DETAIL: _expired_detail(expiry.limit, expiry.env_id),
+            engine.DATE_FINISHED: str(time.time()),
         },
     )
     instance.report_run_canceled(run)

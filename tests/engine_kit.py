@@ -8,6 +8,7 @@ from typing import Any
 
 import dagster as dg
 
+from c2d_core import engine
 from c2d_defs.jobs import compute_job
 from c2d_defs.resources import ComputeEnvironments, LocalPodRunnerResource, LocalResultStoreResource
 
@@ -17,7 +18,7 @@ def run_compute_job(
 ) -> dg.ExecuteInProcessResult:
     """Run `workflow` as compute_job on `instance`; failures are results, not exceptions."""
     return compute_job.execute_in_process(
-        run_config={"ops": {"configure": {"config": {"workflow": workflow}}}},
+        run_config=engine.run_config(workflow),
         instance=instance,
         resources={
             "pod_runner": LocalPodRunnerResource(),

@@ -9,14 +9,12 @@ import time
 
 import dagster as dg
 
-from c2d_core import job_tags
+from c2d_core import engine
 from c2d_core.environments import Environment, UnknownEnvironmentError
-from c2d_core.status import JobStatus
 from c2d_defs.ops.compute import JobRecorder, JobState, finish_results_handover, publish_job
 from c2d_defs.pod_spec import PodRunner
 from c2d_defs.resources import ComputeEnvironments, ResultStoreResource
 from c2d_defs.stage_watchdog import (
-    JOB_NAME,
     SALVAGE_JOB_NAME,
     WATCHDOG,
     current_stage,
@@ -43,13 +41,13 @@ def salvage(
     environments: ComputeEnvironments,
 ) -> None:
     run = context.instance.get_run_by_id(config.run_id)
-    if run is None or run.job_name != JOB_NAME:
+    if run is None or run.job_name != engine.JOB_NAME:
         raise dg.Failure(f"run {config.run_id} is not a compute job's run")
     tags = run.tags
-    if job_tags.DATE_FINISHED in tags:
+    if engine.DATE_FINISHED in tags:
         context.log.info(f"job of run {config.run_id} is finished already: nothing to do")
         return
-    job_id = tags[job_tags.JOB_ID]
+    job_id = tags[engine.JOB_ID]
     stage = current_stage(tags)
     status = failure_status(stage)
     detail = tags.get(WATCHDOG) or f"the job's run ended {where(stage)}"
@@ -63,18 +61,15 @@ def salvage(
         # The worker died after the results were stored (in the results-asset step, or just before
         # the last write): publishing again would find no volume and record an empty result list.
         # The verdict carries the status publish was about to write.
-        try:
-            final = JobStatus(int(tags.get(job_tags.STATUS, "")))
-        except ValueError:
-            final = status
+        final = engine.JobTags.from_tags(tags).status or status
         recorder.status(
             final,
             f"{detail}; its results had been stored",
-            extra={job_tags.DATE_FINISHED: f"{time.time():.3f}"},
+            extra={engine.DATE_FINISHED: f"{time.time():.3f}"},
         )
         return
     try:
-        environment: Environment | None = environments.get(tags.get(job_tags.ENVIRONMENT, ""))
+        environment: Environment | None = environments.get(tags.get(engine.ENVIRONMENT, ""))
     except UnknownEnvironmentError:
         environment = None
     has_volume = environment is not None and stage is not None and pod_runner.has_volume(job_id)

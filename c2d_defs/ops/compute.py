@@ -1,6 +1,6 @@
 """The three stages of a compute job as Dagster ops: configure -> run_algorithm -> publish.
 
-Each op records the job's Ocean status on the run as tags (see c2d_core.job_tags) and hands its work
+Each op records the job's Ocean status on the run as tags (see c2d_core.engine) and hands its work
 to the `pod_runner` resource as a `PodSpec`. A failed stage never skips publish: logs always come back.
 The run fails (for operators) exactly when the job ends in one of Ocean's failure statuses.
 """
@@ -15,7 +15,7 @@ from dagster._core.errors import DagsterExecutionInterruptedError
 from dagster._utils.interrupts import capture_interrupts, check_captured_interrupt
 from pydantic import ValidationError
 
-from c2d_core import job_tags
+from c2d_core import engine
 from c2d_core.environments import Environment, UnknownEnvironmentError
 from c2d_core.result_assets import (
     MAX_DETAIL,
@@ -28,7 +28,7 @@ from c2d_core.result_assets import (
 )
 from c2d_core.results import ResultEntry
 from c2d_core.settings import EngineSettings
-from c2d_core.status import JobStatus
+from c2d_core.status import NEVER_STARTED, JobStatus, Stage
 from c2d_core.workflow import JOB_ID_PATTERN, Workflow
 from c2d_defs.pod_spec import PodResult, PodRunner
 from c2d_defs.pod_specs import algorithm_spec, configure_spec, publish_spec
@@ -84,14 +84,14 @@ class JobRecorder:
         self.instance.add_run_tags(self.run_id, tags)
 
     def status(self, status: JobStatus, detail: str = "", extra: dict[str, str] | None = None) -> None:
-        tags = {job_tags.STATUS: str(int(status)), job_tags.STATUS_TEXT: status.text, **(extra or {})}
+        tags = {engine.STATUS: str(int(status)), engine.STATUS_TEXT: status.text, **(extra or {})}
         if detail:
-            tags[job_tags.STATUS_DETAIL] = detail[:1000]
+            tags[engine.STATUS_DETAIL] = detail[:1000]
         self.tags(tags)
         self.log.info(f"status {int(status)} {status.text.strip()}" + (f": {detail}" if detail else ""))
 
-    def phase(self, phase: str, edge: str) -> None:
-        self.tags({job_tags.phase_tag(phase, edge): f"{time.time():.3f}"})
+    def phase(self, stage: Stage, edge: str) -> None:
+        self.tags({engine.phase_tag(stage, edge): f"{time.time():.3f}"})
 
 
 def record_status(
@@ -100,13 +100,13 @@ def record_status(
     JobRecorder.of(context).status(status, detail, extra)
 
 
-def record_phase(context: dg.OpExecutionContext, phase: str, edge: str) -> None:
-    JobRecorder.of(context).phase(phase, edge)
+def record_phase(context: dg.OpExecutionContext, stage: Stage, edge: str) -> None:
+    JobRecorder.of(context).phase(stage, edge)
 
 
 def _job_id_of(context: dg.OpExecutionContext, raw: dict[str, Any]) -> str:
     """The job id for the volume and the results, even when the workflow itself is unusable."""
-    for candidate in (raw.get("jobId"), context.run.tags.get(job_tags.JOB_ID)):
+    for candidate in (raw.get("jobId"), context.run.tags.get(engine.JOB_ID)):
         if isinstance(candidate, str) and JOB_ID_PATTERN.match(candidate):
             return candidate
     return context.run_id.replace("-", "")
@@ -136,11 +136,11 @@ def _engine_end(context: dg.OpExecutionContext) -> str | None:
     if record is None:
         return None
     tags = record.dagster_run.tags
-    if tags.get(job_tags.WATCHDOG):
-        return tags[job_tags.WATCHDOG]
-    if job_tags.past_max_runtime(tags, record.start_time, time.time()):
+    if tags.get(engine.WATCHDOG):
+        return tags[engine.WATCHDOG]
+    if engine.past_max_runtime(tags, record.start_time, time.time()):
         return (
-            f"the job ran past its {job_tags.MAX_RUNTIME} of {tags[job_tags.MAX_RUNTIME]} s (all its "
+            f"the job ran past its {engine.MAX_RUNTIME} of {tags[engine.MAX_RUNTIME]} s (all its "
             "stages' deadlines plus a grace) and the engine ended it"
         )
     return None
@@ -166,7 +166,7 @@ def configure(
     result_store: ResultStoreResource,
 ) -> JobState:
     settings = EngineSettings()
-    record_phase(context, "configure", "started")
+    record_phase(context, Stage.CONFIGURE, "started")
     state = JobState(job_id=_job_id_of(context, config.workflow), status=JobStatus.CONFIGURING_VOLUMES)
     record_status(context, JobStatus.CONFIGURING_VOLUMES)
     try:
@@ -207,11 +207,11 @@ def configure(
             # back to the consumer and the volume (with whatever was fetched) is released.
             ended_by = _engine_end(context)
             if ended_by is None:
-                context.instance.add_run_tags(context.run_id, {job_tags.STOP_REQUESTED: "1"})
+                context.instance.add_run_tags(context.run_id, {engine.STOP_REQUESTED: "1"})
             state.status = JobStatus.DATA_PROVISIONING_FAILED
             state.detail = ended_by or "stopped on request while fetching the inputs"
             record_status(context, state.status, state.detail)
-            record_phase(context, "configure", "finished")
+            record_phase(context, Stage.CONFIGURE, "finished")
             publish_results(context, state, pod_runner, result_store)
             raise
         _log_pod(context.log, "configure", result)
@@ -231,7 +231,7 @@ def configure(
         return state
     finally:
         record_status(context, state.status, state.detail if state.status.is_failure else "")
-        record_phase(context, "configure", "finished")
+        record_phase(context, Stage.CONFIGURE, "finished")
 
 
 @dg.op(
@@ -247,7 +247,7 @@ def run_algorithm(
     if state.status is not JobStatus.PROVISIONING_SUCCESS or not state.workflow or not state.environment:
         context.log.info(f"algorithm not run: the job is at status {int(state.status)} {state.status.text}")
         return state
-    record_phase(context, "algorithm", "started")
+    record_phase(context, Stage.ALGORITHM, "started")
     state.status = JobStatus.RUNNING_ALGORITHM
     record_status(context, state.status)
     env = state.environment
@@ -261,28 +261,26 @@ def run_algorithm(
         ended_by = _engine_end(context)
         if ended_by is None:
             context.instance.add_run_tags(
-                context.run_id, {job_tags.ALGORITHM_TERMINATION: "Stopped", job_tags.STOP_REQUESTED: "1"}
+                context.run_id, {engine.ALGORITHM_TERMINATION: "Stopped", engine.STOP_REQUESTED: "1"}
             )
             state.detail = "algorithm stopped on request"
         else:
-            context.instance.add_run_tags(
-                context.run_id, {job_tags.ALGORITHM_TERMINATION: "DeadlineExceeded"}
-            )
+            context.instance.add_run_tags(context.run_id, {engine.ALGORITHM_TERMINATION: "DeadlineExceeded"})
             state.status, state.detail = JobStatus.ALGORITHM_FAILED, ended_by
-        record_phase(context, "algorithm", "finished")
+        record_phase(context, Stage.ALGORITHM, "finished")
         state.algorithm_ran = True
         publish_results(context, state, pod_runner, result_store)
         raise
     _log_pod(context.log, "algorithm", result)
-    tags: dict[str, str] = {job_tags.ALGORITHM_TERMINATION: result.termination}
+    tags: dict[str, str] = {engine.ALGORITHM_TERMINATION: result.termination}
     if result.exit_code is not None:
-        tags[job_tags.ALGORITHM_EXIT_CODE] = str(result.exit_code)
+        tags[engine.ALGORITHM_EXIT_CODE] = str(result.exit_code)
     context.instance.add_run_tags(context.run_id, tags)
-    record_phase(context, "algorithm", "finished")
-    state.algorithm_ran = result.termination not in ("ImageNotFound", "StartError")
+    record_phase(context, Stage.ALGORITHM, "finished")
+    state.algorithm_ran = result.termination not in NEVER_STARTED
     # Like Ocean Node, an algorithm that ran but failed still publishes and finishes (70); the
     # termination tags and the detail say how it ended. Failing to start at all is status 41.
-    if result.termination in ("ImageNotFound", "StartError"):
+    if result.termination in NEVER_STARTED:
         state.status, state.detail = JobStatus.ALGORITHM_FAILED, result.message
         record_status(context, state.status, state.detail)
     elif result.termination == "DiskQuotaExceeded":
@@ -325,7 +323,7 @@ def publish_job(
     # reading the manifest back raised): only then is the volume kept for an operator's re-publish.
     # A publish cut short by a stop or a termination releases it like any other end.
     store_failed = False
-    recorder.phase("publish", "started")
+    recorder.phase(Stage.PUBLISH, "started")
     if on_success_path:
         recorder.status(JobStatus.PUBLISHING_RESULTS)
     try:
@@ -349,7 +347,7 @@ def publish_job(
                 with result_store.store().open(manifest_location) as handle:
                     manifest = [ResultEntry.model_validate(item) for item in json.load(handle)]
                 # Internal (operators and the Provider read it): where this job's manifest lives.
-                recorder.tags({job_tags.MANIFEST: manifest_location})
+                recorder.tags({engine.MANIFEST: manifest_location})
             published = report.get("status") == 70 and result.termination == "Completed"
             store_failed = not published and (
                 report.get("status") is not None or result.termination == "DeadlineExceeded"
@@ -371,20 +369,20 @@ def publish_job(
         if state.environment is not None and store_failed:
             # What did not reach the result store (outputs, logs) stays in the volume, so an operator
             # can publish it again; it is kept until removed by hand (docs/operations.md).
-            recorder.tags({job_tags.VOLUME_KEPT: "1"})
+            recorder.tags({engine.VOLUME_KEPT: "1"})
             recorder.log.warning(f"publishing failed: the volume of job {state.job_id} is kept")
         elif state.environment is not None and not settings.keep_work_dirs:
             pod_runner.release_volume(state.job_id)
         public = [entry.public() for entry in manifest]
         if not state.status.is_failure:
             state.status = JobStatus.JOB_FINISHED
-        recorder.phase("publish", "finished")
-        recorder.tags({job_tags.RESULTS: json.dumps(public, separators=(",", ":"))})
+        recorder.phase(Stage.PUBLISH, "finished")
+        recorder.tags({engine.RESULTS: json.dumps(public, separators=(",", ":"))})
         if wants_results_asset(state.workflow):
             record_results_asset(recorder, state, manifest, settings)
         # The final status and dateFinished land together (one write), so no reader ever sees a
         # finished date beside a status that is still moving.
-        recorder.status(state.status, state.detail, extra={job_tags.DATE_FINISHED: f"{time.time():.3f}"})
+        recorder.status(state.status, state.detail, extra={engine.DATE_FINISHED: f"{time.time():.3f}"})
     return public
 
 
@@ -402,13 +400,13 @@ def record_results_asset(
         return
     run = recorder.instance.get_run_by_id(recorder.run_id)
     tags = run.tags if run is not None else {}  # read fresh: the ops added tags since the run started
-    if tags.get(job_tags.RESULTS_DID):
-        recorder.log.info(f"results asset already published as {tags[job_tags.RESULTS_DID]}")
+    if tags.get(engine.RESULTS_DID):
+        recorder.log.info(f"results asset already published as {tags[engine.RESULTS_DID]}")
         return
     reason = skip_reason(
         manifest,
-        stopped=tags.get(job_tags.STOP_REQUESTED) == "1",
-        algorithm_termination=tags.get(job_tags.ALGORITHM_TERMINATION),
+        stopped=tags.get(engine.STOP_REQUESTED) == "1",
+        algorithm_termination=tags.get(engine.ALGORITHM_TERMINATION),
         failure=f"{int(state.status)} {state.status.text.strip()}" if state.status.is_failure else "",
     )
     # A stop arriving mid-way would leave a half-made asset and skip the final status write; the job's
@@ -421,7 +419,7 @@ def record_results_asset(
             skip_reason=reason,
             # Before anything else can fail: a worker killed before the hand-over leaves the NFT with
             # the Provider, and this tag is how the stage watchdog finds it (finish_results_handover).
-            on_created=lambda nft: recorder.tags({job_tags.RESULTS_NFT: nft}),
+            on_created=lambda nft: recorder.tags({engine.RESULTS_NFT: nft}),
         )
         if check_captured_interrupt():
             recorder.log.warning("a stop came while the results asset was published; it was finished first")
@@ -439,13 +437,12 @@ def record_results_asset(
 def finish_results_handover(recorder: JobRecorder, run: dg.DagsterRun) -> None:
     """For the stage watchdog: a results asset whose publish was cut short (its NFT created, no DID
     recorded: the worker was killed mid-way) is handed over to its owner, and recorded as failed."""
-    nft = run.tags.get(job_tags.RESULTS_NFT)
-    if not nft or run.tags.get(job_tags.RESULTS_DID):
+    nft = run.tags.get(engine.RESULTS_NFT)
+    if not nft or run.tags.get(engine.RESULTS_DID):
         return
     try:
-        raw: Any = run.run_config
-        owner = results_owner(Workflow.model_validate(raw["ops"]["configure"]["config"]["workflow"]))
-    except (KeyError, TypeError, ValidationError):
+        owner = results_owner(engine.workflow_from_run_config(run.run_config))
+    except ValueError:  # no workflow, or a malformed one (a pydantic ValidationError)
         sentence = f"the NFT {nft} was left with the Provider: the run's workflow names no owner"
     else:
         sentence = finish_handover(EngineSettings(), nft, owner)

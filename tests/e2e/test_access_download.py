@@ -309,7 +309,7 @@ def test_expired_results_are_a_clear_410(ocean_stack: Any, tmp_path_factory: Any
     """What storage expiry leaves behind (the run tagged, the files deleted) answers like computeResult."""
     import dagster as dg
 
-    from c2d_core import job_tags
+    from c2d_core import engine
     from c2d_core.results import LocalResultStore
 
     s = ocean_stack
@@ -322,11 +322,11 @@ def test_expired_results_are_a_clear_410(ocean_stack: Any, tmp_path_factory: Any
     _datatoken, tx = order_access(s, s.consumer, did)
     assert s.provider.download(s.consumer, did, "access", tx, 0).status_code == 200
     with dg.DagsterInstance.from_config(s.running.dagster_home) as instance:
-        run = instance.get_runs(filters=dg.RunsFilter(tags={job_tags.JOB_ID: job["jobId"]}))[0]
+        run = instance.get_runs(filters=dg.RunsFilter(tags={engine.JOB_ID: job["jobId"]}))[0]
         results = Path(s.running.home) / "results"
         assert (results / job["jobId"]).is_dir()
         LocalResultStore(results).delete_job(job["jobId"])
-        instance.add_run_tags(run.run_id, {job_tags.RESULTS_EXPIRED: "1"})
+        instance.add_run_tags(run.run_id, {engine.RESULTS_EXPIRED: "1"})
     response = s.provider.download(s.consumer, did, "access", tx, 0)
     assert response.status_code == 410 and "expired" in response.json()["error"]
     checked = s.provider._call(

@@ -14,7 +14,7 @@ import pytest
 
 from c2d_cli.consumer import order_and_start, wait_for_status
 from c2d_cli.publisher import SAMPLE_CONTAINER
-from c2d_core import job_tags
+from c2d_core import engine
 from c2d_core.crypto import decrypt_service_files
 from c2d_core.publishing import ecies_decryptor
 from c2d_core.result_assets import RESULT_FILE_TYPE, RESULTS_DATATOKENS
@@ -31,7 +31,7 @@ query ($filter: RunsFilter) {
 
 def _run_tags(webserver_url: str, job_id: str) -> dict[str, str]:
     """The job's run tags, read from Dagster's run storage over GraphQL (as the Provider does)."""
-    variables = {"filter": {"tags": [{"key": job_tags.JOB_ID, "value": job_id}]}}
+    variables = {"filter": {"tags": [{"key": engine.JOB_ID, "value": job_id}]}}
     body = httpx.post(
         f"{webserver_url}/graphql", json={"query": _RUN_TAGS, "variables": variables}, timeout=30
     )
@@ -53,9 +53,9 @@ def test_job_with_publish_output_ends_70_with_a_resolvable_results_asset(ocean_s
     assert final["status"] == 70, final
 
     tags = _run_tags(s.running.webserver_url, job["jobId"])
-    assert tags[job_tags.STATUS] == "70"
-    assert json.loads(tags[job_tags.RESULTS_ASSET])["status"] == "published", tags[job_tags.RESULTS_ASSET]
-    did = tags[job_tags.RESULTS_DID]
+    assert tags[engine.STATUS] == "70"
+    assert json.loads(tags[engine.RESULTS_ASSET])["status"] == "published", tags[engine.RESULTS_ASSET]
+    did = tags[engine.RESULTS_DID]
     assert final["resultsDid"] == did
 
     provider_key = (Path(s.running.home) / "secrets" / "provider-key").read_text().strip()
@@ -70,7 +70,7 @@ def test_job_with_publish_output_ends_70_with_a_resolvable_results_asset(ocean_s
     assert tuple(datatoken.functions.getPermissions(provider_address).call()) == (False, False)
     assert datatoken.functions.balanceOf(owner).call() == RESULTS_DATATOKENS * 10**18
 
-    manifest = json.loads(tags[job_tags.RESULTS])
+    manifest = json.loads(tags[engine.RESULTS])
     outputs = [entry for entry in manifest if entry["type"] == "output"]
     (log,) = [entry for entry in manifest if entry["type"] == "algorithmLog"]
     provenance = resolved.ddo["metadata"]["additionalInformation"]["c2dProvenance"]

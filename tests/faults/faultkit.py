@@ -27,7 +27,7 @@ import httpx
 
 from c2d_cli.demo import demo_workflow
 from c2d_cli.processes import alive
-from c2d_core import job_tags
+from c2d_core import engine
 from c2d_core.workflow import Workflow
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -245,7 +245,7 @@ def run_of(instance: Any, job_id: str) -> Any:
     """The Dagster run of a job, straight from run storage (None before it exists)."""
     import dagster as dg
 
-    runs = instance.get_runs(filters=dg.RunsFilter(tags={job_tags.JOB_ID: job_id}), limit=1)
+    runs = instance.get_runs(filters=dg.RunsFilter(tags={engine.JOB_ID: job_id}), limit=1)
     return runs[0] if runs else None
 
 
@@ -254,7 +254,7 @@ def finished_in_storage(instance: Any, job_id: str, timeout: float) -> Any:
 
     def ended() -> Any:
         run = run_of(instance, job_id)
-        return run if run is not None and run.is_finished and job_tags.DATE_FINISHED in run.tags else None
+        return run if run is not None and run.is_finished and engine.DATE_FINISHED in run.tags else None
 
     return wait_for(ended, timeout, f"the run of job {job_id} to end in run storage", interval=0.3)
 

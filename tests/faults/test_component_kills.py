@@ -46,7 +46,7 @@ from faultkit import (
 
 from c2d_cli import stack
 from c2d_cli.processes import alive
-from c2d_core import job_tags
+from c2d_core import engine
 from c2d_core.settings import EngineSettings
 from provider_api.dagster_jobs import DagsterJobs
 
@@ -100,12 +100,12 @@ def _reach(phase: str, gs: GatedStack, running: stack.Stack, instance: Any, job_
         assert run.status.value == "QUEUED"
     elif phase == "configure":
         wait_for(lambda: gs.origin.held, 30, "the configure pod to ask the origin for the input")
-        assert run_of(instance, job_id).tags[job_tags.STATUS] == "20"
+        assert run_of(instance, job_id).tags[engine.STATUS] == "20"
     elif phase == "algorithm":
-        wait_for(lambda: run_of(instance, job_id).tags.get(job_tags.STATUS) == "40", 30, "status 40")
+        wait_for(lambda: run_of(instance, job_id).tags.get(engine.STATUS) == "40", 30, "status 40")
     else:
         wait_for(lambda: gs.s3.held, 30, "the publish pod to reach the result store")
-        assert run_of(instance, job_id).tags[job_tags.STATUS] == "60"
+        assert run_of(instance, job_id).tags[engine.STATUS] == "60"
 
 
 @pytest.mark.parametrize(("component", "phase"), CASES)
@@ -166,7 +166,7 @@ def test_component_killed_in_each_phase_the_job_finishes_and_is_served_after_res
         else:
             # With the component still down, the job runs to its end in run storage.
             run = finished_in_storage(instance, workflow.job_id, 60)
-            assert run.status.value == "SUCCESS" and run.tags[job_tags.STATUS] == "70", run.tags
+            assert run.status.value == "SUCCESS" and run.tags[engine.STATUS] == "70", run.tags
 
         stack.restart(gs.home, component)
         job = finished_job(running.provider_url, workflow, 60)

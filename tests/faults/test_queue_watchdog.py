@@ -21,7 +21,7 @@ import pytest
 from c2d_cli import stack
 from c2d_cli.demo import demo_workflow
 from c2d_cli.origin import LocalOrigin
-from c2d_core import job_tags
+from c2d_core import engine
 from c2d_core.settings import EngineSettings
 from c2d_core.workflow import Workflow
 from c2d_defs.maintenance import MAINTENANCE, targets_of
@@ -121,19 +121,17 @@ def test_the_queue_expiry_run_is_no_consumer_job(watched_stack: stack.Stack) -> 
         [run] = done
         assert run.status == dg.DagsterRunStatus.SUCCESS
         assert run.tags[MAINTENANCE] == "queue_expiry" and run.tags["c2d/kind"] == "maintenance"
-        assert not {job_tags.ENVIRONMENT, job_tags.OWNER, job_tags.JOB_ID, job_tags.AGREEMENT_ID} & set(
-            run.tags
-        )
+        assert not {engine.ENVIRONMENT, engine.OWNER, engine.JOB_ID, engine.AGREEMENT_ID} & set(run.tags)
         compute_jobs = {
-            record.tags[job_tags.JOB_ID]
+            record.tags[engine.JOB_ID]
             for record in instance.get_runs(
-                filters=dg.RunsFilter(job_name="compute_job", tags={job_tags.OWNER: owner})
+                filters=dg.RunsFilter(job_name=engine.JOB_NAME, tags={engine.OWNER: owner})
             )
         }
     # What the Provider lists for the consumer (its operator's query) is exactly its compute jobs.
     with DagsterJobs(f"{watched_stack.webserver_url}/graphql") as operator:
         listed = operator.jobs(owner=owner)
-        assert {record.tags[job_tags.JOB_ID] for record in listed} == compute_jobs
+        assert {record.tags[engine.JOB_ID] for record in listed} == compute_jobs
         assert run.run_id not in {record.run_id for record in listed}
         assert (
             operator.current_jobs(ENV)[1] == 0

@@ -22,7 +22,7 @@ from faultkit import TcpGate, dagster_instance, demo_job, finished_job, run_of, 
 from fixtures_s3 import S3Server
 
 from c2d_cli import stack
-from c2d_core import job_tags
+from c2d_core import engine
 from c2d_core.settings import EngineSettings
 from provider_api.dagster_jobs import DagsterJobs
 
@@ -98,7 +98,7 @@ def test_store_down_through_publish_ends_62_and_keeps_the_outputs(store_stack: S
     assert (volume / "data" / "outputs" / "out.txt").read_text() == "kept for a retry"
     assert (volume / "data" / "logs" / "algorithm.log").exists()
     with dagster_instance(s.home) as instance:
-        assert run_of(instance, workflow.job_id).tags[job_tags.VOLUME_KEPT] == "1"
+        assert run_of(instance, workflow.job_id).tags[engine.VOLUME_KEPT] == "1"
 
     # An operator's retry (docs/operations.md): the publish program, run by hand on the kept volume.
     termination = volume.parent / f"{workflow.job_id}.termination"

@@ -30,7 +30,7 @@ from c2d_cli.demo import demo_workflow
 from c2d_cli.origin import LocalOrigin
 from c2d_cli.processes import alive
 from c2d_cli.provider_client import ProviderClient
-from c2d_core import job_tags
+from c2d_core import engine
 from c2d_core.chain import dev_accounts
 from c2d_core.settings import EngineSettings
 from c2d_core.workflow import Workflow
@@ -207,7 +207,7 @@ def _kill_and_check(
     with `log_text` in it, nothing of the job left."""
     volume = EngineSettings(home=Path(kill_stack.running.home)).resolved_work_dir / workflow.job_id
     record = kill_stack.operator.submit(workflow)
-    assert int(record.tags[job_tags.MAX_RUNTIME]) > 0  # every compute run carries its deadline
+    assert int(record.tags[engine.MAX_RUNTIME]) > 0  # every compute run carries its deadline
     _wait(
         "the stage's pod to run", lambda: _in_stage(kill_stack.operator.job(workflow.job_id), phase), 45, 0.05
     )
@@ -254,11 +254,9 @@ def _kill_and_check(
 def _in_stage(record: JobRecord | None, phase: str) -> bool:
     """The job is in `phase` (started, not finished) and that stage's pod is running."""
     tags = record.tags if record else {}
-    started = job_tags.phase_tag(phase, "started") in tags
+    started = engine.phase_tag(phase, "started") in tags
     return (
-        started
-        and job_tags.phase_tag(phase, "finished") not in tags
-        and bool(sandbox_processes(record.job_id))
+        started and engine.phase_tag(phase, "finished") not in tags and bool(sandbox_processes(record.job_id))
     )
 
 

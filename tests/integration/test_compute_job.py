@@ -13,7 +13,7 @@ import pytest
 from engine_kit import run_compute_job
 
 from c2d_cli.origin import LocalOrigin
-from c2d_core import job_tags
+from c2d_core import engine
 from c2d_core.crypto import encrypt_for, public_key_of
 from c2d_core.settings import EngineSettings
 
@@ -114,18 +114,18 @@ def _run(workflow: dict):
 
 
 def _manifest(tags) -> list[dict]:
-    return json.loads(tags[job_tags.RESULTS])
+    return json.loads(tags[engine.RESULTS])
 
 
 def test_job_runs_end_to_end_with_ocean_layout_and_results(c2d_home: Path, origin: LocalOrigin) -> None:
     workflow = _workflow(c2d_home, origin)
     result, tags, logs = _run(workflow)
-    assert result.success, tags.get(job_tags.STATUS_DETAIL)
-    assert tags[job_tags.STATUS] == "70" and tags[job_tags.STATUS_TEXT] == "Job finished"
-    assert tags[job_tags.ALGORITHM_EXIT_CODE] == "0"
+    assert result.success, tags.get(engine.STATUS_DETAIL)
+    assert tags[engine.STATUS] == "70" and tags[engine.STATUS_TEXT] == "Job finished"
+    assert tags[engine.ALGORITHM_EXIT_CODE] == "0"
     for phase in ("configure", "algorithm", "publish"):
-        started = float(tags[job_tags.phase_tag(phase, "started")])
-        assert float(tags[job_tags.phase_tag(phase, "finished")]) >= started
+        started = float(tags[engine.phase_tag(phase, "started")])
+        assert float(tags[engine.phase_tag(phase, "finished")]) >= started
     manifest = _manifest(tags)
     assert [(e["index"], e["filename"], e["type"]) for e in manifest] == [
         (0, "deep_er_note.txt", "output"),
@@ -158,9 +158,9 @@ def test_missing_input_ends_31_skips_algorithm_and_still_publishes_logs(
     }
     result, tags, _ = _run(workflow)
     assert not result.success
-    assert tags[job_tags.STATUS] == "31" and tags[job_tags.STATUS_TEXT] == "Data provisioning failed"
-    assert "404" in tags[job_tags.STATUS_DETAIL]
-    assert job_tags.ALGORITHM_EXIT_CODE not in tags
+    assert tags[engine.STATUS] == "31" and tags[engine.STATUS_TEXT] == "Data provisioning failed"
+    assert "404" in tags[engine.STATUS_DETAIL]
+    assert engine.ALGORITHM_EXIT_CODE not in tags
     assert [e["type"] for e in _manifest(tags)] == ["configurationLog", "publishLog"]
 
 
@@ -170,9 +170,9 @@ def test_algorithm_exiting_non_zero_finishes_with_its_exit_code(c2d_home: Path, 
         "container": {"entrypoint": "python $ALGO", "image": "python", "tag": "3.11"},
     }
     _result, tags, _ = _run(_workflow(c2d_home, origin, algorithm=algorithm))
-    assert tags[job_tags.STATUS] == "70"
-    assert tags[job_tags.ALGORITHM_EXIT_CODE] == "3" and tags[job_tags.ALGORITHM_TERMINATION] == "Error"
-    assert tags[job_tags.STATUS_DETAIL] == "algorithm exited with code 3"
+    assert tags[engine.STATUS] == "70"
+    assert tags[engine.ALGORITHM_EXIT_CODE] == "3" and tags[engine.ALGORITHM_TERMINATION] == "Error"
+    assert tags[engine.STATUS_DETAIL] == "algorithm exited with code 3"
     assert "algorithmLog" in [e["type"] for e in _manifest(tags)]
 
 
@@ -182,8 +182,8 @@ def test_algorithm_past_deadline_is_killed_and_recorded(c2d_home: Path, origin: 
         "container": {"entrypoint": "python $ALGO", "image": "python", "tag": "3.11"},
     }
     _result, tags, _ = _run(_workflow(c2d_home, origin, algorithm=algorithm))
-    assert tags[job_tags.ALGORITHM_TERMINATION] == "DeadlineExceeded"
-    assert "maxJobDuration (4 s)" in tags[job_tags.STATUS_DETAIL]
+    assert tags[engine.ALGORITHM_TERMINATION] == "DeadlineExceeded"
+    assert "maxJobDuration (4 s)" in tags[engine.STATUS_DETAIL]
     assert "partial.txt" in [e["filename"] for e in _manifest(tags)]
 
 
@@ -194,8 +194,8 @@ def test_unmapped_image_fails_41_without_fallback(c2d_home: Path, origin: LocalO
     }
     result, tags, _ = _run(_workflow(c2d_home, origin, algorithm=algorithm))
     assert not result.success
-    assert tags[job_tags.STATUS] == "41"
-    assert "node:20" in tags[job_tags.STATUS_DETAIL]
+    assert tags[engine.STATUS] == "41"
+    assert "node:20" in tags[engine.STATUS_DETAIL]
 
 
 def test_disk_quota_is_status_42(c2d_home: Path, origin: LocalOrigin) -> None:
@@ -205,7 +205,7 @@ def test_disk_quota_is_status_42(c2d_home: Path, origin: LocalOrigin) -> None:
     }
     result, tags, _ = _run(_workflow(c2d_home, origin, algorithm=algorithm))
     assert not result.success
-    assert tags[job_tags.STATUS] == "42", tags.get(job_tags.STATUS_DETAIL)
+    assert tags[engine.STATUS] == "42", tags.get(engine.STATUS_DETAIL)
 
 
 @pytest.mark.parametrize(
@@ -217,9 +217,9 @@ def test_bad_workflow_ends_with_clear_status(
 ) -> None:
     result, tags, _ = _run(_workflow(c2d_home, origin, **overrides))
     assert not result.success
-    assert tags[job_tags.STATUS] == "31"
-    assert fragment in tags[job_tags.STATUS_DETAIL]
-    assert tags[job_tags.DATE_FINISHED]
+    assert tags[engine.STATUS] == "31"
+    assert fragment in tags[engine.STATUS_DETAIL]
+    assert tags[engine.DATE_FINISHED]
 
 
 def test_plain_file_objects_are_refused_unless_enabled(
@@ -234,7 +234,7 @@ def test_plain_file_objects_are_refused_unless_enabled(
         }
     ]
     _, tags, _ = _run(workflow)
-    assert tags[job_tags.STATUS] == "31" and "C2D_ALLOW_PLAIN_FILES" in tags[job_tags.STATUS_DETAIL]
+    assert tags[engine.STATUS] == "31" and "C2D_ALLOW_PLAIN_FILES" in tags[engine.STATUS_DETAIL]
     monkeypatch.setenv("C2D_ALLOW_PLAIN_FILES", "true")
     _result, tags, _ = _run({**workflow, "jobId": "f" * 32})
-    assert tags[job_tags.STATUS] == "70", tags.get(job_tags.STATUS_DETAIL)
+    assert tags[engine.STATUS] == "70", tags.get(engine.STATUS_DETAIL)

@@ -22,7 +22,7 @@ from fixtures_postgres import database_url, fresh_database
 from sqlalchemy import create_engine, text
 
 from c2d_cli.origin import LocalOrigin
-from c2d_core import job_tags
+from c2d_core import engine
 from c2d_core.crypto import encrypt_for, public_key_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
@@ -128,15 +128,15 @@ def test_compute_job_runs_on_the_postgres_instance_and_tags_land_in_run_storage(
             },
         }
         result = run_compute_job(
-            workflow, instance, tags={job_tags.JOB_ID: job_id, job_tags.ENVIRONMENT: "pg-env"}
+            workflow, instance, tags={engine.JOB_ID: job_id, engine.ENVIRONMENT: "pg-env"}
         )
         assert result.success
         run_id = result.run_id
 
     # Straight from Postgres: the run, its c2d tags and its events are in run storage.
-    engine = create_engine(database_url(database))
+    db = create_engine(database_url(database))
     try:
-        with engine.connect() as conn:
+        with db.connect() as conn:
             status = conn.execute(text("SELECT status FROM runs WHERE run_id = :r"), {"r": run_id}).scalar()
             tags = dict(
                 conn.execute(
@@ -148,11 +148,11 @@ def test_compute_job_runs_on_the_postgres_instance_and_tags_land_in_run_storage(
                 text("SELECT count(*) FROM event_logs WHERE run_id = :r"), {"r": run_id}
             ).scalar()
     finally:
-        engine.dispose()
+        db.dispose()
     assert status == "SUCCESS"
-    assert tags[job_tags.JOB_ID] == job_id and tags[job_tags.ENVIRONMENT] == "pg-env"
-    assert tags[job_tags.STATUS] == "70" and tags[job_tags.STATUS_TEXT] == "Job finished"
-    assert tags[job_tags.ALGORITHM_EXIT_CODE] == "0"
-    assert float(tags[job_tags.DATE_FINISHED]) > 0
-    assert "out.txt" in [entry["filename"] for entry in json.loads(tags[job_tags.RESULTS])]
+    assert tags[engine.JOB_ID] == job_id and tags[engine.ENVIRONMENT] == "pg-env"
+    assert tags[engine.STATUS] == "70" and tags[engine.STATUS_TEXT] == "Job finished"
+    assert tags[engine.ALGORITHM_EXIT_CODE] == "0"
+    assert float(tags[engine.DATE_FINISHED]) > 0
+    assert "out.txt" in [entry["filename"] for entry in json.loads(tags[engine.RESULTS])]
     assert events and events > 10

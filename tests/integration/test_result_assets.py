@@ -21,7 +21,7 @@ from eth_account import Account
 from fixtures_chain import DT, ChainAsset, DevChain
 
 from c2d_cli.origin import LocalOrigin
-from c2d_core import job_tags
+from c2d_core import engine
 from c2d_core.crypto import decrypt_service_files, encrypt_for, public_key_of
 from c2d_core.ocean.ddo_reader import read_metadata_events
 from c2d_core.publishing import create_asset, ecies_decryptor
@@ -253,11 +253,11 @@ def test_publish_for_job_records_failures_without_raising(
     assert outcome.status == "failed" and outcome.did is None
     assert outcome.detail.startswith("publishing the results asset failed at connecting to the chain")
     assert "127.0.0.1:9" not in outcome.detail and "://" not in outcome.detail
-    assert json.loads(outcome.tags()[job_tags.RESULTS_ASSET]) == {
+    assert json.loads(outcome.tags()[engine.RESULTS_ASSET]) == {
         "status": "failed",
         "detail": outcome.detail,
     }
-    assert job_tags.RESULTS_DID not in outcome.tags() and job_tags.RESULTS_ASSET_FILES not in outcome.tags()
+    assert engine.RESULTS_DID not in outcome.tags() and engine.RESULTS_ASSET_FILES not in outcome.tags()
 
     outcome = publish_for_job(_settings(tmp_path, dev, chain_rpc_url="", provider_url=""), workflow, MANIFEST)
     assert outcome.status == "failed"
@@ -286,10 +286,10 @@ def test_publish_for_job_records_failures_without_raising(
         and outcome.did
         and outcome.detail.startswith(f"published as {outcome.did}")
     )
-    assert outcome.tags()[job_tags.RESULTS_DID] == outcome.did
+    assert outcome.tags()[engine.RESULTS_DID] == outcome.did
     # The indexes the asset serves are recorded with its DID: the outputs, not the log (not asked for).
     assert served_indexes(outcome.tags()) == {0, 1}
-    assert json.loads(outcome.tags()[job_tags.RESULTS_ASSET_FILES]) == [0, 1]
+    assert json.loads(outcome.tags()[engine.RESULTS_ASSET_FILES]) == [0, 1]
 
 
 def test_a_publish_cut_short_after_creating_the_nft_is_handed_over_later(
@@ -336,7 +336,7 @@ def test_the_salvage_hands_over_an_nft_its_dead_run_recorded(
     dev = evm_snapshot
     workflow = _workflow(chain_assets, dev.consumer.address)
     nft, _datatoken = create_asset(dev.chain, dev.provider, "Trained model", NFT_SYMBOL)
-    config = {"ops": {"configure": {"config": {"workflow": workflow.model_dump(by_alias=True, mode="json")}}}}
+    config = engine.run_config(workflow.model_dump(by_alias=True, mode="json"))
     logged: list[str] = []
 
     class Log:
@@ -348,23 +348,23 @@ def test_the_salvage_hands_over_an_nft_its_dead_run_recorded(
 
     with dg.DagsterInstance.ephemeral() as instance:
         run = dg.DagsterRun(
-            job_name="compute_job",
+            job_name=engine.JOB_NAME,
             run_id="0" * 8 + "-0000-0000-0000-" + "0" * 12,
             run_config=config,
             status=dg.DagsterRunStatus.FAILURE,
-            tags={job_tags.JOB_ID: JOB_ID, job_tags.RESULTS_NFT: nft},
+            tags={engine.JOB_ID: JOB_ID, engine.RESULTS_NFT: nft},
         )
         instance.add_run(run)
         recorder = JobRecorder(instance, run.run_id, Log())
         finish_results_handover(recorder, run)
         tags = instance.get_run_by_id(run.run_id).tags  # type: ignore[union-attr]
     assert dev.chain.contracts.at("ERC721Template", nft).functions.ownerOf(1).call() == dev.consumer.address
-    record = json.loads(tags[job_tags.RESULTS_ASSET])
+    record = json.loads(tags[engine.RESULTS_ASSET])
     assert record["status"] == "failed"
     assert f"the NFT {nft} was handed over to {dev.consumer.address}" in record["detail"]
     assert "hand-over by the watchdog" in record["detail"]
     assert record["detail"].endswith("the asset's metadata may be incomplete")
-    assert job_tags.RESULTS_DID not in tags and job_tags.RESULTS_ASSET_FILES not in tags
+    assert engine.RESULTS_DID not in tags and engine.RESULTS_ASSET_FILES not in tags
     assert logged and "metadata may be incomplete" in logged[0]
 
 
@@ -474,16 +474,16 @@ def test_compute_job_publishes_its_results_as_an_asset(
 ) -> None:
     dev = evm_snapshot
     tags = _run_job(engine_home, numbers_origin.url, "cd" * 16, dev.consumer.address)
-    assert tags[job_tags.STATUS] == "70", tags.get(job_tags.STATUS_DETAIL)
-    record = json.loads(tags[job_tags.RESULTS_ASSET])
+    assert tags[engine.STATUS] == "70", tags.get(engine.STATUS_DETAIL)
+    record = json.loads(tags[engine.RESULTS_ASSET])
     assert record["status"] == "published", record
-    did = tags[job_tags.RESULTS_DID]
+    did = tags[engine.RESULTS_DID]
     assert record["detail"].startswith(f"published as {did}") and "://" not in record["detail"]
     # The asset was done before the job was: its tags are written before dateFinished and status 70.
     resolved = ChainDdoResolver(dev.chain, ecies_decryptor(dev.provider_key)).resolve(did)
     assert resolved is not None and resolved.ddo["nft"]["owner"] == dev.consumer.address
     provenance = resolved.ddo["metadata"]["additionalInformation"]["c2dProvenance"]
-    results = json.loads(tags[job_tags.RESULTS])
+    results = json.loads(tags[engine.RESULTS])
     (model,) = [item for item in results if item["type"] == "output"]
     assert provenance["jobId"] == "cd" * 16 and provenance["environment"] == "test-env"
     assert provenance["outputs"] == [
@@ -492,8 +492,8 @@ def test_compute_job_publishes_its_results_as_an_asset(
     files = decrypt_service_files(dev.provider_key, resolved.ddo["services"][0]["files"])
     assert files == [{"type": RESULT_FILE_TYPE, "jobId": "cd" * 16, "index": model["index"]}]
     # What the Provider checks a download against, and the NFT recorded as soon as it was created.
-    assert json.loads(tags[job_tags.RESULTS_ASSET_FILES]) == [model["index"]]
-    assert tags[job_tags.RESULTS_NFT] == resolved.nft_address
+    assert json.loads(tags[engine.RESULTS_ASSET_FILES]) == [model["index"]]
+    assert tags[engine.RESULTS_NFT] == resolved.nft_address
     assert (EngineSettings().resolved_results_dir / ("cd" * 16) / "model.txt").read_text() == "42"
 
 
@@ -502,12 +502,12 @@ def test_compute_job_with_the_chain_down_still_finishes_with_its_results(
 ) -> None:
     monkeypatch.setenv("C2D_CHAIN_RPC_URL", "http://127.0.0.1:9")
     tags = _run_job(engine_home, numbers_origin.url, "ef" * 16, dev_chain.consumer.address)
-    assert tags[job_tags.STATUS] == "70" and tags[job_tags.STATUS_TEXT] == "Job finished"
-    record = json.loads(tags[job_tags.RESULTS_ASSET])
+    assert tags[engine.STATUS] == "70" and tags[engine.STATUS_TEXT] == "Job finished"
+    record = json.loads(tags[engine.RESULTS_ASSET])
     assert record["status"] == "failed" and "connecting to the chain" in record["detail"]
     assert "127.0.0.1:9" not in record["detail"]
-    assert job_tags.RESULTS_DID not in tags
-    assert json.loads(tags[job_tags.RESULTS])[0]["type"] == "output"
+    assert engine.RESULTS_DID not in tags
+    assert json.loads(tags[engine.RESULTS])[0]["type"] == "output"
     assert (EngineSettings().resolved_results_dir / ("ef" * 16) / "model.txt").read_text() == "42"
 
 
@@ -529,10 +529,10 @@ def test_compute_job_records_why_nothing_was_published(
 ) -> None:
     job_id = hashlib.md5(rawcode.encode() + data.encode()).hexdigest()
     tags = _run_job(engine_home, numbers_origin.url, job_id, dev_chain.consumer.address, rawcode, data)
-    assert tags[job_tags.STATUS] == status
-    record = json.loads(tags[job_tags.RESULTS_ASSET])
+    assert tags[engine.STATUS] == status
+    record = json.loads(tags[engine.RESULTS_ASSET])
     assert record["status"] == "skipped" and record["detail"].startswith(reason), record
-    assert job_tags.RESULTS_DID not in tags
+    assert engine.RESULTS_DID not in tags
 
 
 def test_concurrent_jobs_publishing_with_the_same_key_both_succeed(

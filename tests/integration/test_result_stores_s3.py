@@ -27,7 +27,7 @@ from eth_utils import keccak
 from fastapi.testclient import TestClient
 from fixtures_s3 import ACCESS_KEY, REGION, SECRET_KEY, S3Server
 
-from c2d_core import job_tags
+from c2d_core import engine
 from c2d_core.fetch import FetchLimits, fetch_to_file
 from c2d_core.netguard import NetPolicy, guarded_client
 from c2d_core.result_stores import ResultStores, S3ResultStore, S3Settings, s3_client
@@ -145,13 +145,13 @@ def _record(manifest_location: str, **tags: str) -> JobRecord:
         run_id="r1",
         run_status="SUCCESS",
         tags={
-            job_tags.JOB_ID: JOB_ID,
-            job_tags.OWNER: CONSUMER.address,
-            job_tags.ENVIRONMENT: "ocean-compute",
-            job_tags.STATUS: "70",
-            job_tags.RESULTS: "[]",
-            job_tags.DATE_FINISHED: str(time.time()),
-            job_tags.MANIFEST: manifest_location,
+            engine.JOB_ID: JOB_ID,
+            engine.OWNER: CONSUMER.address,
+            engine.ENVIRONMENT: "ocean-compute",
+            engine.STATUS: "70",
+            engine.RESULTS: "[]",
+            engine.DATE_FINISHED: str(time.time()),
+            engine.MANIFEST: manifest_location,
             **tags,
         },
         created=time.time(),
@@ -216,7 +216,7 @@ def test_expired_results_are_410_and_flagged(
 ) -> None:
     report = _run_publish_pod(tmp_path, s3_server)
     signer = Signer()
-    record = _record(report["manifest"], **{job_tags.RESULTS_EXPIRED: "1"})
+    record = _record(report["manifest"], **{engine.RESULTS_EXPIRED: "1"})
     provider.app.state.dagster_jobs = RunStorage(record)  # type: ignore[attr-defined]
     response = provider.get("/api/services/computeResult", params=signer.params(CONSUMER, 0))
     assert response.status_code == 410
@@ -259,13 +259,13 @@ def test_expiry_sensor_deletes_old_results_and_tags_the_run(
     for job_id, (env_id, finished) in runs.items():
         instance.add_run(
             dg.DagsterRun(
-                job_name="compute_job",
+                job_name=engine.JOB_NAME,
                 run_id=f"run-{job_id}",
                 status=dg.DagsterRunStatus.SUCCESS,
                 tags={
-                    job_tags.JOB_ID: job_id,
-                    job_tags.ENVIRONMENT: env_id,
-                    job_tags.DATE_FINISHED: f"{finished:.3f}",
+                    engine.JOB_ID: job_id,
+                    engine.ENVIRONMENT: env_id,
+                    engine.DATE_FINISHED: f"{finished:.3f}",
                 },
             )
         )
@@ -281,9 +281,9 @@ def test_expiry_sensor_deletes_old_results_and_tags_the_run(
     assert isinstance(request, dg.RunRequest)
     result = _logged(run_requested_job(request, results_expiry_job, instance, resources), instance)
     assert "1 job(s)" in str(result.skip_message)
-    assert instance.get_run_by_id(f"run-{old}").tags[job_tags.RESULTS_EXPIRED] == "1"
-    assert job_tags.RESULTS_EXPIRED not in instance.get_run_by_id(f"run-{kept}").tags
-    assert job_tags.RESULTS_EXPIRED not in instance.get_run_by_id(f"run-{fresh}").tags
+    assert instance.get_run_by_id(f"run-{old}").tags[engine.RESULTS_EXPIRED] == "1"
+    assert engine.RESULTS_EXPIRED not in instance.get_run_by_id(f"run-{kept}").tags
+    assert engine.RESULTS_EXPIRED not in instance.get_run_by_id(f"run-{fresh}").tags
     with pytest.raises(FileNotFoundError):
         store.open(f"{old}/out.txt")
     for job_id in (kept, fresh):
@@ -324,13 +324,13 @@ def test_the_expiry_tick_deletes_nothing_and_asks_once(
     instance = dg.DagsterInstance.ephemeral()
     instance.add_run(
         dg.DagsterRun(
-            job_name="compute_job",
+            job_name=engine.JOB_NAME,
             run_id="run-old",
             status=dg.DagsterRunStatus.SUCCESS,
             tags={
-                job_tags.JOB_ID: JOB_ID,
-                job_tags.ENVIRONMENT: "tiny",
-                job_tags.DATE_FINISHED: f"{time.time() - 5:.3f}",
+                engine.JOB_ID: JOB_ID,
+                engine.ENVIRONMENT: "tiny",
+                engine.DATE_FINISHED: f"{time.time() - 5:.3f}",
             },
         )
     )
@@ -342,12 +342,10 @@ def test_the_expiry_tick_deletes_nothing_and_asks_once(
     assert request.run_config == {"ops": {"expire_results": {"config": {"targets": ["run-old"]}}}}
     assert request.tags[MAINTENANCE] == "results_expiry" and "1 job(s)" in request.tags[REASON]
     # Never a consumer's job nor one of an environment's maxJobs: no c2d/environment, owner or job id.
-    assert not {job_tags.ENVIRONMENT, job_tags.OWNER, job_tags.JOB_ID, job_tags.AGREEMENT_ID} & set(
-        request.tags
-    )
+    assert not {engine.ENVIRONMENT, engine.OWNER, engine.JOB_ID, engine.AGREEMENT_ID} & set(request.tags)
     with store.open(f"{JOB_ID}/out.txt") as handle:
         assert handle.read() == b"x"  # the tick deleted nothing
-    assert job_tags.RESULTS_EXPIRED not in instance.get_run_by_id("run-old").tags  # type: ignore[union-attr]
+    assert engine.RESULTS_EXPIRED not in instance.get_run_by_id("run-old").tags  # type: ignore[union-attr]
     # A retried tick over the same state asks for the same run key: Dagster launches it once.
     again = results_expiry(context)
     assert isinstance(again, dg.RunRequest) and again.run_key == request.run_key

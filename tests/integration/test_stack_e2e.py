@@ -17,7 +17,7 @@ from c2d_cli.consumer import poll_until
 from c2d_cli.demo import demo_workflow
 from c2d_cli.origin import LocalOrigin
 from c2d_cli.processes import alive
-from c2d_core import job_tags
+from c2d_core import engine
 from c2d_core.settings import EngineSettings
 from c2d_core.workflow import Workflow
 from provider_api.dagster_jobs import DagsterJobs
@@ -44,15 +44,15 @@ class RunView:
 
     @property
     def status(self) -> int:
-        return int(self.tags.get(job_tags.STATUS, "1"))
+        return int(self.tags.get(engine.STATUS, "1"))
 
     @property
     def status_text(self) -> str:
-        return self.tags.get(job_tags.STATUS_TEXT, "Warming up")
+        return self.tags.get(engine.STATUS_TEXT, "Warming up")
 
     @property
     def results(self) -> list[dict[str, Any]]:
-        return list(json.loads(self.tags.get(job_tags.RESULTS, "[]")))
+        return list(json.loads(self.tags.get(engine.RESULTS, "[]")))
 
 
 def submit(running: stack.Stack, workflow: Workflow) -> str:
@@ -123,8 +123,8 @@ def test_job_through_graphql_reaches_70_with_manifest_and_outputs(running_stack:
     assert view.run_status == "SUCCESS", view.tags
     assert view.status == 70 and view.status_text == "Job finished"
     assert seen[0] in (1, 20, 30, 40, 60, 70) and seen[-1] == 70
-    assert view.tags[job_tags.JOB_ID] == workflow.job_id
-    assert view.tags[job_tags.ENVIRONMENT] == "ocean-compute"
+    assert view.tags[engine.JOB_ID] == workflow.job_id
+    assert view.tags[engine.ENVIRONMENT] == "ocean-compute"
     manifest = view.results
     assert [entry["type"] for entry in manifest] == [
         "output",
@@ -183,8 +183,8 @@ def test_stopping_a_running_job_kills_the_algorithm_and_still_publishes(running_
         ).terminate_run(run_id)
         view = wait_for_job(running_stack, workflow.job_id, timeout=60)
     assert view.run_status == "CANCELED"
-    assert view.status == 70 and view.tags[job_tags.STOP_REQUESTED] == "1"
-    assert view.tags[job_tags.ALGORITHM_TERMINATION] == "Stopped"
+    assert view.status == 70 and view.tags[engine.STOP_REQUESTED] == "1"
+    assert view.tags[engine.ALGORITHM_TERMINATION] == "Stopped"
     names = [entry["filename"] for entry in view.results]
     assert "partial.txt" in names and "algorithm.log" in names
     log = (settings.resolved_results_dir / workflow.job_id / "algorithm.log").read_text()

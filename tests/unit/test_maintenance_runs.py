@@ -16,7 +16,7 @@ import pytest
 from dagster._core.remote_origin import GrpcServerCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
 from engine_kit import run_requested_job
 
-from c2d_core import job_tags
+from c2d_core import engine
 from c2d_defs import maintenance
 from c2d_defs.jobs import queue_expiry_job, results_expiry_job
 from c2d_defs.maintenance import (
@@ -30,7 +30,7 @@ from c2d_defs.maintenance import (
 from c2d_defs.resources import ComputeEnvironments
 from c2d_defs.watchdog import queue_watchdog
 
-CONSUMER_TAGS = {job_tags.ENVIRONMENT, job_tags.OWNER, job_tags.JOB_ID, job_tags.AGREEMENT_ID}
+CONSUMER_TAGS = {engine.ENVIRONMENT, engine.OWNER, engine.JOB_ID, engine.AGREEMENT_ID}
 # Where a queued run would be launched from (Dagster requires one for QUEUED runs; nothing connects).
 ORIGIN = RemoteJobOrigin(
     repository_origin=RemoteRepositoryOrigin(
@@ -46,7 +46,7 @@ def _queued(instance: dg.DagsterInstance, env_id: str) -> str:
         job_name="compute_job",
         run_id=str(uuid.uuid4()),
         status=dg.DagsterRunStatus.QUEUED,
-        tags={job_tags.JOB_ID: uuid.uuid4().hex, job_tags.ENVIRONMENT: env_id},
+        tags={engine.JOB_ID: uuid.uuid4().hex, engine.ENVIRONMENT: env_id},
         remote_job_origin=ORIGIN,
     )
     instance.add_run(run)
@@ -110,7 +110,7 @@ def test_the_queue_tick_cancels_nothing_and_its_job_ends_the_run(
         assert result.success
         ended = instance.get_run_by_id(strict)
         assert ended is not None and ended.status == dg.DagsterRunStatus.CANCELED
-        assert ended.tags[job_tags.STATUS] == "2" and "more than 3 s" in ended.tags[job_tags.STATUS_DETAIL]
+        assert ended.tags[engine.STATUS] == "2" and "more than 3 s" in ended.tags[engine.STATUS_DETAIL]
         assert instance.get_run_by_id(patient).status == dg.DagsterRunStatus.QUEUED  # type: ignore[union-attr]
         maintenance_run = instance.get_run_by_id(result.run_id)
         assert maintenance_run is not None and maintenance_run.tags["c2d/kind"] == "maintenance"
@@ -188,13 +188,13 @@ def test_the_volume_cleanup_tick_deletes_nothing_and_its_job_releases_the_volume
     for job_id in (ended, going):
         runner.prepare_volume(job_id, 1024**3)
     with dg.DagsterInstance.ephemeral() as instance:
-        finished = {job_tags.JOB_ID: ended, job_tags.DATE_FINISHED: f"{time.time() - 5000:.3f}"}
+        finished = {engine.JOB_ID: ended, engine.DATE_FINISHED: f"{time.time() - 5000:.3f}"}
         instance.add_run(
             dg.DagsterRun(job_name="compute_job", status=dg.DagsterRunStatus.FAILURE, tags=finished)
         )
         instance.add_run(
             dg.DagsterRun(
-                job_name="compute_job", status=dg.DagsterRunStatus.STARTED, tags={job_tags.JOB_ID: going}
+                job_name="compute_job", status=dg.DagsterRunStatus.STARTED, tags={engine.JOB_ID: going}
             )
         )
         context = dg.build_sensor_context(instance=instance, resources={"pod_runner": runner})

@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
-from c2d_core import job_tags
+from c2d_core import engine
 from provider_api import schemas
 from provider_api.compute import InitializeRequest, StartRequest
 from provider_api.jobs import JobRecord, ocean_job_json
@@ -155,19 +155,19 @@ def test_the_bodies_the_app_sends_match_the_declared_ones(
 
 
 def job_records() -> list[JobRecord]:
-    base = {job_tags.JOB_ID: "a" * 32, job_tags.OWNER: "0x" + "ab" * 20, job_tags.STATUS: "1"}
+    base = {engine.JOB_ID: "a" * 32, engine.OWNER: "0x" + "ab" * 20, engine.STATUS: "1"}
     results = [{"filename": "out.csv", "filesize": 12, "type": "output", "index": 0}]
     finished = {
         **base,
-        job_tags.STATUS: "70",
-        job_tags.DATE_FINISHED: "120.5",
-        job_tags.RESULTS: json.dumps(results),
-        job_tags.OUTPUT_REQUESTED: "1",
+        engine.STATUS: "70",
+        engine.DATE_FINISHED: "120.5",
+        engine.RESULTS: json.dumps(results),
+        engine.OUTPUT_REQUESTED: "1",
     }
     return [
         JobRecord(run_id="r1", run_status="QUEUED", tags=base, created=1.0),
         JobRecord(run_id="r2", run_status="SUCCESS", tags=finished, created=1.0, started=2.0, ended=130.0),
-        JobRecord(run_id="r3", run_status="STARTED", tags={**base, job_tags.STATUS: "40"}, created=1.0),
+        JobRecord(run_id="r3", run_status="STARTED", tags={**base, engine.STATUS: "40"}, created=1.0),
     ]
 
 

@@ -19,7 +19,7 @@ from eth_account.signers.local import LocalAccount
 from eth_utils import keccak
 from fastapi.testclient import TestClient
 
-from c2d_core import job_tags
+from c2d_core import engine
 from c2d_core.workflow import Workflow
 from provider_api.compute import parse_output
 from provider_api.errors import OceanHTTPError
@@ -147,34 +147,34 @@ def workflow(output: dict[str, Any] | None) -> Workflow:
 def test_a_publishing_job_is_tagged_at_submission_and_an_ordinary_one_is_not() -> None:
     output = parse_output({"publishOutput": True, "metadata": GOOD_METADATA}, CONSUMER.address)
     assert output is not None
-    tags = job_tags.submission_tags(workflow(output.model_dump(by_alias=True)))
-    assert tags[job_tags.OUTPUT_REQUESTED] == "1"
-    assert job_tags.OUTPUT_REQUESTED not in job_tags.submission_tags(workflow(None))
+    tags = engine.submission_tags(workflow(output.model_dump(by_alias=True)))
+    assert tags[engine.OUTPUT_REQUESTED] == "1"
+    assert engine.OUTPUT_REQUESTED not in engine.submission_tags(workflow(None))
 
 
 def record(run_status: str, **tags: str) -> JobRecord:
-    base = {job_tags.JOB_ID: "a" * 32, job_tags.OWNER: CONSUMER.address, job_tags.STATUS: "40"}
+    base = {engine.JOB_ID: "a" * 32, engine.OWNER: CONSUMER.address, engine.STATUS: "40"}
     return JobRecord(run_id="r", run_status=run_status, tags={**base, **tags}, created=1.0)
 
 
 def test_job_json_reports_the_results_asset() -> None:
     plain = ocean_job_json(record("STARTED"))
     assert plain["resultsDid"] == "" and "resultsAsset" not in plain
-    pending = ocean_job_json(record("STARTED", **{job_tags.OUTPUT_REQUESTED: "1"}))
+    pending = ocean_job_json(record("STARTED", **{engine.OUTPUT_REQUESTED: "1"}))
     assert pending["resultsDid"] == "" and pending["resultsAsset"]["status"] == "pending"
     # The run ended and the engine never wrote the outcome: it will never be published.
-    lost = ocean_job_json(record("FAILURE", **{job_tags.OUTPUT_REQUESTED: "1"}))
+    lost = ocean_job_json(record("FAILURE", **{engine.OUTPUT_REQUESTED: "1"}))
     assert lost["resultsAsset"]["status"] == "failed" and lost["resultsAsset"]["detail"]
     outcome = json.dumps({"status": "published", "detail": "NFT and datatoken minted to the owner"})
     done = ocean_job_json(
         record(
             "SUCCESS",
-            **{job_tags.OUTPUT_REQUESTED: "1", job_tags.RESULTS_DID: DID, job_tags.RESULTS_ASSET: outcome},
+            **{engine.OUTPUT_REQUESTED: "1", engine.RESULTS_DID: DID, engine.RESULTS_ASSET: outcome},
         )
     )
     assert done["resultsDid"] == DID
     assert done["resultsAsset"] == {"status": "published", "detail": "NFT and datatoken minted to the owner"}
-    garbled = ocean_job_json(record("SUCCESS", **{job_tags.RESULTS_ASSET: "{not json"}))
+    garbled = ocean_job_json(record("SUCCESS", **{engine.RESULTS_ASSET: "{not json"}))
     assert garbled["resultsAsset"]["status"] == "failed"
 
 

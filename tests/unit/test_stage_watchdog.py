@@ -12,7 +12,7 @@ import pytest
 from dagster._core.remote_origin import GrpcServerCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
 from pydantic import ValidationError
 
-from c2d_core import job_tags
+from c2d_core import engine
 from c2d_core.environments import Environment, Environments
 from c2d_core.settings import EngineSettings
 from c2d_core.status import JobStatus
@@ -21,7 +21,7 @@ from c2d_defs.jobs import salvage_job
 from c2d_defs.stage_watchdog import (
     WORKER_DIED,
     EndCause,
-    Stage,
+    StagePosition,
     Verdict,
     current_stage,
     find_stuck_jobs,
@@ -57,9 +57,9 @@ def _workflow(environment: str = "e1") -> Workflow:
 
 def test_every_run_gets_a_max_runtime_of_all_stage_deadlines_plus_the_grace() -> None:
     assert ENV.max_runtime(SETTINGS) == 30 + 100 + 20 + 5
-    tags = job_tags.submission_tags(_workflow(), ENV.max_runtime(SETTINGS))
-    assert tags[job_tags.MAX_RUNTIME] == "155" and job_tags.MAX_RUNTIME == "dagster/max_runtime"
-    assert job_tags.MAX_RUNTIME not in job_tags.submission_tags(_workflow())
+    tags = engine.submission_tags(_workflow(), ENV.max_runtime(SETTINGS))
+    assert tags[engine.MAX_RUNTIME] == "155" and engine.MAX_RUNTIME == "dagster/max_runtime"
+    assert engine.MAX_RUNTIME not in engine.submission_tags(_workflow())
 
 
 def test_queue_wait_per_environment_overrides_the_engine_wide_limit() -> None:
@@ -81,21 +81,21 @@ def _phases(**edges: float) -> dict[str, str]:
     tags = {}
     for key, value in edges.items():
         phase, edge = key.rsplit("_", 1)
-        tags[job_tags.phase_tag(phase, edge)] = str(value)
+        tags[engine.phase_tag(phase, edge)] = str(value)
     return tags
 
 
 def test_current_stage_comes_from_the_phase_tags() -> None:
     assert current_stage({}) is None
-    assert current_stage(_phases(configure_started=1)) == Stage("configure", 1)
+    assert current_stage(_phases(configure_started=1)) == StagePosition("configure", 1)
     # Between two stages the job counts as in the next one, from the previous one's end.
-    assert current_stage(_phases(configure_started=1, configure_finished=2)) == Stage("algorithm", 2)
-    assert current_stage(_phases(configure_started=1, configure_finished=2, algorithm_started=3)) == Stage(
-        "algorithm", 3
-    )
+    assert current_stage(_phases(configure_started=1, configure_finished=2)) == StagePosition("algorithm", 2)
+    assert current_stage(
+        _phases(configure_started=1, configure_finished=2, algorithm_started=3)
+    ) == StagePosition("algorithm", 3)
     done = _phases(configure_started=1, configure_finished=2, algorithm_started=3, algorithm_finished=4)
-    assert current_stage(done) == Stage("publish", 4)
-    assert current_stage({**done, **_phases(publish_started=5)}) == Stage("publish", 5)
+    assert current_stage(done) == StagePosition("publish", 4)
+    assert current_stage({**done, **_phases(publish_started=5)}) == StagePosition("publish", 5)
 
 
 # Where a queued run would be launched from (Dagster requires one for QUEUED runs; nothing connects).
@@ -109,7 +109,7 @@ ORIGIN = RemoteJobOrigin(
 
 
 def _run(status: dg.DagsterRunStatus, **tags: str) -> dg.DagsterRun:
-    base = {job_tags.JOB_ID: uuid.uuid4().hex, job_tags.ENVIRONMENT: "e1"}
+    base = {engine.JOB_ID: uuid.uuid4().hex, engine.ENVIRONMENT: "e1"}
     return dg.DagsterRun(
         job_name="compute_job",
         run_id=str(uuid.uuid4()),
@@ -145,7 +145,7 @@ def test_a_run_that_died_ends_its_job_with_the_stage_s_failure_code(
 
 
 def test_finished_jobs_queued_stops_and_healthy_stages_are_left_alone() -> None:
-    finished = _run(dg.DagsterRunStatus.FAILURE, **{job_tags.DATE_FINISHED: "1"})
+    finished = _run(dg.DagsterRunStatus.FAILURE, **{engine.DATE_FINISHED: "1"})
     stopped_in_queue = _run(dg.DagsterRunStatus.CANCELED)
     queued = _run(dg.DagsterRunStatus.QUEUED)
     in_time = _run(dg.DagsterRunStatus.STARTED, **_phases(configure_started=NOW - 30 - 5))
@@ -180,15 +180,13 @@ def test_a_stage_past_its_deadline_plus_grace_is_ended_and_its_run_terminated(
     assert f"deadline of {deadline} s plus a grace of 5 s" in verdict.detail
     # Judged once: a later tick that still finds the run going (its terminate did not take) only
     # terminates it again, without tagging anew; a terminated run is CANCELING and left to Dagster.
-    again = _judge(_run(dg.DagsterRunStatus.STARTED, **phases, **{job_tags.WATCHDOG: verdict.detail}))
+    again = _judge(_run(dg.DagsterRunStatus.STARTED, **phases, **{engine.WATCHDOG: verdict.detail}))
     assert again is not None and again.recorded and again.terminate and not again.salvage
-    assert (
-        _judge(_run(dg.DagsterRunStatus.CANCELING, **phases, **{job_tags.WATCHDOG: verdict.detail})) is None
-    )
+    assert _judge(_run(dg.DagsterRunStatus.CANCELING, **phases, **{engine.WATCHDOG: verdict.detail})) is None
 
 
 def test_a_stopped_job_whose_run_ended_before_publishing_is_salvaged_too() -> None:
-    run = _run(dg.DagsterRunStatus.CANCELED, **_phases(configure_started=1), **{job_tags.STOP_REQUESTED: "1"})
+    run = _run(dg.DagsterRunStatus.CANCELED, **_phases(configure_started=1), **{engine.STOP_REQUESTED: "1"})
     # Its worker ended the run itself (RUN_CANCELED, no cancel timeout): nothing of it runs on.
     verdict = _judge(run, cause=EndCause("the job's run ended", worker_gone=True))
     assert verdict is not None and "stopped but its run ended before publishing" in verdict.detail
@@ -254,10 +252,10 @@ def test_a_job_that_finished_after_it_was_judged_keeps_its_own_status() -> None:
         verdict = _judge(run)
         assert verdict is not None
         # The worker's publish wrote the final status between the judging and the recording.
-        instance.add_run_tags(run.run_id, {job_tags.STATUS: "70", job_tags.DATE_FINISHED: str(NOW)})
+        instance.add_run_tags(run.run_id, {engine.STATUS: "70", engine.DATE_FINISHED: str(NOW)})
         assert record_verdict(instance, verdict) is False
         tags = instance.get_run_by_id(run.run_id).tags  # type: ignore[union-attr]
-        assert tags[job_tags.STATUS] == "70" and job_tags.WATCHDOG not in tags
+        assert tags[engine.STATUS] == "70" and engine.WATCHDOG not in tags
 
 
 def test_a_tick_ends_every_stuck_job_even_when_terminating_one_fails(
@@ -287,7 +285,7 @@ def test_a_tick_ends_every_stuck_job_even_when_terminating_one_fails(
         list(stage_watchdog(context))
         for run in stuck:  # both judged and tagged, although each terminate failed
             tags = instance.get_run_by_id(run.run_id).tags  # type: ignore[union-attr]
-            assert tags[job_tags.STATUS] == "31" and job_tags.WATCHDOG in tags
+            assert tags[engine.STATUS] == "31" and engine.WATCHDOG in tags
         terminated: list[str] = []
         monkeypatch.setattr(instance.run_coordinator, "cancel_run", terminated.append)
         assert list(stage_watchdog(context)) == []  # the next tick terminates them, and asks no salvage
@@ -297,7 +295,7 @@ def test_a_tick_ends_every_stuck_job_even_when_terminating_one_fails(
 def test_on_an_instance_dead_runs_are_tagged_once_and_salvaged_once() -> None:
     with dg.DagsterInstance.ephemeral() as instance:
         dead = _run(dg.DagsterRunStatus.FAILURE, **_phases(configure_started=time.time() - 1))
-        done = _run(dg.DagsterRunStatus.FAILURE, **{job_tags.DATE_FINISHED: "1"})
+        done = _run(dg.DagsterRunStatus.FAILURE, **{engine.DATE_FINISHED: "1"})
         for run in (dead, done):
             instance.add_run(run)
         now = time.time()
@@ -305,9 +303,9 @@ def test_on_an_instance_dead_runs_are_tagged_once_and_salvaged_once() -> None:
         assert verdict.run_id == dead.run_id and not verdict.recorded
         record_verdict(instance, verdict)
         tags = instance.get_run_by_id(dead.run_id).tags  # type: ignore[union-attr]
-        assert tags[job_tags.STATUS] == "31" and tags[job_tags.STATUS_TEXT] == "Data provisioning failed"
-        assert tags[job_tags.WATCHDOG] == verdict.detail == tags[job_tags.STATUS_DETAIL]
-        assert job_tags.DATE_FINISHED not in tags  # written by the salvage run, with the results
+        assert tags[engine.STATUS] == "31" and tags[engine.STATUS_TEXT] == "Data provisioning failed"
+        assert tags[engine.WATCHDOG] == verdict.detail == tags[engine.STATUS_DETAIL]
+        assert engine.DATE_FINISHED not in tags  # written by the salvage run, with the results
         [again] = find_stuck_jobs(instance, Environments([ENV]), SETTINGS, now)
         assert again.recorded
         # One salvage run per compute run, whichever tick asks: Dagster launches a run key once.
@@ -325,7 +323,7 @@ def test_queued_runs_expire_at_their_own_environment_s_limit() -> None:
     with dg.DagsterInstance.ephemeral() as instance:
         runs = {}
         for env_id in ("strict", "patient", "default"):
-            run = _run(dg.DagsterRunStatus.QUEUED, **{job_tags.ENVIRONMENT: env_id})
+            run = _run(dg.DagsterRunStatus.QUEUED, **{engine.ENVIRONMENT: env_id})
             instance.add_run(run)
             runs[env_id] = run.run_id
         limit_of = queue_wait_limits(envs, 600)
@@ -333,8 +331,8 @@ def test_queued_runs_expire_at_their_own_environment_s_limit() -> None:
         assert expire_queued_runs(instance, limit_of, time.time() + 10) == [runs["strict"]]
         ended = instance.get_run_by_id(runs["strict"])
         assert ended is not None and ended.status == dg.DagsterRunStatus.CANCELED
-        assert ended.tags[job_tags.STATUS] == "2" and "more than 3 s" in ended.tags[job_tags.STATUS_DETAIL]
-        assert "strict" in ended.tags[job_tags.STATUS_DETAIL]
+        assert ended.tags[engine.STATUS] == "2" and "more than 3 s" in ended.tags[engine.STATUS_DETAIL]
+        assert "strict" in ended.tags[engine.STATUS_DETAIL]
         assert expire_queued_runs(instance, limit_of, time.time() + 700) == [runs["default"]]
         patient = instance.get_run_by_id(runs["patient"])
         assert patient is not None and patient.status == dg.DagsterRunStatus.QUEUED
@@ -375,7 +373,7 @@ def test_a_run_that_failed_in_the_engine_says_so_not_that_its_worker_died() -> N
         configure()
 
     with dg.DagsterInstance.ephemeral() as instance:
-        tags = {job_tags.JOB_ID: uuid.uuid4().hex, **_phases(configure_started=time.time())}
+        tags = {engine.JOB_ID: uuid.uuid4().hex, **_phases(configure_started=time.time())}
         result = broken_compute_job.execute_in_process(instance=instance, tags=tags, raise_on_error=False)
         assert not result.success
         [verdict] = find_stuck_jobs(instance, Environments([ENV]), SETTINGS, time.time())
@@ -391,9 +389,9 @@ def test_the_k8s_cleanup_leaves_a_volume_the_watchdog_has_yet_to_publish() -> No
     from c2d_defs.k8s_resources import orphaned_volumes
 
     now = 10_000.0
-    awaiting = SimpleNamespace(is_finished=True, tags={job_tags.WATCHDOG: "the job's run worker died"})
+    awaiting = SimpleNamespace(is_finished=True, tags={engine.WATCHDOG: "the job's run worker died"})
     salvaged = SimpleNamespace(
-        is_finished=True, tags={job_tags.WATCHDOG: "died", job_tags.DATE_FINISHED: str(now - 5000)}
+        is_finished=True, tags={engine.WATCHDOG: "died", engine.DATE_FINISHED: str(now - 5000)}
     )
     runs = {"a" * 32: [awaiting], "b" * 32: [salvaged]}
     volumes = [("a" * 32, 0.0), ("b" * 32, 0.0)]
@@ -417,12 +415,12 @@ def test_an_op_tells_a_stop_from_the_runtime_limit_and_the_watchdog() -> None:
             return SimpleNamespace(instance=instance, run_id=run.run_id)
 
         # The consumer's stop: nothing else explains the terminate.
-        assert _engine_end(started_run(**{job_tags.MAX_RUNTIME: "3600"})) is None  # type: ignore[arg-type]
+        assert _engine_end(started_run(**{engine.MAX_RUNTIME: "3600"})) is None  # type: ignore[arg-type]
         # Run monitoring at the run's max_runtime (0 s here: already past it): not a stop.
-        limit = _engine_end(started_run(**{job_tags.MAX_RUNTIME: "0"}))  # type: ignore[arg-type]
+        limit = _engine_end(started_run(**{engine.MAX_RUNTIME: "0"}))  # type: ignore[arg-type]
         assert limit is not None and "max_runtime" in limit and "stop" not in limit
         verdict = "the job's algorithm stage made no progress"
-        assert _engine_end(started_run(**{job_tags.WATCHDOG: verdict})) == verdict  # type: ignore[arg-type]
+        assert _engine_end(started_run(**{engine.WATCHDOG: verdict})) == verdict  # type: ignore[arg-type]
 
 
 class _Runner:
@@ -465,17 +463,15 @@ def test_the_volume_is_kept_only_when_the_result_store_failed(store_failed: bool
         run = _run(dg.DagsterRunStatus.STARTED)
         instance.add_run(run)
         recorder = JobRecorder(instance, run.run_id, SimpleNamespace(info=print, warning=print))  # type: ignore[arg-type]
-        state = JobState(
-            job_id=run.tags[job_tags.JOB_ID], status=JobStatus.RUNNING_ALGORITHM, environment=ENV
-        )
+        state = JobState(job_id=run.tags[engine.JOB_ID], status=JobStatus.RUNNING_ALGORITHM, environment=ENV)
         if store_failed:
             publish_job(recorder, state, runner, store)  # type: ignore[arg-type]
         else:  # a stop during publish: the pod is killed, nothing of the store failed
             with pytest.raises(DagsterExecutionInterruptedError):
                 publish_job(recorder, state, runner, store)  # type: ignore[arg-type]
         tags = instance.get_run_by_id(run.run_id).tags  # type: ignore[union-attr]
-        assert tags[job_tags.STATUS] == "62" and job_tags.DATE_FINISHED in tags
-        assert (tags.get(job_tags.VOLUME_KEPT) == "1") is store_failed
+        assert tags[engine.STATUS] == "62" and engine.DATE_FINISHED in tags
+        assert (tags.get(engine.VOLUME_KEPT) == "1") is store_failed
         assert runner.released == ([] if store_failed else [state.job_id])
 
 
@@ -488,7 +484,7 @@ STORED = {
         publish_started=5,
         publish_finished=6,
     ),
-    job_tags.RESULTS: '[{"filename":"out.txt","filesize":2,"type":"output","index":0}]',
+    engine.RESULTS: '[{"filename":"out.txt","filesize":2,"type":"output","index":0}]',
 }
 
 
@@ -497,7 +493,7 @@ def test_a_worker_that_died_after_storing_the_results_keeps_the_job_s_outcome(
     before: str, after: JobStatus
 ) -> None:
     # Dead in the results-asset step: the results are in the store and listed; 60 was about to be 70.
-    verdict = _judge(_run(dg.DagsterRunStatus.FAILURE, **STORED, **{job_tags.STATUS: before}))
+    verdict = _judge(_run(dg.DagsterRunStatus.FAILURE, **STORED, **{engine.STATUS: before}))
     assert verdict is not None and verdict.status is after and verdict.salvage
 
 
@@ -507,7 +503,7 @@ def test_the_salvage_of_a_job_whose_results_were_stored_does_not_publish_again(t
     envs = tmp_path / "environments.yaml"
     envs.write_text("environments:\n  - id: e1\n    maxJobDuration: 100\n")
     with dg.DagsterInstance.ephemeral() as instance:
-        run = _run(dg.DagsterRunStatus.FAILURE, **STORED, **{job_tags.STATUS: "60"})
+        run = _run(dg.DagsterRunStatus.FAILURE, **STORED, **{engine.STATUS: "60"})
         instance.add_run(run)
         [verdict] = find_stuck_jobs(instance, Environments([ENV]), SETTINGS, time.time())
         assert record_verdict(instance, verdict)
@@ -522,6 +518,6 @@ def test_the_salvage_of_a_job_whose_results_were_stored_does_not_publish_again(t
         )
         assert result.success
         tags = instance.get_run_by_id(run.run_id).tags  # type: ignore[union-attr]
-    assert tags[job_tags.STATUS] == "70" and job_tags.DATE_FINISHED in tags
-    assert tags[job_tags.RESULTS] == STORED[job_tags.RESULTS]  # not replaced by an empty list
-    assert "its results had been stored" in tags[job_tags.STATUS_DETAIL]
+    assert tags[engine.STATUS] == "70" and engine.DATE_FINISHED in tags
+    assert tags[engine.RESULTS] == STORED[engine.RESULTS]  # not replaced by an empty list
+    assert "its results had been stored" in tags[engine.STATUS_DETAIL]
