@@ -86,7 +86,7 @@ def bench_jobs(n: int, home: Path) -> tuple[list[float], dict[str, list[float]]]
 def bench_bare(n: int, home: Path) -> list[float]:
     settings = EngineSettings(home=home)
     envs = Environments.load(settings.environments_file)
-    runner = LocalPodRunner(work_dir=home / "bare", environments=envs, uid_base=settings.sandbox_uid_base)
+    runner = LocalPodRunner(work_dir=home / "bare", environments=envs, uid_base=settings.sandbox.uid_base)
     with LocalOrigin(EXAMPLES) as origin:
         workflow = demo_workflow(origin.url, settings.resolved_provider_key_file)
     workflow = workflow.model_copy(

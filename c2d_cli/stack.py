@@ -22,7 +22,7 @@ import yaml
 from c2d_cli.processes import alive, stop_group
 from c2d_cli.stack_paths import STACK_LOGS
 from c2d_core.environments import Environments
-from c2d_core.settings import EngineSettings
+from c2d_core.settings import EngineSettings, engine_settings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PORT = 3300
@@ -95,7 +95,7 @@ def render_instance(home: Path, environments: Environments, template: Path | Non
     coordinator["tag_concurrency_limits"] = [
         {"key": "c2d/environment", "value": env.id, "limit": env.max_jobs} for env in environments.all()
     ]
-    settings = EngineSettings()
+    settings = engine_settings()
     monitoring = config.get("run_monitoring")
     if monitoring is not None:
         if settings.run_monitoring_interval is not None:

@@ -191,19 +191,17 @@ def _s3_request(
         endpoint = "https://" + endpoint
     check_scheme(httpx.URL(endpoint))
     import boto3
-    from botocore import UNSIGNED
-    from botocore.config import Config
+
+    from c2d_core.s3 import S3Settings, s3_client
 
     key_id, secret = access.get("accessKeyId"), access.get("secretAccessKey")
     signed = isinstance(key_id, str) and isinstance(secret, str)
-    client = boto3.session.Session().client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name=str(access.get("region") or "us-east-1"),
-        aws_access_key_id=key_id if signed else None,
-        aws_secret_access_key=secret if signed else None,
-        config=Config(signature_version=None if signed else UNSIGNED, s3={"addressing_style": "path"}),
+    # Only signs (no request is sent); the consumer's keys live in this session alone.
+    session = boto3.session.Session(
+        aws_access_key_id=key_id if signed else None, aws_secret_access_key=secret if signed else None
     )
+    region = str(access.get("region") or "us-east-1")
+    client = s3_client(S3Settings(endpoint_url=endpoint, region=region), session=session, unsigned=not signed)
     url = client.generate_presigned_url(
         "get_object", Params={"Bucket": access["bucket"], "Key": access["objectKey"]}, ExpiresIn=3600
     )

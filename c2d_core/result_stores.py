@@ -3,7 +3,8 @@
 A result's `location` says which store holds it: `s3://<bucket>/<key>`, `ipfs://<cid>`, or a plain
 `<job id>/<name>` for the local store. `ResultStores` opens any of them, so the Provider streams a
 result from wherever the manifest says it lives. Only boto3 and httpx here: the publish pod and the
-Provider use these without importing Dagster (the Dagster resource wraps dagster-aws's S3Resource).
+Provider use these without importing Dagster. `result_store_from_settings` is the one store factory;
+the S3 client comes from c2d_core.s3 and the `ResultStore` interface from c2d_core.results.
 """
 
 from __future__ import annotations
@@ -11,10 +12,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 import httpx
 
@@ -26,14 +26,15 @@ from c2d_core.results import (
     check_job_id,
     check_name,
 )
+from c2d_core.s3 import S3Settings, s3_client
+
+if TYPE_CHECKING:
+    from c2d_core.settings import EngineSettings
 
 S3_SCHEME = "s3://"
-DEFAULT_S3_MAX_ATTEMPTS = 5
-MAX_S3_ATTEMPTS = 20
-DEFAULT_S3_TIMEOUT = 60.0
 IPFS_SCHEME = "ipfs://"
-SSE_MODES = ("", "AES256", "aws:kms")
-T = TypeVar("T", int, float)
+# The values of C2D_RESULT_STORE, in the order errors list them.
+RESULT_STORE_KINDS = ("ipfs", "local", "s3")
 
 
 class _HashingReader(io.RawIOBase):
@@ -62,90 +63,6 @@ class _HashingReader(io.RawIOBase):
 # --- S3 ---------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class S3Settings:
-    bucket: str
-    endpoint_url: str | None = None
-    region: str = "us-east-1"
-    prefix: str = ""  # keys are `<prefix><job id>/<name>`
-    sse: str = ""  # "", "AES256" or "aws:kms"
-    kms_key_id: str = ""
-    # Tries per S3 request, with boto3's exponential backoff (jittered, doubling, capped at 20 s)
-    # between them: a store that is down or restarting for a few seconds costs a job nothing.
-    max_attempts: int = DEFAULT_S3_MAX_ATTEMPTS
-    # Seconds to connect and to wait for each answer: a hung endpoint fails its attempt, not the pod.
-    timeout: float = DEFAULT_S3_TIMEOUT
-
-    def __post_init__(self) -> None:
-        if not self.bucket:
-            raise ValueError("the S3 result store needs a bucket (C2D_S3_BUCKET)")
-        if self.sse not in SSE_MODES:
-            raise ValueError(f"C2D_S3_SSE must be one of {', '.join(repr(m) for m in SSE_MODES)}")
-        if not 1 <= self.max_attempts <= MAX_S3_ATTEMPTS:
-            raise ValueError(f"C2D_S3_MAX_ATTEMPTS must be between 1 and {MAX_S3_ATTEMPTS}")
-        if not 0 < self.timeout <= 600:
-            raise ValueError("C2D_S3_TIMEOUT must be more than 0 and at most 600 seconds")
-        if self.prefix and not self.prefix.endswith("/"):
-            object.__setattr__(self, "prefix", self.prefix + "/")
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> S3Settings:
-        return cls(
-            bucket=environ.get("C2D_S3_BUCKET", ""),
-            endpoint_url=environ.get("C2D_S3_ENDPOINT_URL") or None,
-            region=environ.get("C2D_S3_REGION") or "us-east-1",
-            prefix=environ.get("C2D_S3_PREFIX", ""),
-            sse=environ.get("C2D_S3_SSE", ""),
-            kms_key_id=environ.get("C2D_S3_KMS_KEY_ID", ""),
-            max_attempts=_number(environ, "C2D_S3_MAX_ATTEMPTS", DEFAULT_S3_MAX_ATTEMPTS, int),
-            timeout=_number(environ, "C2D_S3_TIMEOUT", DEFAULT_S3_TIMEOUT, float),
-        )
-
-    def env(self) -> dict[str, str]:
-        """The same settings as pod environment variables (no credentials: those come as a secret)."""
-        return {
-            "C2D_RESULT_STORE": "s3",
-            "C2D_S3_BUCKET": self.bucket,
-            "C2D_S3_ENDPOINT_URL": self.endpoint_url or "",
-            "C2D_S3_REGION": self.region,
-            "C2D_S3_PREFIX": self.prefix,
-            "C2D_S3_SSE": self.sse,
-            "C2D_S3_KMS_KEY_ID": self.kms_key_id,
-            "C2D_S3_MAX_ATTEMPTS": str(self.max_attempts),
-            "C2D_S3_TIMEOUT": str(self.timeout),
-        }
-
-
-def _number(environ: Mapping[str, str], name: str, default: T, kind: Callable[[str], T]) -> T:
-    raw = (environ.get(name) or "").strip()
-    if not raw:
-        return default
-    try:
-        return kind(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a number, not {raw[:20]!r}") from None
-
-
-def s3_client(settings: S3Settings) -> Any:
-    """A boto3 S3 client; credentials from the environment, a shared credentials file or the IAM role."""
-    import boto3
-    from botocore.config import Config
-
-    return boto3.session.Session().client(
-        "s3",
-        endpoint_url=settings.endpoint_url,
-        region_name=settings.region,
-        config=Config(
-            # Standard mode retries throttling, 5xx and connection errors (refused, reset, timed out).
-            retries={"max_attempts": settings.max_attempts, "mode": "standard"},
-            connect_timeout=settings.timeout,
-            read_timeout=settings.timeout,
-            # Path-style for custom endpoints (MinIO, moto, Ceph) that have no per-bucket DNS names.
-            s3={"addressing_style": "path" if settings.endpoint_url else "auto"},
-        ),
-    )
-
-
 def _missing(error: Exception) -> bool:
     code = str(getattr(error, "response", {}).get("Error", {}).get("Code", ""))
     return code in ("NoSuchKey", "404", "NotFound", "NoSuchBucket")
@@ -155,6 +72,8 @@ class S3ResultStore(ResultStore):
     """Results as objects `<prefix><job id>/<name>` in one bucket, optionally server-side encrypted."""
 
     def __init__(self, client: Any, settings: S3Settings) -> None:
+        if not settings.bucket:
+            raise ValueError("the S3 result store needs a bucket (C2D_S3_BUCKET)")
         self.client = client
         self.settings = settings
 
@@ -359,20 +278,23 @@ class ResultStores:
     def __init__(
         self,
         local: LocalResultStore,
-        s3: S3ResultStore | None = None,
-        ipfs: IpfsResultStore | None = None,
+        s3: ResultStore | None = None,
+        ipfs: ResultStore | None = None,
     ) -> None:
         self.local, self.s3, self.ipfs = local, s3, ipfs
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str], local_root: Path) -> ResultStores:
-        s3 = ipfs = None
-        if environ.get("C2D_S3_BUCKET"):
-            settings = S3Settings.from_env(environ)
-            s3 = S3ResultStore(s3_client(settings), settings)
-        if environ.get("C2D_IPFS_API_URL"):
-            ipfs = IpfsResultStore(environ["C2D_IPFS_API_URL"])
-        return cls(LocalResultStore(local_root), s3, ipfs)
+    def from_settings(cls, settings: EngineSettings, local_root: Path) -> ResultStores:
+        """Local (`local_root`), and S3 / IPFS when `C2D_S3_BUCKET` / `C2D_IPFS_API_URL` set them up."""
+
+        def store(kind: str, configured: object) -> ResultStore | None:
+            return result_store_from_settings(kind, **store_options(settings)) if configured else None
+
+        return cls(
+            LocalResultStore(local_root),
+            store("s3", settings.s3.bucket),
+            store("ipfs", settings.ipfs_api_url),
+        )
 
     def for_location(self, location: str) -> ResultStore:
         if location.startswith(S3_SCHEME):
@@ -384,3 +306,38 @@ class ResultStores:
                 raise LookupError("the result is in IPFS, which this service is not configured for")
             return self.ipfs
         return self.local
+
+
+def store_options(settings: EngineSettings) -> dict[str, Any]:
+    """What `result_store_from_settings` needs, from the settings tree."""
+    return {
+        "local_root": settings.resolved_results_dir,
+        "s3": settings.s3,
+        "ipfs_api_url": settings.ipfs_api_url,
+    }
+
+
+def result_store_from_settings(
+    kind: str,
+    *,
+    local_root: Path | None = None,
+    s3: S3Settings | None = None,
+    ipfs_api_url: str = "",
+    client: Any = None,
+) -> ResultStore:
+    """The one store factory (`kind` is `C2D_RESULT_STORE`): the Dagster resources, the publish pod
+    and the Provider each hand it their view of the settings. `client` reuses an S3 client."""
+    if kind == "local":
+        if local_root is None:
+            raise ValueError("the local result store needs a folder (C2D_RESULTS_DIR)")
+        return LocalResultStore(local_root)
+    if kind == "s3":
+        settings = s3 or S3Settings()
+        if not settings.bucket:
+            raise ValueError("the S3 result store needs a bucket (C2D_S3_BUCKET)")
+        return S3ResultStore(client or s3_client(settings), settings)
+    if kind == "ipfs":
+        if not ipfs_api_url:
+            raise ValueError("the IPFS result store needs C2D_IPFS_API_URL (the node's RPC API)")
+        return IpfsResultStore(ipfs_api_url)
+    raise ValueError(f"C2D_RESULT_STORE={kind[:40]!r} is not one of: {', '.join(RESULT_STORE_KINDS)}")

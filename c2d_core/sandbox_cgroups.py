@@ -557,7 +557,7 @@ def choose_backend(
 
 
 def backend_from_settings(settings: EngineSettings) -> CgroupBackend:
-    return choose_backend(settings.sandbox_cgroup_root, "c2d", settings.sandbox_cgroups)
+    return choose_backend(settings.sandbox.cgroup_root, "c2d", settings.sandbox.cgroups)
 
 
 # --- What is in force --------------------------------------------------------------------------------
@@ -596,11 +596,11 @@ def describe_limits(
 def describe_sandbox(settings: EngineSettings | None = None) -> str:
     """`describe_limits` for the engine's settings and environments file (what `c2d dev up` prints)."""
     from c2d_core.environments import Environments
-    from c2d_core.settings import EngineSettings
+    from c2d_core.settings import engine_settings
 
-    settings = settings or EngineSettings()
+    settings = settings or engine_settings()
     backend = backend_from_settings(settings)
-    host = read_mounts() if settings.sandbox_cgroup_root is None else None
+    host = read_mounts() if settings.sandbox.cgroup_root is None else None
     try:
         environments = Environments.load(settings.environments_file).all()
     except (OSError, ValueError) as exc:  # the stack is up already: say why, do not fail `dev up`

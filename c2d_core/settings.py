@@ -1,4 +1,9 @@
-"""Engine settings, read from `C2D_*` environment variables (pydantic-settings).
+"""Engine settings: one tree read from `C2D_*` environment variables (pydantic-settings).
+
+`EngineSettings` holds the flat settings and three sub-models, each read from the variables that
+share its prefix: `.s3` (`C2D_S3_*`), `.k8s` (`C2D_K8S_*`) and `.sandbox` (`C2D_SANDBOX_*`); the names
+are the ones the Helm chart and the docs have always used. Code reads the tree through
+`engine_settings()`, read once and again only when the `C2D_*` environment changes.
 
 The embedded default keeps everything under one project-local folder, `.c2d/` (`C2D_HOME`), which is
 also Dagster's `DAGSTER_HOME`. Nothing in that folder is ever visible inside an algorithm sandbox.
@@ -6,21 +11,69 @@ also Dagster's `DAGSTER_HOME`. Nothing in that folder is ever visible inside an 
 
 from __future__ import annotations
 
+import functools
+import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from c2d_core.s3 import S3Settings
+
 MIB = 1024**2
+ENV_PREFIX = "C2D_"
+DEFAULT_WATCHDOG_INTERVAL = 15
 
 
 def _default_home() -> Path:
     return Path.cwd() / ".c2d"
 
 
+class K8sSettings(BaseModel):
+    """`C2D_K8S_*`: where job pods run and how; the chart sets each from `jobs:` in values.yaml."""
+
+    namespace: str = "c2d-jobs"
+    storage_class: str | None = None
+    access_mode: str = "ReadWriteOnce"
+    # JSON objects: {"provider-key": "<Secret name>"} and {"<host folder>": "<PVC name>"}.
+    secret_names: dict[str, str] = Field(default_factory=lambda: {"provider-key": "c2d-provider-key"})
+    shared_claims: dict[str, str] = Field(default_factory=dict)
+    service_account_name: str | None = None
+    image_pull_policy: str = "IfNotPresent"
+    image_pull_secrets: list[str] = Field(default_factory=list)
+    run_as_user: int = Field(default=1000, ge=1)
+    run_as_group: int = Field(default=1000, ge=1)
+    algorithm_read_only_root: bool = True
+    tmp_bytes: int = Field(default=256 * MIB, ge=MIB)
+    start_timeout: float = Field(default=300.0, gt=0, description="seconds to schedule and pull")
+    poll_interval: float = Field(default=2.0, gt=0)
+    deadline_grace: float = Field(default=60.0, ge=0)
+    ttl_seconds_after_finished: int = Field(default=600, ge=0)
+    keep_finished_jobs: bool = False
+    release_name: str = "c2d"
+    # The cleanup sensor leaves a volume alone this long after its run ended (operators may look).
+    cleanup_grace_seconds: int = Field(default=900, ge=0)
+
+
+class SandboxSettings(BaseModel):
+    """`C2D_SANDBOX_*`: the local bubblewrap sandbox."""
+
+    # Each concurrently running pod takes its own uid, so per-uid limits stay per job.
+    uid_base: int = Field(default=61000, ge=1000)
+    slots: int = Field(default=32, ge=1, le=1000)
+    # Pod cgroups (c2d_core.sandbox_cgroups): `auto` picks v1 or v2 from the host's mount table; a root
+    # (a cgroup2 mount or a subtree delegated to the engine, or the folder of v1 controller mounts)
+    # says where instead. `none` leaves only rlimits (no CPU limit).
+    cgroups: Literal["auto", "v1", "v2", "none"] = "auto"
+    cgroup_root: Path | None = None
+
+
 class EngineSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="C2D_", extra="ignore")
+    # `C2D_S3_BUCKET` is `.s3.bucket`: one split after the prefix, so the flat names stay as they were.
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="_", env_nested_max_split=1, extra="ignore"
+    )
 
     deployment: Literal["local", "k8s"] = "local"
     home: Path = Field(default_factory=_default_home)
@@ -37,7 +90,7 @@ class EngineSettings(BaseSettings):
     # in queue" (c2d_defs.watchdog). 0 means jobs wait as long as the queue needs.
     max_queue_wait: int = Field(default=0, ge=0, description="seconds")
     # How often the watchdog sensors look at the queue and the running jobs (Dagster sensor interval).
-    watchdog_interval: int = Field(default=15, ge=1, le=3600, description="seconds")
+    watchdog_interval: int = Field(default=DEFAULT_WATCHDOG_INTERVAL, ge=1, le=3600, description="seconds")
     # Slack on top of every stage deadline before the stage watchdog ends a job that has not moved,
     # and on top of the whole job's deadlines in its run's `dagster/max_runtime`: the pods' own
     # deadlines fire first, the watchdog only catches a job whose run worker hung or died.
@@ -60,26 +113,10 @@ class EngineSettings(BaseSettings):
     max_output_files: int = Field(default=1000, ge=1)
     # Where results go: `local` (results_dir), `s3` (C2D_S3_*) or `ipfs` (a kubo node's RPC API).
     result_store: Literal["local", "s3", "ipfs"] = "local"
-    s3_bucket: str = ""
-    s3_endpoint_url: str = ""
-    s3_region: str = "us-east-1"
-    s3_prefix: str = ""
-    s3_sse: Literal["", "AES256", "aws:kms"] = ""
-    s3_kms_key_id: str = ""
-    # Tries per S3 request (boto3's backoff between them) and seconds per attempt; see S3Settings.
-    s3_max_attempts: int = Field(default=5, ge=1, le=20)
-    s3_timeout: float = Field(default=60.0, gt=0, le=600)
-    # An AWS shared credentials file, mounted into the publish pod as the `s3-credentials` secret.
-    s3_credentials_file: Path | None = None
+    s3: S3Settings = Field(default_factory=S3Settings)
     ipfs_api_url: str = ""
-    # Sandbox: each concurrently running pod takes its own uid, so per-uid limits stay per job.
-    sandbox_uid_base: int = Field(default=61000, ge=1000)
-    sandbox_slots: int = Field(default=32, ge=1, le=1000)
-    # Pod cgroups (c2d_core.sandbox_cgroups): `auto` picks v1 or v2 from the host's mount table; a root
-    # (a cgroup2 mount or a subtree delegated to the engine, or the folder of v1 controller mounts)
-    # says where instead. `none` leaves only rlimits (no CPU limit).
-    sandbox_cgroups: Literal["auto", "v1", "v2", "none"] = "auto"
-    sandbox_cgroup_root: Path | None = None
+    sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
+    k8s: K8sSettings = Field(default_factory=K8sSettings)
     keep_work_dirs: bool = False
     # The key that decrypts the DDOs' encrypted `files` (in the configure pod) and, in the run worker,
     # signs the results-asset transactions; never mounted into a publish or algorithm pod.
@@ -117,7 +154,7 @@ class EngineSettings(BaseSettings):
 
     @property
     def resolved_s3_credentials_file(self) -> Path:
-        return self.s3_credentials_file or self.home / "secrets" / "s3-credentials"
+        return self.s3.credentials_file or self.home / "secrets" / "s3-credentials"
 
     @property
     def resolved_work_dir(self) -> Path:
@@ -126,3 +163,33 @@ class EngineSettings(BaseSettings):
     @property
     def resolved_provider_key_file(self) -> Path:
         return self.provider_key_file or self.home / "secrets" / "provider-key"
+
+
+def engine_settings() -> EngineSettings:
+    """The process's settings, read from the environment once and again only when a `C2D_*` variable
+    (or the working directory, the default home's parent) has changed since: call sites share one
+    object instead of each parsing the environment, and a test that sets a variable sees it."""
+    environment = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(ENV_PREFIX)))
+    return _settings_for(os.getcwd(), environment)
+
+
+@functools.lru_cache(maxsize=4)
+def _settings_for(cwd: str, environment: tuple[tuple[str, str], ...]) -> EngineSettings:
+    return EngineSettings()
+
+
+def clear_engine_settings() -> None:
+    """Forget the settings read so far (the next `engine_settings()` reads the environment again)."""
+    _settings_for.cache_clear()
+
+
+def env_names() -> set[str]:
+    """Every environment variable the settings tree reads (the Helm chart test holds the chart to it)."""
+    names: set[str] = set()
+    for name, field in EngineSettings.model_fields.items():
+        kind: Any = field.annotation
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            names |= {f"{ENV_PREFIX}{name}_{sub}".upper() for sub in kind.model_fields}
+        else:
+            names.add(f"{ENV_PREFIX}{name}".upper())
+    return names

@@ -16,6 +16,7 @@ from typing import Any
 
 import dagster as dg
 
+from c2d_core.settings import engine_settings
 from c2d_defs.expiry import results_expiry
 from c2d_defs.jobs import compute_job, queue_expiry_job, results_expiry_job, salvage_job
 from c2d_defs.resources import (
@@ -24,15 +25,21 @@ from c2d_defs.resources import (
     LocalPodRunnerResource,
     ResultStoreResource,
 )
-from c2d_defs.stage_watchdog import stage_watchdog
-from c2d_defs.watchdog import queue_watchdog
+from c2d_defs.stage_watchdog import stage_watchdog_sensor
+from c2d_defs.watchdog import queue_watchdog_sensor
 
 
 def _result_store() -> ResultStoreResource:
     kind = os.environ.get("C2D_RESULT_STORE", "local").strip() or "local"
     if kind not in RESULT_STORE_RESOURCES:
         raise ValueError(f"C2D_RESULT_STORE={kind!r} is not one of {sorted(RESULT_STORE_RESOURCES)}")
-    return RESULT_STORE_RESOURCES[kind]()
+    return RESULT_STORE_RESOURCES[kind].configured()
+
+
+def _watchdogs() -> list[dg.SensorDefinition]:
+    """Both watchdogs at C2D_WATCHDOG_INTERVAL (a sensor's interval is part of its definition)."""
+    interval = engine_settings().watchdog_interval
+    return [queue_watchdog_sensor(interval), stage_watchdog_sensor(interval)]
 
 
 Deployment = tuple[dict[str, Any], list[dg.SensorDefinition], list[dg.JobDefinition]]
@@ -48,7 +55,7 @@ def _local() -> Deployment:
         # Stage outputs stay in memory: they carry the workflow, which must not land on disk.
         "io_manager": dg.mem_io_manager,
     }
-    return resources, [results_expiry, queue_watchdog, stage_watchdog], JOBS
+    return resources, [results_expiry, *_watchdogs()], JOBS
 
 
 def _k8s() -> Deployment:
@@ -65,7 +72,7 @@ def _k8s() -> Deployment:
         # One run is one run pod (in-process executor): stage outputs never leave its memory.
         "io_manager": dg.mem_io_manager,
     }
-    sensors = [k8s_volume_cleanup, results_expiry, queue_watchdog, stage_watchdog]
+    sensors = [k8s_volume_cleanup, results_expiry, *_watchdogs()]
     return resources, sensors, [*JOBS, volume_cleanup_job]
 
 

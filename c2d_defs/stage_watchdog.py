@@ -33,7 +33,7 @@ import dagster as dg
 
 from c2d_core import engine
 from c2d_core.environments import Environment, Environments, UnknownEnvironmentError, stage_deadline
-from c2d_core.settings import EngineSettings
+from c2d_core.settings import DEFAULT_WATCHDOG_INTERVAL, EngineSettings, engine_settings
 from c2d_core.status import JobStatus, Stage
 from c2d_defs.resources import ComputeEnvironments
 
@@ -300,17 +300,10 @@ def salvage_request(verdict: Verdict) -> dg.RunRequest:
     )
 
 
-@dg.sensor(
-    description="End compute jobs whose run worker died or whose stage outlived its deadline plus a "
-    "grace: failure status, pods killed, logs published (through salvage_job).",
-    minimum_interval_seconds=EngineSettings().watchdog_interval,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    job_name=SALVAGE_JOB_NAME,
-)
-def stage_watchdog(
+def _stage_watchdog_tick(
     context: dg.SensorEvaluationContext, environments: ComputeEnvironments
 ) -> Iterator[dg.RunRequest | dg.SkipReason]:
-    settings = EngineSettings()
+    settings = engine_settings()  # at the tick, never when the code location loads
     verdicts = find_stuck_jobs(context.instance, environments.load(), settings, time.time())
     for verdict in verdicts:
         if not verdict.recorded:
@@ -335,3 +328,20 @@ def stage_watchdog(
             )
     if not verdicts:
         yield dg.SkipReason("no compute job is stuck or lost its run")
+
+
+def stage_watchdog_sensor(minimum_interval_seconds: int) -> dg.SensorDefinition:
+    """The stage watchdog, ticking at most every `minimum_interval_seconds` (definitions.py passes
+    C2D_WATCHDOG_INTERVAL when it builds the code location)."""
+    return dg.sensor(
+        name="stage_watchdog",
+        description="End compute jobs whose run worker died or whose stage outlived its deadline plus a "
+        "grace: failure status, pods killed, logs published (through salvage_job).",
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        job_name=SALVAGE_JOB_NAME,
+    )(_stage_watchdog_tick)
+
+
+# At the default interval, for code that evaluates a tick itself; the code location builds its own.
+stage_watchdog = stage_watchdog_sensor(DEFAULT_WATCHDOG_INTERVAL)

@@ -26,7 +26,7 @@ import dagster as dg
 
 from c2d_core import engine
 from c2d_core.environments import Environments, UnknownEnvironmentError
-from c2d_core.settings import EngineSettings
+from c2d_core.settings import DEFAULT_WATCHDOG_INTERVAL, engine_settings
 from c2d_core.status import JobStatus, Stage
 from c2d_defs import maintenance
 from c2d_defs.maintenance import act_on_each
@@ -142,17 +142,11 @@ def queue_wait_limits(environments: Environments, default: int) -> Callable[[str
     return limit_of
 
 
-@dg.sensor(
-    description="Ask queue_expiry_job to end compute jobs that waited longer than their environment's "
-    "maxQueueWait (else C2D_MAX_QUEUE_WAIT) in the queue (status 2).",
-    minimum_interval_seconds=EngineSettings().watchdog_interval,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    job_name=QUEUE_EXPIRY_JOB_NAME,
-)
-def queue_watchdog(
+def _queue_watchdog_tick(
     context: dg.SensorEvaluationContext, environments: ComputeEnvironments
 ) -> dg.RunRequest | dg.SkipReason:
-    limit_of = queue_wait_limits(environments.load(), EngineSettings().max_queue_wait)
+    # Settings are read at the tick, never when the code location loads.
+    limit_of = queue_wait_limits(environments.load(), engine_settings().max_queue_wait)
     due = due_queued_runs(context.instance, limit_of, time.time())
     wanted = maintenance.request(
         context.instance,
@@ -165,3 +159,20 @@ def queue_watchdog(
     if wanted is None:
         return maintenance.nothing_to_ask(f"{len(due)} job(s) waited past their queue wait limit", "end")
     return wanted
+
+
+def queue_watchdog_sensor(minimum_interval_seconds: int) -> dg.SensorDefinition:
+    """The queue watchdog, ticking at most every `minimum_interval_seconds` (definitions.py passes
+    C2D_WATCHDOG_INTERVAL when it builds the code location)."""
+    return dg.sensor(
+        name="queue_watchdog",
+        description="Ask queue_expiry_job to end compute jobs that waited longer than their environment's "
+        "maxQueueWait (else C2D_MAX_QUEUE_WAIT) in the queue (status 2).",
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        job_name=QUEUE_EXPIRY_JOB_NAME,
+    )(_queue_watchdog_tick)
+
+
+# At the default interval, for code that evaluates a tick itself; the code location builds its own.
+queue_watchdog = queue_watchdog_sensor(DEFAULT_WATCHDOG_INTERVAL)

@@ -19,7 +19,7 @@ import httpx
 
 from c2d_core import job_tags
 from c2d_core.environments import Environments
-from c2d_core.settings import EngineSettings
+from c2d_core.settings import engine_settings
 from provider_api.jobs import JobRecord
 
 if TYPE_CHECKING:
@@ -283,7 +283,7 @@ class DagsterJobs:
     def _max_runtime(self, env_id: str) -> int | None:
         """The run's whole deadline (configure + maxJobDuration + publish + grace), or None for an
         unknown environment: that job fails its configure stage at once and needs none."""
-        settings = EngineSettings()
+        settings = engine_settings()
         if self._environments is None:
             self._environments = Environments.load(self._environments_file or settings.environments_file)
         return self._environments.max_runtime(env_id, settings)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from c2d_core import job_tags
-from c2d_core.settings import EngineSettings
+from c2d_core.settings import engine_settings
 from c2d_core.status import JobStatus
 from provider_api.errors import strip_urls
 
@@ -31,7 +31,7 @@ PHASES = ("configure", "algorithm", "publish")
 def _watchdog_wait_seconds() -> float:
     """How long after a run's end the stage watchdog surely has judged it: two of its ticks plus a
     margin for a busy daemon (the engine's C2D_WATCHDOG_INTERVAL, which the Provider shares)."""
-    return 2 * EngineSettings().watchdog_interval + 30
+    return 2 * engine_settings().watchdog_interval + 30
 
 
 # The keys of a result entry a consumer sees: Ocean's, plus the `index` it downloads by.

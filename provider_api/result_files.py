@@ -8,7 +8,6 @@ manifest's `location` picks the store and the object, and only bytes and the fil
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Iterator
 
@@ -18,6 +17,7 @@ from fastapi.responses import Response, StreamingResponse
 from c2d_core import job_tags
 from c2d_core.result_stores import ResultStores
 from c2d_core.results import MANIFEST_NAME, ResultEntry, ResultStore
+from c2d_core.settings import engine_settings
 from c2d_core.status import JobStatus
 from provider_api.errors import OceanHTTPError, backend_error, bad_request
 from provider_api.jobs import JobRecord, ocean_job_json
@@ -38,7 +38,7 @@ def result_stores(request: Request, settings: ProviderSettings) -> ResultStores:
     `C2D_IPFS_API_URL` configure them. Built once per app; their clients are reused."""
     stores = getattr(request.app.state, "result_stores", None)
     if stores is None:
-        stores = ResultStores.from_env(os.environ, settings.results_dir)
+        stores = ResultStores.from_settings(engine_settings(), settings.results_dir)
         request.app.state.result_stores = stores
     return stores
 

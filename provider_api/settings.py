@@ -17,7 +17,7 @@ from eth_utils import is_address, to_checksum_address
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from c2d_core.settings import EngineSettings
+from c2d_core.settings import EngineSettings, engine_settings
 
 if TYPE_CHECKING:
     from c2d_core.fetch import SourceSettings
@@ -59,7 +59,7 @@ def _normalised_key(value: str) -> str:
 
 
 def _engine() -> EngineSettings:
-    return EngineSettings()
+    return engine_settings()
 
 
 def _default_nonce_db_url() -> str:

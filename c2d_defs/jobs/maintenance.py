@@ -11,10 +11,10 @@ import time
 
 import dagster as dg
 
-from c2d_core.settings import EngineSettings
+from c2d_core.settings import engine_settings
 from c2d_defs.expiry import RESULTS_EXPIRY_JOB_NAME, RESULTS_EXPIRY_OP, expire_results, expiry_lookup
 from c2d_defs.maintenance import RETRY_POLICY, MaintenanceConfig
-from c2d_defs.resources import ComputeEnvironments, ResultStoreResource
+from c2d_defs.resources import ComputeEnvironments, ResultStorage
 from c2d_defs.watchdog import QUEUE_EXPIRY_JOB_NAME, QUEUE_EXPIRY_OP, expire_queued_runs, queue_wait_limits
 
 MAINTENANCE_KIND = {"c2d/kind": "maintenance"}
@@ -29,7 +29,7 @@ MAINTENANCE_KIND = {"c2d/kind": "maintenance"}
 def expire_queued(
     context: dg.OpExecutionContext, config: MaintenanceConfig, environments: ComputeEnvironments
 ) -> None:
-    limit_of = queue_wait_limits(environments.load(), EngineSettings().max_queue_wait)
+    limit_of = queue_wait_limits(environments.load(), engine_settings().max_queue_wait)
     ended = expire_queued_runs(context.instance, limit_of, time.time(), config.targets, context.log)
     for run_id in ended:
         context.log.info(f"ended the queued compute run {run_id}: it waited past its queue wait limit")
@@ -45,10 +45,10 @@ def expire_queued(
 def expire_job_results(
     context: dg.OpExecutionContext,
     config: MaintenanceConfig,
-    result_store: ResultStoreResource,
+    result_store: dg.ResourceParam[ResultStorage],
     environments: ComputeEnvironments,
 ) -> None:
-    store = result_store.store()
+    store = result_store.store
     expired = expire_results(
         context.instance, store, expiry_lookup(environments), time.time(), config.targets, context.log
     )

@@ -13,7 +13,7 @@ from c2d_core import engine
 from c2d_core.environments import Environment, UnknownEnvironmentError
 from c2d_defs.ops.compute import JobRecorder, JobState, finish_results_handover, publish_job
 from c2d_defs.pod_spec import PodRunner
-from c2d_defs.resources import ComputeEnvironments, ResultStoreResource
+from c2d_defs.resources import ComputeEnvironments, ResultStorage
 from c2d_defs.stage_watchdog import (
     SALVAGE_JOB_NAME,
     WATCHDOG,
@@ -37,7 +37,7 @@ def salvage(
     context: dg.OpExecutionContext,
     config: SalvageConfig,
     pod_runner: dg.ResourceParam[PodRunner],
-    result_store: ResultStoreResource,
+    result_store: dg.ResourceParam[ResultStorage],
     environments: ComputeEnvironments,
 ) -> None:
     run = context.instance.get_run_by_id(config.run_id)

@@ -10,7 +10,7 @@ import time
 
 import dagster as dg
 
-from c2d_core.settings import EngineSettings
+from c2d_core.settings import engine_settings
 from c2d_defs.jobs.maintenance import MAINTENANCE_KIND
 from c2d_defs.k8s_resources import (
     VOLUME_CLEANUP_JOB_NAME,
@@ -30,7 +30,7 @@ from c2d_defs.pod_spec import PodRunner
 def release_volumes(
     context: dg.OpExecutionContext, config: MaintenanceConfig, pod_runner: dg.ResourceParam[PodRunner]
 ) -> None:
-    if EngineSettings().keep_work_dirs:
+    if engine_settings().keep_work_dirs:
         context.log.info("C2D_KEEP_WORK_DIRS is set: job volumes are kept for inspection")
         return
     grace = K8sSettings().cleanup_grace_seconds

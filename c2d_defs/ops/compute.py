@@ -27,14 +27,14 @@ from c2d_core.result_assets import (
     wants_results_asset,
 )
 from c2d_core.results import ResultEntry
-from c2d_core.settings import EngineSettings
+from c2d_core.settings import EngineSettings, engine_settings
 from c2d_core.status import NEVER_STARTED, JobStatus, Stage
 from c2d_core.workflow import JOB_ID_PATTERN, Workflow
 from c2d_defs.pod_spec import PodResult, PodRunner
 from c2d_defs.pod_specs import algorithm_spec, configure_spec, publish_spec
 from c2d_defs.pods import layout
 from c2d_defs.pods.common import explain_validation
-from c2d_defs.resources import ComputeEnvironments, ResultStoreResource
+from c2d_defs.resources import ComputeEnvironments, ResultStorage
 
 LOG_TAIL_LINES = 40
 
@@ -163,9 +163,9 @@ def configure(
     config: WorkflowConfig,
     pod_runner: dg.ResourceParam[PodRunner],
     environments: ComputeEnvironments,
-    result_store: ResultStoreResource,
+    result_store: dg.ResourceParam[ResultStorage],
 ) -> JobState:
-    settings = EngineSettings()
+    settings = engine_settings()
     record_phase(context, Stage.CONFIGURE, "started")
     state = JobState(job_id=_job_id_of(context, config.workflow), status=JobStatus.CONFIGURING_VOLUMES)
     record_status(context, JobStatus.CONFIGURING_VOLUMES)
@@ -242,7 +242,7 @@ def run_algorithm(
     context: dg.OpExecutionContext,
     state: JobState,
     pod_runner: dg.ResourceParam[PodRunner],
-    result_store: ResultStoreResource,
+    result_store: dg.ResourceParam[ResultStorage],
 ) -> JobState:
     if state.status is not JobStatus.PROVISIONING_SUCCESS or not state.workflow or not state.environment:
         context.log.info(f"algorithm not run: the job is at status {int(state.status)} {state.status.text}")
@@ -301,7 +301,7 @@ def publish_results(
     context: dg.OpExecutionContext,
     state: JobState,
     pod_runner: PodRunner,
-    result_store: ResultStoreResource,
+    result_store: ResultStorage,
 ) -> list[dict[str, Any]]:
     """Run the publish pod, record the manifest and the final status; release the job volume."""
     return publish_job(JobRecorder.of(context), state, pod_runner, result_store)
@@ -311,11 +311,11 @@ def publish_job(
     recorder: JobRecorder,
     state: JobState,
     pod_runner: PodRunner,
-    result_store: ResultStoreResource,
+    result_store: ResultStorage,
 ) -> list[dict[str, Any]]:
     """The publish stage for the job on `recorder`'s run: the op's, or the stage watchdog's for a
     run whose worker died (it publishes what the volume holds, so the logs still come back)."""
-    settings = EngineSettings()
+    settings = engine_settings()
     on_success_path = not state.status.is_failure
     manifest: list[ResultEntry] = []
     published = False  # the publish pod stored everything (70): only then the volume may go
@@ -344,7 +344,7 @@ def publish_job(
             report = _pod_report(result)
             manifest_location = report.get("manifest")
             if isinstance(manifest_location, str) and manifest_location:
-                with result_store.store().open(manifest_location) as handle:
+                with result_store.store.open(manifest_location) as handle:
                     manifest = [ResultEntry.model_validate(item) for item in json.load(handle)]
                 # Internal (operators and the Provider read it): where this job's manifest lives.
                 recorder.tags({engine.MANIFEST: manifest_location})
@@ -445,7 +445,7 @@ def finish_results_handover(recorder: JobRecorder, run: dg.DagsterRun) -> None:
     except ValueError:  # no workflow, or a malformed one (a pydantic ValidationError)
         sentence = f"the NFT {nft} was left with the Provider: the run's workflow names no owner"
     else:
-        sentence = finish_handover(EngineSettings(), nft, owner)
+        sentence = finish_handover(engine_settings(), nft, owner)
     detail = (
         f"publishing the results asset was cut short (its run worker died); hand-over by the watchdog: "
         f"{sentence}; the asset's metadata may be incomplete"
@@ -462,7 +462,7 @@ def publish(
     context: dg.OpExecutionContext,
     state: JobState,
     pod_runner: dg.ResourceParam[PodRunner],
-    result_store: ResultStoreResource,
+    result_store: dg.ResourceParam[ResultStorage],
 ) -> list[dict[str, Any]]:
     public = publish_results(context, state, pod_runner, result_store)
     context.add_output_metadata({"results": len(public), "status": int(state.status)})

@@ -14,12 +14,13 @@ import re
 import stat
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from c2d_core.results import LocalResultStore, ResultEntry, ResultStore, ResultType
+from c2d_core.results import ResultEntry, ResultStore, ResultType
+from c2d_core.s3 import S3Settings
 from c2d_core.settings import EngineSettings
 from c2d_core.status import JobStatus
 from c2d_core.workflow import JOB_ID_PATTERN
@@ -44,43 +45,20 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 # --- result stores -----------------------------------------------------------------------------------
 
 
-def _local_store(environ: Mapping[str, str]) -> ResultStore:
-    return LocalResultStore(Path(environ.get("RESULTS_ROOT") or layout.RESULTS_PATH))
-
-
-def _s3_store(environ: Mapping[str, str]) -> ResultStore:
-    # Credentials: AWS_* variables, or the shared credentials file the runner mounts as a secret
-    # (AWS_SHARED_CREDENTIALS_FILE); never in the pod spec's env, so never in a Job manifest.
-    from c2d_core.result_stores import S3ResultStore, S3Settings, s3_client
-
-    settings = S3Settings.from_env(environ)
-    return S3ResultStore(s3_client(settings), settings)
-
-
-def _ipfs_store(environ: Mapping[str, str]) -> ResultStore:
-    from c2d_core.result_stores import IpfsResultStore
-
-    api = environ.get("C2D_IPFS_API_URL", "")
-    if not api:
-        raise ValueError("the IPFS result store needs C2D_IPFS_API_URL (the node's RPC API)")
-    return IpfsResultStore(api)
-
-
-# Keyed by C2D_RESULT_STORE; each reads its own settings from the pod's environment.
-RESULT_STORES: dict[str, Callable[[Mapping[str, str]], ResultStore]] = {
-    "local": _local_store,
-    "s3": _s3_store,
-    "ipfs": _ipfs_store,
-}
-
-
 def make_result_store(environ: Mapping[str, str]) -> ResultStore:
+    """The store `C2D_RESULT_STORE` names, set up from the pod's environment. S3 credentials: AWS_*
+    variables, or the shared credentials file the runner mounts as a secret (AWS_SHARED_CREDENTIALS_FILE);
+    never in the pod spec's env, so never in a Job manifest."""
+    from c2d_core.result_stores import result_store_from_settings
+
     kind = (environ.get("C2D_RESULT_STORE") or "local").strip()
-    factory = RESULT_STORES.get(kind)
-    if factory is None:
-        raise EnvError(f"C2D_RESULT_STORE={kind[:40]!r} is not one of: {', '.join(sorted(RESULT_STORES))}")
     try:
-        return factory(environ)
+        return result_store_from_settings(
+            kind,
+            local_root=Path(environ.get("RESULTS_ROOT") or layout.RESULTS_PATH),
+            s3=S3Settings.from_env(environ) if kind == "s3" else None,
+            ipfs_api_url=environ.get("C2D_IPFS_API_URL", ""),
+        )
     except ValueError as error:
         raise EnvError(str(error)) from None
 

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
 from c2d_core.ocean.signing import compute_result_message, compute_start_message, compute_stop_message
-from c2d_core.settings import EngineSettings
+from c2d_core.settings import engine_settings
 from provider_api import schemas
 from provider_api.agreements import AgreementBusy, AgreementClaims, ClaimStoreUnavailable, run_holder
 from provider_api.auth import verify_request
@@ -89,7 +89,7 @@ def _environment_json(service: ComputeService, env_id: str, operator: Any) -> di
         "maxJobDuration": env.max_job_duration,
         # Our addition: seconds a job may wait in this environment's queue before it ends with
         # status 2 (the environment's maxQueueWait, else C2D_MAX_QUEUE_WAIT; 0 = no limit).
-        "maxQueueWait": env.queue_wait_limit(EngineSettings().max_queue_wait),
+        "maxQueueWait": env.queue_wait_limit(engine_settings().max_queue_wait),
         "feeToken": service.fee_token_of(env),
         "allowNetwork": env.allow_network,
         "lastSeen": None,

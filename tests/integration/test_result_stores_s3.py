@@ -30,8 +30,9 @@ from fixtures_s3 import ACCESS_KEY, REGION, SECRET_KEY, S3Server
 from c2d_core import engine
 from c2d_core.fetch import FetchLimits, fetch_to_file
 from c2d_core.netguard import NetPolicy, guarded_client
-from c2d_core.result_stores import ResultStores, S3ResultStore, S3Settings, s3_client
+from c2d_core.result_stores import ResultStores, S3ResultStore
 from c2d_core.results import LocalResultStore
+from c2d_core.s3 import S3Settings, s3_client
 from provider_api.jobs import JobRecord, ocean_job_json
 from provider_api.main import create_app
 from provider_api.settings import ProviderSettings

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import requests
 
-from c2d_core.result_stores import S3Settings
+from c2d_core.s3 import S3Settings
 from provider_api.errors import chain_unreachable
 from provider_api.settings import ProviderSettings
 

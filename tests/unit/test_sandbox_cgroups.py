@@ -39,7 +39,7 @@ from c2d_core.sandbox_cgroups import (
     parse_mountinfo,
     remove_cgroup,
 )
-from c2d_core.settings import EngineSettings
+from c2d_core.settings import EngineSettings, SandboxSettings
 from c2d_defs.pod_spec import Mount, PodSpec
 from c2d_defs.pods import layout
 from c2d_defs.sandbox import LocalPodRunner
@@ -242,12 +242,15 @@ def test_description_names_backend_and_limits(tmp_path: Path) -> None:
 
 def test_dev_up_description_reads_the_engine_settings_and_environments(tmp_path: Path) -> None:
     root = _fake_cgroup2(tmp_path / "cgroup", controllers="cpu memory pids")
-    settings = EngineSettings(sandbox_cgroup_root=root)  # the project's config/environments.yaml
+    # The project's config/environments.yaml.
+    settings = EngineSettings(sandbox=SandboxSettings(cgroup_root=root))
     assert describe_sandbox(settings).splitlines() == [
         f"sandbox limits: cgroup v2 (memory, cpu, pids) at {root}",
         "  ocean-compute: memory 1 GiB, cpu 1, pids 128 per pod",
     ]
-    none = EngineSettings(sandbox_cgroups="none", environments_file=tmp_path / "missing.yaml")
+    none = EngineSettings(
+        sandbox=SandboxSettings(cgroups="none"), environments_file=tmp_path / "missing.yaml"
+    )
     head, unreadable = describe_sandbox(none).splitlines()
     assert head.startswith("sandbox limits: no cgroups; host mounts ")  # this host's kind follows
     assert unreadable.startswith("  (environments file unreadable: ")
