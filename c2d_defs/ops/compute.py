@@ -34,6 +34,7 @@ from c2d_defs.pod_spec import PodResult, PodRunner
 from c2d_defs.pod_specs import algorithm_spec, configure_spec, publish_spec
 from c2d_defs.pods import layout
 from c2d_defs.pods.common import explain_validation
+from c2d_defs.pods.report import ConfigureReport, PublishReport
 from c2d_defs.resources import ComputeEnvironments, ResultStorage
 
 LOG_TAIL_LINES = 40
@@ -146,12 +147,12 @@ def _engine_end(context: dg.OpExecutionContext) -> str | None:
     return None
 
 
-def _pod_report(result: PodResult) -> dict[str, Any]:
-    try:
-        report = json.loads(result.termination_message) if result.termination_message else {}
-    except json.JSONDecodeError:
-        return {}
-    return report if isinstance(report, dict) else {}
+# What a configure pod may report; anything else means it ended without a report.
+CONFIGURE_OUTCOMES = (
+    JobStatus.PROVISIONING_SUCCESS,
+    JobStatus.DATA_PROVISIONING_FAILED,
+    JobStatus.ALGORITHM_PROVISIONING_FAILED,
+)
 
 
 @dg.op(
@@ -215,11 +216,11 @@ def configure(
             publish_results(context, state, pod_runner, result_store)
             raise
         _log_pod(context.log, "configure", result)
-        report = _pod_report(result)
-        reported = report.get("status")
-        if reported in (30, 31, 32):
-            state.status = JobStatus(reported)
-            state.detail = "" if reported == 30 else str(report.get("message", ""))
+        report = ConfigureReport.from_message(result.termination_message)
+        reported = report.job_status if report is not None else None
+        if report is not None and reported in CONFIGURE_OUTCOMES:
+            state.status = reported
+            state.detail = "" if reported is JobStatus.PROVISIONING_SUCCESS else report.message
         else:
             state.status = JobStatus.DATA_PROVISIONING_FAILED
             state.detail = (
@@ -341,19 +342,21 @@ def publish_job(
             )
             result = pod_runner.run(spec)
             _log_pod(recorder.log, "publish", result)
-            report = _pod_report(result)
-            manifest_location = report.get("manifest")
-            if isinstance(manifest_location, str) and manifest_location:
+            report = PublishReport.from_message(result.termination_message)
+            manifest_location = report.manifest if report is not None else ""
+            if manifest_location:
                 with result_store.store.open(manifest_location) as handle:
                     manifest = [ResultEntry.model_validate(item) for item in json.load(handle)]
                 # Internal (operators and the Provider read it): where this job's manifest lives.
                 recorder.tags({engine.MANIFEST: manifest_location})
-            published = report.get("status") == 70 and result.termination == "Completed"
+            reported = report.job_status if report is not None else None
+            published = reported is JobStatus.JOB_FINISHED and result.termination == "Completed"
             store_failed = not published and (
-                report.get("status") is not None or result.termination == "DeadlineExceeded"
+                (report is not None and report.status is not None) or result.termination == "DeadlineExceeded"
             )
             if not published:
-                message = str(report.get("message") or f"{result.termination} {result.message}".strip())
+                said = report.message if report is not None else ""
+                message = said or f"{result.termination} {result.message}".strip()
                 if on_success_path:
                     state.status, state.detail = JobStatus.RESULTS_UPLOAD_FAILED, message
                 else:

@@ -37,6 +37,7 @@ from c2d_defs.pods.common import (
     raise_on_sigterm,
     write_termination_message,
 )
+from c2d_defs.pods.report import AssetReport, ConfigureReport, FileReport
 
 _DEFAULTS = EngineSettings.model_fields
 # The algorithm runs as another (unprivileged) uid: it must read inputs and write outputs and logs.
@@ -98,8 +99,8 @@ def _policy(environ: Mapping[str, str]) -> NetPolicy:
         raise EnvError(str(error)) from None
 
 
-def _file_report(index: int, size: int, sha256: str) -> dict[str, Any]:
-    return {"index": index, "size": size, "sha256": sha256}
+def _file_report(index: int, size: int, sha256: str) -> FileReport:
+    return FileReport(index=index, size=size, sha256=sha256)
 
 
 class Configurator:
@@ -109,7 +110,7 @@ class Configurator:
         self,
         settings: ConfigureSettings,
         log: PodLog,
-        report: dict[str, Any],
+        report: ConfigureReport,
         client: httpx.Client | None = None,
         clock: Clock = time.monotonic,
     ) -> None:
@@ -141,16 +142,16 @@ class Configurator:
         ]
         if failures:
             # Ocean's rule: with any dataset missing, the algorithm is not even fetched.
-            self.report["message"] = failures[0] + (
+            self.report.message = failures[0] + (
                 f" (and {len(failures) - 1} more input(s) failed)" if len(failures) > 1 else ""
             )
             self.log("algorithm not fetched: data provisioning failed")
             return JobStatus.DATA_PROVISIONING_FAILED
         message = self._algorithm(workflow.algorithm)
         if message:
-            self.report["message"] = message
+            self.report.message = message
             return JobStatus.ALGORITHM_PROVISIONING_FAILED
-        self.report["message"] = JobStatus.PROVISIONING_SUCCESS.text
+        self.report.message = JobStatus.PROVISIONING_SUCCESS.text
         return JobStatus.PROVISIONING_SUCCESS
 
     def _make_folders(self) -> None:
@@ -168,22 +169,22 @@ class Configurator:
         try:
             raw = self.settings.workflow_path.read_bytes()
         except OSError as error:
-            self.report["message"] = f"cannot read the workflow document: {error.strerror}"
-            self.log(self.report["message"])
+            self.report.message = f"cannot read the workflow document: {error.strerror}"
+            self.log(self.report.message)
             return None
         try:
             return Workflow.model_validate_json(raw)
         except ValidationError as error:
-            self.report["message"] = explain_validation(error, "workflow")
-            self.log(self.report["message"])
+            self.report.message = explain_validation(error, "workflow")
+            self.log(self.report.message)
             return None
 
     # --- inputs ------------------------------------------------------------------------------------
 
     def _input(self, index: int, item: DatasetInput) -> str | None:
         """Provision one dataset; returns the failure message, or None when all its files arrived."""
-        entry: dict[str, Any] = {"did": item.did, "files": []}
-        self.report["inputs"].append(entry)
+        entry = AssetReport(did=item.did)
+        self.report.inputs.append(entry)
         self.log(f"input {index} ({item.did_hash}): started")
         started = self.clock()
         try:
@@ -195,15 +196,14 @@ class Configurator:
             for file_index, file_object in enumerate(files):
                 label = f"input {index} file {file_index}"
                 fetched = self._fetch(file_object, folder / str(file_index), item.userdata, file_index, label)
-                entry["files"].append(fetched)
+                entry.files.append(fetched)
         except StageFailure as failure:
             message = str(failure)
-            entry["error"] = message
+            entry.error = message
             self.log(f"input {index} ({item.did_hash}): FAILED: {message}")
             return message
         self.log(
-            f"input {index} ({item.did_hash}): {len(entry['files'])} file(s) "
-            f"in {self.clock() - started:.2f} s"
+            f"input {index} ({item.did_hash}): {len(entry.files)} file(s) in {self.clock() - started:.2f} s"
         )
         return None
 
@@ -211,8 +211,8 @@ class Configurator:
 
     def _algorithm(self, algorithm: AlgorithmSpec) -> str | None:
         name = algorithm.did_hash or "raw"
-        entry: dict[str, Any] = {"did": algorithm.did or "raw", "files": []}
-        self.report["algorithm"] = entry
+        entry = AssetReport(did=algorithm.did or "raw")
+        self.report.algorithm = entry
         self.log(f"algorithm ({name}): started")
         started = self.clock()
         try:
@@ -226,7 +226,7 @@ class Configurator:
                 target = self.transformations_dir / "algorithm"
                 _write_file(target, code, EXECUTABLE_FILE)
                 digest = hashlib.sha256(code).hexdigest()
-                entry["files"].append(_file_report(0, len(code), digest))
+                entry.files.append(_file_report(0, len(code), digest))
                 self.log(f"algorithm file 0: raw code, {len(code)} bytes, sha256 {digest}")
             else:
                 assert algorithm.files is not None  # AlgorithmSpec: published means files are given
@@ -235,15 +235,15 @@ class Configurator:
                     target = self.transformations_dir / ("algorithm" if file_index == 0 else str(file_index))
                     label = f"algorithm file {file_index}"
                     fetched = self._fetch(file_object, target, algorithm.userdata, file_index, label)
-                    entry["files"].append(fetched)
+                    entry.files.append(fetched)
                     if file_index == 0:
                         _chmod(target, EXECUTABLE_FILE)
         except StageFailure as failure:
             message = str(failure)
-            entry["error"] = message
+            entry.error = message
             self.log(f"algorithm ({name}): FAILED: {message}")
             return message
-        self.log(f"algorithm ({name}): {len(entry['files'])} file(s) in {self.clock() - started:.2f} s")
+        self.log(f"algorithm ({name}): {len(entry.files)} file(s) in {self.clock() - started:.2f} s")
         return None
 
     # --- shared steps ------------------------------------------------------------------------------
@@ -284,7 +284,7 @@ class Configurator:
 
     def _fetch(
         self, file_object: FileObject, target: Path, userdata: dict[str, Any] | None, index: int, label: str
-    ) -> dict[str, Any]:
+    ) -> FileReport:
         remaining = self.deadline_at - self.clock()
         if remaining <= 0:
             raise StageFailure(
@@ -370,7 +370,7 @@ def _where(error: BaseException) -> str:
 def main(environ: Mapping[str, str] | None = None, client: httpx.Client | None = None) -> int:
     environ = os.environ if environ is None else environ
     log = PodLog("configure")
-    report: dict[str, Any] = {"status": 0, "message": "", "inputs": [], "algorithm": {"files": []}}
+    report = ConfigureReport(status=0)
     termination_log = Path(environ.get("TERMINATION_LOG") or layout.TERMINATION_LOG_PATH)
     started = time.monotonic()
     try:
@@ -384,16 +384,16 @@ def main(environ: Mapping[str, str] | None = None, client: httpx.Client | None =
             if owned is not None:
                 owned.close()
     except (EnvError, Terminated) as error:
-        status, report["message"] = JobStatus.DATA_PROVISIONING_FAILED, f"configure: {error}"
-        log(report["message"])
+        status, report.message = JobStatus.DATA_PROVISIONING_FAILED, f"configure: {error}"
+        log(report.message)
     except Exception as error:
         # Never the exception's text: an HTTP library error would quote the URL it failed on.
         status = JobStatus.DATA_PROVISIONING_FAILED
-        report["message"] = f"configure failed unexpectedly ({type(error).__name__}{_where(error)})"
-        log(report["message"])
-    report["status"] = int(status)
+        report.message = f"configure failed unexpectedly ({type(error).__name__}{_where(error)})"
+        log(report.message)
+    report.status = int(status)
     log(f"status {int(status)} {status.text} after {time.monotonic() - started:.2f} s")
-    write_termination_message(termination_log, report, log)
+    write_termination_message(termination_log, report.document(), log)
     return layout.EXIT_OK if status is JobStatus.PROVISIONING_SUCCESS else int(status)
 
 

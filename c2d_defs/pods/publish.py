@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from c2d_core.results import ResultEntry, ResultStore, ResultType
 from c2d_core.s3 import S3Settings
@@ -33,6 +33,7 @@ from c2d_defs.pods.common import (
     raise_on_sigterm,
     write_termination_message,
 )
+from c2d_defs.pods.report import PublishReport
 
 MAX_NAME_LENGTH = 200
 MAX_EXTENSION_LENGTH = 16
@@ -299,23 +300,24 @@ def main(environ: Mapping[str, str] | None = None, store: ResultStore | None = N
     log = PodLog("publish")
     termination_log = Path(environ.get("TERMINATION_LOG") or layout.TERMINATION_LOG_PATH)
     started = time.monotonic()
-    report: dict[str, Any] = {"status": int(JobStatus.RESULTS_UPLOAD_FAILED), "message": "", "manifest": ""}
+    report = PublishReport(status=int(JobStatus.RESULTS_UPLOAD_FAILED))
     publisher: Publisher | None = None
     try:
         settings = PublishSettings.from_env(environ)
         publisher = Publisher(settings, store or make_result_store(environ), log)
-        status, report["message"], report["manifest"] = publisher.run()
+        status, report.message, report.manifest = publisher.run()
     except (EnvError, Terminated) as error:
-        status, report["message"] = JobStatus.RESULTS_UPLOAD_FAILED, f"publish: {error}"
-        log(report["message"])
+        status, report.message = JobStatus.RESULTS_UPLOAD_FAILED, f"publish: {error}"
+        log(report.message)
     except Exception as error:
         status = JobStatus.RESULTS_UPLOAD_FAILED
-        report["message"] = f"publish failed unexpectedly ({type(error).__name__})"
-        log(report["message"])
+        report.message = f"publish failed unexpectedly ({type(error).__name__})"
+        log(report.message)
     entries = publisher.entries if publisher is not None else []
-    report.update(status=int(status), count=len(entries), bytes=sum(entry.filesize for entry in entries))
+    report.status, report.count = int(status), len(entries)
+    report.bytes = sum(entry.filesize for entry in entries)
     log(f"finished with status {int(status)} after {time.monotonic() - started:.2f} s")
-    write_termination_message(termination_log, report, log)
+    write_termination_message(termination_log, report.document(), log)
     return layout.EXIT_OK if status is JobStatus.JOB_FINISHED else int(status)
 
 
