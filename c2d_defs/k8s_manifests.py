@@ -8,13 +8,14 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import PurePosixPath
 from typing import Any
 
 import kubernetes.client
 from dagster_k8s.job import DagsterK8sJobConfig, UserDefinedDagsterK8sConfig, construct_dagster_k8s_job
 
+from c2d_core.settings import K8sSettings
 from c2d_core.workflow import JOB_ID_PATTERN
 from c2d_defs.pod_spec import Mount, PodSpec
 from c2d_defs.pods import layout
@@ -63,6 +64,16 @@ class K8sRunnerConfig:
     termination_grace_seconds: int = 10
     keep_finished_jobs: bool = False
     labels: Mapping[str, str] = field(default_factory=lambda: {"app.kubernetes.io/instance": "c2d"})
+
+    @classmethod
+    def from_settings(cls, settings: K8sSettings, pod_image: str) -> K8sRunnerConfig:
+        """The runner's config from `C2D_K8S_*`: every field the two share is copied by name, so a
+        new setting needs no mapping code; the release name becomes the objects' instance label."""
+        shared = {item.name for item in fields(cls)} & set(type(settings).model_fields)
+        values: dict[str, Any] = {name: getattr(settings, name) for name in shared}
+        values["image_pull_secrets"] = tuple(settings.image_pull_secrets)
+        labels = {"app.kubernetes.io/instance": settings.release_name}
+        return cls(**values, pod_image=pod_image, labels=labels)
 
 
 # --- Names -------------------------------------------------------------------------------------------

@@ -15,7 +15,6 @@ from c2d_defs.jobs.maintenance import MAINTENANCE_KIND
 from c2d_defs.k8s_resources import (
     VOLUME_CLEANUP_JOB_NAME,
     VOLUME_CLEANUP_OP,
-    K8sSettings,
     release_orphaned_volumes,
 )
 from c2d_defs.maintenance import RETRY_POLICY, MaintenanceConfig
@@ -33,7 +32,7 @@ def release_volumes(
     if engine_settings().keep_work_dirs:
         context.log.info("C2D_KEEP_WORK_DIRS is set: job volumes are kept for inspection")
         return
-    grace = K8sSettings().cleanup_grace_seconds
+    grace = engine_settings().k8s.cleanup_grace_seconds
     released = release_orphaned_volumes(
         context.instance, pod_runner, time.time(), grace, config.targets, context.log
     )
