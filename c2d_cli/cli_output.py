@@ -3,7 +3,8 @@ one line, then what to do about it).
 
 Provider refusals arrive in Ocean's shapes (`{"error": {"dataset": "no_raw_algo_allowed"}}`, field
 errors, 503); each known code is turned into a sentence and a next step. Exit codes: 1 a request or a
-setting failed, 2 bad arguments (typer's own), 3 the job ran and failed.
+setting failed, 2 bad arguments (typer's own), 3 the job ran and failed, 4 a job's results did not
+verify against its signed attestation (`c2d compute verify`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 PIPED_WIDTH = 160
 EXIT_FAILED = 1
 EXIT_JOB_FAILED = 3
+EXIT_NOT_VERIFIED = 4
 
 # Ocean's refusal codes → (what it means, what to do). `{input}` is the refused input's description.
 CODE_ADVICE: Mapping[str, tuple[str, str]] = {

@@ -1,6 +1,6 @@
 """`c2d envs` and `c2d compute …`: what a consumer runs, from the first quote to the downloaded results.
 
-One module per command (start, status and list, logs, results, stop), with what they share beside
+One module per command (start, status and list, logs, results, verify, stop), with what they share beside
 them: the start's inputs, following a job's progress, its outcome. The flow itself (orders, start,
 polls, checked downloads) is c2d_cli.consumer's, shared with the demo, the benches and the tests.
 """
@@ -15,6 +15,7 @@ from c2d_cli.compute.results import compute_results
 from c2d_cli.compute.start import compute_start
 from c2d_cli.compute.status import compute_list, compute_status
 from c2d_cli.compute.stop import compute_stop
+from c2d_cli.compute.verify import compute_verify
 
 __all__ = ["compute_app", "envs_command"]
 
@@ -27,5 +28,6 @@ compute_app.command("start")(compute_start)
 compute_app.command("status")(compute_status)
 compute_app.command("logs")(compute_logs)
 compute_app.command("results")(compute_results)
+compute_app.command("verify")(compute_verify)
 compute_app.command("stop")(compute_stop)
 compute_app.command("list")(compute_list)
