@@ -1,8 +1,9 @@
 """The results manifest and the `ResultStore` interface.
 
 The manifest lists a job's results in Ocean's order (outputs, then the algorithm log, then the
-configure and publish logs); a result's position is the `index` consumers download it by. `location`
-is where the store keeps it and is internal: consumers never see it.
+configure and publish logs), then ours, the job's signed attestation (c2d_core.attestation). A
+result's position is the `index` consumers download it by. `location` is where the store keeps it and
+is internal: consumers never see it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import BinaryIO, Literal
 
 from pydantic import BaseModel, Field
 
-ResultType = Literal["output", "algorithmLog", "configurationLog", "publishLog"]
+ResultType = Literal["output", "algorithmLog", "configurationLog", "publishLog", "attestation"]
 CHUNK = 1024 * 1024
 # The manifest sits beside a job's results; output names never start with a dot, so it cannot clash.
 MANIFEST_NAME = ".manifest.json"
@@ -116,6 +117,13 @@ class LocalResultStore(ResultStore):
 
     def delete_job(self, job_id: str) -> None:
         shutil.rmtree(self._job_dir(job_id), ignore_errors=True)
+
+
+def manifest_document(entries: list[ResultEntry]) -> bytes:
+    """The manifest file's bytes (with locations: it is internal, as the store is)."""
+    import json
+
+    return json.dumps([entry.model_dump() for entry in entries], indent=1).encode("utf-8")
 
 
 def read_manifest(store: ResultStore, job_id: str) -> list[ResultEntry]:

@@ -30,6 +30,7 @@ from c2d_core.results import ResultEntry
 from c2d_core.settings import EngineSettings, engine_settings
 from c2d_core.status import NEVER_STARTED, JobStatus, Stage
 from c2d_core.workflow import JOB_ID_PATTERN, Workflow
+from c2d_defs.ops.attestation import attest_job
 from c2d_defs.pod_spec import PodResult, PodRunner
 from c2d_defs.pod_specs import algorithm_spec, configure_spec, publish_spec
 from c2d_defs.pods import layout
@@ -57,6 +58,8 @@ class JobState:
     environment: Environment | None = None
     algorithm_ran: bool = False
     notes: list[str] = field(default_factory=list)
+    # What the configure pod fetched (files, sizes, sha256), for the job's attestation.
+    provisioned: ConfigureReport | None = None
 
 
 class StageLog(Protocol):
@@ -217,6 +220,7 @@ def configure(
             raise
         _log_pod(context.log, "configure", result)
         report = ConfigureReport.from_message(result.termination_message)
+        state.provisioned = report
         reported = report.job_status if report is not None else None
         if report is not None and reported in CONFIGURE_OUTCOMES:
             state.status = reported
@@ -376,17 +380,39 @@ def publish_job(
             recorder.log.warning(f"publishing failed: the volume of job {state.job_id} is kept")
         elif state.environment is not None and not settings.keep_work_dirs:
             pod_runner.release_volume(state.job_id)
-        public = [entry.public() for entry in manifest]
         if not state.status.is_failure:
             state.status = JobStatus.JOB_FINISHED
+        finished_at = time.time()
+        if manifest:
+            attested = attest_job(
+                workflow=state.workflow,
+                provisioned=state.provisioned,
+                status=state.status,
+                tags=_fresh_tags(recorder),
+                manifest=manifest,
+                store=result_store.store,
+                key_file=settings.resolved_provider_key_file,
+                finished_at=finished_at,
+                log=recorder.log,
+            )
+            if attested is not None:
+                manifest.append(attested.entry)
+                recorder.tags({engine.MANIFEST: attested.manifest_location})
+        public = [entry.public() for entry in manifest]
         recorder.phase(Stage.PUBLISH, "finished")
         recorder.tags({engine.RESULTS: json.dumps(public, separators=(",", ":"))})
         if wants_results_asset(state.workflow):
             record_results_asset(recorder, state, manifest, settings)
         # The final status and dateFinished land together (one write), so no reader ever sees a
-        # finished date beside a status that is still moving.
-        recorder.status(state.status, state.detail, extra={engine.DATE_FINISHED: f"{time.time():.3f}"})
+        # finished date beside a status that is still moving. The attestation states the same date.
+        recorder.status(state.status, state.detail, extra={engine.DATE_FINISHED: f"{finished_at:.3f}"})
     return public
+
+
+def _fresh_tags(recorder: JobRecorder) -> dict[str, str]:
+    """The run's tags as they are now (the ops added some since the run started)."""
+    run = recorder.instance.get_run_by_id(recorder.run_id)
+    return dict(run.tags) if run is not None else {}
 
 
 def record_results_asset(

@@ -8,7 +8,6 @@ followed, no special file opened, and every name is rewritten into a flat, safe 
 from __future__ import annotations
 
 import io
-import json
 import os
 import re
 import stat
@@ -19,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from c2d_core.results import ResultEntry, ResultStore, ResultType
+from c2d_core.attestation import FILENAME as ATTESTATION_NAME
+from c2d_core.results import ResultEntry, ResultStore, ResultType, manifest_document
 from c2d_core.s3 import S3Settings
 from c2d_core.settings import EngineSettings
 from c2d_core.status import JobStatus
@@ -215,7 +215,8 @@ class Publisher:
             )
             self.log(self.errors[-1])
             outputs = []
-        reserved = (ALGORITHM_LOG_NAME, CONFIGURE_LOG_NAME, PUBLISH_LOG_NAME)
+        # The attestation is added by the publish op after this pod (c2d_defs/ops/attestation.py).
+        reserved = (ALGORITHM_LOG_NAME, CONFIGURE_LOG_NAME, PUBLISH_LOG_NAME, ATTESTATION_NAME)
         names = unique_names((relative for relative, _ in outputs), reserved)
         self.log(f"{len(outputs)} output file(s) to publish")
         for (relative, path), name in zip(outputs, names, strict=True):
@@ -276,7 +277,7 @@ class Publisher:
         self._add(name, kind, stored.location, stored.size, stored.sha256)
 
     def _store_manifest(self) -> str:
-        document = json.dumps([entry.model_dump() for entry in self.entries], indent=1).encode("utf-8")
+        document = manifest_document(self.entries)
         try:
             stored = self.store.put(self.settings.job_id, layout.MANIFEST_NAME, io.BytesIO(document))
         except (OSError, ValueError) as error:

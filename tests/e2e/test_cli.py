@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from c2d_cli.consumer import wait_for_status
@@ -104,8 +105,16 @@ def jobs(ocean_stack, cli: Cli, raw_container: list[str]) -> dict[str, subproces
     }  # fmt: skip
 
 
-def test_start_wait_follows_the_phases_and_the_results_download(ocean_stack, cli: Cli, jobs) -> None:
-    result = finish(jobs["trusted"])
+@pytest.fixture(scope="module")
+def trusted_job(jobs) -> subprocess.CompletedProcess:
+    """The trusted algorithm's `start --wait`, finished (read once: its output is a pipe)."""
+    return finish(jobs["trusted"])
+
+
+def test_start_wait_follows_the_phases_and_the_results_download(
+    ocean_stack, cli: Cli, trusted_job: subprocess.CompletedProcess
+) -> None:
+    result = trusted_job
     assert result.returncode == 0, result.stdout + result.stderr
     for phase in ("queued", "provisioning", "running", "publishing"):
         assert re.search(rf"✓\s+{phase}\s+\d+\.\d s", result.stdout), result.stdout
@@ -116,7 +125,13 @@ def test_start_wait_follows_the_phases_and_the_results_download(ocean_stack, cli
     downloaded = cli.run("compute", "results", job_id, "--out", str(out), "--json")
     assert downloaded.returncode == 0, downloaded.stderr
     listing = json.loads(downloaded.stdout)
-    assert [item["type"] for item in listing] == ["output", "algorithmLog", "configurationLog", "publishLog"]
+    assert [item["type"] for item in listing] == [
+        "output",
+        "algorithmLog",
+        "configurationLog",
+        "publishLog",
+        "attestation",
+    ]
     for item in listing:
         content = Path(item["path"]).read_bytes()
         assert len(content) == item["filesize"] and hashlib.sha256(content).hexdigest() == item["sha256"]
@@ -130,6 +145,40 @@ def test_start_wait_follows_the_phases_and_the_results_download(ocean_stack, cli
     # The dataset's location is in nothing the consumer saw.
     host = ocean_stack.origin_url.split("//")[1]
     assert host not in result.stdout + result.stderr + downloaded.stdout + listed.stdout
+
+
+def test_verify_passes_on_the_downloaded_results_and_fails_on_a_tampered_one(
+    ocean_stack, cli: Cli, trusted_job: subprocess.CompletedProcess
+) -> None:
+    job_id = JOB_LINE.search(trusted_job.stdout).group(1)
+    out = cli.folder / "verified"
+    assert cli.run("compute", "results", job_id, "--out", str(out)).returncode == 0
+
+    verified = cli.run("compute", "verify", job_id, "--dir", str(out), "--json")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    report = json.loads(verified.stdout)
+    provider = httpx.get(ocean_stack.running.provider_url + "/").json()["providerAddresses"]
+    assert (
+        report["verified"] is True and report["expectedSigner"] == provider[str(ocean_stack.running.chain_id)]
+    )
+    attestation = report["attestation"]
+    print("attestation of job", job_id, json.dumps(attestation, indent=1))  # shown with -s
+    assert attestation["jobId"] == job_id and attestation["status"] == 70
+    assert attestation["algorithm"]["did"] == ocean_stack.algorithm.did
+    assert attestation["inputs"][0]["did"] == ocean_stack.dataset.did
+    assert attestation["inputs"][0]["files"] and attestation["algorithm"]["files"]
+    assert [c["subject"] for c in report["checks"] if c["check"] == "file"] == [
+        r["filename"] for r in attestation["results"]
+    ]
+    table = cli.run("compute", "verify", job_id, "--dir", str(out))
+    assert table.returncode == 0 and f"verified: job {job_id}" in flat(table.stdout)
+
+    summary = out / "summary.json"
+    summary.write_bytes(summary.read_bytes().replace(b"Lisbon", b"Lisbom"))
+    tampered = cli.run("compute", "verify", job_id, "--dir", str(out))
+    assert tampered.returncode == 4, tampered.stdout + tampered.stderr
+    assert "summary.json sha256 summary.json's sha256 is" in flat(tampered.stdout)
+    assert f"not verified: 1 check(s) failed for job {job_id}" in flat(tampered.stderr)
 
 
 def test_a_failing_algorithm_exits_3_with_its_log(cli: Cli, jobs) -> None:

@@ -31,11 +31,12 @@ def test_consumer_runs_a_trusted_algorithm_and_downloads_every_result(ocean_stac
         "algorithmLog",
         "configurationLog",
         "publishLog",
+        "attestation",
     ]
     saved = [result.path for result in download_results(s.provider, s.consumer, final, tmp_path)]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["cities"]["Lisbon"]["count"] == 4
-    assert len(saved) == 4
+    assert len(saved) == 5
     # Range requests return the exact slice.
     ranged = s.provider.result(s.consumer, job["jobId"], 0, headers={"Range": "bytes=0-9"})
     assert ranged.status_code == 206 and ranged.content == (tmp_path / "summary.json").read_bytes()[:10]

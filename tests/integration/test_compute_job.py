@@ -11,10 +11,13 @@ from pathlib import Path
 import dagster as dg
 import pytest
 from engine_kit import run_compute_job
+from eth_account import Account
 
 from c2d_cli.origin import LocalOrigin
 from c2d_core import engine
+from c2d_core.attestation import iso_time, verify_attestation, verify_files
 from c2d_core.crypto import encrypt_for, public_key_of
+from c2d_core.results import MANIFEST_NAME
 from c2d_core.settings import EngineSettings
 
 DID_A = "did:op:" + hashlib.sha256(b"dataset-a").hexdigest()
@@ -133,12 +136,27 @@ def test_job_runs_end_to_end_with_ocean_layout_and_results(c2d_home: Path, origi
         (2, "algorithm.log", "algorithmLog"),
         (3, "configure.log", "configurationLog"),
         (4, "publish.log", "publishLog"),
+        (5, "attestation.json", "attestation"),
     ]
     results = EngineSettings().resolved_results_dir / workflow["jobId"]
     assert (results / "total.txt").read_text() == str((6 + 30) * 2)
     assert hashlib.sha256((results / "total.txt").read_bytes()).hexdigest() == manifest[1]["sha256"]
     assert "sum done 36" in (results / "algorithm.log").read_text()
     assert not (results / "leak").exists()
+    # The attestation, signed by the Provider's key in the run worker, vouches for every other result.
+    provider = Account.from_key((c2d_home / "secrets" / "provider-key").read_text().strip())
+    attested = verify_attestation((results / "attestation.json").read_bytes(), provider.address)
+    checks = verify_files(attested, results, ignore=("attestation.json", MANIFEST_NAME))
+    assert [(c.filename, c.outcome) for c in checks] == [(e["filename"], "ok") for e in manifest[:5]]
+    assert [f.sha256 for f in attested.inputs[0].files] == [hashlib.sha256(b"1\n2\n3\n").hexdigest()]
+    assert [f.sha256 for f in attested.inputs[1].files] == [hashlib.sha256(b"10\n20\n").hexdigest()]
+    assert attested.algorithm.rawcode_sha256 == hashlib.sha256(SUM_ALGORITHM.encode()).hexdigest()
+    assert (attested.status, attested.algorithm_termination, attested.algorithm_exit_code) == (
+        70,
+        "Completed",
+        0,
+    )
+    assert attested.date_finished == iso_time(float(tags[engine.DATE_FINISHED]))
     # Dataset locations never appear in the run's tags, its event log, or anything published.
     published = "".join(p.read_text(errors="replace") for p in results.iterdir())
     for text in (json.dumps(dict(tags)), logs, published):
@@ -161,7 +179,7 @@ def test_missing_input_ends_31_skips_algorithm_and_still_publishes_logs(
     assert tags[engine.STATUS] == "31" and tags[engine.STATUS_TEXT] == "Data provisioning failed"
     assert "404" in tags[engine.STATUS_DETAIL]
     assert engine.ALGORITHM_EXIT_CODE not in tags
-    assert [e["type"] for e in _manifest(tags)] == ["configurationLog", "publishLog"]
+    assert [e["type"] for e in _manifest(tags)] == ["configurationLog", "publishLog", "attestation"]
 
 
 def test_algorithm_exiting_non_zero_finishes_with_its_exit_code(c2d_home: Path, origin: LocalOrigin) -> None:

@@ -141,6 +141,7 @@ def test_submit_read_back_and_job_json(operator: DagsterJobs, make_workflow: Cal
         (1, "algorithmLog"),
         (2, "configurationLog"),
         (3, "publishLog"),
+        (4, "attestation"),
     ]
     for entry in job["results"]:
         assert set(entry) == {"filename", "filesize", "type", "index"}

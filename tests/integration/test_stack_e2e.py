@@ -131,6 +131,7 @@ def test_job_through_graphql_reaches_70_with_manifest_and_outputs(running_stack:
         "algorithmLog",
         "configurationLog",
         "publishLog",
+        "attestation",
     ]
     summary_entry = manifest[0]
     summary = (settings.resolved_results_dir / workflow.job_id / "summary.json").read_bytes()

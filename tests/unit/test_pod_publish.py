@@ -258,3 +258,13 @@ def test_unique_names_avoid_reserved_and_each_other() -> None:
     assert names[4] == "y" * 196 + ".csv"
     assert names[5] == "y" * 194 + "-1.csv"
     assert len(set(names)) == len(names)
+
+
+def test_an_output_named_like_the_attestation_is_renamed(tmp_path: Path) -> None:
+    # The publish op adds attestation.json after this pod; an algorithm must not take its name.
+    data, adminlogs, _ = _volume(tmp_path)
+    _write(data / "outputs" / "attestation.json", b'{"forged": true}')
+    _write(adminlogs / "configure.log", b"configure says hi\n")
+    assert main(_env(tmp_path)) == 0
+    names = [entry.filename for entry in _manifest(tmp_path, _report(tmp_path))]
+    assert names[0] == "attestation-1.json" and "attestation.json" not in names
