@@ -174,6 +174,11 @@ def run_demo(home: Path, console: Console, timeout: float = 300.0) -> int:
         console.print(summary.read_text(), highlight=False)
     run_id = dagster_run_id(running.webserver_url, final["jobId"])
     console.print(f"    results in {out_dir}")
+    if (out_dir / "attestation.json").exists():
+        console.print(
+            f"    check them against the Provider's signed attestation: "
+            f"[bold].venv/bin/c2d compute verify {final['jobId']} --dir {out_dir}[/]"
+        )
     if run_id is not None:
         console.print(f"    the run in the Dagster UI: {running.webserver_url}/runs/{run_id}")
     elapsed = time.monotonic() - started
