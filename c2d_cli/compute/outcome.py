@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
     from c2d_cli.provider_client import ProviderClient
 
+
 def failure_of(job: dict[str, Any]) -> str | None:
     """Why a finished job failed, or None. Like Ocean Node, a job whose algorithm ran and failed still
     ends at 70 (its logs are published): the termination details tell."""

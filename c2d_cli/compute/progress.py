@@ -16,6 +16,7 @@ from rich.text import Text
 from c2d_cli.cli_output import CliError
 from c2d_cli.compute.outcome import failure_of
 from c2d_cli.consumer import POLL_SECONDS, PollTimeout, wait_for_status
+from c2d_core.engine import epoch
 from c2d_core.status import JobStatus as S
 from c2d_core.status import Stage
 
@@ -59,14 +60,6 @@ ICONS = {
     "failed": "[red]✗[/]",
     "skipped": "[dim]-[/]",
 }
-
-
-def epoch(value: Any) -> float | None:
-    """A time from the job JSON (epoch seconds, as a string or a number), or None."""
-    try:
-        return float(value) if value not in (None, "") else None
-    except (TypeError, ValueError):
-        return None
 
 
 @dataclass

@@ -14,9 +14,10 @@ from rich.table import Table
 from c2d_cli.cli_output import JsonOption, print_json, reported
 from c2d_cli.compute.context import consumer_command, err, find_job, out
 from c2d_cli.compute.outcome import failure_of, results_asset_text
-from c2d_cli.compute.progress import epoch, phase_rows
+from c2d_cli.compute.progress import phase_rows
 from c2d_cli.config import AccountOption, ChainIdOption, HomeOption, KeyFileOption, ProviderUrlOption
 from c2d_cli.consumer import result_entries
+from c2d_core.engine import epoch
 
 
 def compute_status(

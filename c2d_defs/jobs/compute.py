@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import dagster as dg
 
+from c2d_core import engine
 from c2d_defs.ops.compute import configure, publish, run_algorithm
 
 
 @dg.job(
+    name=engine.JOB_NAME,
     description="One Compute-to-Data job: fetch inputs, run the algorithm, publish results and logs.",
     executor_def=dg.in_process_executor,
     tags={"c2d/kind": "compute"},

@@ -4,8 +4,10 @@ view of a run's tags, the stages with their failure codes and deadlines."""
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import pytest
+import yaml
 
 from c2d_core import engine
 from c2d_core.environments import Environment, stage_deadline
@@ -29,6 +31,16 @@ def _workflow() -> Workflow:
             },
         }
     )
+
+
+def test_the_code_location_is_named_as_the_contract_says() -> None:
+    # The Provider launches runs by these names; the workspace file cannot import them, so check it.
+    workspace = yaml.safe_load((Path(__file__).resolve().parents[2] / "workspace.yaml").read_text())
+    (entry,) = workspace["load_from"]
+    assert entry["python_module"]["location_name"] == engine.LOCATION
+    from c2d_defs.definitions import defs
+
+    assert defs.resolve_job_def(engine.JOB_NAME).name == "compute_job"
 
 
 def test_the_run_config_reads_back_as_the_workflow_it_was_built_from() -> None:

@@ -34,16 +34,18 @@ CONSUMER_TAGS = {engine.ENVIRONMENT, engine.OWNER, engine.JOB_ID, engine.AGREEME
 # Where a queued run would be launched from (Dagster requires one for QUEUED runs; nothing connects).
 ORIGIN = RemoteJobOrigin(
     repository_origin=RemoteRepositoryOrigin(
-        code_location_origin=GrpcServerCodeLocationOrigin(host="127.0.0.1", port=1, location_name="c2d"),
-        repository_name="__repository__",
+        code_location_origin=GrpcServerCodeLocationOrigin(
+            host="127.0.0.1", port=1, location_name=engine.LOCATION
+        ),
+        repository_name=engine.REPOSITORY,
     ),
-    job_name="compute_job",
+    job_name=engine.JOB_NAME,
 )
 
 
 def _queued(instance: dg.DagsterInstance, env_id: str) -> str:
     run = dg.DagsterRun(
-        job_name="compute_job",
+        job_name=engine.JOB_NAME,
         run_id=str(uuid.uuid4()),
         status=dg.DagsterRunStatus.QUEUED,
         tags={engine.JOB_ID: uuid.uuid4().hex, engine.ENVIRONMENT: env_id},
@@ -190,11 +192,11 @@ def test_the_volume_cleanup_tick_deletes_nothing_and_its_job_releases_the_volume
     with dg.DagsterInstance.ephemeral() as instance:
         finished = {engine.JOB_ID: ended, engine.DATE_FINISHED: f"{time.time() - 5000:.3f}"}
         instance.add_run(
-            dg.DagsterRun(job_name="compute_job", status=dg.DagsterRunStatus.FAILURE, tags=finished)
+            dg.DagsterRun(job_name=engine.JOB_NAME, status=dg.DagsterRunStatus.FAILURE, tags=finished)
         )
         instance.add_run(
             dg.DagsterRun(
-                job_name="compute_job", status=dg.DagsterRunStatus.STARTED, tags={engine.JOB_ID: going}
+                job_name=engine.JOB_NAME, status=dg.DagsterRunStatus.STARTED, tags={engine.JOB_ID: going}
             )
         )
         context = dg.build_sensor_context(instance=instance, resources={"pod_runner": runner})

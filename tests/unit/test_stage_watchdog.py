@@ -101,17 +101,19 @@ def test_current_stage_comes_from_the_phase_tags() -> None:
 # Where a queued run would be launched from (Dagster requires one for QUEUED runs; nothing connects).
 ORIGIN = RemoteJobOrigin(
     repository_origin=RemoteRepositoryOrigin(
-        code_location_origin=GrpcServerCodeLocationOrigin(host="127.0.0.1", port=1, location_name="c2d"),
-        repository_name="__repository__",
+        code_location_origin=GrpcServerCodeLocationOrigin(
+            host="127.0.0.1", port=1, location_name=engine.LOCATION
+        ),
+        repository_name=engine.REPOSITORY,
     ),
-    job_name="compute_job",
+    job_name=engine.JOB_NAME,
 )
 
 
 def _run(status: dg.DagsterRunStatus, **tags: str) -> dg.DagsterRun:
     base = {engine.JOB_ID: uuid.uuid4().hex, engine.ENVIRONMENT: "e1"}
     return dg.DagsterRun(
-        job_name="compute_job",
+        job_name=engine.JOB_NAME,
         run_id=str(uuid.uuid4()),
         status=status,
         tags={**base, **tags},
@@ -368,7 +370,7 @@ def test_a_run_that_failed_in_the_engine_says_so_not_that_its_worker_died() -> N
             "the configure op broke reaching http://10.0.0.5:9000/c2d-results from /srv/c2d/jobs"
         )
 
-    @dg.job(name="compute_job")
+    @dg.job(name=engine.JOB_NAME)
     def broken_compute_job() -> None:
         configure()
 
@@ -410,7 +412,7 @@ def test_an_op_tells_a_stop_from_the_runtime_limit_and_the_watchdog() -> None:
         def started_run(**tags: str) -> SimpleNamespace:
             run = _run(dg.DagsterRunStatus.NOT_STARTED, **tags)
             instance.add_run(run)
-            start = DagsterEvent(DagsterEventType.RUN_START.value, job_name="compute_job")
+            start = DagsterEvent(DagsterEventType.RUN_START.value, job_name=engine.JOB_NAME)
             instance.report_dagster_event(start, run_id=run.run_id)
             return SimpleNamespace(instance=instance, run_id=run.run_id)
 
