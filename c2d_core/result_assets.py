@@ -53,7 +53,7 @@ class ResultsAssetError(Exception):
 
 
 @dataclass(frozen=True)
-class PublishedResultsAsset:
+class MintedResultsAsset:
     did: str
     nft: str
     datatoken: str
@@ -71,7 +71,7 @@ class ResultsAssetOutcome:
     status: OutcomeStatus
     detail: str
     did: str | None = None
-    asset: PublishedResultsAsset | None = None
+    asset: MintedResultsAsset | None = None
 
     def tags(self) -> dict[str, str]:
         record = json.dumps({"status": self.status, "detail": self.detail}, separators=(",", ":"))
@@ -261,7 +261,7 @@ def _with_nonce_retry(step: Callable[[], T]) -> T:
     raise AssertionError("unreachable")
 
 
-def publish_results_asset(
+def mint_results_asset(
     chain: Chain,
     provider: LocalAccount,
     workflow: Workflow,
@@ -271,7 +271,7 @@ def publish_results_asset(
     now: datetime | None = None,
     on_step: Callable[[str], None] | None = None,
     on_created: Callable[[str], None] | None = None,
-) -> PublishedResultsAsset:
+) -> MintedResultsAsset:
     """Create, describe, mint and hand over the results asset; raises on the first failing step.
 
     Four transactions, all paid by the Provider's key: createNftWithErc20 (the Provider owns the NFT and
@@ -360,7 +360,7 @@ def publish_results_asset(
             # Best effort: the error being raised is the one the caller reports.
             with contextlib.suppress(Exception):
                 _transfer_nft(chain, provider, nft, owner)
-    return PublishedResultsAsset(
+    return MintedResultsAsset(
         did=did,
         nft=nft,
         datatoken=datatoken,
@@ -422,7 +422,7 @@ def _safe_reason(error: BaseException) -> str:
     return safe_reason(error, (ResultsAssetError, ChainError))
 
 
-def publish_for_job(
+def mint_for_job(
     settings: EngineSettings,
     workflow: Workflow,
     manifest: Sequence[ResultEntry],
@@ -475,7 +475,7 @@ def publish_for_job(
             nonlocal stage
             stage = name
 
-        asset = publish_results_asset(
+        asset = mint_results_asset(
             chain, provider, workflow, manifest, settings.provider_url, on_step=at, on_created=on_created
         )
     except Exception as error:  # every failure becomes the recorded outcome

@@ -21,7 +21,7 @@ from c2d_core.result_assets import (
     MAX_DETAIL,
     ResultsAssetOutcome,
     finish_handover,
-    publish_for_job,
+    mint_for_job,
     results_owner,
     skip_reason,
     wants_results_asset,
@@ -441,7 +441,7 @@ def record_results_asset(
     # A stop arriving mid-way would leave a half-made asset and skip the final status write; the job's
     # pods are all done by now, so the few transactions finish first and the stop is only noted.
     with capture_interrupts():
-        outcome = publish_for_job(
+        outcome = mint_for_job(
             settings,
             state.workflow,
             manifest,

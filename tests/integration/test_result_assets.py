@@ -30,8 +30,8 @@ from c2d_core.result_assets import (
     RESULT_FILE_TYPE,
     RESULTS_DATATOKENS,
     finish_handover,
-    publish_for_job,
-    publish_results_asset,
+    mint_for_job,
+    mint_results_asset,
     served_indexes,
     skip_reason,
 )
@@ -130,7 +130,7 @@ def test_results_asset_is_the_owners_and_the_provider_keeps_no_role(
     created_at = datetime(2026, 11, 25, 3, 0, 0, tzinfo=UTC)
     started = time.perf_counter()
     created: list[str] = []
-    asset = publish_results_asset(
+    asset = mint_results_asset(
         dev.chain, dev.provider, workflow, MANIFEST, PROVIDER_URL, now=created_at, on_created=created.append
     )
     seconds = time.perf_counter() - started
@@ -214,7 +214,7 @@ def test_owner_defaults_to_the_consumer_raw_algorithm_by_checksum_log_left_out(
     rawcode = "print('hello')"
     algorithm = {"rawcode": rawcode, "container": CONTAINER}
     workflow = _workflow(chain_assets, dev.consumer.address, algorithm=algorithm)
-    asset = publish_results_asset(dev.chain, dev.provider, workflow, MANIFEST, PROVIDER_URL)
+    asset = mint_results_asset(dev.chain, dev.provider, workflow, MANIFEST, PROVIDER_URL)
     assert asset.owner == dev.consumer.address
     assert dev.chain.contracts.at("ERC721Template", asset.nft).functions.ownerOf(1).call() == asset.owner
     resolved = ChainDdoResolver(dev.chain, ecies_decryptor(dev.provider_key)).resolve(asset.did)
@@ -241,13 +241,13 @@ def _settings(tmp_path: Path, dev: DevChain, key: str | None = None, **overrides
     return EngineSettings(**values)  # type: ignore[arg-type]
 
 
-def test_publish_for_job_records_failures_without_raising(
+def test_minting_for_a_job_records_failures_without_raising(
     evm_snapshot: DevChain, chain_assets: tuple[ChainAsset, ChainAsset], tmp_path: Path
 ) -> None:
     dev = evm_snapshot
     workflow = _workflow(chain_assets, dev.consumer.address)
 
-    outcome = publish_for_job(
+    outcome = mint_for_job(
         _settings(tmp_path, dev, chain_rpc_url="http://127.0.0.1:9/rpc"), workflow, MANIFEST
     )
     assert outcome.status == "failed" and outcome.did is None
@@ -259,7 +259,7 @@ def test_publish_for_job_records_failures_without_raising(
     }
     assert engine.RESULTS_DID not in outcome.tags() and engine.RESULTS_ASSET_FILES not in outcome.tags()
 
-    outcome = publish_for_job(_settings(tmp_path, dev, chain_rpc_url="", provider_url=""), workflow, MANIFEST)
+    outcome = mint_for_job(_settings(tmp_path, dev, chain_rpc_url="", provider_url=""), workflow, MANIFEST)
     assert outcome.status == "failed"
     assert outcome.detail == (
         "the engine is not configured to publish assets: set C2D_CHAIN_RPC_URL, C2D_PROVIDER_URL"
@@ -267,20 +267,20 @@ def test_publish_for_job_records_failures_without_raising(
 
     # A Provider wallet without gas money: refused at the first transaction, nothing published.
     unfunded = "0x" + bytes(Account.create().key).hex()
-    outcome = publish_for_job(_settings(tmp_path, dev, key=unfunded), workflow, MANIFEST)
+    outcome = mint_for_job(_settings(tmp_path, dev, key=unfunded), workflow, MANIFEST)
     assert outcome.status == "failed"
     assert outcome.detail.startswith("publishing the results asset failed at createNftWithErc20:")
     assert unfunded[2:] not in outcome.detail
 
     owned_by_provider = _workflow(chain_assets, dev.consumer.address, owner=dev.provider.address)
-    outcome = publish_for_job(_settings(tmp_path, dev), owned_by_provider, MANIFEST)
+    outcome = mint_for_job(_settings(tmp_path, dev), owned_by_provider, MANIFEST)
     assert outcome.status == "failed" and "the Provider's own address" in outcome.detail
 
     other_chain = workflow.model_copy(update={"chain_id": 1})
-    outcome = publish_for_job(_settings(tmp_path, dev), other_chain, MANIFEST)
+    outcome = mint_for_job(_settings(tmp_path, dev), other_chain, MANIFEST)
     assert outcome.status == "failed" and "ordered on chain 1" in outcome.detail
 
-    outcome = publish_for_job(_settings(tmp_path, dev), workflow, MANIFEST)
+    outcome = mint_for_job(_settings(tmp_path, dev), workflow, MANIFEST)
     assert (
         outcome.status == "published"
         and outcome.did
@@ -548,7 +548,7 @@ def test_concurrent_jobs_publishing_with_the_same_key_both_succeed(
         for job_id in ("1" * 32, "2" * 32, "3" * 32)
     ]
     with ThreadPoolExecutor(max_workers=3) as pool:
-        outcomes = list(pool.map(lambda workflow: publish_for_job(settings, workflow, MANIFEST), workflows))
+        outcomes = list(pool.map(lambda workflow: mint_for_job(settings, workflow, MANIFEST), workflows))
     assert [outcome.status for outcome in outcomes] == ["published"] * 3, [o.detail for o in outcomes]
     assert len({outcome.did for outcome in outcomes}) == 3
     resolver = ChainDdoResolver(dev.chain, ecies_decryptor(dev.provider_key))
