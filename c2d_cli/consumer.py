@@ -29,6 +29,9 @@ DT = ONE_TOKEN  # one datatoken: what each new order spends
 # Orders (and so the provider fees, priced per minute) cover the environment's longest job plus this
 # much time to wait for a slot.
 QUEUE_ALLOWANCE = 600
+# A quote must stay valid at least this long after it is checked: the orders are mined and the start
+# request checked within it.
+ORDER_MARGIN = 120
 POLL_SECONDS = 0.5
 
 Clock = Callable[[], float]
@@ -82,6 +85,16 @@ def order_validity(env: dict[str, Any]) -> int:
     return (longest or 3600) + QUEUE_ALLOWANCE
 
 
+def quote_time(chain: Chain, clock: Clock = time.time) -> int:
+    """The time quotes are asked and judged from: the later of wall-clock and chain time.
+
+    An idle chain's latest block lags wall time (anvil mines only when sent a transaction), but the
+    orders are mined at about wall time: a validUntil counted from chain time alone can have passed by
+    then. The Provider judges validity on the same basis (provider_api.fees.ProviderFees.now).
+    """
+    return max(int(clock()), chain.block_timestamp())
+
+
 def initialize(
     provider: ProviderClient,
     chain: Chain,
@@ -92,19 +105,52 @@ def initialize(
     *,
     meta: dict[str, Any] | None = None,
     valid_for: int | None = None,
+    clock: Clock = time.time,
 ) -> list[Quoted]:
     """`initializeCompute` for the inputs (a published algorithm, or raw `meta`); each with its quote."""
     quote = provider.initialize_compute(
         [target.reference() for target in datasets],
         algorithm.reference() if algorithm else {"meta": meta},
         str(env["id"]),
-        chain.block_timestamp() + (valid_for if valid_for is not None else order_validity(env)),
+        quote_time(chain, clock) + (valid_for if valid_for is not None else order_validity(env)),
         consumer,
     )
     quoted = list(zip(datasets, quote["datasets"], strict=True))
     if algorithm is not None:
         quoted.append((algorithm, quote["algorithm"]))
     return quoted
+
+
+def check_quotes(chain: Chain, env: dict[str, Any], quoted: list[Quoted], clock: Clock = time.time) -> None:
+    """Before any transaction: every provider fee is for this environment and still valid long enough
+    for its order to be mined and the job started (judged as the Provider judges it, `quote_time`)."""
+    import json
+
+    now = quote_time(chain, clock)
+    for target, answer in quoted:
+        fee = answer.get("providerFee")
+        if not isinstance(fee, dict):
+            continue
+        valid_until = int(fee.get("validUntil") or 0)
+        if valid_until and valid_until < now + ORDER_MARGIN:
+            state = "has expired" if valid_until <= now else f"expires in {valid_until - now} s"
+            raise CliError(
+                f"the Provider's fee for {target.label} {state} (validUntil {valid_until}; now is {now}, "
+                f"the later of this machine's clock and the chain's latest block)",
+                "nothing was paid; run the command again for a fresh quote, and check this machine's clock "
+                "if it persists",
+            )
+        try:
+            data = json.loads(bytes.fromhex(str(fee.get("providerData", "")).removeprefix("0x")))
+        except ValueError:
+            data = None
+        quoted_env = data.get("environment") if isinstance(data, dict) else None
+        if quoted_env is not None and quoted_env != env["id"]:
+            raise CliError(
+                f"the Provider quoted the fee for {target.label} in the environment {quoted_env!r}, "
+                f"not {env['id']!r}",
+                "nothing was paid; run the command again, choosing the environment with --env (`c2d envs`)",
+            )
 
 
 def _erc20(chain: Chain, address: str) -> Any:
@@ -220,13 +266,15 @@ def order_and_start(
     algocustomdata: dict[str, Any] | None = None,
     output: dict[str, Any] | None = None,
     say: Say = lambda _text: None,
+    clock: Clock = time.time,
 ) -> dict[str, Any]:
     """The whole start for one dataset and a published algorithm, as `c2d compute start` runs it."""
     datasets = [Target.of(dataset, "dataset")]
     algorithm_target = Target.of(algorithm, "algorithm")
     quoted = initialize(
-        provider, chain, consumer.address, env, datasets, algorithm_target, valid_for=valid_for
+        provider, chain, consumer.address, env, datasets, algorithm_target, valid_for=valid_for, clock=clock
     )
+    check_quotes(chain, env, quoted, clock)
     check_can_pay(chain, consumer.address, quoted)
     orders = place_orders(chain, consumer, env, quoted, say)
     return start_job(

@@ -43,7 +43,15 @@ from c2d_cli.config import (
     ProviderUrlOption,
     RpcUrlOption,
 )
-from c2d_cli.consumer import Say, Target, check_can_pay, initialize, place_orders, start_job
+from c2d_cli.consumer import (
+    Say,
+    Target,
+    check_can_pay,
+    check_quotes,
+    initialize,
+    place_orders,
+    start_job,
+)
 
 if TYPE_CHECKING:
     from eth_account.signers.local import LocalAccount
@@ -197,6 +205,7 @@ def order_and_start(
             meta=inputs.meta,
         )
         say("initializeCompute: the Provider accepts the inputs and the algorithm and quoted its fees")
+        check_quotes(chain, environment, quoted)
         check_can_pay(chain, consumer.address, quoted)
         orders = place_orders(chain, consumer, environment, quoted, say)
         return start_job(
