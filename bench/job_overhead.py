@@ -31,8 +31,8 @@ from c2d_cli.origin import LocalOrigin
 from c2d_core import engine
 from c2d_core.environments import Environments
 from c2d_core.settings import EngineSettings
-from c2d_defs.pod_specs import algorithm_spec
 from c2d_defs.sandbox import LocalPodRunner
+from c2d_defs.stage_pods import algorithm_spec
 from provider_api.dagster_jobs import DagsterJobs
 
 TRIVIAL = "print('hello from the sandbox')"

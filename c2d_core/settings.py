@@ -87,7 +87,7 @@ class EngineSettings(BaseSettings):
     configure_deadline: int = Field(default=900, ge=1, description="seconds")
     publish_deadline: int = Field(default=600, ge=1, description="seconds")
     # Queue wait limit: a job still queued this long after its start ends with status 2 "Job expired
-    # in queue" (c2d_defs.watchdog). 0 means jobs wait as long as the queue needs.
+    # in queue" (c2d_defs.queue_watchdog). 0 means jobs wait as long as the queue needs.
     max_queue_wait: int = Field(default=0, ge=0, description="seconds")
     # How often the watchdog sensors look at the queue and the running jobs (Dagster sensor interval).
     watchdog_interval: int = Field(default=DEFAULT_WATCHDOG_INTERVAL, ge=1, le=3600, description="seconds")

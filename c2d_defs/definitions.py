@@ -3,7 +3,7 @@
 `C2D_DEPLOYMENT` picks the resources once (`local`: bubblewrap sandboxes; `k8s`: Kubernetes Jobs through
 dagster-k8s, a PVC per job, and a sensor that cleans up after them), and `C2D_RESULT_STORE` the result
 store (`local`, `s3`, `ipfs`). Ops never ask which one they got. Every deployment runs the storage
-expiry sensor (c2d_defs.expiry), the queue watchdog (c2d_defs.watchdog) and the stage watchdog
+expiry sensor (c2d_defs.expiry), the queue watchdog (c2d_defs.queue_watchdog) and the stage watchdog
 (c2d_defs.stage_watchdog); each tick only reads and asks for a run of its job (c2d_defs.jobs:
 results_expiry_job, queue_expiry_job, salvage_job; on Kubernetes also volume_cleanup_job).
 """
@@ -19,6 +19,7 @@ import dagster as dg
 from c2d_core.settings import engine_settings
 from c2d_defs.expiry import results_expiry
 from c2d_defs.jobs import compute_job, queue_expiry_job, results_expiry_job, salvage_job
+from c2d_defs.queue_watchdog import queue_watchdog_sensor
 from c2d_defs.resources import (
     RESULT_STORE_RESOURCES,
     ComputeEnvironments,
@@ -26,7 +27,6 @@ from c2d_defs.resources import (
     ResultStoreResource,
 )
 from c2d_defs.stage_watchdog import stage_watchdog_sensor
-from c2d_defs.watchdog import queue_watchdog_sensor
 
 
 def _result_store() -> ResultStoreResource:

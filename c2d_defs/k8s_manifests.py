@@ -17,7 +17,7 @@ from dagster_k8s.job import DagsterK8sJobConfig, UserDefinedDagsterK8sConfig, co
 
 from c2d_core.settings import K8sSettings
 from c2d_core.workflow import JOB_ID_PATTERN
-from c2d_defs.pod_spec import Mount, PodSpec
+from c2d_defs.pod_runner import Mount, PodSpec
 from c2d_defs.pods import layout
 
 VOLUME_NAME = "job-volume"

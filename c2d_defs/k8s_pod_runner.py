@@ -45,7 +45,7 @@ from c2d_defs.k8s_pod_status import (
     pod_outcome,
     start_problem,
 )
-from c2d_defs.pod_spec import LOG_TAIL_LIMIT, PodResult, PodRunner, PodSpec, Termination
+from c2d_defs.pod_runner import LOG_TAIL_LIMIT, PodResult, PodRunner, PodSpec, Termination
 
 log = logging.getLogger(__name__)
 

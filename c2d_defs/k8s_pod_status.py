@@ -9,7 +9,7 @@ import signal
 from typing import Any
 
 from c2d_defs.k8s_manifests import LAYOUT_CONTAINER
-from c2d_defs.pod_spec import PodSpec, Termination
+from c2d_defs.pod_runner import PodSpec, Termination
 from c2d_defs.pods.common import TERMINATION_MESSAGE_LIMIT
 
 # Waiting reasons that no amount of waiting fixes.

@@ -25,7 +25,7 @@ from c2d_core.settings import engine_settings
 from c2d_defs import maintenance
 from c2d_defs.k8s_pod_runner import K8sPodRunner, K8sRunnerConfig, default_client
 from c2d_defs.maintenance import act_on_each
-from c2d_defs.pod_spec import PodRunner
+from c2d_defs.pod_runner import PodRunner
 
 VOLUME_CLEANUP_JOB_NAME = "volume_cleanup_job"
 VOLUME_CLEANUP_OP = "release_volumes"

@@ -24,7 +24,7 @@ from c2d_core.result_stores import result_store_from_settings
 from c2d_core.results import ResultStore
 from c2d_core.s3 import S3Settings, s3_client
 from c2d_core.settings import EngineSettings, engine_settings
-from c2d_defs.pod_spec import Mount, PodRunner
+from c2d_defs.pod_runner import Mount, PodRunner
 from c2d_defs.pods import layout
 
 

@@ -1,5 +1,5 @@
 """`queue_expiry_job` and `results_expiry_job`: the work the queue watchdog and the storage expiry
-sensor ask for (c2d_defs.watchdog, c2d_defs.expiry; the contract in c2d_defs.maintenance).
+sensor ask for (c2d_defs.queue_watchdog, c2d_defs.expiry; the contract in c2d_defs.maintenance).
 
 Each op judges its targets again with the state of the moment (a run dequeued since the tick is left
 alone, results expired meanwhile are not deleted twice), acts on each, logs each, and is retried by
@@ -14,8 +14,13 @@ import dagster as dg
 from c2d_core.settings import engine_settings
 from c2d_defs.expiry import RESULTS_EXPIRY_JOB_NAME, RESULTS_EXPIRY_OP, expire_results, expiry_lookup
 from c2d_defs.maintenance import RETRY_POLICY, MaintenanceConfig
+from c2d_defs.queue_watchdog import (
+    QUEUE_EXPIRY_JOB_NAME,
+    QUEUE_EXPIRY_OP,
+    expire_queued_runs,
+    queue_wait_limits,
+)
 from c2d_defs.resources import ComputeEnvironments, ResultStorage
-from c2d_defs.watchdog import QUEUE_EXPIRY_JOB_NAME, QUEUE_EXPIRY_OP, expire_queued_runs, queue_wait_limits
 
 MAINTENANCE_KIND = {"c2d/kind": "maintenance"}
 

@@ -12,7 +12,7 @@ import dagster as dg
 from c2d_core import engine
 from c2d_core.environments import Environment, UnknownEnvironmentError
 from c2d_defs.ops.compute import JobRecorder, JobState, finish_results_handover, publish_job
-from c2d_defs.pod_spec import PodRunner
+from c2d_defs.pod_runner import PodRunner
 from c2d_defs.resources import ComputeEnvironments, ResultStorage
 from c2d_defs.stage_watchdog import (
     SALVAGE_JOB_NAME,

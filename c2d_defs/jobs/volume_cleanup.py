@@ -18,7 +18,7 @@ from c2d_defs.k8s_resources import (
     release_orphaned_volumes,
 )
 from c2d_defs.maintenance import RETRY_POLICY, MaintenanceConfig
-from c2d_defs.pod_spec import PodRunner
+from c2d_defs.pod_runner import PodRunner
 
 
 @dg.op(

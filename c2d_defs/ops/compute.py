@@ -31,12 +31,12 @@ from c2d_core.settings import EngineSettings, engine_settings
 from c2d_core.status import NEVER_STARTED, JobStatus, Stage
 from c2d_core.workflow import JOB_ID_PATTERN, Workflow
 from c2d_defs.ops.attestation import attest_job
-from c2d_defs.pod_spec import PodResult, PodRunner
-from c2d_defs.pod_specs import algorithm_spec, configure_spec, publish_spec
+from c2d_defs.pod_runner import PodResult, PodRunner
 from c2d_defs.pods import layout
 from c2d_defs.pods.common import explain_validation
 from c2d_defs.pods.report import ConfigureReport, PublishReport
 from c2d_defs.resources import ComputeEnvironments, ResultStorage
+from c2d_defs.stage_pods import algorithm_spec, configure_spec, publish_spec
 
 LOG_TAIL_LINES = 40
 

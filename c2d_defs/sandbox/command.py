@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from c2d_defs.pod_spec import Termination
+from c2d_defs.pod_runner import Termination
 from c2d_defs.pods import layout
 
 # Image aliases (`python` -> /usr/bin/python3) live here inside the sandbox, first on PATH.

@@ -10,7 +10,7 @@ import signal
 from pathlib import Path
 from typing import Literal
 
-from c2d_defs.pod_spec import LOG_TAIL_LIMIT, PodResult, PodSpec, Termination
+from c2d_defs.pod_runner import LOG_TAIL_LIMIT, PodResult, PodSpec, Termination
 
 # Why the runner killed a pod, if it did.
 Interruption = Literal["Stopped", "DeadlineExceeded", "DiskQuotaExceeded"]

@@ -26,7 +26,7 @@ from typing import Literal
 from c2d_core.environments import Environments
 from c2d_core.sandbox_cgroups import CgroupBackend, CgroupVersion, PodCgroup, PodLimits, choose_backend
 from c2d_core.workflow import JOB_ID_PATTERN
-from c2d_defs.pod_spec import Mount, PodResult, PodRunner, PodSpec, Termination
+from c2d_defs.pod_runner import Mount, PodResult, PodRunner, PodSpec, Termination
 from c2d_defs.pods import layout
 from c2d_defs.pods.common import TERMINATION_MESSAGE_LIMIT
 from c2d_defs.sandbox.command import (

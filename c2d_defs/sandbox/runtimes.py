@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from c2d_core.environments import Environments, ImageRuntime, UnknownEnvironmentError
-from c2d_defs.pod_spec import PodSpec
+from c2d_defs.pod_runner import PodSpec
 from c2d_defs.sandbox.command import ALIAS_DIR, SYSTEM_PATH, HostBind, StartRefused, outermost
 
 # The host's top-level dirs a runtime on "/" needs besides /usr (symlinks into /usr on merged-usr hosts).

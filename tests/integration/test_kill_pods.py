@@ -41,7 +41,7 @@ RUNNER = textwrap.dedent(
     from pathlib import Path
     from c2d_core.environments import Environment, Environments
     from c2d_defs.sandbox import LocalPodRunner
-    from c2d_defs.pod_spec import Mount, PodSpec
+    from c2d_defs.pod_runner import Mount, PodSpec
     from c2d_defs.pods import layout
 
     work, job_id, uid_base, slots, environment = sys.argv[1:6]

@@ -27,8 +27,8 @@ from c2d_defs.k8s_manifests import (
     to_dict,
     volume_manifest,
 )
-from c2d_defs.pod_spec import Mount
-from c2d_defs.pod_specs import algorithm_spec, configure_spec, publish_spec
+from c2d_defs.pod_runner import Mount
+from c2d_defs.stage_pods import algorithm_spec, configure_spec, publish_spec
 
 # The oldest Kubernetes minor still in upstream support when this was written; the chart's
 # kubeVersion says the same.

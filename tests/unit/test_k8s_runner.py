@@ -27,7 +27,7 @@ from kubernetes.client.rest import ApiException
 from c2d_defs.k8s_manifests import K8sRunnerConfig
 from c2d_defs.k8s_pod_runner import K8sPodRunner
 from c2d_defs.k8s_resources import orphaned_volumes
-from c2d_defs.pod_spec import Mount, PodSpec
+from c2d_defs.pod_runner import Mount, PodSpec
 from c2d_defs.pods import layout
 
 JOB_ID = "d" * 32

@@ -27,8 +27,8 @@ from c2d_defs.maintenance import (
     act_on_each,
     is_transient,
 )
+from c2d_defs.queue_watchdog import queue_watchdog
 from c2d_defs.resources import ComputeEnvironments
-from c2d_defs.watchdog import queue_watchdog
 
 CONSUMER_TAGS = {engine.ENVIRONMENT, engine.OWNER, engine.JOB_ID, engine.AGREEMENT_ID}
 # Where a queued run would be launched from (Dagster requires one for QUEUED runs; nothing connects).
@@ -90,7 +90,7 @@ def test_the_queue_tick_cancels_nothing_and_its_job_ends_the_run(
         strict, patient = _queued(instance, "strict"), _queued(instance, "patient")
         context = dg.build_sensor_context(instance=instance, resources={"environments": environments})
         assert isinstance(queue_watchdog(context), dg.SkipReason)  # nobody waited 3 s yet
-        _later(monkeypatch, 10, "c2d_defs.watchdog", "c2d_defs.jobs.maintenance")
+        _later(monkeypatch, 10, "c2d_defs.queue_watchdog", "c2d_defs.jobs.maintenance")
 
         request = queue_watchdog(context)
         assert isinstance(request, dg.RunRequest)

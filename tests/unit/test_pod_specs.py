@@ -6,7 +6,7 @@ import json
 from c2d_core.environments import Environment
 from c2d_core.settings import EngineSettings
 from c2d_core.workflow import Workflow
-from c2d_defs.pod_specs import algorithm_command, algorithm_spec, configure_spec, publish_spec
+from c2d_defs.stage_pods import algorithm_command, algorithm_spec, configure_spec, publish_spec
 
 DID = "did:op:" + hashlib.sha256(b"d").hexdigest()
 ALGO_DID = "did:op:" + hashlib.sha256(b"a").hexdigest()

@@ -24,7 +24,7 @@ import pytest
 
 import c2d_core
 from c2d_core.environments import Environment, Environments
-from c2d_defs.pod_spec import Mount, PodResult, PodSpec
+from c2d_defs.pod_runner import Mount, PodResult, PodSpec
 from c2d_defs.pods import layout
 from c2d_defs.sandbox import (
     HostBind,

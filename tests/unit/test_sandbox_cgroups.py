@@ -40,7 +40,7 @@ from c2d_core.sandbox_cgroups import (
     remove_cgroup,
 )
 from c2d_core.settings import EngineSettings, SandboxSettings
-from c2d_defs.pod_spec import Mount, PodSpec
+from c2d_defs.pod_runner import Mount, PodSpec
 from c2d_defs.pods import layout
 from c2d_defs.sandbox import LocalPodRunner
 

@@ -18,6 +18,7 @@ from c2d_core.settings import EngineSettings
 from c2d_core.status import JobStatus
 from c2d_core.workflow import Workflow
 from c2d_defs.jobs import salvage_job
+from c2d_defs.queue_watchdog import expire_queued_runs, queue_wait_limits
 from c2d_defs.stage_watchdog import (
     WORKER_DIED,
     EndCause,
@@ -31,7 +32,6 @@ from c2d_defs.stage_watchdog import (
     salvage_request,
     stage_watchdog,
 )
-from c2d_defs.watchdog import expire_queued_runs, queue_wait_limits
 
 ENV = Environment.model_validate({"id": "e1", "maxJobDuration": 100})
 SETTINGS = EngineSettings(configure_deadline=30, publish_deadline=20, watchdog_grace=5)
@@ -345,7 +345,7 @@ def test_on_kubernetes_the_watchdog_deletes_the_job_s_jobs_and_sees_its_volume()
 
     from c2d_defs.k8s_manifests import K8sRunnerConfig, job_manifest
     from c2d_defs.k8s_pod_runner import K8sPodRunner
-    from c2d_defs.pod_specs import algorithm_spec
+    from c2d_defs.stage_pods import algorithm_spec
 
     fake = FakeKubernetesApi(clock=FakeClock())
     runner = K8sPodRunner(fake.client(), K8sRunnerConfig(namespace="jobs"), suffix=lambda: "abcde")
@@ -435,7 +435,7 @@ class _Runner:
     def run(self, spec: object) -> object:
         from dagster._core.errors import DagsterExecutionInterruptedError
 
-        from c2d_defs.pod_spec import PodResult
+        from c2d_defs.pod_runner import PodResult
 
         if self.report is None:
             raise DagsterExecutionInterruptedError("stopped")

@@ -14,7 +14,7 @@ from c2d_core.environments import Environment
 from c2d_core.settings import MIB, EngineSettings
 from c2d_core.status import Stage
 from c2d_core.workflow import Workflow
-from c2d_defs.pod_spec import Mount, PodSpec
+from c2d_defs.pod_runner import Mount, PodSpec
 from c2d_defs.pods import layout
 
 # The configure and publish programs are small Python processes; this is their memory ceiling.
