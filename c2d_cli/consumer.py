@@ -153,6 +153,33 @@ def check_quotes(chain: Chain, env: dict[str, Any], quoted: list[Quoted], clock:
             )
 
 
+def check_inputs_reachable(provider: ProviderClient, datasets: Sequence[Target]) -> None:
+    """Before any transaction: the Provider can reach every file of every dataset (its `fileinfo` by
+    DID and service). A job on a file it cannot fetch would fail at 31 after the orders were paid."""
+    from c2d_cli.provider_client import ProviderError
+
+    for target in datasets:
+        try:
+            infos = provider.fileinfo({"did": target.did, "serviceId": target.service_id})
+        except ProviderError as error:
+            if error.status == 404 or error.status >= 500:
+                raise explain_provider_error(error, {"dataset": target.label}) from None
+            # A Provider that does not answer fileinfo by DID: the start's own checks still apply.
+            return
+        unreachable = [
+            f"file {index}: {info.get('error') or 'unreachable'}"
+            for index, info in enumerate(infos)
+            if not info.get("valid")
+        ]
+        if unreachable or not infos:
+            raise CliError(
+                f"the Provider cannot reach the data of {target.label} now "
+                f"({'; '.join(unreachable) or 'it lists no files'}); a job would fail fetching it",
+                "nothing was paid; ask the dataset's publisher to serve its files again (on the embedded "
+                "stack, the demo's data is served by the stack's origin: `c2d dev up` restarts it)",
+            )
+
+
 def _erc20(chain: Chain, address: str) -> Any:
     return chain.contracts.at("ERC20Template", address)
 
@@ -275,6 +302,7 @@ def order_and_start(
         provider, chain, consumer.address, env, datasets, algorithm_target, valid_for=valid_for, clock=clock
     )
     check_quotes(chain, env, quoted, clock)
+    check_inputs_reachable(provider, datasets)
     check_can_pay(chain, consumer.address, quoted)
     orders = place_orders(chain, consumer, env, quoted, say)
     return start_job(

@@ -1,6 +1,7 @@
 """`c2d dev demo`: the whole Ocean Compute-to-Data flow on the embedded stack, narrated as it goes.
 
-A publisher puts a sample dataset (a CSV served by a local origin) and a sample algorithm on the
+A publisher puts a sample dataset (a CSV served by the stack's data origin, a process started and
+stopped with the stack, so the DIDs stay usable after the demo) and a sample algorithm on the
 local chain, trusting that algorithm for compute; a consumer orders both with the Provider's signed
 fees, starts the job with a signed request, follows it and downloads every result. The dataset's
 location is encrypted for the Provider and never appears in run config, tags, logs or responses.
@@ -8,9 +9,11 @@ location is encrypted for the Provider and never appears in run config, tags, lo
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from rich.console import Console
@@ -84,6 +87,17 @@ def dagster_run_id(webserver_url: str, job_id: str) -> str | None:
     return str(runs[0]["runId"]) if runs else None
 
 
+@contextlib.contextmanager
+def demo_origin(running: stack.Stack) -> Iterator[tuple[str, bool]]:
+    """The URL the demo's files are served at, and whether it outlives the demo: the stack's data
+    origin; a thread of this process for a stack started before the stack had one."""
+    if running.origin_url:
+        yield running.origin_url, True
+        return
+    with LocalOrigin(EXAMPLES) as origin:
+        yield origin.url, False
+
+
 def run_demo(home: Path, console: Console, timeout: float = 300.0) -> int:
     from c2d_cli.consumer import download_results, order_and_start, wait_for_status
     from c2d_cli.provider_client import ProviderClient
@@ -103,7 +117,7 @@ def run_demo(home: Path, console: Console, timeout: float = 300.0) -> int:
     publisher, consumer = accounts[1], accounts[2]
     provider = ProviderClient(running.provider_url)
     try:
-        with LocalOrigin(EXAMPLES) as origin:
+        with demo_origin(running) as (origin_url, lasting):
             console.print("[bold]2/5[/] publishing (as the publisher, anvil account 1):")
             algorithm_bytes = (EXAMPLES / "algorithms" / "summary.py").read_bytes()
             algorithm = publish_asset(
@@ -114,7 +128,7 @@ def run_demo(home: Path, console: Console, timeout: float = 300.0) -> int:
                 asset_type="algorithm",
                 service_type="access",
                 container=SAMPLE_CONTAINER,
-                files=[{"type": "url", "url": f"{origin.url}/algorithms/summary.py", "method": "GET"}],
+                files=[{"type": "url", "url": f"{origin_url}/algorithms/summary.py", "method": "GET"}],
             )
             console.print(f"    algorithm {algorithm.did}")
             trusted = trusted_algorithm_entry(
@@ -133,7 +147,7 @@ def run_demo(home: Path, console: Console, timeout: float = 300.0) -> int:
                     "publisherTrustedAlgorithms": [trusted],
                     "publisherTrustedAlgorithmPublishers": [],
                 },
-                files=[{"type": "url", "url": f"{origin.url}/data/weather.csv", "method": "GET"}],
+                files=[{"type": "url", "url": f"{origin_url}/data/weather.csv", "method": "GET"}],
             )
             console.print(f"    dataset   {dataset.did} (compute only, trusts the algorithm above)")
             for asset in (dataset, algorithm):
@@ -172,6 +186,17 @@ def run_demo(home: Path, console: Console, timeout: float = 300.0) -> int:
     if summary.exists():
         console.print("    summary.json (the algorithm's output):")
         console.print(summary.read_text(), highlight=False)
+    if lasting:
+        console.print(
+            f"    the data stays served by the stack's origin ({origin_url}) until `c2d dev down`: run your "
+            f"own job with c2d compute start --dataset {dataset.did} --algorithm {algorithm.did}"
+        )
+    else:
+        console.print(
+            "    [yellow]this stack has no data origin: the demo's files were served by the demo itself[/], "
+            "so jobs on these DIDs fail from now on; restart the stack (`c2d dev down && c2d dev up`) "
+            "and run the demo again"
+        )
     run_id = dagster_run_id(running.webserver_url, final["jobId"])
     console.print(f"    results in {out_dir}")
     if (out_dir / "attestation.json").exists():

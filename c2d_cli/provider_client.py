@@ -73,6 +73,11 @@ class ProviderClient:
             self._json(self._call("computeEnvironments", params={"chainId": chain_id}))[str(chain_id)]
         )
 
+    def fileinfo(self, body: dict[str, Any], timeout: float = 120.0) -> list[dict[str, Any]]:
+        """Whether files are reachable from the Provider: one URL file object, or `{did, serviceId}` for
+        every file of a published service (the Provider decrypts them; no location comes back)."""
+        return list(self._json(self._call("fileinfo", json=body, timeout=timeout)))
+
     def encrypt(self, data: bytes, chain_id: int) -> str:
         response = self._call(
             "encrypt",

@@ -28,6 +28,9 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PORT = 3300
 DEFAULT_PROVIDER_PORT = 8030
 DEFAULT_RPC_PORT = 8545
+# The data origin serving examples/ (the demo's dataset and algorithm), so their DIDs outlive the demo.
+DEFAULT_ORIGIN_PORT = 8040
+ORIGIN_FOLDER = PROJECT_ROOT / "examples"
 # Which of anvil's public test accounts the development Provider uses.
 DEV_PROVIDER_ACCOUNT = 9
 START_TIMEOUT = 120.0
@@ -54,12 +57,14 @@ class Stack:
     chain_id: int = 8996
     anvil_pid: int = 0
     addresses_file: str = ""
+    # The data origin process (c2d_cli.origin) serving examples/ on loopback; absent in older stack.json.
+    origin_url: str = ""
+    origin_pid: int = 0
 
     @property
     def pids(self) -> list[int]:
-        return [
-            pid for pid in (self.provider_pid, self.daemon_pid, self.webserver_pid, self.anvil_pid) if pid
-        ]
+        order = (self.provider_pid, self.origin_pid, self.daemon_pid, self.webserver_pid, self.anvil_pid)
+        return [pid for pid in order if pid]
 
 
 def stack_file(home: Path) -> Path:
@@ -222,6 +227,24 @@ def _daemon_command() -> list[str]:
     return [str(bin_dir / "dagster-daemon"), "run", "-w", str(PROJECT_ROOT / "workspace.yaml")]
 
 
+def _origin_command(port: int) -> list[str]:
+    return [sys.executable, "-m", "c2d_cli.origin", "--dir", str(ORIGIN_FOLDER), "--port", str(port)]
+
+
+def _wait_for_origin(url: str, pid: int, home: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not alive(pid):
+            raise StackError(f"the data origin exited during start; see {home / STACK_LOGS / 'origin.log'}")
+        try:
+            if httpx.head(f"{url}/data/weather.csv", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise StackError(f"the data origin did not answer in {timeout:.0f} s; see {home / STACK_LOGS}")
+
+
 def _provider_command(port: int) -> list[str]:
     # provider_api.server holds the server's bounds (head deadline, connection limit, keep-alive), the
     # same ones the Provider image runs with.
@@ -330,6 +353,9 @@ def up(
         anvil_pid, rpc_url = chain_stack.start_anvil(home, _pick_port(DEFAULT_RPC_PORT))
         started.append(anvil_pid)
         addresses_file = chain_stack.ensure_deployed(rpc_url, home)
+        origin_port = _pick_port(DEFAULT_ORIGIN_PORT)
+        origin = _spawn(_origin_command(origin_port), env, home / STACK_LOGS / "origin.log")
+        started.append(origin)
         # Picked before the Dagster processes start: their run workers publish results assets whose
         # serviceEndpoint is this Provider (C2D_PROVIDER_URL).
         provider_port = provider_port or _pick_port(DEFAULT_PROVIDER_PORT)
@@ -354,6 +380,8 @@ def up(
             chain_id=8996,
             anvil_pid=anvil_pid,
             addresses_file=str(addresses_file),
+            origin_url=f"http://127.0.0.1:{origin_port}",
+            origin_pid=origin,
         )
         provider = _spawn(
             _provider_command(provider_port), provider_env(home, stack), home / STACK_LOGS / "provider.log"
@@ -363,6 +391,7 @@ def up(
         stack_file(home).write_text(json.dumps(asdict(stack), indent=2))
         _wait_until_ready(url, home, [webserver, daemon], timeout)
         _wait_for_provider(provider_url, provider, home, timeout)
+        _wait_for_origin(stack.origin_url, origin, home, timeout)
     except BaseException:
         for pid in reversed(started):
             stop_group(pid)
@@ -371,7 +400,7 @@ def up(
     return stack, False
 
 
-RESTARTABLE = ("webserver", "daemon", "provider")
+RESTARTABLE = ("webserver", "daemon", "provider", "origin")
 
 
 def restart(home: Path, component: str, timeout: float = START_TIMEOUT) -> Stack:
@@ -387,7 +416,12 @@ def restart(home: Path, component: str, timeout: float = START_TIMEOUT) -> Stack
         raise StackError(f"no stack recorded in {stack_file(home)}")
     if component not in RESTARTABLE:
         raise StackError(f"{component!r} is not one of {', '.join(RESTARTABLE)}")
-    old = {"webserver": stack.webserver_pid, "daemon": stack.daemon_pid, "provider": stack.provider_pid}
+    old = {
+        "webserver": stack.webserver_pid,
+        "daemon": stack.daemon_pid,
+        "provider": stack.provider_pid,
+        "origin": stack.origin_pid,
+    }
     if alive(old[component]):
         raise StackError(f"the {component} (pid {old[component]}) is still running; stop it first")
     env = _stack_env(home)
@@ -397,12 +431,19 @@ def restart(home: Path, component: str, timeout: float = START_TIMEOUT) -> Stack
         stack.webserver_pid = _spawn(_webserver_command(stack.webserver_port), env, log)
     elif component == "daemon":
         stack.daemon_pid = _spawn(_daemon_command(), env, log)
+    elif component == "origin":
+        if not stack.origin_url:
+            raise StackError("this stack was started without a data origin; restart it with `c2d dev up`")
+        port = int(stack.origin_url.rsplit(":", 1)[1])
+        stack.origin_pid = _spawn(_origin_command(port), env, log)
     else:
         port = int(stack.provider_url.rsplit(":", 1)[1])
         stack.provider_pid = _spawn(_provider_command(port), provider_env(home, stack), log)
     stack_file(home).write_text(json.dumps(asdict(stack), indent=2))
     if component == "provider":
         _wait_for_provider(stack.provider_url, stack.provider_pid, home, timeout)
+    elif component == "origin":
+        _wait_for_origin(stack.origin_url, stack.origin_pid, home, timeout)
     else:
         _wait_until_ready(stack.webserver_url, home, [stack.webserver_pid, stack.daemon_pid], timeout)
     return stack

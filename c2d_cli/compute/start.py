@@ -47,6 +47,7 @@ from c2d_cli.consumer import (
     Say,
     Target,
     check_can_pay,
+    check_inputs_reachable,
     check_quotes,
     initialize,
     place_orders,
@@ -206,6 +207,7 @@ def order_and_start(
         )
         say("initializeCompute: the Provider accepts the inputs and the algorithm and quoted its fees")
         check_quotes(chain, environment, quoted)
+        check_inputs_reachable(provider, inputs.datasets)
         check_can_pay(chain, consumer.address, quoted)
         orders = place_orders(chain, consumer, environment, quoted, say)
         return start_job(
