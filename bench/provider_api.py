@@ -11,7 +11,7 @@ Provider under uvicorn), publishes a dataset and a trusted algorithm once, then 
    The jobs are synthetic runs in the same storage: launching 10,000 real jobs would take hours, so
    they are written straight into the stack's run storage (the DagsterInstance of its DAGSTER_HOME,
    with Dagster's own tables and run serialisation, in batches) as SUCCESS runs of `compute_job` that
-   carry the tags a finished job has (c2d_core.engine: job id, owner among a few distinct owners,
+   carry the tags a finished job has (c2d_core.job_tags: job id, owner among a few distinct owners,
    environment, agreement, DIDs, status 70, phase times, exit code, results) and the run config of a
    real job launched just before. The Provider reads nothing but run storage (through Dagster's
    GraphQL), so it cannot tell them from real ones.
@@ -70,18 +70,22 @@ from c2d_cli import stack
 from c2d_cli.origin import LocalOrigin
 from c2d_cli.provider_client import ProviderClient
 from c2d_cli.publisher import SAMPLE_CONTAINER, PublishedAsset, mint_to, publish_asset
-from c2d_core import engine
+from c2d_core import job_tags
 from c2d_core.chain import Chain, dev_accounts
 from c2d_core.environments import Environments
 from c2d_core.ocean.signing import compute_start_message, sign_request
 from c2d_core.settings import EngineSettings
 from c2d_core.status import JobStatus
+from provider_api.assets import Assets
 from provider_api.auth import verify_request
-from provider_api.compute import ComputeService, StartRequest, parse_request
+from provider_api.compute import ComputeService
 from provider_api.dagster_jobs import JOBS_LIMIT, DagsterJobs
+from provider_api.fees import ProviderFees
 from provider_api.jobs import JobRecord
 from provider_api.nonces import NonceStore
 from provider_api.orders import validate_order
+from provider_api.params import parse_params
+from provider_api.schemas import ComputeStartBody
 from provider_api.settings import ProviderSettings
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -237,23 +241,23 @@ def synthetic_tags(owner: str, env_id: str, created: float, rng: random.Random) 
         )
     ]
     tags = {
-        engine.JOB_ID: uuid.UUID(int=rng.getrandbits(128)).hex,
-        engine.OWNER: owner,
-        engine.ENVIRONMENT: env_id,
-        engine.AGREEMENT_ID: "0x" + rng.randbytes(32).hex(),
-        engine.DID: did,
-        engine.INPUT_DIDS: json.dumps([did]),
-        engine.ALGO_DID: algo_did,
-        engine.STATUS: str(int(JobStatus.JOB_FINISHED)),
-        engine.STATUS_TEXT: JobStatus.JOB_FINISHED.text,
-        engine.ALGORITHM_EXIT_CODE: "0",
-        engine.ALGORITHM_TERMINATION: "Completed",
-        engine.RESULTS: json.dumps(results, separators=(",", ":")),
-        engine.DATE_FINISHED: f"{created + 3.4:.3f}",
+        job_tags.JOB_ID: uuid.UUID(int=rng.getrandbits(128)).hex,
+        job_tags.OWNER: owner,
+        job_tags.ENVIRONMENT: env_id,
+        job_tags.AGREEMENT_ID: "0x" + rng.randbytes(32).hex(),
+        job_tags.DID: did,
+        job_tags.INPUT_DIDS: json.dumps([did]),
+        job_tags.ALGO_DID: algo_did,
+        job_tags.STATUS: str(int(JobStatus.JOB_FINISHED)),
+        job_tags.STATUS_TEXT: JobStatus.JOB_FINISHED.text,
+        job_tags.ALGORITHM_EXIT_CODE: "0",
+        job_tags.ALGORITHM_TERMINATION: "Completed",
+        job_tags.RESULTS: json.dumps(results, separators=(",", ":")),
+        job_tags.DATE_FINISHED: f"{created + 3.4:.3f}",
     }
     for phase, (started, finished) in phases.items():
-        tags[engine.phase_tag(phase, "started")] = f"{started:.3f}"
-        tags[engine.phase_tag(phase, "finished")] = f"{finished:.3f}"
+        tags[job_tags.phase_tag(phase, "started")] = f"{started:.3f}"
+        tags[job_tags.phase_tag(phase, "finished")] = f"{finished:.3f}"
     return tags
 
 
@@ -308,7 +312,7 @@ def populate(
         values.update(start_time=created.timestamp() + 1.0, end_time=created.timestamp() + 3.5)
         values["update_timestamp"] = created + timedelta(seconds=3.5)
         batch.append((values, run.tags_for_storage()))
-        population.jobs.setdefault(owner, []).append(tags[engine.JOB_ID])
+        population.jobs.setdefault(owner, []).append(tags[job_tags.JOB_ID])
         population.count += 1
         if len(batch) == 500:
             flush()
@@ -471,19 +475,23 @@ def provider_pieces(running: stack.Stack, home: Path) -> tuple[ComputeService, N
     chain = Chain.connect(settings.rpc_url, settings.addresses_file, settings.chain_id)
     key = settings.private_key_hex
     resolver = ChainDdoResolver(chain, lambda data: decrypt_with(key, data.hex()))
-    service = ComputeService(settings, Environments.load(settings.environments_file), resolver, chain)
+    service = ComputeService(
+        settings,
+        Environments.load(settings.environments_file),
+        Assets(resolver, key),
+        ProviderFees(settings, chain),
+        chain,
+    )
     return service, NonceStore(settings.nonce_db_url), TimedDagsterJobs(settings.graphql_url)
 
 
 def start_in_process(
     service: ComputeService, nonces: NonceStore, operator: TimedDagsterJobs, body: dict[str, Any]
 ) -> tuple[dict[str, float], JobRecord]:
-    """The steps of `POST /api/services/compute` (routes/compute.py: compute_start), each timed."""
-    from provider_api.routes.compute import _check_fees_paid
-
+    """The steps of `POST /api/services/compute` (provider_api.compute: ComputeService.start), each timed."""
     times: dict[str, float] = {}
     t0 = time.perf_counter()
-    request = parse_request(StartRequest, body)
+    request = parse_params(ComputeStartBody, body, shape="text")
     consumer = request.consumer_address
     message = compute_start_message(consumer, request.dataset.document_id)
     verify_request(nonces, consumer, message, request.nonce, request.signature)
@@ -517,7 +525,7 @@ def start_in_process(
                 did=item.asset.did,
             )
         )
-    _check_fees_paid(service, env, orders)
+    service.fees.ensure_paid(env, orders)
     t3 = time.perf_counter()
     times["order validation"] = t3 - t2
     workflow = service.build_workflow(request, env, inputs, algorithm, service.chain.chain_id)
@@ -630,14 +638,14 @@ def main() -> None:
                 operator.close()
                 nonces.dispose()
                 pub.provider.close()
-            ok = sum(1 for record in finished if record.tags.get(engine.STATUS) == "70")
+            ok = sum(1 for record in finished if record.tags.get(job_tags.STATUS) == "70")
             notes.append(f"real jobs that ended at status 70: {ok}/{len(finished)}")
             notes += sorted(
                 {
-                    f"a job ended at status {r.tags.get(engine.STATUS)} (run {r.run_status}) "
-                    + r.tags.get(engine.STATUS_DETAIL, "")
+                    f"a job ended at status {r.tags.get(job_tags.STATUS)} (run {r.run_status}) "
+                    + r.tags.get(job_tags.STATUS_DETAIL, "")
                     for r in finished
-                    if r.tags.get(engine.STATUS) != "70"
+                    if r.tags.get(job_tags.STATUS) != "70"
                 }
             )
         finally:

@@ -1,9 +1,9 @@
-"""The compute flow behind the routes: resolve assets, apply the policy, check orders, quote fees,
-and turn a valid start request into a `Workflow` for the engine.
+"""The compute flow behind the routes: the environments, initializeCompute's fees, and a start request
+checked (assets, policy, orders, fees) and turned into a `Workflow` that Dagster runs.
 
-Ordering matters for safety: everything here runs after the request's signature and nonce were
-checked (the nonce is spent first, so a replay cannot reach the chain or Dagster), and nothing is
-submitted until every input's order and the algorithm's order are proven on chain.
+Ordering matters for safety: a start's signature and nonce are checked first (the nonce is spent
+first, so a replay cannot reach the chain or Dagster), and nothing is submitted until every input's
+order and the algorithm's order are proven on chain.
 """
 
 from __future__ import annotations
@@ -15,141 +15,38 @@ import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ValidationError
 
 from c2d_core.chain import ZERO_ADDRESS
 from c2d_core.environments import Environment, Environments, UnknownEnvironmentError
 from c2d_core.ocean.checksums import files_checksum
-from c2d_core.workflow import OutputRequest, Workflow, canonical_tx_id
+from c2d_core.ocean.signing import compute_start_message
+from c2d_core.settings import EngineSettings
+from c2d_core.workflow import OutputRequest, Workflow
 from provider_api import policy
-from provider_api.assets import AssetError, DdoResolver, ResolvedAsset
-from provider_api.errors import OceanHTTPError, bad_request, echo, field_errors, resource_error
-from provider_api.params import WholeNumber
+from provider_api.agreements import AgreementBusy, AgreementClaims, ClaimStoreUnavailable, run_holder
+from provider_api.assets import Assets, ResolvedAsset
+from provider_api.auth import verify_request
+from provider_api.dagster_jobs import BackendUnavailable, DagsterJobs, JobConflict
+from provider_api.errors import OceanHTTPError, backend_error, bad_request, echo, field_errors, resource_error
+from provider_api.fees import ProviderFees
+from provider_api.files import fetch_file_object
+from provider_api.jobs import JobRecord
+from provider_api.nonces import NonceStore
+from provider_api.orders import OrderError, ValidatedOrder, validate_order
+from provider_api.schemas import AlgorithmRef, ComputeStartBody, InitializeComputeBody, InputRef
 
 if TYPE_CHECKING:
     from c2d_core.chain import Chain
     from provider_api.settings import ProviderSettings
-
-WEI = 10**18
-RequestT = TypeVar("RequestT", bound=BaseModel)
-
-
-class _Request(BaseModel):
-    # Clients send keys we do not use (ocean.py's `additionalInputs`, ocean.js extras): ignore them.
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
-
-
-def _canonical_tx(value: Any) -> Any:
-    # A transferTxId in any case, with or without 0x, becomes the one form that orders are checked
-    # in and agreements are tagged and claimed under; anything else is left for the order check to refuse.
-    return canonical_tx_id(value) or value
-
-
-class InputRef(_Request):
-    document_id: str = Field(alias="documentId", min_length=1)
-    service_id: str = Field(alias="serviceId", min_length=1)
-    transfer_tx_id: str | None = Field(default=None, alias="transferTxId")
-    userdata: dict[str, Any] | None = None
-
-    @field_validator("userdata", mode="before")
-    @classmethod
-    def _json_userdata(cls, value: Any) -> Any:
-        return _json_object(value, "userdata")
-
-    @field_validator("transfer_tx_id")
-    @classmethod
-    def _tx(cls, value: str | None) -> str | None:
-        return _canonical_tx(value)
-
-
-class RawAlgorithm(_Request):
-    rawcode: str | None = None
-    url: str | None = None
-    container: dict[str, Any]
-
-
-class AlgorithmRef(_Request):
-    document_id: str | None = Field(default=None, alias="documentId")
-    service_id: str | None = Field(default=None, alias="serviceId")
-    transfer_tx_id: str | None = Field(default=None, alias="transferTxId")
-    userdata: dict[str, Any] | None = None
-    algocustomdata: dict[str, Any] | None = None
-    meta: RawAlgorithm | None = None
-
-    @field_validator("userdata", "algocustomdata", mode="before")
-    @classmethod
-    def _json_fields(cls, value: Any) -> Any:
-        return _json_object(value, "algocustomdata")
-
-    @field_validator("transfer_tx_id")
-    @classmethod
-    def _tx(cls, value: str | None) -> str | None:
-        return _canonical_tx(value)
-
-
-class StartRequest(_Request):
-    consumer_address: str = Field(alias="consumerAddress", pattern=r"^0x[0-9a-fA-F]{40}$")
-    signature: str = Field(min_length=1)
-    nonce: str
-    environment: str = Field(min_length=1)
-    dataset: InputRef
-    algorithm: AlgorithmRef
-    additional_datasets: list[InputRef] = Field(
-        default_factory=list, alias="additionalDatasets", max_length=16
-    )
-    # Ocean's `output` object, validated by `parse_output` (a JSON object, or one in a JSON string).
-    output: Any = None
-
-    @field_validator("nonce", mode="before")
-    @classmethod
-    def _nonce_text(cls, value: Any) -> Any:
-        return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
-
-
-class ComputeSection(_Request):
-    env: str = Field(min_length=1)
-    valid_until: WholeNumber = Field(alias="validUntil")
-
-
-class InitializeRequest(_Request):
-    datasets: list[InputRef] = Field(min_length=1, max_length=17)
-    algorithm: AlgorithmRef
-    compute: ComputeSection
-    consumer_address: str = Field(alias="consumerAddress", pattern=r"^0x[0-9a-fA-F]{40}$")
 
 
 def checksum_address(address: str) -> str:
     from eth_utils import to_checksum_address
 
     return str(to_checksum_address(address))
-
-
-def _json_object(value: Any, name: str) -> Any:
-    if isinstance(value, str):
-        if not value.strip():
-            return None
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{name} must be a JSON object") from error
-    return value
-
-
-def parse_request(model: type[RequestT], params: dict[str, Any]) -> RequestT:
-    """Parse a request's parameters; missing or malformed fields are a 400 naming each field."""
-    if "additionalInputs" in params and "additionalDatasets" not in params:
-        # ocean.py sends its additional datasets under this name.
-        params = {**params, "additionalDatasets": params["additionalInputs"]}
-    try:
-        return model.model_validate(params)
-    except ValidationError as error:
-        errors = {}
-        for item in error.errors():
-            where = ".".join(str(p) for p in item["loc"]) or "body"
-            errors[where] = item["msg"]
-        raise field_errors(errors) from None
 
 
 # Keys of Ocean's historical output object that name its own services (Brizo, Aquarius, the secret
@@ -223,18 +120,21 @@ class CheckedAlgorithm:
 
 
 class ComputeService:
-    """One per Provider process: the policy and order logic shared by initializeCompute and start."""
+    """One per Provider process: the policy, order and fee logic of computeEnvironments,
+    initializeCompute and computeStart."""
 
     def __init__(
         self,
         settings: ProviderSettings,
         environments: Environments,
-        resolver: DdoResolver,
+        assets: Assets,
+        fees: ProviderFees,
         chain: Chain,
     ) -> None:
         self.settings = settings
         self.environments = environments
-        self.resolver = resolver
+        self.assets = assets
+        self.fees = fees
         self.chain = chain
         self._checksums: dict[str, str] = {}
         self._checksum_lock = threading.Lock()
@@ -251,59 +151,54 @@ class ComputeService:
         """The address that orders name as `consumer` for this environment (Ocean's env consumerAddress)."""
         return env.consumer_address or self.settings.address
 
-    def fee_token_of(self, env: Environment) -> str:
-        return env.fee_token or self.chain.address("Ocean")
+    def environment_listing(self, chain_id: int | None, jobs: DagsterJobs) -> dict[str, list[dict[str, Any]]]:
+        """computeEnvironments: this chain's environments with their live job counts (none for
+        another chain)."""
+        if chain_id is not None and chain_id != self.settings.chain_id:
+            return {str(chain_id): []}
+        envs = [self._environment_json(env.id, jobs) for env in self.environments.all()]
+        return {str(self.settings.chain_id): envs}
+
+    def _environment_json(self, env_id: str, jobs: DagsterJobs) -> dict[str, Any]:
+        env = self.environment(env_id)
+        try:
+            running, queued = jobs.current_jobs(env.id)
+        except BackendUnavailable as error:
+            raise backend_error(f"compute backend unavailable: {error}") from None
+        return {
+            "id": env.id,
+            "cpuNumber": env.cpu_number,
+            "cpuType": "",
+            "gpuNumber": 0,
+            "gpuType": "",
+            "ramGB": env.ram_gb,
+            "diskGB": env.disk_gb,
+            "priceMin": env.price_min,
+            "desc": env.description,
+            "currentJobs": running,
+            "queuedJobs": queued,
+            "maxJobs": env.max_jobs,
+            "consumerAddress": self.consumer_address_of(env),
+            "storageExpiry": env.storage_expiry,
+            "maxJobDuration": env.max_job_duration,
+            # Our addition: seconds a job may wait in this environment's queue before it ends with
+            # status 2 (the environment's maxQueueWait, else C2D_MAX_QUEUE_WAIT; 0 = no limit).
+            "maxQueueWait": env.queue_wait_limit(EngineSettings().max_queue_wait),
+            "feeToken": self.fees.fee_token_of(env),
+            "allowNetwork": env.allow_network,
+            "lastSeen": None,
+        }
 
     # -- assets and policy --------------------------------------------------------------------
 
-    def resolve(self, did: str, resource: str) -> ResolvedAsset:
-        try:
-            asset = self.resolver.resolve(did)
-        except AssetError:
-            raise resource_error(resource, "did_not_found") from None
-        if asset is None:
-            raise resource_error(resource, "did_not_found")
-        return asset
-
     def check_input(self, ref: InputRef, resource: str, consumer: str, main: bool) -> CheckedInput:
-        asset = self.resolve(ref.document_id, resource)
+        asset = self.assets.resolve(ref.document_id, resource)
         policy.check_asset_consumable(asset.ddo, state=asset.state, consumer=consumer, resource=resource)
         service = policy.check_input_service(asset.ddo, ref.service_id, resource, main=main)
         found = asset.service(ref.service_id)
         assert found is not None  # check_input_service found it
-        self._check_files_readable(asset, service, resource)
+        self.assets.check_files_readable(asset, service, resource)
         return CheckedInput(ref=ref, asset=asset, service_index=found[0], service=service, resource=resource)
-
-    def service_files(self, asset: ResolvedAsset, service: dict[str, Any]) -> list[dict[str, Any]]:
-        """The decrypted file objects of one of the asset's services (fileinfo, download); a 400 when
-        they were sealed for another Provider or belong to another asset than the DDO's."""
-        from c2d_core.crypto import CryptoError, decrypt_service_files
-
-        try:
-            return decrypt_service_files(
-                self.settings.private_key_hex,
-                str(service.get("files", "")),
-                expected_nft_address=asset.nft_address,
-                expected_datatoken_address=str(service.get("datatokenAddress", "")),
-            )
-        except CryptoError:
-            raise bad_request("the service's files cannot be decrypted by this Provider") from None
-
-    def _check_files_readable(self, asset: ResolvedAsset, service: dict[str, Any], resource: str) -> None:
-        """The engine decrypts each input's files with this Provider's key: refuse, before anyone pays
-        or a job starts, an input whose files were sealed for another provider or copied from
-        another asset (Ocean's `compute_services_not_in_same_provider`)."""
-        from c2d_core.crypto import CryptoError, decrypt_service_files
-
-        try:
-            decrypt_service_files(
-                self.settings.private_key_hex,
-                str(service.get("files", "")),
-                expected_nft_address=asset.nft_address,
-                expected_datatoken_address=str(service.get("datatokenAddress", "")),
-            )
-        except (CryptoError, ValueError):
-            raise resource_error(resource, "compute_services_not_in_same_provider") from None
 
     def check_algorithm(
         self, ref: AlgorithmRef, inputs: list[CheckedInput], consumer: str
@@ -327,7 +222,7 @@ class ComputeService:
             )
         if not ref.document_id or not ref.service_id:
             raise resource_error("algorithm", "missing_meta_documentId")
-        asset = self.resolve(ref.document_id, "algorithm")
+        asset = self.assets.resolve(ref.document_id, "algorithm")
         policy.check_asset_consumable(asset.ddo, state=asset.state, consumer=consumer, resource="algorithm")
         service = policy.find_service(asset.ddo, ref.service_id, "algorithm")
         found = asset.service(ref.service_id)
@@ -367,9 +262,7 @@ class ComputeService:
         The Provider fetches the files itself (bounded by `max_checksum_bytes`); results are cached by
         the encrypted files blob, which changes whenever the files do.
         """
-        from c2d_core.crypto import CryptoError, decrypt_service_files
         from c2d_core.fetch import FetchError
-        from provider_api.routes.files import fetch_file_object
 
         blob = str(service.get("files", ""))
         datatoken = str(service.get("datatokenAddress", ""))
@@ -377,17 +270,7 @@ class ComputeService:
         with self._checksum_lock:
             if key in self._checksums:
                 return self._checksums[key]
-        try:
-            # Files sealed for another key, or copied from another asset, are the algorithm's fault
-            # (400 file_unavailable), not a backend failure.
-            files = decrypt_service_files(
-                self.settings.private_key_hex,
-                blob,
-                expected_nft_address=asset.nft_address,
-                expected_datatoken_address=datatoken,
-            )
-        except (CryptoError, ValueError):
-            raise resource_error("algorithm", "file_unavailable") from None
+        files = self.assets.algorithm_files(asset, service)
         digests = []
         with tempfile.TemporaryDirectory(prefix="c2d-checksum-") as tmp:
             for index, file_object in enumerate(files):
@@ -401,75 +284,178 @@ class ComputeService:
             self._checksums[key] = checksum
         return checksum
 
-    # -- fees ---------------------------------------------------------------------------------
+    # -- orders -------------------------------------------------------------------------------
 
-    def fee_amount(self, env: Environment, seconds: int) -> int:
-        from c2d_core.fees import fee_amount
-
-        return fee_amount(str(env.price_min), max(seconds, 0))
-
-    def quote(
+    def validated_order(
         self,
-        env: Environment,
-        datatoken: str,
-        service_id: str,
-        did: str,
+        item: CheckedInput | CheckedAlgorithm,
+        tx_id: str,
         consumer: str,
-        valid_until: int,
-        paying: bool,
-    ) -> dict[str, Any]:
-        """A provider fee bound to this environment, datatoken, service, DID and consumer."""
-        now = self.chain.block_timestamp()
-        amount = self.fee_amount(env, valid_until - now) if paying else 0
-        return self._signed_fee(
-            env.id, self.fee_token_of(env), datatoken, service_id, did, consumer, amount, valid_until, now
-        )
-
-    def access_fee(self, datatoken: str, service_id: str, did: str, consumer: str) -> dict[str, Any]:
-        """Ocean's access fee: amount 0 and validUntil 0 (never expires), bound like a compute fee to
-        the datatoken, service, DID and consumer; `environment` is null, as Ocean's Provider sends it."""
-        now = self.chain.block_timestamp()
-        return self._signed_fee(
-            None, self.chain.address("Ocean"), datatoken, service_id, did, consumer, 0, 0, now
-        )
-
-    def _signed_fee(
-        self,
         environment: str | None,
-        fee_token: str,
-        datatoken: str,
-        service_id: str,
-        did: str,
-        consumer: str,
-        amount: int,
-        valid_until: int,
-        timestamp: int,
-    ) -> dict[str, Any]:
-        from c2d_core.fees import provider_data, sign_provider_fee
-
-        data = provider_data(
-            environment=environment,
-            datatoken=datatoken,
-            service_id=service_id,
-            did=did,
+        allowed_consumers: set[str],
+    ) -> ValidatedOrder:
+        """The order `tx_id` of an input (or the algorithm), checked on chain; raises OrderError."""
+        assert item.asset is not None and item.service is not None and item.service_index is not None
+        return validate_order(
+            self.chain,
+            tx_id=tx_id,
+            datatoken=str(item.service.get("datatokenAddress", "")),
+            nft=item.asset.nft_address,
+            service_id=str(item.service.get("id")),
+            service_index=item.service_index,
+            service_timeout=int(item.service.get("timeout") or 0),
             consumer=consumer,
-            timestamp=timestamp,
+            provider_address=self.settings.address,
+            environment=environment,
+            allowed_consumers=allowed_consumers,
+            did=item.asset.did,
+            now=self.fees.now(),
         )
-        fee = sign_provider_fee(
-            self.settings.private_key_hex,
-            data,
-            self.settings.address,
-            fee_token,
-            amount,
-            valid_until,
+
+    def _required_order(
+        self,
+        item: CheckedInput | CheckedAlgorithm,
+        *,
+        tx_id: str,
+        consumer: str,
+        environment: str | None,
+        allowed_consumers: set[str],
+        resource: str,
+        code: str,
+    ) -> ValidatedOrder:
+        try:
+            return self.validated_order(item, tx_id, consumer, environment, allowed_consumers)
+        except OrderError as error:
+            raise OceanHTTPError(400, {"error": {resource: code}, "message": error.message}) from None
+
+    # -- initializeCompute --------------------------------------------------------------------
+
+    def initialize(self, body: InitializeComputeBody) -> dict[str, Any]:
+        """Provider fees for each input (or the still-valid order to reuse): datasets, then a published
+        algorithm, in Ocean's order; one of them carries the fee."""
+        env = self.environment(body.compute.env)
+        # The fees' clock (the later of wall-clock and chain time), as the start's order check uses.
+        now = self.fees.now()
+        if body.compute.valid_until <= now:
+            raise bad_request("The validUntil value is not correct.")
+        consumer = body.consumer_address
+        inputs = [
+            self.check_input(ref, "dataset" if i == 0 else f"datasets[{i}]", consumer, main=i == 0)
+            for i, ref in enumerate(body.datasets)
+        ]
+        algorithm = self.check_algorithm(body.algorithm, inputs, consumer)
+        env_consumer = self.consumer_address_of(env)
+        allowed = {consumer.lower(), env_consumer.lower()}
+        priced: list[tuple[CheckedInput | CheckedAlgorithm, InputRef | AlgorithmRef, str | None]] = [
+            (item, item.ref, env.id) for item in inputs
+        ]
+        if algorithm.asset is not None:
+            priced.append((algorithm, body.algorithm, None))
+        answers: list[dict[str, Any]] = []
+        payer_chosen = False
+        validated: list[ValidatedOrder | None] = []
+        for item, ref, environment in priced:
+            order = None
+            if ref.transfer_tx_id:
+                try:
+                    order = self.validated_order(item, ref.transfer_tx_id, consumer, environment, allowed)
+                except OrderError:
+                    order = None  # not a reusable order: the input gets a fresh fee below
+            validated.append(order)
+        fee_index = next(
+            (i for i, order in enumerate(validated) if order is not None and order.valid_until >= now), 0
         )
-        return fee.to_wire()
+        for i, (item, _ref, _environment) in enumerate(priced):
+            assert item.asset is not None and item.service is not None
+            order = validated[i]
+            answer: dict[str, Any] = {}
+            paying = i == fee_index and not payer_chosen
+            if order is not None:
+                answer["validOrder"] = order.tx_id
+                if order.valid_until >= body.compute.valid_until:
+                    answers.append(answer)
+                    payer_chosen = payer_chosen or paying
+                    continue
+            answer["datatoken"] = str(item.service.get("datatokenAddress", ""))
+            answer["providerFee"] = self.fees.quote(
+                env,
+                answer["datatoken"],
+                str(item.service.get("id")),
+                item.asset.did,
+                consumer,
+                body.compute.valid_until,
+                paying,
+            )
+            payer_chosen = payer_chosen or paying
+            answers.append(answer)
+        result: dict[str, Any] = {"datasets": answers[: len(inputs)]}
+        if algorithm.asset is not None:
+            result["algorithm"] = answers[len(inputs)]
+        return result
+
+    # -- computeStart -------------------------------------------------------------------------
+
+    def start(
+        self, body: ComputeStartBody, *, nonces: NonceStore, claims: AgreementClaims, jobs: DagsterJobs
+    ) -> JobRecord:
+        """Check a signed start request end to end, claim its agreement and submit the job's run."""
+        # Like every field rule, a bad `output` is refused before the nonce is spent.
+        output = parse_output(body.output, body.consumer_address, self.settings.address)
+        verify_request(
+            nonces,
+            body.consumer_address,
+            compute_start_message(body.consumer_address, body.dataset.document_id),
+            body.nonce,
+            body.signature,
+        )
+        env = self.environment(body.environment)
+        consumer = body.consumer_address
+        allowed = {consumer.lower(), self.consumer_address_of(env).lower()}
+        refs = [body.dataset, *body.additional_datasets]
+        inputs = [
+            self.check_input(ref, "dataset" if i == 0 else f"datasets[{i}]", consumer, main=i == 0)
+            for i, ref in enumerate(refs)
+        ]
+        algorithm = self.check_algorithm(body.algorithm, inputs, consumer)
+        orders = []
+        for i, item in enumerate(inputs):
+            if not item.ref.transfer_tx_id:
+                raise field_errors({f"{'dataset' if i == 0 else f'datasets[{i}]'}.transferTxId": "required"})
+            orders.append(
+                self._required_order(
+                    item,
+                    tx_id=item.ref.transfer_tx_id,
+                    consumer=consumer,
+                    environment=env.id,
+                    allowed_consumers=allowed,
+                    resource=f"{item.resource}.serviceId",
+                    code="order_invalid",
+                )
+            )
+        if algorithm.asset is not None:
+            if not body.algorithm.transfer_tx_id:
+                raise field_errors({"algorithm.transferTxId": "required for a published algorithm"})
+            orders.append(
+                self._required_order(
+                    algorithm,
+                    tx_id=body.algorithm.transfer_tx_id,
+                    consumer=consumer,
+                    # Our fees name their environment on every input, the algorithm's included.
+                    environment=env.id,
+                    allowed_consumers=allowed,
+                    resource="algorithm",
+                    code="in_use_or_not_on_chain",
+                )
+            )
+        self.fees.ensure_paid(env, orders)
+        workflow = self.build_workflow(body, env, inputs, algorithm, self.chain.chain_id, output)
+        return submit_claimed(workflow, claims, jobs)
 
     # -- workflow -----------------------------------------------------------------------------
 
     def build_workflow(
         self,
-        request: StartRequest,
+        request: ComputeStartBody,
         env: Environment,
         inputs: list[CheckedInput],
         algorithm: CheckedAlgorithm,
@@ -541,14 +527,37 @@ class ComputeService:
             raise bad_request(f"cannot run this request: {echo(where)}: {first['msg']}") from None
 
 
-__all__ = [
-    "AlgorithmRef",
-    "CheckedInput",
-    "ComputeService",
-    "InitializeRequest",
-    "InputRef",
-    "OceanHTTPError",
-    "StartRequest",
-    "parse_output",
-    "parse_request",
-]
+def submit_claimed(workflow: Workflow, claims: AgreementClaims, jobs: DagsterJobs) -> JobRecord:
+    """Claim the workflow's agreement, then submit its run; a launch that fails frees the claim."""
+    agreement = workflow.agreement_id
+    try:
+        # The claim makes "one unfinished job per agreement" hold across Provider replicas.
+        if agreement:
+            claims.claim(agreement, workflow.job_id, run_holder(jobs))
+        return jobs.submit(workflow)
+    except AgreementBusy as error:
+        raise bad_request(str(error)) from None
+    except JobConflict as error:
+        # Dagster holds an unfinished run of the agreement that has no claim (launched before claims
+        # existed): nothing was launched for this job, so its claim goes.
+        _release_if_not_launched(claims, jobs, agreement or "", workflow.job_id)
+        raise bad_request(str(error)) from None
+    except ClaimStoreUnavailable as error:
+        raise backend_error(str(error)) from None
+    except BackendUnavailable as error:
+        if agreement:
+            _release_if_not_launched(claims, jobs, agreement, workflow.job_id)
+        raise backend_error(f"compute backend unavailable: {error}") from None
+
+
+def _release_if_not_launched(claims: AgreementClaims, jobs: DagsterJobs, agreement: str, job_id: str) -> None:
+    """Free the agreement after a failed launch, unless a run for the job exists after all.
+
+    Best effort: if Dagster or the database cannot say, the claim stays and goes stale on its own
+    (agreements.STALE_AFTER), as after a Provider that died between the claim and the launch.
+    """
+    try:
+        if jobs.job(job_id) is None:
+            claims.release(agreement, job_id)
+    except (BackendUnavailable, ClaimStoreUnavailable):
+        pass

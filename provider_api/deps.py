@@ -1,4 +1,5 @@
-"""FastAPI dependencies: the settings, nonce store, chain, Dagster jobs and environments a route needs.
+"""FastAPI dependencies: every `Annotated[..., Depends(...)]` a route takes (settings, parameters, nonce
+store, chain, Dagster jobs, environments, the services, agreement claims, result stores).
 
 Each shared object is built on first use and kept on `app.state`, one per app: creating the app
 touches no database, chain or Dagster, and a part that is down fails the requests that need it (503)
@@ -8,6 +9,7 @@ rather than the Provider's start-up. The one exception is the nonce store: the a
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
@@ -16,9 +18,16 @@ from fastapi import Depends, FastAPI, Request
 
 from c2d_core.chain import Chain, ChainError
 from c2d_core.environments import Environments
+from c2d_core.result_stores import ResultStores
+from provider_api.access import AccessService
+from provider_api.agreements import AgreementClaims
+from provider_api.assets import Assets
+from provider_api.compute import ComputeService
 from provider_api.dagster_jobs import DagsterJobs
 from provider_api.errors import backend_error
+from provider_api.fees import ProviderFees
 from provider_api.nonces import NonceStore, NonceStoreUnavailable
+from provider_api.params import request_params
 from provider_api.settings import ProviderSettings
 
 T = TypeVar("T")
@@ -52,6 +61,10 @@ def get_settings(request: Request) -> ProviderSettings:
 
 
 SettingsDep = Annotated[ProviderSettings, Depends(get_settings)]
+
+# A request's parameters (provider_api.params). For sync routes (run in the threadpool, so they may
+# block on a database or the network): the body is read here, on the event loop.
+ParamsDep = Annotated[dict[str, Any], Depends(request_params)]
 
 
 def get_nonce_store(request: Request, settings: SettingsDep) -> NonceStore:
@@ -95,6 +108,91 @@ def get_environments(request: Request, settings: SettingsDep) -> Environments:
 
 
 EnvironmentsDep = Annotated[Environments, Depends(get_environments)]
+
+
+def get_assets(request: Request, settings: SettingsDep, chain: ChainDep) -> Assets:
+    def build() -> Assets:
+        from c2d_core.publishing import ecies_decryptor
+        from provider_api.assets import ChainDdoResolver
+
+        resolver = ChainDdoResolver(chain, ecies_decryptor(settings.private_key_hex))
+        return Assets(resolver, settings.private_key_hex)
+
+    # One per app: its DDO index is shared by every request.
+    return shared(request.app, "assets", build)
+
+
+AssetsDep = Annotated[Assets, Depends(get_assets)]
+
+
+def get_assets_later(request: Request, settings: SettingsDep) -> Callable[[], Assets]:
+    """`Assets` built when called: for a route that reaches the chain for one form of its request only."""
+    return lambda: get_assets(request, settings, get_chain(request, settings))
+
+
+AssetsLaterDep = Annotated[Callable[[], Assets], Depends(get_assets_later)]
+
+
+def get_fees(request: Request, settings: SettingsDep, chain: ChainDep) -> ProviderFees:
+    return shared(request.app, "fees", lambda: ProviderFees(settings, chain))
+
+
+FeesDep = Annotated[ProviderFees, Depends(get_fees)]
+
+
+def get_compute_service(
+    request: Request,
+    settings: SettingsDep,
+    environments: EnvironmentsDep,
+    assets: AssetsDep,
+    fees: FeesDep,
+    chain: ChainDep,
+) -> ComputeService:
+    # One per app (its checksum cache is shared), built once under the app's lock.
+    return shared(
+        request.app, "compute_service", lambda: ComputeService(settings, environments, assets, fees, chain)
+    )
+
+
+ComputeDep = Annotated[ComputeService, Depends(get_compute_service)]
+
+
+def get_access_service(
+    request: Request, settings: SettingsDep, chain: ChainDep, assets: AssetsDep, fees: FeesDep
+) -> AccessService:
+    return shared(request.app, "access_service", lambda: AccessService(settings, chain, assets, fees))
+
+
+AccessDep = Annotated[AccessService, Depends(get_access_service)]
+
+
+def get_agreement_claims(request: Request, store: NonceStoreDep) -> AgreementClaims:
+    """The agreement claims, in the nonce store's database (its engine, its schema)."""
+    return shared(request.app, "agreement_claims", lambda: AgreementClaims(store.engine, schema=store.schema))
+
+
+AgreementClaimsDep = Annotated[AgreementClaims, Depends(get_agreement_claims)]
+
+
+def get_result_stores(request: Request, settings: SettingsDep) -> ResultStores:
+    """Every store a manifest may point into: local (results_dir), and S3 / IPFS when `C2D_S3_*` /
+    `C2D_IPFS_API_URL` configure them. Built once per app; their clients are reused."""
+    return shared(
+        request.app,
+        "result_stores",
+        lambda: ResultStores.from_env(os.environ, settings.results_dir),
+    )
+
+
+ResultStoresDep = Annotated[ResultStores, Depends(get_result_stores)]
+
+
+def get_result_stores_later(request: Request, settings: SettingsDep) -> Callable[[], ResultStores]:
+    """The result stores built when called: for a route that reads results for one form of its request."""
+    return lambda: get_result_stores(request, settings)
+
+
+ResultStoresLaterDep = Annotated[Callable[[], ResultStores], Depends(get_result_stores_later)]
 
 
 def close_shared(app: FastAPI) -> None:

@@ -2,7 +2,8 @@
 
 Parameters come from the query string if it has any, else from the JSON body. The two are never
 merged (as in Ocean's `get_request_data`), so a client cannot split one request's fields between them.
-`parse_params` turns the dict into a model with Ocean's field-error shape.
+`parse_params` turns the dict into a model (provider_api.schemas) with Ocean's field-error shape;
+`provider_api.deps.ParamsDep` hands a route the dict.
 
 Every number a client sends (an index, a nonce, a Range position, a Content-Length) goes through
 `whole_number`: ASCII digits only and a bounded length. `str.isdigit()` and `int()` also take "²"
@@ -15,9 +16,9 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from fastapi import Depends, Request
+from fastapi import Request
 from pydantic import BaseModel, BeforeValidator, ValidationError
 
 from c2d_core.workflow import JOB_ID_PATTERN, canonical_tx_id
@@ -155,14 +156,19 @@ async def request_params(request: Request) -> dict[str, Any]:
     return data
 
 
-# For sync routes (run in the threadpool, so they may block on a database or the network): the body
-# is read here, on the event loop.
-ParamsDep = Annotated[dict[str, Any], Depends(request_params)]
+# How a field error lists its messages. "lists" is flask-sieve's shape, `{field: [message, ...]}`, which
+# most routes answer; "text" is one sentence per field (the last rule it broke), which initializeCompute
+# and computeStart have always answered. Both are on the wire today, so each caller names its own.
+FieldErrorShape = Literal["lists", "text"]
 
 
-def parse_params(model: type[ModelT], params: dict[str, Any]) -> ModelT:
-    """Validate `params` into `model`; a failure is a 400 `errors` answer naming each field."""
+def parse_params(model: type[ModelT], params: dict[str, Any], *, shape: FieldErrorShape) -> ModelT:
+    """Validate `params` into `model`; a failure is a 400 `errors` answer naming each field, its
+    messages in `shape`. The one parser of request models: every route's validation errors pass here."""
     try:
         return model.model_validate(params)
     except ValidationError as error:
-        raise field_errors(validation_errors(list(error.errors()))) from None
+        fields = validation_errors(list(error.errors()))
+        if shape == "text":
+            raise field_errors({name: messages[-1] for name, messages in fields.items()}) from None
+        raise field_errors(fields) from None

@@ -9,20 +9,17 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
-from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 
 from c2d_core import job_tags
 from c2d_core.result_stores import ResultStores
 from c2d_core.results import MANIFEST_NAME, ResultEntry, ResultStore
-from c2d_core.settings import engine_settings
 from c2d_core.status import JobStatus
 from provider_api.errors import OceanHTTPError, backend_error, bad_request
 from provider_api.jobs import JobRecord, ocean_job_json
 from provider_api.params import BYTE_DIGITS, NumberError, whole_number
-from provider_api.settings import ProviderSettings
 
 EXPIRED = (
     "the job's results have expired: they are kept for the environment's storageExpiry after the job "
@@ -31,16 +28,6 @@ EXPIRED = (
 # One range of bytes; the positions are read by `whole_number` (ASCII digits, bounded), not by `\d`,
 # which matches every script's digits.
 _RANGE = re.compile(r"bytes=([^,-]*)-([^,-]*)")
-
-
-def result_stores(request: Request, settings: ProviderSettings) -> ResultStores:
-    """Every store a manifest may point into: local (results_dir), and S3 / IPFS when `C2D_S3_*` /
-    `C2D_IPFS_API_URL` configure them. Built once per app; their clients are reused."""
-    stores = getattr(request.app.state, "result_stores", None)
-    if stores is None:
-        stores = ResultStores.from_settings(engine_settings(), settings.results_dir)
-        request.app.state.result_stores = stores
-    return stores
 
 
 def read_job_manifest(stores: ResultStores, record: JobRecord) -> list[ResultEntry]:
@@ -71,11 +58,12 @@ def ensure_results_published(record: JobRecord) -> None:
 
 
 def stream_job_result(
-    request: Request, settings: ProviderSettings, record: JobRecord, index: int
+    result_stores: Callable[[], ResultStores], record: JobRecord, index: int, range_header: str | None
 ) -> Response:
-    """Result `index` of the job, honouring the request's `Range`; 409 / 404 / 410 when it cannot be."""
+    """Result `index` of the job, honouring `range_header`; 409 / 404 / 410 when it cannot be. The
+    stores are built only once the job's results are there to read."""
     ensure_results_published(record)
-    stores = result_stores(request, settings)
+    stores = result_stores()
     entries = read_job_manifest(stores, record)
     if index >= len(entries):
         raise OceanHTTPError(404, {"error": f"no result {index}: this job has {len(entries)}"})
@@ -84,7 +72,7 @@ def stream_job_result(
         store = stores.for_location(entry.location)
     except LookupError as error:
         raise backend_error(str(error)) from None
-    return stream_entry(store, entry, request.headers.get("range"))
+    return stream_entry(store, entry, range_header)
 
 
 def _range_position(text: str) -> int | None:

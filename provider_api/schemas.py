@@ -5,18 +5,26 @@ parameter, else the JSON body), so FastAPI cannot see them. Each route instead d
 reads: `query(...)`/`json_body(...)` turn a request model into OpenAPI `parameters`/`requestBody`
 (passed as the route's `openapi_extra`), `responses(...)` lists its answers with the bodies the app
 really sends, Ocean's error envelopes included. Field names are Ocean's, spelled as on the wire.
-Nothing here validates a request at run time: the runtime models (provider_api.compute, the
-routes) keep that job, and tests/unit/test_openapi.py keeps the two in step.
+
+The bodies a route parses (`_Request` models: InitializeComputeBody, ComputeStartBody, DecryptBody and
+the models they hold) are the ones the document shows: one model per body, parsed at run time with
+`provider_api.params.parse_params`. Where the parser is stricter or looser than a JSON Schema can say
+(a nonce kept as text, `userdata` as an object or the JSON text of one), the field carries the
+documented schema beside its runtime type. The other request models (`_Wire`) only document
+parameters that the routes read one by one.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import json
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
+from pydantic.fields import ComputedFieldInfo, FieldInfo
 from pydantic.json_schema import models_json_schema
 
-from c2d_core.workflow import ADDRESS_PATTERN, JOB_ID_PATTERN
+from c2d_core.workflow import ADDRESS_PATTERN, JOB_ID_PATTERN, canonical_tx_id
+from provider_api.params import WholeNumber
 
 COMPONENTS = "#/components/schemas/{model}"
 
@@ -40,6 +48,33 @@ QUERY_OR_JSON = (
 class _Wire(BaseModel):
     # Ocean's clients send keys a route does not read; the Provider ignores them.
     model_config = ConfigDict(extra="allow")
+
+
+def _wire_title(name: str, info: FieldInfo | ComputedFieldInfo) -> str:
+    # The title of the name clients send (`documentId` → "Documentid"), as for the `_Wire` models.
+    return (info.alias or name).title()
+
+
+def _as_documented(schema: dict[str, Any]) -> None:
+    # Extra keys are accepted (and dropped); a field holding another model (or null) has no title, as
+    # pydantic writes it when no title generator is set.
+    schema["additionalProperties"] = True
+    for field in schema.get("properties", {}).values():
+        if any("$ref" in choice for choice in [field, *field.get("anyOf", [])]):
+            field.pop("title", None)
+
+
+class _Request(BaseModel):
+    """A model a route parses its parameters with: Python names, Ocean's as aliases."""
+
+    # Keys a route does not read (ocean.py's extras, ocean.js's legacy ones) are dropped, so a dump of
+    # the model holds only what was checked; the document still says they are accepted.
+    model_config = ConfigDict(
+        extra="ignore",
+        populate_by_name=True,
+        field_title_generator=_wire_title,
+        json_schema_extra=_as_documented,
+    )
 
 
 # --- error bodies --------------------------------------------------------------------------------
@@ -83,18 +118,26 @@ class ChainIdQuery(_Wire):
     chainId: int | None = Field(default=None, description="Only this chain's environments")
 
 
-class DecryptBody(_Wire):
+class DecryptBody(_Request):
     """Signed by decrypterAddress: keccak(dataNftAddress + decrypterAddress + chainId + nonce)."""
 
-    decrypterAddress: str = Field(pattern=_ADDRESS)
-    chainId: int
+    # The addresses' patterns are documented only: the route answers a malformed one with its own
+    # field error (eth_utils.is_address, which also takes an address without 0x).
+    decrypter_address: str = Field(alias="decrypterAddress", json_schema_extra={"pattern": _ADDRESS})
+    chain_id: int = Field(alias="chainId")
     nonce: str | int = Field(description="Larger than the decrypter's last nonce")
     signature: str
-    dataNftAddress: str | None = Field(default=None, pattern=_ADDRESS)
-    transactionId: str | None = Field(default=None, description="Not supported yet: send encryptedDocument")
-    encryptedDocument: str | None = Field(default=None, description="0x-hex")
+    data_nft_address: Annotated[
+        str | None, WithJsonSchema({"anyOf": [{"pattern": _ADDRESS, "type": "string"}, {"type": "null"}]})
+    ] = Field(default=None, alias="dataNftAddress")
+    transaction_id: str | None = Field(
+        default=None, alias="transactionId", description="Not supported yet: send encryptedDocument"
+    )
+    encrypted_document: str | None = Field(default=None, alias="encryptedDocument", description="0x-hex")
     flags: int | None = Field(default=None, ge=0, le=255, description="1 LZMA, 2 ECIES")
-    documentHash: str | None = Field(default=None, description="sha256 hex of the plaintext")
+    document_hash: str | None = Field(
+        default=None, alias="documentHash", description="sha256 hex of the plaintext"
+    )
 
 
 class FileInfoBody(_Wire):
@@ -119,59 +162,128 @@ class ContainerBody(_Wire):
     checksum: str | None = Field(default=None, description="sha256:<64 hex>")
 
 
-class InputRef(_Wire):
-    documentId: str = Field(min_length=1, description="The dataset's DID")
-    serviceId: str = Field(min_length=1)
-    transferTxId: str | None = Field(default=None, description="The order's transaction")
-    userdata: dict[str, Any] | str | None = Field(default=None, description="An object or JSON text")
+def _canonical_tx(value: Any) -> Any:
+    # A transferTxId in any case, with or without 0x, becomes the one form that orders are checked
+    # in and agreements are tagged and claimed under; anything else is left for the order check to refuse.
+    return canonical_tx_id(value) or value
 
 
-class RawAlgorithm(_Wire):
+def _json_object(value: Any, name: str) -> Any:
+    if isinstance(value, str):
+        if not value.strip():
+            return None
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{name} must be a JSON object") from error
+    return value
+
+
+# Parsed as an object; documented as what clients may send: an object or JSON text holding one.
+_OBJECT_OR_TEXT = {
+    "anyOf": [{"additionalProperties": True, "type": "object"}, {"type": "string"}, {"type": "null"}]
+}
+ObjectOrText = Annotated[dict[str, Any] | None, WithJsonSchema(_OBJECT_OR_TEXT)]
+
+
+class InputRef(_Request):
+    document_id: str = Field(alias="documentId", min_length=1, description="The dataset's DID")
+    service_id: str = Field(alias="serviceId", min_length=1)
+    transfer_tx_id: str | None = Field(
+        default=None, alias="transferTxId", description="The order's transaction"
+    )
+    userdata: ObjectOrText = Field(default=None, description="An object or JSON text")
+
+    @field_validator("userdata", mode="before")
+    @classmethod
+    def _json_userdata(cls, value: Any) -> Any:
+        return _json_object(value, "userdata")
+
+    @field_validator("transfer_tx_id")
+    @classmethod
+    def _tx(cls, value: str | None) -> str | None:
+        return _canonical_tx(value)
+
+
+class RawAlgorithm(_Request):
     rawcode: str | None = None
     url: str | None = None
     container: dict[str, Any]
 
 
-class AlgorithmRef(_Wire):
+class AlgorithmRef(_Request):
     """A published algorithm (documentId, serviceId, transferTxId) or a raw one (`meta`)."""
 
-    documentId: str | None = None
-    serviceId: str | None = None
-    transferTxId: str | None = None
-    userdata: dict[str, Any] | str | None = None
-    algocustomdata: dict[str, Any] | str | None = None
+    document_id: str | None = Field(default=None, alias="documentId")
+    service_id: str | None = Field(default=None, alias="serviceId")
+    transfer_tx_id: str | None = Field(default=None, alias="transferTxId")
+    userdata: ObjectOrText = None
+    algocustomdata: ObjectOrText = None
     meta: RawAlgorithm | None = None
 
+    @field_validator("userdata", "algocustomdata", mode="before")
+    @classmethod
+    def _json_fields(cls, value: Any) -> Any:
+        return _json_object(value, "algocustomdata")
 
-class ComputeSection(_Wire):
+    @field_validator("transfer_tx_id")
+    @classmethod
+    def _tx(cls, value: str | None) -> str | None:
+        return _canonical_tx(value)
+
+
+class ComputeSection(_Request):
     env: str = Field(min_length=1, description="The compute environment's id")
-    validUntil: int = Field(description="Epoch seconds the fee must cover")
+    valid_until: WholeNumber = Field(alias="validUntil", description="Epoch seconds the fee must cover")
 
 
-class InitializeComputeBody(_Wire):
+class InitializeComputeBody(_Request):
     datasets: list[InputRef] = Field(min_length=1, max_length=17)
     algorithm: AlgorithmRef
     compute: ComputeSection
-    consumerAddress: str = Field(pattern=_ADDRESS)
+    consumer_address: str = Field(alias="consumerAddress", pattern=_ADDRESS)
 
 
-class ComputeStartBody(_Wire):
+class ComputeStartBody(_Request):
     """Signed: keccak(consumerAddress + dataset.documentId + nonce), EIP-191."""
 
-    consumerAddress: str = Field(pattern=_ADDRESS)
+    consumer_address: str = Field(alias="consumerAddress", pattern=_ADDRESS)
     signature: str = Field(min_length=1)
-    nonce: str | int
+    # Kept as text: it is signed as sent (a JSON number signs as its digits).
+    nonce: Annotated[str, WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "integer"}]})]
     environment: str = Field(min_length=1)
     dataset: InputRef
     algorithm: AlgorithmRef
-    additionalDatasets: list[InputRef] = Field(default_factory=list, max_length=16)
-    additionalInputs: list[InputRef] | None = Field(
-        default=None, max_length=16, description="ocean.py's name for additionalDatasets"
+    additional_datasets: list[InputRef] = Field(
+        default_factory=list, alias="additionalDatasets", max_length=16
     )
-    output: dict[str, Any] | str | None = Field(
+    # Never read: `_additional_inputs` below moves ocean.py's name to additionalDatasets (or drops it
+    # beside one); declared so the document names it.
+    additional_inputs: list[InputRef] | None = Field(
+        default=None,
+        alias="additionalInputs",
+        max_length=16,
+        description="ocean.py's name for additionalDatasets",
+    )
+    # Ocean's `output` object, validated by provider_api.compute.parse_output (an object, or JSON text).
+    output: Annotated[Any, WithJsonSchema(_OBJECT_OR_TEXT)] = Field(
         default=None,
         description="{publishOutput, publishAlgorithmLog, metadata, owner}: publish the results as an asset",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _additional_inputs(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "additionalInputs" in value:
+            value = dict(value)
+            moved = value.pop("additionalInputs")
+            value.setdefault("additionalDatasets", moved)
+        return value
+
+    @field_validator("nonce", mode="before")
+    @classmethod
+    def _nonce_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
 
 
 class ComputeStatusQuery(_Wire):
@@ -329,6 +441,32 @@ class ComputeJob(BaseModel):
     terminationDetails: TerminationDetails
     runStatus: str = Field(description="The Dagster run's status")
     queuePosition: int | None = Field(description="1 for the next queued job of its environment")
+
+
+class FileInfo(BaseModel):
+    """One file as fileinfo reports it (Ocean's keys); never its location."""
+
+    index: int
+    valid: bool
+    type: str
+    contentLength: str | None = None
+    contentType: str | None = None
+    filename: str | None = None
+    checksum: str | None = Field(default=None, description="sha256 hex of the content, when asked for")
+    checksumType: str | None = None
+    error: str | None = Field(default=None, description="Why the file is not valid (no location in it)")
+
+
+class ProviderInfo(BaseModel):
+    software: str = Field(description="Always 'Provider', as Ocean's Provider answers")
+    version: str
+    chainIds: list[int]
+    providerAddresses: dict[str, str] = Field(description="The provider's fee-signing address per chain id")
+    serviceEndpoints: dict[str, list[str]] = Field(description="Ocean endpoint name → [METHOD, path]")
+
+
+class NonceInfo(BaseModel):
+    nonce: int = Field(description="The last nonce used by the address (1 if it never signed a request)")
 
 
 class Container(BaseModel):

@@ -16,16 +16,15 @@ from typing import Annotated, Any
 from eth_utils import is_address, to_checksum_address
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import PlainTextResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
 
 from c2d_core.crypto import CryptoError, decrypt_with, encrypt_for, public_key_of
 from c2d_core.ocean.dids import did_for
 from c2d_core.ocean.signing import decrypt_message
 from provider_api import schemas
 from provider_api.auth import verify_request
-from provider_api.deps import NonceStoreDep, SettingsDep
+from provider_api.deps import NonceStoreDep, ParamsDep, SettingsDep
 from provider_api.errors import bad_request, echo, field_errors, forbidden
-from provider_api.params import ParamsDep, parse_params, read_body
+from provider_api.params import WholeNumber, parse_params, read_body
 
 router = APIRouter(prefix="/api/services", tags=["encryption"])
 
@@ -62,7 +61,10 @@ FLAG_ECIES = 2
 async def encrypt(
     request: Request,
     settings: SettingsDep,
-    chain_id: Annotated[int, Query(alias="chainId", description="The chain whose provider key encrypts")],
+    # A client number like any other (params.whole_number): not int()'s "1_000", " 12 " or 5,000 digits.
+    chain_id: Annotated[
+        WholeNumber, Query(alias="chainId", description="The chain whose provider key encrypts")
+    ],
 ) -> PlainTextResponse:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "application/octet-stream":
@@ -76,20 +78,6 @@ async def encrypt(
         raise bad_request("the request body is empty: send the bytes to encrypt")
     ciphertext = encrypt_for(public_key_of(settings.private_key_hex), data)
     return PlainTextResponse(ciphertext, status_code=201)
-
-
-class DecryptRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
-
-    decrypter_address: str = Field(alias="decrypterAddress")
-    chain_id: int = Field(alias="chainId")
-    nonce: str | int
-    signature: str
-    data_nft_address: str | None = Field(default=None, alias="dataNftAddress")
-    transaction_id: str | None = Field(default=None, alias="transactionId")
-    encrypted_document: str | None = Field(default=None, alias="encryptedDocument")
-    flags: int | None = Field(default=None, ge=0, le=255)
-    document_hash: str | None = Field(default=None, alias="documentHash")
 
 
 def _hex_bytes(value: str, field: str) -> bytes:
@@ -111,7 +99,7 @@ def _inflate(data: bytes) -> bytes:
     return document
 
 
-def _open_document(body: DecryptRequest, private_key_hex: str) -> bytes:
+def _open_document(body: schemas.DecryptBody, private_key_hex: str) -> bytes:
     assert body.encrypted_document is not None and body.flags is not None
     if len(body.encrypted_document) > 2 * MAX_DOCUMENT_BYTES + 2:
         raise bad_request(f"the encrypted document is larger than {MAX_DOCUMENT_BYTES} bytes")
@@ -156,7 +144,7 @@ def _check_is_ddo_of(document: bytes, nft_address: str, chain_id: int) -> None:
     ),
 )
 def decrypt(params: ParamsDep, settings: SettingsDep, store: NonceStoreDep) -> Response:
-    body = parse_params(DecryptRequest, params)
+    body = parse_params(schemas.DecryptBody, params, shape="lists")
     if body.chain_id != settings.chain_id:
         raise bad_request(
             f"Unsupported chain ID {echo(str(body.chain_id))}: this Provider serves {settings.chain_id}"

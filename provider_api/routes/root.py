@@ -12,12 +12,12 @@ from typing import Annotated
 
 from eth_utils import is_address
 from fastapi import APIRouter, FastAPI, Query, Request
-from pydantic import BaseModel, Field
 
 from provider_api import schemas
 from provider_api.deps import NonceStoreDep, SettingsDep
 from provider_api.errors import backend_error, field_errors
 from provider_api.nonces import NonceStoreUnavailable
+from provider_api.schemas import NonceInfo, ProviderInfo
 
 router = APIRouter(tags=["discovery"])
 
@@ -48,18 +48,6 @@ def _version() -> str:
         return version("c2d-dagster")
     except PackageNotFoundError:  # running from a checkout that was never installed
         return "0.0.0"
-
-
-class ProviderInfo(BaseModel):
-    software: str = Field(description="Always 'Provider', as Ocean's Provider answers")
-    version: str
-    chainIds: list[int]
-    providerAddresses: dict[str, str] = Field(description="The provider's fee-signing address per chain id")
-    serviceEndpoints: dict[str, list[str]] = Field(description="Ocean endpoint name → [METHOD, path]")
-
-
-class NonceInfo(BaseModel):
-    nonce: int = Field(description="The last nonce used by the address (1 if it never signed a request)")
 
 
 def service_endpoints(app: FastAPI) -> dict[str, list[str]]:

@@ -28,20 +28,7 @@ CORE_FORBIDDEN_THIRD_PARTY = ("fastapi", "starlette", "dagster")
 # TEMPORARY (issue 13): the cycles that exist today, in code other items of that issue restructure. Each
 # entry is one strongly connected set of modules. The test fails on a listed set that no longer exists,
 # so when a cycle is broken (or shrinks) its entry must be dropped (or narrowed): this list only shrinks.
-KNOWN_CYCLES: frozenset[frozenset[str]] = frozenset(
-    {
-        # Issue 13 item 1: the compute service reaches into routes.files; routers import each other's
-        # dependencies and the service module.
-        frozenset(
-            {
-                "provider_api.compute",
-                "provider_api.routes.access",
-                "provider_api.routes.compute",
-                "provider_api.routes.files",
-            }
-        ),
-    }
-)
+KNOWN_CYCLES: frozenset[frozenset[str]] = frozenset()
 
 
 def module_name(path: Path) -> str:

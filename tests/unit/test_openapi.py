@@ -16,10 +16,8 @@ from pydantic import BaseModel
 
 from c2d_core import engine
 from provider_api import schemas
-from provider_api.compute import InitializeRequest, StartRequest
 from provider_api.jobs import JobRecord, ocean_job_json
 from provider_api.main import create_app
-from provider_api.routes.encryption import DecryptRequest
 from provider_api.settings import ProviderSettings
 
 COMPUTE = "/api/services/compute"
@@ -194,18 +192,15 @@ def _wire_fields(model: type[BaseModel]) -> tuple[set[str], set[str]]:
 
 
 @pytest.mark.parametrize(
-    ("documented", "runtime"),
-    [
-        (schemas.ComputeStartBody, StartRequest),
-        (schemas.InitializeComputeBody, InitializeRequest),
-        (schemas.DecryptBody, DecryptRequest),
-    ],
+    "runtime", [schemas.ComputeStartBody, schemas.InitializeComputeBody, schemas.DecryptBody]
 )
 def test_documented_bodies_are_in_step_with_the_models_that_parse_them(
-    documented: type[BaseModel], runtime: type[BaseModel]
+    document: dict[str, Any], runtime: type[BaseModel]
 ) -> None:
+    # One model parses each body and documents it: the served schema must still name its wire fields.
     names, required = _wire_fields(runtime)
-    documented_names, documented_required = _wire_fields(documented)
+    declared = document["components"]["schemas"][runtime.__name__]
+    documented_names, documented_required = set(declared["properties"]), set(declared.get("required", []))
     assert names <= documented_names
     assert required == documented_required
 

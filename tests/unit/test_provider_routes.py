@@ -248,6 +248,31 @@ def test_encrypt_refusals(
     assert key in body
 
 
+@pytest.mark.parametrize(
+    "chain_id", ["8_996", " 8996 ", "8996 ", "\u0668\u0669\u0669\u0666", "-8996", "1" * 30]
+)
+def test_encrypt_reads_chain_id_as_every_client_number(client: TestClient, chain_id: str) -> None:
+    """ASCII digits only and a bounded length (params.whole_number), not int()'s "1_000" or " 12 "."""
+    response = client.post(
+        "/api/services/encrypt",
+        params={"chainId": chain_id},
+        content=b"abc",
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    body = assert_error_envelope(response, 400)
+    assert list(body["errors"]) == ["chainId"], body
+
+
+def test_encrypt_takes_a_chain_id_with_leading_zeros(client: TestClient) -> None:
+    response = client.post(
+        "/api/services/encrypt",
+        params={"chainId": "08996"},
+        content=b"abc",
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    assert response.status_code == 201, response.text
+
+
 # --- decrypt ----------------------------------------------------------------------------------------
 
 
