@@ -29,6 +29,9 @@ _MAX_LOCATIONS = 4  # input places kept per key: repeated boilerplate must not h
 _COMPARE = 4096
 _OFFSET_BITS = 40
 _INFO_PIECE = 64 * 1024
+# Whole-file digests are for files the window check may miss (short ones, near-constant ones); a larger
+# copy is found by the window check, so hashing big files whole would only cost time.
+MAX_WHOLE_FILE_BYTES = 16 * 1024 * 1024
 
 
 class LeakFilterConfigError(ValueError):
@@ -44,7 +47,7 @@ class LeakFilterConfig:
     `max_decoded_bytes`, `max_expansion_ratio`, `max_depth`, `max_archive_members`: decoding limits per
     file; an output past any of them is rejected (an input past them is fingerprinted as far as decoded).
     `min_whole_file_bytes`: an output (or a decoded part of one) identical to an input file at least this
-    long is a copy even when that file is shorter than the window.
+    long (and at most 16 MiB) is a copy even when that file is shorter than the window.
     `min_run_information`: a run longer than the window counts only if it compresses to at least this
     many bytes plus 1/128 of its length, so shared zero padding or repeated patterns do not.
     """
@@ -271,7 +274,7 @@ class LeakDetector:
     def _fingerprint(self, data: Buffer) -> None:
         self.inputs.views += 1
         self.inputs.bytes_scanned += len(data)
-        if len(data) >= self.config.min_whole_file_bytes:
+        if self.config.min_whole_file_bytes <= len(data) <= MAX_WHOLE_FILE_BYTES:
             self._digests.setdefault(len(data), set()).add(_sha256(data))
         if len(data) <= self.window:
             return  # too short to hold a run longer than the window
