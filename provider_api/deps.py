@@ -9,7 +9,6 @@ rather than the Provider's start-up. The one exception is the nonce store: the a
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
@@ -19,6 +18,7 @@ from fastapi import Depends, FastAPI, Request
 from c2d_core.chain import Chain, ChainError
 from c2d_core.environments import Environments
 from c2d_core.result_stores import ResultStores
+from c2d_core.settings import engine_settings
 from provider_api.access import AccessService
 from provider_api.agreements import AgreementClaims
 from provider_api.assets import Assets
@@ -180,7 +180,7 @@ def get_result_stores(request: Request, settings: SettingsDep) -> ResultStores:
     return shared(
         request.app,
         "result_stores",
-        lambda: ResultStores.from_env(os.environ, settings.results_dir),
+        lambda: ResultStores.from_settings(engine_settings(), settings.results_dir),
     )
 
 
