@@ -46,11 +46,20 @@ def _home(home: Path | None) -> Path:
 def dev_up(
     home: HomeOption = Path(".c2d"),
     port: Annotated[int | None, typer.Option(help="Webserver port (default 3300, or a free one).")] = None,
+    run_launcher: Annotated[
+        str | None,
+        typer.Option(
+            help="Dagster's run launcher: 'warm' (the warm run worker) or 'default'; default: dagster.yaml's."
+        ),
+    ] = None,
 ) -> None:
     """Start the stack, or reuse the one already running; writes .c2d/stack.json."""
     os.environ["C2D_HOME"] = str(_home(home))
+    if run_launcher not in (None, "warm", "default"):
+        console.print(f"[red]--run-launcher must be 'warm' or 'default', not {run_launcher!r}[/]")
+        raise typer.Exit(2)
     try:
-        running, reused = stack.up(_home(home), port=port)
+        running, reused = stack.up(_home(home), port=port, run_launcher=run_launcher)  # type: ignore[arg-type]
     except stack.StackError as error:
         console.print(f"[red]could not start the stack:[/] {error}")
         raise typer.Exit(1) from error

@@ -15,6 +15,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 import httpx
 import yaml
@@ -57,13 +58,22 @@ class Stack:
     chain_id: int = 8996
     anvil_pid: int = 0
     addresses_file: str = ""
+    # The warm run worker (c2d_defs/warm_launcher), 0 when the instance uses Dagster's default launcher.
+    worker_pid: int = 0
     # The data origin process (c2d_cli.origin) serving examples/ on loopback; absent in older stack.json.
     origin_url: str = ""
     origin_pid: int = 0
 
     @property
     def pids(self) -> list[int]:
-        order = (self.provider_pid, self.origin_pid, self.daemon_pid, self.webserver_pid, self.anvil_pid)
+        order = (
+            self.provider_pid,
+            self.origin_pid,
+            self.daemon_pid,
+            self.webserver_pid,
+            self.worker_pid,
+            self.anvil_pid,
+        )
         return [pid for pid in order if pid]
 
 
@@ -92,10 +102,39 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def render_instance(home: Path, environments: Environments, template: Path | None = None) -> Path:
+# Which run launcher `up` writes into the instance file: the template's own (None), Dagster's default
+# (a code server spawns a process per run) or the warm run worker (c2d_defs/warm_launcher).
+RunLauncherChoice = Literal["default", "warm"]
+WARM_LAUNCHER = {"module": "c2d_defs.warm_launcher", "class": "WarmRunLauncher"}
+# Below $DAGSTER_HOME; the stack passes it to both the launcher (config) and the worker (--socket).
+WORKER_SOCKET = Path("warm-worker") / "worker.sock"
+# While the warm worker is down (crashed, restarting) a dequeued run goes back into the queue, up to
+# this many times, this many seconds apart (Dagster's own retry for an unreachable code server);
+# then it fails with Dagster's "failed to reach the user code server".
+WORKER_DOWN_RETRIES = 20
+WORKER_DOWN_RETRY_DELAY = 15
+
+
+def render_instance(
+    home: Path,
+    environments: Environments,
+    template: Path | None = None,
+    run_launcher: RunLauncherChoice | None = None,
+) -> Path:
     """Write $DAGSTER_HOME/dagster.yaml: the instance file (the project's embedded default, or
     `template`, e.g. deploy/dagster-postgres.yaml) plus per-environment queue limits."""
     config = yaml.safe_load((template or PROJECT_ROOT / "dagster.yaml").read_text())
+    if run_launcher == "default":
+        config.pop("run_launcher", None)
+    elif run_launcher == "warm":
+        config["run_launcher"] = dict(WARM_LAUNCHER)
+    if uses_warm_launcher(config):
+        launcher_config = config["run_launcher"].setdefault("config", {}) or {}
+        launcher_config.setdefault("socket_path", str(home / WORKER_SOCKET))
+        config["run_launcher"]["config"] = launcher_config
+        queue = config["run_coordinator"]["config"]
+        queue.setdefault("max_user_code_failure_retries", WORKER_DOWN_RETRIES)
+        queue.setdefault("user_code_failure_retry_delay", WORKER_DOWN_RETRY_DELAY)
     coordinator = config["run_coordinator"]["config"]
     coordinator["tag_concurrency_limits"] = [
         {"key": "c2d/environment", "value": env.id, "limit": env.max_jobs} for env in environments.all()
@@ -112,6 +151,17 @@ def render_instance(home: Path, environments: Environments, template: Path | Non
     target = home / "dagster.yaml"
     target.write_text(yaml.safe_dump(config, sort_keys=False))
     return target
+
+
+def uses_warm_launcher(config: dict[str, Any]) -> bool:
+    launcher = config.get("run_launcher") or {}
+    return bool(
+        launcher.get("class") == WARM_LAUNCHER["class"] and launcher.get("module") == WARM_LAUNCHER["module"]
+    )
+
+
+def _instance_uses_warm_launcher(home: Path) -> bool:
+    return uses_warm_launcher(yaml.safe_load((home / "dagster.yaml").read_text()) or {})
 
 
 def ensure_provider_key(home: Path) -> Path:
@@ -227,6 +277,26 @@ def _daemon_command() -> list[str]:
     return [str(bin_dir / "dagster-daemon"), "run", "-w", str(PROJECT_ROOT / "workspace.yaml")]
 
 
+def _worker_command(home: Path) -> list[str]:
+    return [sys.executable, "-m", "c2d_defs.warm_launcher.worker", "--socket", str(home / WORKER_SOCKET)]
+
+
+def _wait_for_worker(home: Path, pid: int, timeout: float) -> None:
+    """Ready means: it has imported the code location and listens on its socket."""
+    deadline = time.monotonic() + timeout
+    path = str(home / WORKER_SOCKET)
+    while time.monotonic() < deadline:
+        if not alive(pid):
+            raise StackError(
+                f"the warm run worker exited during start; see {home / STACK_LOGS / 'worker.log'}"
+            )
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            if probe.connect_ex(path) == 0:
+                return
+        time.sleep(0.1)
+    raise StackError(f"the warm run worker did not listen in {timeout:.0f} s; see {home / STACK_LOGS}")
+
+
 def _origin_command(port: int) -> list[str]:
     return [sys.executable, "-m", "c2d_cli.origin", "--dir", str(ORIGIN_FOLDER), "--port", str(port)]
 
@@ -321,18 +391,26 @@ def up(
     timeout: float = START_TIMEOUT,
     instance_template: Path | None = None,
     provider_port: int | None = None,
+    run_launcher: RunLauncherChoice | None = None,
 ) -> tuple[Stack, bool]:
     """Start (or reuse) the stack; returns it and whether it was already running.
 
     `instance_template` replaces the embedded SQLite instance file, e.g. with deploy/dagster-postgres.yaml
     (its DAGSTER_PG_* variables must then be set in this process's environment). `provider_port`
     (default: 8030, or a free port) pins the Provider's port, e.g. to a random one for a test that
-    restarts the Provider and must not find another stack's on the default port.
+    restarts the Provider and must not find another stack's on the default port. `run_launcher`
+    replaces the instance file's launcher ("warm": the warm run worker, which `up` then starts and
+    `down` stops; "default": Dagster's). A running stack whose only dead part is the warm worker gets
+    a new worker, and is reused.
     """
     from c2d_cli import chain_stack
 
     home = home.resolve()
     existing = read_stack(home)
+    if existing and existing.worker_pid and not alive(existing.worker_pid):
+        others = Stack(**{**asdict(existing), "worker_pid": 0})
+        if _healthy(others):
+            return restart(home, "worker", timeout), True
     if existing and _healthy(existing):
         return existing, True
     if existing:
@@ -340,7 +418,7 @@ def up(
     home.mkdir(parents=True, exist_ok=True)
     (home / STACK_LOGS).mkdir(exist_ok=True)
     settings = EngineSettings(home=home)
-    render_instance(home, Environments.load(settings.environments_file), instance_template)
+    render_instance(home, Environments.load(settings.environments_file), instance_template, run_launcher)
     ensure_provider_key(home)
     if port is None:
         port = _pick_port(DEFAULT_PORT)
@@ -361,6 +439,12 @@ def up(
         provider_port = provider_port or _pick_port(DEFAULT_PROVIDER_PORT)
         provider_url = f"http://127.0.0.1:{provider_port}"
         env.update(_engine_chain_env(rpc_url, 8996, str(addresses_file), provider_url))
+        worker = 0
+        if _instance_uses_warm_launcher(home):
+            # Before the daemon, so the first dequeued run finds it; it needs the same environment
+            # as the code servers (the run's process inherits it).
+            worker = _spawn(_worker_command(home), env, home / STACK_LOGS / "worker.log")
+            started.append(worker)
         webserver = _spawn(_webserver_command(port), env, home / STACK_LOGS / "webserver.log")
         started.append(webserver)
         daemon = _spawn(_daemon_command(), env, home / STACK_LOGS / "daemon.log")
@@ -380,6 +464,7 @@ def up(
             chain_id=8996,
             anvil_pid=anvil_pid,
             addresses_file=str(addresses_file),
+            worker_pid=worker,
             origin_url=f"http://127.0.0.1:{origin_port}",
             origin_pid=origin,
         )
@@ -389,6 +474,8 @@ def up(
         started.append(provider)
         stack.provider_pid = provider
         stack_file(home).write_text(json.dumps(asdict(stack), indent=2))
+        if worker:
+            _wait_for_worker(home, worker, timeout)
         _wait_until_ready(url, home, [webserver, daemon], timeout)
         _wait_for_provider(provider_url, provider, home, timeout)
         _wait_for_origin(stack.origin_url, origin, home, timeout)
@@ -400,7 +487,7 @@ def up(
     return stack, False
 
 
-RESTARTABLE = ("webserver", "daemon", "provider", "origin")
+RESTARTABLE = ("webserver", "daemon", "provider", "worker", "origin")
 
 
 def restart(home: Path, component: str, timeout: float = START_TIMEOUT) -> Stack:
@@ -420,8 +507,11 @@ def restart(home: Path, component: str, timeout: float = START_TIMEOUT) -> Stack
         "webserver": stack.webserver_pid,
         "daemon": stack.daemon_pid,
         "provider": stack.provider_pid,
+        "worker": stack.worker_pid,
         "origin": stack.origin_pid,
     }
+    if component == "worker" and not _instance_uses_warm_launcher(home):
+        raise StackError("this stack's instance uses Dagster's default run launcher: it has no warm worker")
     if alive(old[component]):
         raise StackError(f"the {component} (pid {old[component]}) is still running; stop it first")
     env = _stack_env(home)
@@ -431,6 +521,8 @@ def restart(home: Path, component: str, timeout: float = START_TIMEOUT) -> Stack
         stack.webserver_pid = _spawn(_webserver_command(stack.webserver_port), env, log)
     elif component == "daemon":
         stack.daemon_pid = _spawn(_daemon_command(), env, log)
+    elif component == "worker":
+        stack.worker_pid = _spawn(_worker_command(home), env, log)
     elif component == "origin":
         if not stack.origin_url:
             raise StackError("this stack was started without a data origin; restart it with `c2d dev up`")
@@ -442,6 +534,8 @@ def restart(home: Path, component: str, timeout: float = START_TIMEOUT) -> Stack
     stack_file(home).write_text(json.dumps(asdict(stack), indent=2))
     if component == "provider":
         _wait_for_provider(stack.provider_url, stack.provider_pid, home, timeout)
+    elif component == "worker":
+        _wait_for_worker(home, stack.worker_pid, timeout)
     elif component == "origin":
         _wait_for_origin(stack.origin_url, stack.origin_pid, home, timeout)
     else:
