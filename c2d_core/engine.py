@@ -73,6 +73,9 @@ ALGORITHM_TERMINATION = "c2d/algorithm/termination"  # Completed, Error, Deadlin
 RESULTS = "c2d/results"  # JSON list of public manifest entries
 STOP_REQUESTED = "c2d/stopreq"  # "1" when the consumer stopped the job (Ocean's stopreq)
 MANIFEST = "c2d/manifest"  # the results manifest's store location; internal, never in job JSON
+# The store location of the algorithm's log while the job runs (c2d_core.live_logs); internal, the
+# Provider streams it to the job's owner (computeStreamableLogs) and never names it.
+LIVE_LOG = "c2d/live_log"
 RESULTS_EXPIRED = "c2d/results_expired"  # "1" once storage expiry deleted the results
 # "1" when storing the results failed and the job's volume (outputs and logs) was kept for an
 # operator's retry instead of being released; see docs/operations.md ("Results store down during publish").

@@ -9,7 +9,10 @@ from __future__ import annotations
 import re
 
 # Anything with a scheme (http, https, s3, postgresql+psycopg2, ...), without a trailing full stop.
-URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S*?(?=[.,;:]?(?:\s|$))")
+# The scheme is bounded (32 characters at most match): unbounded, a long run of letters makes the
+# search quadratic, and a pod's log (c2d_core.live_logs) has lines of 64 KiB. A longer "scheme" still
+# loses everything from its last 32 characters on, the host included.
+URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,31}://\S*?(?=[.,;:]?(?:\s|$))")
 
 
 def strip_urls(text: str, placeholder: str = "<url>") -> str:

@@ -94,6 +94,12 @@ class PodRunner(abc.ABC):
     def release_volume(self, job_id: str) -> None:
         """Delete the job's volume (idempotent)."""
 
+    def read_log(self, job_id: str, sub_path: str, offset: int, limit: int) -> bytes:
+        """Up to `limit` bytes of a pod's log (`PodSpec.log_sub_path`) from `offset`, read while the pod
+        runs (c2d_defs.pod_output follows it); a runner that cannot read a live log returns b"", and
+        the pod's output then shows only in its `PodResult.log_tail`."""
+        return b""
+
     def has_volume(self, job_id: str) -> bool:
         """Whether the job's volume still exists (what a watchdog can still publish from)."""
         return False

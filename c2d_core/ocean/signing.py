@@ -7,6 +7,7 @@ itself); `message` is the route's concatenation of fields exactly as sent, no se
     computeStart            consumerAddress + dataset.documentId
     computeStop / Delete    consumerAddress + jobId + documentId
     computeResult           consumerAddress + jobId + index
+    computeStreamableLogs   consumerAddress + jobId
     download                documentId
     decrypt                 (transactionId or dataNftAddress) + decrypterAddress + chainId
 """
@@ -41,6 +42,11 @@ def compute_stop_message(consumer_address: str, job_id: str, document_id: str) -
 
 def compute_result_message(consumer_address: str, job_id: str, index: str | int) -> str:
     return consumer_address + job_id + str(index)
+
+
+def compute_streamable_logs_message(consumer_address: str, job_id: str) -> str:
+    """What computeStreamableLogs signs (Ocean Node's live algorithm log)."""
+    return consumer_address + job_id
 
 
 def download_message(document_id: str) -> str:

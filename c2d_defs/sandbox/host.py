@@ -67,6 +67,33 @@ def path_in_volume(volume: Path, sub_path: str, *, must_exist: bool = True) -> P
     return resolved if must_exist else candidate
 
 
+def read_volume_file(volume: Path, sub_path: str, offset: int, limit: int) -> bytes:
+    """Up to `limit` bytes of a regular file of the volume from `offset`; b"" when there is none.
+
+    Pods own the folders they write, so while one runs it may swap a folder or the file for a symlink
+    at any moment: each component is opened relative to the last with O_NOFOLLOW (no check-then-open
+    race), and anything but a regular file reads as empty. This runs as root: it must never read a
+    host file through a pod's link.
+    """
+    relative = PurePosixPath(sub_path)
+    if relative.is_absolute() or ".." in relative.parts or not relative.parts:
+        raise ValueError(f"volume path {sub_path!r} must be relative and without '..'")
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    fds = [os.open(volume, flags | os.O_DIRECTORY)]
+    try:
+        for part in relative.parts[:-1]:
+            fds.append(os.open(part, flags | os.O_DIRECTORY, dir_fd=fds[-1]))
+        fds.append(os.open(relative.parts[-1], flags | os.O_NONBLOCK, dir_fd=fds[-1]))
+        if not stat.S_ISREG(os.fstat(fds[-1]).st_mode):
+            return b""
+        return os.pread(fds[-1], limit, offset)
+    except OSError:  # missing, a link (ELOOP), not a folder: nothing to read yet
+        return b""
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
 def make_stage(stage_root: Path, plan: SandboxPlan, uid: int, prefix: str) -> Path:
     """A fresh stage dir: one empty mount point per bind, and the pod's termination-log file.
 

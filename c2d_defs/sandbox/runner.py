@@ -51,6 +51,7 @@ from c2d_defs.sandbox.host import (
     make_stage,
     path_in_volume,
     processes_naming,
+    read_volume_file,
     real_uid,
     sweep_uid,
     try_slot,
@@ -220,6 +221,9 @@ class LocalPodRunner(PodRunner):
 
     def has_volume(self, job_id: str) -> bool:
         return self.volume_path(job_id).is_dir()
+
+    def read_log(self, job_id: str, sub_path: str, offset: int, limit: int) -> bytes:
+        return read_volume_file(self.volume_path(job_id), sub_path, offset, limit)
 
     def kill_pods(self, job_id: str) -> int:
         """Kill what is left of the job's pods after its runner died (`stop` reaches only pods this
