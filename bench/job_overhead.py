@@ -1,11 +1,14 @@
-"""Benchmark: what the engine adds to an algorithm's own run time.
+"""Benchmark: what the engine adds to an algorithm's own run time, per run launcher, in one run.
 
-Submits N trivial jobs (one small CSV input, a one-line raw algorithm) over Dagster's GraphQL API (the
-Provider's operator, no Provider in front) to the embedded stack, one after another, and measures
-submit -> status 70. Then runs the same algorithm N times bare in the sandbox (LocalPodRunner, no
-Dagster). Prints p50/p95 of both, side by side, and where the job's time goes (from the phase tags).
+For each launcher named (`--launchers default,warm`: Dagster's default, whose code server spawns a
+process per run, and the warm run worker of c2d_defs/warm_launcher), starts the embedded stack with it,
+submits N trivial jobs (one small CSV input, a one-line raw algorithm) over Dagster's GraphQL API (the
+Provider's DagsterJobs, no Provider in front), one after another, and measures submit -> status 70.
+Then runs the same algorithm N times bare in the sandbox (LocalPodRunner, no Dagster). Prints p50/p95
+of each, the overhead, and a per-phase table read back from run storage (run events, phase tags and
+the stage logs' "<pod> pod ended ... after X s").
 
-    .venv/bin/python bench/job_overhead.py [-n 10]
+    .venv/bin/python bench/job_overhead.py [-n 10] [--launchers default,warm]
 """
 
 from __future__ import annotations
@@ -19,10 +22,14 @@ if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().p
     del sys.path[0]
 
 import argparse
+import itertools
+import re
 import statistics
 import tempfile
 import time
 from functools import partial
+
+import dagster as dg
 
 from c2d_cli import stack
 from c2d_cli.consumer import poll_until
@@ -43,13 +50,63 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def bench_jobs(n: int, home: Path) -> tuple[list[float], dict[str, list[float]]]:
-    running, _ = stack.up(home, port=stack._free_port())
+STAGES = ("configure", "algorithm", "publish")
+POD_ENDED = re.compile(r"^(\w+) pod ended: .* after ([0-9.]+) s")
+PHASES = (
+    "queue (submit -> STARTING)",
+    "launch (STARTING -> run worker started)",
+    "worker -> configure started",
+    *(f"{stage} {part}" for stage in STAGES for part in ("pod", "runner set-up + tags")),
+    "between stages (tag and event writes)",
+    "publish finished -> run end",
+    "run end -> seen by the poller",
+)
+
+
+def phases_of(instance: dg.DagsterInstance, run_id: str, submitted: float, seen: float) -> dict[str, float]:
+    """Where one job's time went, from run storage: run events, phase tags and the pods' log lines."""
+    run = instance.get_run_by_id(run_id)
+    assert run is not None
+    tags = run.tags
+
+    def edge(stage: str, which: str) -> float:
+        return float(tags[engine.phase_tag(stage, which)])
+
+    events = {
+        kind: entry.timestamp
+        for entry in instance.all_logs(run_id)
+        if (kind := entry.dagster_event_type) is not None
+    }
+    pods: dict[str, float] = {}
+    for entry in instance.all_logs(run_id):
+        if entry.message and (match := POD_ENDED.match(entry.message)):
+            pods[match.group(1)] = float(match.group(2))
+    starting = events[dg.DagsterEventType.RUN_STARTING]
+    worker = events[dg.DagsterEventType.RUN_START]
+    ended = events[dg.DagsterEventType.RUN_SUCCESS]
+    found = {
+        PHASES[0]: starting - submitted,
+        PHASES[1]: worker - starting,
+        PHASES[2]: edge("configure", "started") - worker,
+    }
+    for stage in STAGES:
+        wall = edge(stage, "finished") - edge(stage, "started")
+        pod = pods.get(stage, 0.0)
+        found[f"{stage} pod"] = pod
+        found[f"{stage} runner set-up + tags"] = wall - pod
+    found[PHASES[-3]] = sum(edge(b, "started") - edge(a, "finished") for a, b in itertools.pairwise(STAGES))
+    found[PHASES[-2]] = ended - edge("publish", "finished")
+    found[PHASES[-1]] = seen - ended
+    return found
+
+
+def bench_jobs(n: int, home: Path, launcher: str) -> tuple[list[float], dict[str, list[float]]]:
+    running, _ = stack.up(home, port=stack._free_port(), run_launcher=launcher)  # type: ignore[arg-type]
     settings = EngineSettings(home=home)
     totals: list[float] = []
-    phases: dict[str, list[float]] = {"queue+launch": [], "configure": [], "algorithm": [], "publish": []}
+    phases: dict[str, list[float]] = {name: [] for name in PHASES}
     operator = DagsterJobs(f"{running.webserver_url}/graphql")
-    with operator, LocalOrigin(EXAMPLES) as origin:
+    with operator, LocalOrigin(EXAMPLES) as origin, dg.DagsterInstance.from_config(str(home)) as instance:
         for i in range(n + 1):  # job 0 warms the code servers up and is not counted
             workflow = demo_workflow(origin.url, settings.resolved_provider_key_file)
             workflow = workflow.model_copy(
@@ -66,6 +123,7 @@ def bench_jobs(n: int, home: Path) -> tuple[list[float], dict[str, list[float]]]
             )
             assert record is not None
             elapsed = time.monotonic() - t0
+            seen = time.time()
             tags = record.tags
             if tags.get(engine.STATUS) != "70":
                 raise SystemExit(
@@ -73,13 +131,8 @@ def bench_jobs(n: int, home: Path) -> tuple[list[float], dict[str, list[float]]]
                 )
             if i > 0:
                 totals.append(elapsed)
-
-                def edge(phase: str, which: str, tags: dict[str, str] = tags) -> float:
-                    return float(tags[engine.phase_tag(phase, which)])
-
-                phases["queue+launch"].append(edge("configure", "started") - submitted)
-                for phase in ("configure", "algorithm", "publish"):
-                    phases[phase].append(edge(phase, "finished") - edge(phase, "started"))
+                for name, value in phases_of(instance, record.run_id, submitted, seen).items():
+                    phases[name].append(value)
     return totals, phases
 
 
@@ -107,22 +160,33 @@ def bench_bare(n: int, home: Path) -> list[float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-n", type=int, default=10, help="jobs to time (after one warm-up job)")
+    parser.add_argument("-n", type=int, default=10, help="jobs to time per launcher (after one warm-up job)")
+    parser.add_argument("--launchers", default="default,warm", help="comma-separated: default, warm")
     args = parser.parse_args()
+    launchers = [name.strip() for name in args.launchers.split(",") if name.strip()]
+    results: dict[str, tuple[list[float], dict[str, list[float]]]] = {}
     with tempfile.TemporaryDirectory(prefix="c2d-bench-") as tmp:
-        home = Path(tmp) / ".c2d"
-        try:
-            totals, phases = bench_jobs(args.n, home)
-            bare = bench_bare(args.n, home)
-        finally:
-            stack.down(home)
-    print(f"\n{'measure (n=' + str(args.n) + ')':<34}{'p50 s':>8}{'p95 s':>8}")
-    print(f"{'job: submit -> status 70':<34}{pct(totals, 0.5):>8.2f}{pct(totals, 0.95):>8.2f}")
-    print(f"{'bare sandbox run of the algorithm':<34}{pct(bare, 0.5):>8.2f}{pct(bare, 0.95):>8.2f}")
-    print(f"{'overhead (p50 job - p50 bare)':<34}{pct(totals, 0.5) - pct(bare, 0.5):>8.2f}")
-    print("where a job's time goes (p50):")
-    for name, values in phases.items():
-        print(f"  {name:<32}{statistics.median(values):>8.2f}")
+        for launcher in launchers:
+            home = Path(tmp) / launcher / ".c2d"
+            try:
+                results[launcher] = bench_jobs(args.n, home, launcher)
+            finally:
+                stack.down(home)
+        bare = bench_bare(args.n, Path(tmp) / launchers[0] / ".c2d")
+    print(f"\n{'measure (n=' + str(args.n) + ')':<44}{'p50 s':>8}{'p95 s':>8}")
+    for launcher, (totals, _) in results.items():
+        print(
+            f"{'job: submit -> status 70, ' + launcher:<44}{pct(totals, 0.5):>8.2f}{pct(totals, 0.95):>8.2f}"
+        )
+    print(f"{'bare sandbox run of the algorithm':<44}{pct(bare, 0.5):>8.2f}{pct(bare, 0.95):>8.2f}")
+    for launcher, (totals, _) in results.items():
+        overhead = [total - pct(bare, 0.5) for total in totals]
+        label = "overhead (job - p50 bare), " + launcher
+        print(f"{label:<44}{pct(overhead, 0.5):>8.2f}{pct(overhead, 0.95):>8.2f}")
+    print("\nwhere a job's time goes (p50 s; pod = the sandboxed process, interpreter start included)")
+    print(f"{'phase':<44}" + "".join(f"{name:>10}" for name in results))
+    for phase in PHASES:
+        print(f"{phase:<44}" + "".join(f"{statistics.median(p[phase]):>10.3f}" for _, p in results.values()))
 
 
 if __name__ == "__main__":
