@@ -151,10 +151,12 @@ class PodOutput:
         text = (
             f"[{self.component}] " + scrub_for_operators(line.decode("utf-8", "replace").rstrip("\n")) + "\n"
         )
-        if self.written + len(text) > self.cap:
+        size = len(text.encode())
+        # The cap bounds the pod's own lines; the line saying it was reached comes on top.
+        if self.written + size > self.cap:
             self.cut = True
             text = truncation_line(self.component, self.cap)
-        self.written += len(text)
+        self.written += size
         try:
             self.sink(text)
         except (OSError, ValueError):  # a closed stdout: the step's log is a courtesy

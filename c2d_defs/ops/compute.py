@@ -31,6 +31,7 @@ from c2d_core.settings import EngineSettings, engine_settings
 from c2d_core.status import NEVER_STARTED, JobStatus, Stage
 from c2d_core.workflow import JOB_ID_PATTERN, Workflow
 from c2d_defs.ops.attestation import attest_job
+from c2d_defs.pod_output import LiveLogCopy, run_followed
 from c2d_defs.pod_runner import PodResult, PodRunner
 from c2d_defs.pods import layout
 from c2d_defs.pods.common import explain_validation
@@ -205,7 +206,7 @@ def configure(
             state.status, state.detail = JobStatus.VOLUME_CREATION_FAILED, f"job volume: {error.strerror}"
             return state
         try:
-            result = pod_runner.run(configure_spec(workflow, state.environment, settings))
+            result = run_followed(pod_runner, configure_spec(workflow, state.environment, settings))
         except (DagsterExecutionInterruptedError, KeyboardInterrupt):
             # Stopped while fetching: the algorithm never runs, but the configure log still comes
             # back to the consumer and the volume (with whatever was fetched) is released.
@@ -257,7 +258,10 @@ def run_algorithm(
     record_status(context, state.status)
     env = state.environment
     try:
-        result = pod_runner.run(algorithm_spec(state.workflow, env))
+        # The algorithm's log also goes, as it grows, where the Provider streams it to the job's owner.
+        recorder = JobRecorder.of(context)
+        live = LiveLogCopy(result_store.store, state.job_id, lambda at: recorder.tags({engine.LIVE_LOG: at}))
+        result = run_followed(pod_runner, algorithm_spec(state.workflow, env), live=live)
     except (DagsterExecutionInterruptedError, KeyboardInterrupt):
         # The run was terminated (a consumer's stop, the stage watchdog, or the run's max_runtime):
         # the runner has killed the pod. Like Ocean, publish what the algorithm wrote so far and its
@@ -344,7 +348,7 @@ def publish_job(
                 result_store.publish_secrets(),
                 result_store.publish_network,
             )
-            result = pod_runner.run(spec)
+            result = run_followed(pod_runner, spec)
             _log_pod(recorder.log, "publish", result)
             report = PublishReport.from_message(result.termination_message)
             manifest_location = report.manifest if report is not None else ""
