@@ -13,20 +13,34 @@ from c2d_defs.jobs import compute_job
 from c2d_defs.resources import ComputeEnvironments, LocalPodRunnerResource, LocalResultStoreResource
 
 
+def compute_job_with_local_resources() -> dg.JobDefinition:
+    """compute_job with the embedded deployment's resources, for `dg.reconstructable`."""
+    resources = {
+        "pod_runner": LocalPodRunnerResource(),
+        "result_store": LocalResultStoreResource(),
+        "environments": ComputeEnvironments(),
+        # Stage outputs carry the workflow: they stay in memory, as in the code location.
+        "io_manager": dg.mem_io_manager,
+    }
+    return dg.Definitions(jobs=[compute_job], resources=resources).get_job_def(compute_job.name)
+
+
 def run_compute_job(
     workflow: dict[str, Any], instance: dg.DagsterInstance, **options: Any
-) -> dg.ExecuteInProcessResult:
-    """Run `workflow` as compute_job on `instance`; failures are results, not exceptions."""
-    return compute_job.execute_in_process(
-        run_config=engine.run_config(workflow),
+) -> dg.ExecutionResult:
+    """Run `workflow` as compute_job on `instance`; failures are results, not exceptions.
+
+    Through `dg.execute_job`, not `execute_in_process`: the latter swaps the job's executor for its
+    own, and compute_job's executor is part of how it behaves (a failed stage does not skip publish).
+    """
+    job = dg.reconstructable(compute_job_with_local_resources)
+    # Dagster keeps the last definition it loaded; the resources read this test's settings, so load anew.
+    type(job).get_definition.cache_clear()
+    type(job).get_repository_definition.cache_clear()
+    return dg.execute_job(
+        job,
         instance=instance,
-        resources={
-            "pod_runner": LocalPodRunnerResource(),
-            "result_store": LocalResultStoreResource(),
-            "environments": ComputeEnvironments(),
-            # Stage outputs carry the workflow: they stay in memory, as in the code location.
-            "io_manager": dg.mem_io_manager,
-        },
+        run_config=engine.run_config(workflow),
         raise_on_error=False,
         **options,
     )

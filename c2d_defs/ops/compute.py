@@ -1,8 +1,8 @@
-"""The three stages of a compute job as Dagster ops: configure -> run_algorithm -> publish.
+"""The three stages of a compute job: configure -> algorithm -> publish (the ops that run them and
+judge each step are in c2d_defs.ops.stages).
 
-Each op records the job's Ocean status on the run as tags (see c2d_core.engine) and hands its work
+Each stage records the job's Ocean status on the run as tags (see c2d_core.engine) and hands its work
 to the `pod_runner` resource as a `PodSpec`. A failed stage never skips publish: logs always come back.
-The run fails (for operators) exactly when the job ends in one of Ocean's failure statuses.
 """
 
 import json
@@ -28,7 +28,7 @@ from c2d_core.result_assets import (
 )
 from c2d_core.results import ResultEntry
 from c2d_core.settings import EngineSettings, engine_settings
-from c2d_core.status import NEVER_STARTED, JobStatus, Stage
+from c2d_core.status import ALGORITHM_FAILURES, NEVER_STARTED, JobStatus, Stage
 from c2d_core.workflow import JOB_ID_PATTERN, Workflow
 from c2d_defs.ops.attestation import attest_job
 from c2d_defs.pod_output import LiveLogCopy, run_followed
@@ -88,12 +88,18 @@ class JobRecorder:
     def tags(self, tags: dict[str, str]) -> None:
         self.instance.add_run_tags(self.run_id, tags)
 
-    def status(self, status: JobStatus, detail: str = "", extra: dict[str, str] | None = None) -> None:
+    def status(
+        self, status: JobStatus, detail: str = "", extra: dict[str, str] | None = None, said: str = ""
+    ) -> None:
+        """Record `status`; the log line is `said` when given (a failed algorithm's job ends 70 for
+        Ocean, and its log must not read as a success)."""
         tags = {engine.STATUS: str(int(status)), engine.STATUS_TEXT: status.text, **(extra or {})}
         if detail:
             tags[engine.STATUS_DETAIL] = detail[:1000]
         self.tags(tags)
-        self.log.info(f"status {int(status)} {status.text.strip()}" + (f": {detail}" if detail else ""))
+        self.log.info(
+            said or f"status {int(status)} {status.text.strip()}" + (f": {detail}" if detail else "")
+        )
 
     def phase(self, stage: Stage, edge: str) -> None:
         self.tags({engine.phase_tag(stage, edge): f"{time.time():.3f}"})
@@ -159,11 +165,7 @@ CONFIGURE_OUTCOMES = (
 )
 
 
-@dg.op(
-    description="Fetch the inputs and the algorithm into the job volume (Ocean's pod-configuration).",
-    tags={"c2d/stage": "configure"},
-)
-def configure(
+def configure_stage(
     context: dg.OpExecutionContext,
     config: WorkflowConfig,
     pod_runner: dg.ResourceParam[PodRunner],
@@ -240,11 +242,7 @@ def configure(
         record_phase(context, Stage.CONFIGURE, "finished")
 
 
-@dg.op(
-    description="Run the consumer's algorithm in its sandbox or pod, with the environment's limits.",
-    tags={"c2d/stage": "run_algorithm"},
-)
-def run_algorithm(
+def algorithm_stage(
     context: dg.OpExecutionContext,
     state: JobState,
     pod_runner: dg.ResourceParam[PodRunner],
@@ -407,9 +405,15 @@ def publish_job(
         recorder.tags({engine.RESULTS: json.dumps(public, separators=(",", ":"))})
         if wants_results_asset(state.workflow):
             record_results_asset(recorder, state, manifest, settings)
+        said = ""
+        ended = engine.JobTags.from_tags(_fresh_tags(recorder)).algorithm_termination
+        if state.status is JobStatus.JOB_FINISHED and ended in ALGORITHM_FAILURES:
+            said = f"job ended, the algorithm failed: {state.detail}; its outputs and logs are published"
         # The final status and dateFinished land together (one write), so no reader ever sees a
         # finished date beside a status that is still moving. The attestation states the same date.
-        recorder.status(state.status, state.detail, extra={engine.DATE_FINISHED: f"{finished_at:.3f}"})
+        recorder.status(
+            state.status, state.detail, extra={engine.DATE_FINISHED: f"{finished_at:.3f}"}, said=said
+        )
     return public
 
 
@@ -485,23 +489,3 @@ def finish_results_handover(recorder: JobRecorder, run: dg.DagsterRun) -> None:
     )
     recorder.log.warning(f"results asset not published: {detail}")
     recorder.tags(ResultsAssetOutcome("failed", detail[:MAX_DETAIL]).tags())
-
-
-@dg.op(
-    description="Upload outputs and logs to the result store and write the results manifest.",
-    tags={"c2d/stage": "publish"},
-)
-def publish(
-    context: dg.OpExecutionContext,
-    state: JobState,
-    pod_runner: dg.ResourceParam[PodRunner],
-    result_store: dg.ResourceParam[ResultStorage],
-) -> list[dict[str, Any]]:
-    public = publish_results(context, state, pod_runner, result_store)
-    context.add_output_metadata({"results": len(public), "status": int(state.status)})
-    if state.status.is_failure:
-        raise dg.Failure(
-            description=f"job ended with status {int(state.status)} {state.status.text}: {state.detail}",
-            metadata={"c2d_status": int(state.status)},
-        )
-    return public

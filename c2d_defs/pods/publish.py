@@ -229,7 +229,9 @@ class Publisher:
         # The last lines of the publish log are written before it is stored, so it is complete
         # (Ocean uploads its own log while still writing it, and loses the end).
         self.log(f"stored {len(self.entries)} result(s), {total} bytes; storing this log and the manifest")
-        self.log(f"status {int(status)} {status.text}" + (f": {self.errors[0]}" if self.errors else ""))
+        # What this pod did, not the job's status: a failed algorithm's job also ends 70, and its
+        # publish log must not read as a success of the job.
+        self.log(f"publishing failed: {self.errors[0]}" if self.errors else "every result stored")
         self._store_bytes(self.log.text().encode("utf-8", "backslashreplace"), PUBLISH_LOG_NAME, "publishLog")
         manifest = self._store_manifest()
         if not manifest:
@@ -317,7 +319,12 @@ def main(environ: Mapping[str, str] | None = None, store: ResultStore | None = N
     entries = publisher.entries if publisher is not None else []
     report.status, report.count = int(status), len(entries)
     report.bytes = sum(entry.filesize for entry in entries)
-    log(f"finished with status {int(status)} after {time.monotonic() - started:.2f} s")
+    outcome = (
+        "published"
+        if status is JobStatus.JOB_FINISHED
+        else f"publishing failed ({int(status)} {status.text})"
+    )
+    log(f"finished, {outcome}, after {time.monotonic() - started:.2f} s")
     write_termination_message(termination_log, report.document(), log)
     return layout.EXIT_OK if status is JobStatus.JOB_FINISHED else int(status)
 

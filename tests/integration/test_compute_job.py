@@ -256,3 +256,113 @@ def test_plain_file_objects_are_refused_unless_enabled(
     monkeypatch.setenv("C2D_ALLOW_PLAIN_FILES", "true")
     _result, tags, _ = _run({**workflow, "jobId": "f" * 32})
     assert tags[engine.STATUS] == "70", tags.get(engine.STATUS_DETAIL)
+
+
+def _steps(instance: dg.DagsterInstance, run_id: str) -> dict[str, str]:
+    """Each step's outcome as Dagster recorded it (what the run's page colours)."""
+    return {stat.step_key: stat.status.value for stat in instance.get_run_step_stats(run_id) if stat.status}
+
+
+def _step_failures(instance: dg.DagsterInstance, run_id: str) -> dict[str, object]:
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_FAILURE).records
+    return {
+        record.event_log_entry.step_key: record.event_log_entry.dagster_event.step_failure_data
+        for record in records
+    }
+
+
+@pytest.mark.parametrize(
+    ("case", "failing_step", "status", "sentence", "termination"),
+    [
+        ("exit", "run_algorithm", 70, "The algorithm failed: algorithm exited with code 3", "Error"),
+        (
+            "deadline",
+            "run_algorithm",
+            70,
+            "The algorithm failed: algorithm stopped at the environment's",
+            None,
+        ),
+        ("image", "run_algorithm", 41, "Failed to run algorithm: ", "ImageNotFound"),
+        ("missing", "configure", 31, "Data provisioning failed: input 1 file 0: HTTP 404", None),
+    ],
+)
+def test_failed_job_is_a_failed_run_with_its_failing_stage_red_and_publish_green(
+    c2d_home: Path, origin: LocalOrigin, case, failing_step, status, sentence, termination
+) -> None:
+    """Issue 16 item 1: the run's and each step's outcome match the job's, read from Dagster's records."""
+    workflow = _workflow(c2d_home, origin)
+    container = {"entrypoint": "python $ALGO", "image": "python", "tag": "3.11"}
+    if case == "exit":
+        workflow["algorithm"] = {"rawcode": "import sys; print('bad'); sys.exit(3)", "container": container}
+    elif case == "deadline":
+        workflow["algorithm"] = {"rawcode": "import time; time.sleep(60)", "container": container}
+    elif case == "image":
+        workflow["algorithm"] = {"rawcode": "print(1)", "container": {**container, "image": "node"}}
+    else:
+        workflow["inputs"][1]["files"] = _encrypted(c2d_home, [f"{origin.url}/missing.txt"])
+    instance = dg.DagsterInstance.ephemeral()
+    result = run_compute_job(workflow, instance)
+    run = instance.get_run_by_id(result.run_id)
+    assert run.status == dg.DagsterRunStatus.FAILURE
+    # The Ocean job JSON's inputs are unchanged: Ocean's status, and the logs published.
+    assert run.tags[engine.STATUS] == str(status)
+    assert "publishLog" in [e["type"] for e in json.loads(run.tags[engine.RESULTS])]
+    steps = _steps(instance, result.run_id)
+    assert steps[failing_step] == "FAILURE" and steps["publish"] == "SUCCESS"
+    assert [key for key, outcome in steps.items() if outcome == "FAILURE"] == [failing_step]
+    failure = _step_failures(instance, result.run_id)[failing_step]
+    assert failure.user_failure_data is not None and failure.user_failure_data.description.startswith(
+        sentence
+    )
+    metadata = {key: value.value for key, value in failure.user_failure_data.metadata.items()}
+    assert metadata["ocean_status"] == status
+    if termination:
+        assert metadata["termination"] == termination
+    if case == "exit":
+        assert metadata["exit_code"] == 3
+    # No stack trace of ours: the failure is the job's sentence, not a wrapped error with host paths.
+    assert failure.error.cause is None and str(c2d_home) not in failure.error.message
+    publish_log = "\n".join(
+        entry.message
+        for entry in instance.all_logs(result.run_id)
+        if entry.step_key == "publish" and entry.message and not entry.dagster_event
+    )
+    assert "status 70" not in publish_log and "Job finished" not in publish_log
+
+
+def test_finished_job_is_a_green_run(c2d_home: Path, origin: LocalOrigin) -> None:
+    instance = dg.DagsterInstance.ephemeral()
+    result = run_compute_job(_workflow(c2d_home, origin, jobId="e" * 32), instance)
+    assert instance.get_run_by_id(result.run_id).status == dg.DagsterRunStatus.SUCCESS
+    assert _steps(instance, result.run_id) == {
+        "configure": "SUCCESS",
+        "run_algorithm": "SUCCESS",
+        "publish": "SUCCESS",
+    }
+
+
+def test_out_of_memory_fails_the_algorithm_step_and_keeps_status_70() -> None:
+    """OOMKilled needs a memory cgroup this host may lack: the verdict itself, on the tags it reads."""
+    from c2d_core.status import JobStatus, Stage
+    from c2d_defs.ops.compute import JobState
+    from c2d_defs.ops.stages import stage_failure
+
+    state = JobState(
+        job_id="a" * 32, status=JobStatus.RUNNING_ALGORITHM, detail="algorithm killed: out of memory"
+    )
+    tags = engine.JobTags.from_tags(
+        {engine.ALGORITHM_TERMINATION: "OOMKilled", engine.ALGORITHM_EXIT_CODE: "137"}
+    )
+    failure = stage_failure(Stage.ALGORITHM, state, tags, failed_before=False)
+    assert (
+        failure is not None and failure.description == "The algorithm failed: algorithm killed: out of memory"
+    )
+    assert {k: v.value for k, v in failure.metadata.items()} == {
+        "ocean_status": 70,
+        "ocean_status_text": "Job finished",
+        "stage": "algorithm",
+        "exit_code": 137,
+        "termination": "OOMKilled",
+    }
+    assert stage_failure(Stage.ALGORITHM, state, tags, failed_before=True) is None
+    assert stage_failure(Stage.PUBLISH, state, tags, failed_before=False) is None
