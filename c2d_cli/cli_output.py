@@ -4,7 +4,11 @@ one line, then what to do about it).
 Provider refusals arrive in Ocean's shapes (`{"error": {"dataset": "no_raw_algo_allowed"}}`, field
 errors, 503); each known code is turned into a sentence and a next step. Exit codes: 1 a request or a
 setting failed, 2 bad arguments (typer's own), 3 the job ran and failed, 4 a job's results did not
-verify against its signed attestation (`c2d compute verify`).
+verify against its signed attestation (`c2d compute verify`), 5 a wait (`--wait`, `--follow`) ran out
+of time while the job goes on.
+
+Only what `--help` needs is imported at the top (typer, rich's console): httpx, web3 and the like are
+imported by the commands that use them, so every command starts quickly.
 """
 
 from __future__ import annotations
@@ -17,7 +21,6 @@ import sys
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Annotated, Any
 
-import httpx
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -25,6 +28,8 @@ from rich.markup import escape
 from c2d_cli.config import CliConfig, ConfigError, Role, resolve
 
 if TYPE_CHECKING:
+    import httpx
+
     from c2d_cli.provider_client import ProviderClient, ProviderError
 
 # Piped output is read by scripts and logs, not folded to a terminal's 80 columns.
@@ -32,6 +37,7 @@ PIPED_WIDTH = 160
 EXIT_FAILED = 1
 EXIT_JOB_FAILED = 3
 EXIT_NOT_VERIFIED = 4
+EXIT_TIMEOUT = 5
 
 # Ocean's refusal codes → (what it means, what to do). `{input}` is the refused input's description.
 CODE_ADVICE: Mapping[str, tuple[str, str]] = {
@@ -127,7 +133,23 @@ CODE_ADVICE: Mapping[str, tuple[str, str]] = {
 }
 
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts (same as -o json).")]
+OutputOption = Annotated[
+    str | None,
+    typer.Option("--output", "-o", metavar="FORMAT", help="table (the default) or json.", show_default=False),
+]
+OUTPUT_FORMATS = ("table", "json")
+
+
+def wants_json(json_flag: bool, output: str | None) -> bool:
+    """Whether a command prints JSON: `--json`, or `-o/--output json` (kubectl's habit)."""
+    if output is not None and output not in OUTPUT_FORMATS:
+        raise typer.BadParameter(f"{output!r}: choose table or json", param_hint="'-o' / '--output'")
+    if json_flag and output == "table":
+        raise typer.BadParameter("--json and -o table contradict each other", param_hint="'--json'")
+    return json_flag or output == "json"
+
+
 DID_RE = re.compile(r"^did:op:[0-9a-fA-F]{64}$")
 
 
@@ -245,6 +267,8 @@ def _text(value: Any) -> str:
 
 
 def unreachable_provider(url: str, source: str, error: httpx.HTTPError) -> CliError:
+    import httpx
+
     reason = "timed out" if isinstance(error, httpx.TimeoutException) else "connection failed"
     return CliError(
         f"cannot reach the Provider at {url} ({reason})",
@@ -267,6 +291,8 @@ def load_config(console: Console, role: Role, **options: Any) -> CliConfig:
 @contextlib.contextmanager
 def reported(console: Console, config: CliConfig | None = None) -> Iterator[None]:
     """Turn the failures a command can meet into one clear message and an exit code."""
+    import httpx
+
     from c2d_cli.provider_client import ProviderError
     from c2d_core.chain import ChainError, TransactionReverted
 

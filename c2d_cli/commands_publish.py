@@ -15,22 +15,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-import httpx
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from c2d_cli import cli_output
 from c2d_cli import config as cli_config
 from c2d_cli.cli_output import (
     CliError,
     JsonOption,
+    OutputOption,
     check_did,
     explain_provider_error,
     load_config,
     open_provider,
     print_json,
     reported,
+    wants_json,
 )
 from c2d_cli.config import (
     AccountOption,
@@ -62,6 +62,19 @@ err = cli_output.stderr_console()
 SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 DEFAULT_MINT = 5
+
+DescriptionOption = Annotated[
+    str | None,
+    typer.Option(
+        "--description", help="What the asset holds, for its DDO (default: its name).", show_default=False
+    ),
+]
+AuthorOption = Annotated[
+    str | None,
+    typer.Option(
+        "--author", help="Who made it, for its DDO (default: the publisher's address).", show_default=False
+    ),
+]
 
 # --- reading an asset from the chain ---------------------------------------------------------------
 
@@ -167,21 +180,10 @@ def without_secrets(ddo: dict[str, Any]) -> dict[str, Any]:
 
 
 def fileinfo(provider: ProviderClient, body: dict[str, Any], timeout: float = 120.0) -> list[dict[str, Any]]:
-    """The Provider's `fileinfo` (ProviderClient has no method for it yet)."""
-    from c2d_cli.provider_client import ProviderError
-
-    endpoint = provider.root()["serviceEndpoints"].get("fileinfo")
-    if not endpoint:
+    """The Provider's `fileinfo`, or a clear error when it does not serve one."""
+    if "fileinfo" not in provider.root()["serviceEndpoints"]:
         raise CliError(f"the Provider at {provider.url} does not serve fileinfo")
-    method, path = endpoint
-    response = httpx.request(method, f"{provider.url}{path}", json=body, timeout=timeout)
-    try:
-        answer = response.json()
-    except ValueError:
-        answer = response.text
-    if response.status_code >= 400:
-        raise ProviderError(response.status_code, answer)
-    return list(answer)
+    return provider.fileinfo(body, timeout=timeout)
 
 
 def check_provider_serves(provider: ProviderClient, config: CliConfig, chain_id: int) -> dict[str, Any]:
@@ -216,7 +218,7 @@ def file_objects(urls: list[str]) -> list[dict[str, Any]]:
     return objects
 
 
-def mint_holders(config: CliConfig, mint_to: list[str] | None) -> list[str]:
+def mint_holders(config: CliConfig, mint_to: list[str] | None, flag: str = "--mint-to") -> list[str]:
     """Who gets datatokens: --mint-to, else on the local chain its default consumer."""
     from c2d_core.chain import DEV_CHAIN_ID, dev_account
 
@@ -228,7 +230,7 @@ def mint_holders(config: CliConfig, mint_to: list[str] | None) -> list[str]:
         holders = []
     for holder in holders:
         if not re.fullmatch(r"0x[0-9a-fA-F]{40}", holder):
-            raise typer.BadParameter(f"--mint-to {holder!r} is not a 0x address (40 hex digits)")
+            raise typer.BadParameter(f"{flag} {holder!r} is not a 0x address (40 hex digits)")
     return holders
 
 
@@ -349,6 +351,8 @@ def _publish(
     compute: dict[str, Any] | None = None,
     container: dict[str, Any] | None = None,
     timeout: int,
+    description: str | None = None,
+    author: str | None = None,
 ) -> Published:
     from c2d_cli.publisher import mint_to, publish_asset
 
@@ -363,6 +367,8 @@ def _publish(
         compute=compute,
         container=container,
         timeout=timeout,
+        description=description,
+        author=author,
     )
     for holder in holders:
         mint_to(chain, publisher, asset, holder, amount)
@@ -370,6 +376,8 @@ def _publish(
 
 
 def _print_published(kind: str, published: Published, extra: dict[str, str]) -> None:
+    from rich.table import Table
+
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
     table.add_column(overflow="fold")
@@ -433,7 +441,10 @@ def publish_dataset(
     timeout: Annotated[
         int, typer.Option("--timeout", min=0, help="Seconds an order stays valid (0: forever).")
     ] = 3600,
+    description: DescriptionOption = None,
+    author: AuthorOption = None,
     json_output: JsonOption = False,
+    output: OutputOption = None,
     provider_url: ProviderUrlOption = None,
     rpc_url: RpcUrlOption = None,
     chain_id: ChainIdOption = None,
@@ -442,6 +453,7 @@ def publish_dataset(
     home: HomeOption = None,
 ) -> None:
     """Publish a dataset whose files stay secret: consumers get only what trusted algorithms compute."""
+    json_output = wants_json(json_output, output)
     specs = [parse_trust_spec(spec) for spec in trusted_algorithm or []]
     publishers = list(trusted_publisher or [])
     for address in publishers:
@@ -499,6 +511,8 @@ def publish_dataset(
                 amount=mint_amount,
                 compute=compute_section,
                 timeout=timeout,
+                description=description,
+                author=author,
             )
     if json_output:
         print_json({**published.__dict__, "compute": compute_section})
@@ -610,7 +624,10 @@ def publish_algorithm(
     timeout: Annotated[
         int, typer.Option("--timeout", min=0, help="Seconds an order stays valid (0: forever).")
     ] = 3600,
+    description: DescriptionOption = None,
+    author: AuthorOption = None,
     json_output: JsonOption = False,
+    output: OutputOption = None,
     provider_url: ProviderUrlOption = None,
     rpc_url: RpcUrlOption = None,
     chain_id: ChainIdOption = None,
@@ -619,6 +636,7 @@ def publish_algorithm(
     home: HomeOption = None,
 ) -> None:
     """Publish an algorithm and print the DID and the trust entry a dataset's publisher adds for it."""
+    json_output = wants_json(json_output, output)
     from c2d_core.ocean.checksums import container_section_checksum, files_checksum, validate_container
     from c2d_core.ocean.refusals import PolicyError
 
@@ -666,6 +684,8 @@ def publish_algorithm(
                 amount=mint_amount,
                 container=container,
                 timeout=timeout,
+                description=description,
+                author=author,
             )
     entry = {
         "did": published.did,
@@ -691,10 +711,93 @@ def publish_algorithm(
     out.print(f"  c2d publish dataset … --trusted-algorithm {trust_spec(entry)}")
 
 
+@publish_app.command("mint")
+def publish_mint(
+    did: Annotated[str, typer.Argument(help="The asset's DID (did:op:…).")],
+    amount: Annotated[int, typer.Option("--amount", min=1, help="Datatokens per address.")] = DEFAULT_MINT,
+    to: Annotated[
+        list[str] | None,
+        typer.Option("--to", help="Who gets them (repeatable; local chain default: account 2)."),
+    ] = None,
+    datatoken: Annotated[
+        str | None,
+        typer.Option("--datatoken", help="Which of the asset's datatokens (default: its only one)."),
+    ] = None,
+    json_output: JsonOption = False,
+    output: OutputOption = None,
+    provider_url: ProviderUrlOption = None,
+    rpc_url: RpcUrlOption = None,
+    chain_id: ChainIdOption = None,
+    key_file: KeyFileOption = None,
+    account: AccountOption = None,
+    home: HomeOption = None,
+) -> None:
+    """Mint more datatokens of a published asset (each pays for one order); the key must be a minter."""
+    json_output = wants_json(json_output, output)
+    did = check_did(did)
+    config = load_config(
+        err,
+        "publisher",
+        provider_url=provider_url,
+        rpc_url=rpc_url,
+        chain_id=chain_id,
+        key_file=key_file,
+        account=account,
+        home=home,
+    )
+    with reported(err, config):
+        holders = mint_holders(config, to, "--to")
+        if not holders:
+            raise typer.BadParameter("give --to ADDRESS (who gets the datatokens)")
+        publisher = config.account()
+        chain = config.connect_chain()
+        token = _datatoken_to_mint(chain, did, datatoken, config)
+        contract = chain.contracts.at("ERC20Template", token)
+        if not contract.functions.isMinter(publisher.address).call():
+            raise CliError(
+                f"{publisher.address} ({config.key_description}) may not mint the datatoken {token} of {did}",
+                "mint with the key that published the asset, or have the NFT's owner add this address as a "
+                "minter",
+            )
+        from c2d_core.fees import ONE_TOKEN
+        from c2d_core.publishing import mint
+
+        for holder in holders:
+            mint(chain, publisher, token, holder, amount * ONE_TOKEN)
+        balances = {h: int(contract.functions.balanceOf(h).call()) / ONE_TOKEN for h in holders}
+    if json_output:
+        print_json(
+            {"did": did, "datatoken": token, "amount": amount, "mintedTo": holders, "balances": balances}
+        )
+        return
+    out.print(f"minted {amount} datatokens of {did} (datatoken {token}) to each of:")
+    for holder, balance in balances.items():
+        out.print(f"  {holder}  now holds {balance:g}")
+
+
+def _datatoken_to_mint(chain: Chain, did: str, chosen: str | None, config: CliConfig) -> str:
+    asset = read_chain_asset(chain, did, config.provider_key_file)
+    if asset is None:
+        raise CliError(f"no asset {did} on chain {chain.chain_id}", "check the DID and --rpc-url")
+    if chosen is not None:
+        if chosen.lower() not in {token.lower() for token in asset.datatokens}:
+            raise CliError(
+                f"{chosen} is not a datatoken of {did}", f"its datatokens: {', '.join(asset.datatokens)}"
+            )
+        return chosen
+    if len(asset.datatokens) != 1:
+        raise CliError(
+            f"{did} has {len(asset.datatokens)} datatokens: which one?",
+            f"pass --datatoken, one of: {', '.join(asset.datatokens) or 'none'}",
+        )
+    return asset.datatokens[0]
+
+
 @asset_app.command("show")
 def asset_show(
     did: Annotated[str, typer.Argument(help="The asset's DID (did:op:…).")],
     json_output: JsonOption = False,
+    output: OutputOption = None,
     rpc_url: RpcUrlOption = None,
     chain_id: ChainIdOption = None,
     provider_url: ProviderUrlOption = None,
@@ -705,6 +808,7 @@ def asset_show(
     The DDO is encrypted for its Provider: c2d reads it where it holds that Provider's key (the embedded
     stack), and otherwise prints what the chain says in the clear (owner, state, datatokens, Provider).
     """
+    json_output = wants_json(json_output, output)
     did = check_did(did)
     config = load_config(
         err, "reader", provider_url=provider_url, rpc_url=rpc_url, chain_id=chain_id, home=home
@@ -734,6 +838,8 @@ def asset_show(
     if json_output:
         print_json({**facts, "ddo": ddo, **({"ddoUnreadable": asset.unreadable} if ddo is None else {})})
         return
+    from rich.table import Table
+
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
     table.add_column(overflow="fold")

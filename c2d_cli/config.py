@@ -17,8 +17,6 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
-from c2d_core.chain import DEV_CHAIN_ID
-
 if TYPE_CHECKING:
     from eth_account.signers.local import LocalAccount
 
@@ -98,7 +96,7 @@ HomeOption = Annotated[
     typer.Option(
         "--home",
         help=f"State folder of the embedded stack, whose stack.json is the last fallback (env {ENV_HOME}; "
-        "default ./.c2d).",
+        "default ./.c2d, else the stack `c2d dev up` last started).",
         rich_help_panel=PANEL,
         show_default=False,
     ),
@@ -174,7 +172,8 @@ class CliConfig:
             raise ConfigError(
                 "no Provider URL is configured",
                 f"pass --provider-url, set {ENV_PROVIDER_URL}, write provider_url in {PROJECT_CONFIG} or "
-                "~/.config/c2d/config.toml, or start the local stack with `c2d dev up`",
+                "~/.config/c2d/config.toml, or use the local stack: start it with `c2d dev up`, or point at "
+                f"a running one with --home DIR or {ENV_HOME}=DIR",
             )
         return self.provider_url
 
@@ -182,8 +181,9 @@ class CliConfig:
         if not self.rpc_url:
             raise ConfigError(
                 "no chain RPC URL is configured",
-                f"pass --rpc-url, set {ENV_RPC_URL}, write rpc_url in a config file, or start the local "
-                "stack with `c2d dev up`",
+                f"pass --rpc-url, set {ENV_RPC_URL}, write rpc_url in a config file, or use the local "
+                "stack: start it with `c2d dev up`, or point at a running one with --home DIR or "
+                f"{ENV_HOME}=DIR",
             )
         return self.rpc_url
 
@@ -300,7 +300,7 @@ def resolve(
     cwd: Path | None = None,
 ) -> CliConfig:
     """The configuration of one command; `role` picks the embedded stack's default account."""
-    from c2d_cli import stack
+    from c2d_cli.stack_paths import STACK_FILE, find_stack_home, read_stack_json
 
     environ = os.environ if environ is None else environ
     cwd = cwd or Path.cwd()
@@ -309,18 +309,13 @@ def resolve(
 
     config_path = config_file_path(environ, cwd)
     file_values = read_config_file(config_path) if config_path else {}
-    stack_home = (home or Path(environ.get(ENV_HOME) or cwd / ".c2d")).expanduser()
-    if not stack_home.is_absolute():
-        stack_home = cwd / stack_home
-    running = stack.read_stack(stack_home)
-    stack_source = f"{stack.stack_file(stack_home)}"
+    stack_home, _how = find_stack_home(home, environ, cwd)
+    running = read_stack_json(stack_home)
+    stack_source = f"{stack_home / STACK_FILE}"
     stack_values: dict[str, object] = {}
     if running is not None:
         stack_values = {
-            "provider_url": running.provider_url,
-            "rpc_url": running.rpc_url,
-            "chain_id": running.chain_id,
-            "addresses_file": running.addresses_file,
+            name: running.get(name) for name in ("provider_url", "rpc_url", "chain_id", "addresses_file")
         }
 
     flags = {"provider_url": provider_url, "rpc_url": rpc_url, "chain_id": chain_id}
@@ -356,7 +351,7 @@ def resolve(
     )
     resolved_chain = _chain_id(values["chain_id"], sources["chain_id"]) if "chain_id" in values else None
     addresses = Path(str(values["addresses_file"])).expanduser() if "addresses_file" in values else None
-    embedded = running is not None and resolved_provider == running.provider_url.rstrip("/")
+    embedded = running is not None and resolved_provider == str(running.get("provider_url") or "").rstrip("/")
 
     key, problem = _choose_key(
         role=role,
@@ -396,6 +391,8 @@ def _choose_key(
     chain_source: str,
 ) -> tuple[KeyChoice | None, ConfigError | None]:
     """The key to sign with, or why there is none (raised only when a command needs one)."""
+    from c2d_core.chain import DEV_CHAIN_ID
+
     dev_chain = chain_id == DEV_CHAIN_ID
     if account is not None:
         if not dev_chain:
@@ -425,5 +422,7 @@ def _choose_key(
         ), None
     return None, ConfigError(
         "no key is configured to sign with",
-        f"pass --key-file, set {ENV_KEY_FILE} or {ENV_PRIVATE_KEY}, or write key_file in a config file",
+        f"pass --key-file, set {ENV_KEY_FILE} or {ENV_PRIVATE_KEY}, or write key_file in a config file; "
+        f"on the local stack its test accounts sign: start it with `c2d dev up`, or point at a running "
+        f"one with --home DIR or {ENV_HOME}=DIR",
     )

@@ -15,7 +15,6 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from c2d_cli.cli_output import CliError, explain_provider_error
-from c2d_core.fees import ONE_TOKEN
 
 if TYPE_CHECKING:
     from eth_account.signers.local import LocalAccount
@@ -25,7 +24,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-DT = ONE_TOKEN  # one datatoken: what each new order spends
 # Orders (and so the provider fees, priced per minute) cover the environment's longest job plus this
 # much time to wait for a slot.
 QUEUE_ALLOWANCE = 600
@@ -190,6 +188,8 @@ def check_can_pay(chain: Chain, consumer: str, quoted: list[Quoted]) -> None:
     Checked for every input first, so a missing token never leaves some datatokens spent and no job.
     """
     from web3 import Web3
+
+    from c2d_core.fees import ONE_TOKEN as DT  # one datatoken: what each new order spends
 
     paying = any("providerFee" in answer for _, answer in quoted)
     if paying and chain.w3.eth.get_balance(Web3.to_checksum_address(consumer)) == 0:

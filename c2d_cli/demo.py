@@ -25,6 +25,8 @@ from c2d_core.workflow import Workflow
 
 EXAMPLES = stack.PROJECT_ROOT / "examples"
 DEMO_OWNER = "0x" + "d" * 40
+DEMO_AUTHOR = "c2d demo"
+DEMO_DESCRIPTION = "Sample data for the c2d demo: {what} (published by the c2d demo)"
 
 
 def demo_workflow(origin_url: str, provider_key_file: Path) -> Workflow:
@@ -128,6 +130,8 @@ def run_demo(home: Path, console: Console, timeout: float = 300.0) -> int:
                 asset_type="algorithm",
                 service_type="access",
                 container=SAMPLE_CONTAINER,
+                description=DEMO_DESCRIPTION.format(what="a summary of a CSV column"),
+                author=DEMO_AUTHOR,
                 files=[{"type": "url", "url": f"{origin_url}/algorithms/summary.py", "method": "GET"}],
             )
             console.print(f"    algorithm {algorithm.did}")
@@ -141,6 +145,8 @@ def run_demo(home: Path, console: Console, timeout: float = 300.0) -> int:
                 name="Weather 2026-11",
                 asset_type="dataset",
                 service_type="compute",
+                description=DEMO_DESCRIPTION.format(what="hourly weather readings"),
+                author=DEMO_AUTHOR,
                 compute={
                     "allowRawAlgorithm": False,
                     "allowNetworkAccess": False,

@@ -1,21 +1,30 @@
 """The `c2d` command. `c2d dev` manages the embedded local stack and runs the demo; `envs`, `compute`,
-`publish` and `asset` are what consumers and publishers use (c2d_cli/compute/, commands_publish.py)."""
+`publish`, `asset` and `balance` are what consumers and publishers use (c2d_cli/compute/,
+commands_publish.py, commands_account.py).
+
+Imports stay light at the top (typer, rich's console, the command modules, which import their own
+heavy parts when they run), so `c2d --help` and every command start quickly (bench/cli_startup.py).
+"""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 
-from c2d_cli import stack
+from c2d_cli.cli_output import JsonOption, OutputOption, print_json, stdout_console, wants_json
+from c2d_cli.commands_account import balance_command
 from c2d_cli.commands_publish import asset_app, publish_app
 from c2d_cli.compute import compute_app, envs_command
-from c2d_core.sandbox_cgroups import describe_sandbox
+from c2d_cli.help_format import hide_flag_types
+from c2d_cli.stack_paths import HOME_HINT, find_stack_home, remember_stack_home
 
+if TYPE_CHECKING:
+    from c2d_cli.stack import Stack
+
+hide_flag_types()
 app = typer.Typer(
     help="Compute-to-Data on Dagster: run algorithms on data you may not download, publish data for it.",
     no_args_is_help=True,
@@ -23,7 +32,8 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 dev = typer.Typer(
-    help="The embedded local stack on 127.0.0.1: anvil, Dagster webserver and daemon, the Provider.",
+    help="The embedded local stack on 127.0.0.1: anvil, Dagster webserver and daemon, the Provider, "
+    "a data origin.",
     no_args_is_help=True,
 )
 app.add_typer(dev, name="dev")
@@ -31,20 +41,31 @@ app.command("envs")(envs_command)
 app.add_typer(compute_app, name="compute")
 app.add_typer(publish_app, name="publish")
 app.add_typer(asset_app, name="asset")
-console = Console()
+app.command("balance")(balance_command)
+console = stdout_console()
 
 HomeOption = Annotated[
-    Path, typer.Option("--home", envvar="C2D_HOME", help="State folder of the local stack (DAGSTER_HOME).")
+    Path | None,
+    typer.Option(
+        "--home",
+        help="State folder of the local stack (DAGSTER_HOME). Default: $C2D_HOME, else ./.c2d, else the "
+        "stack `c2d dev up` last started (~/.config/c2d/stack-home).",
+        show_default=False,
+    ),
 ]
 
 
 def _home(home: Path | None) -> Path:
-    return (home or Path.cwd() / ".c2d").resolve()
+    return find_stack_home(home)[0].resolve()
+
+
+def _no_stack(home: Path) -> str:
+    return f"no stack is running in {home}: {HOME_HINT}"
 
 
 @dev.command("up")
 def dev_up(
-    home: HomeOption = Path(".c2d"),
+    home: HomeOption = None,
     port: Annotated[int | None, typer.Option(help="Webserver port (default 3300, or a free one).")] = None,
     run_launcher: Annotated[
         str | None,
@@ -52,48 +73,118 @@ def dev_up(
             help="Dagster's run launcher: 'warm' (the warm run worker) or 'default'; default: dagster.yaml's."
         ),
     ] = None,
+    json_output: JsonOption = False,
+    output: OutputOption = None,
 ) -> None:
-    """Start the stack, or reuse the one already running; writes .c2d/stack.json."""
-    os.environ["C2D_HOME"] = str(_home(home))
+    """Start the stack, reuse the one already running, or restart only its parts that died (on their
+    recorded ports); writes stack.json and records the stack for commands run from other folders."""
+    from c2d_cli import stack, stack_health
+    from c2d_core.sandbox_cgroups import describe_sandbox
+
+    json_output = wants_json(json_output, output)
+    folder = _home(home)
+    os.environ["C2D_HOME"] = str(folder)
     if run_launcher not in (None, "warm", "default"):
         console.print(f"[red]--run-launcher must be 'warm' or 'default', not {run_launcher!r}[/]")
         raise typer.Exit(2)
+    recorded = stack.read_stack(folder)
     try:
-        running, reused = stack.up(_home(home), port=port, run_launcher=run_launcher)  # type: ignore[arg-type]
+        restarted = stack_health.restart_dead(folder) if run_launcher is None else None
+        if restarted is None and recorded is not None and port is None:
+            # Started afresh: the same ports as before, so the URLs in published assets stay right.
+            port = recorded.webserver_port
+        running, reused = stack.up(
+            folder,
+            port=port,
+            provider_port=_recorded_provider_port(recorded) if restarted is None else None,
+            run_launcher=run_launcher,  # type: ignore[arg-type]
+        )
     except stack.StackError as error:
         console.print(f"[red]could not start the stack:[/] {error}")
         raise typer.Exit(1) from error
-    console.print(f"{'already running' if reused else 'started'}: Dagster UI at {running.webserver_url}")
-    console.print(f"state in {running.home} (stack.json has the URLs and PIDs)")
+    pointer = remember_stack_home(folder)
+    if json_output:
+        print_json({**running.__dict__, "restarted": restarted or [], "reused": reused})
+        return
+    if restarted:
+        console.print(f"restarted {', '.join(restarted)} (the rest was running): {running.webserver_url}")
+    else:
+        console.print(f"{'already running' if reused else 'started'}: Dagster UI at {running.webserver_url}")
+    console.print(f"state in {running.home} (stack.json has the URLs and PIDs; recorded in {pointer})")
     console.print(describe_sandbox(), markup=False, highlight=False, soft_wrap=True)
 
 
+def _recorded_provider_port(recorded: Stack | None) -> int | None:
+    if recorded is None or not recorded.provider_url:
+        return None
+    try:
+        return int(recorded.provider_url.rsplit(":", 1)[1])
+    except ValueError:
+        return None
+
+
 @dev.command("down")
-def dev_down(home: HomeOption = Path(".c2d")) -> None:
-    """Stop the stack recorded in .c2d/stack.json."""
-    console.print("stopped" if stack.down(_home(home)) else "no stack was running")
+def dev_down(home: HomeOption = None) -> None:
+    """Stop the stack recorded in stack.json."""
+    from c2d_cli import stack
+
+    folder = _home(home)
+    if stack.down(folder):
+        console.print(f"stopped the stack in {folder}")
+    else:
+        console.print(_no_stack(folder))
 
 
 @dev.command("status")
-def dev_status(home: HomeOption = Path(".c2d")) -> None:
-    """Print stack.json of the running stack."""
-    running = stack.read_stack(_home(home))
+def dev_status(home: HomeOption = None, json_output: JsonOption = False, output: OutputOption = None) -> None:
+    """Each part of the stack: its process alive and answering (health), with its URL; exit 1 when a
+    part is down (`c2d dev up` restarts only what died)."""
+    from c2d_cli import stack, stack_health
+
+    json_output = wants_json(json_output, output)
+    folder = _home(home)
+    running = stack.read_stack(folder)
     if running is None:
-        console.print("no stack (run: c2d dev up)")
+        if json_output:
+            print_json({"home": str(folder), "running": False, "parts": []})
+        else:
+            console.print(_no_stack(folder))
         raise typer.Exit(1)
-    console.print_json(json.dumps(running.__dict__))
+    parts = stack_health.check(running)
+    healthy = all(part.healthy for part in parts)
+    if json_output:
+        print_json({**running.__dict__, "healthy": healthy, "parts": [part.as_json() for part in parts]})
+    else:
+        from rich.table import Table
+
+        table = Table(title=f"stack in {running.home}", box=None, pad_edge=False)
+        for column in ("part", "pid", "state", "url", "detail"):
+            table.add_column(column, overflow="fold")
+        for part in parts:
+            state = "[green]healthy[/]" if part.healthy else "[red]down[/]"
+            table.add_row(part.name, str(part.pid or ""), state, part.url, part.detail)
+        console.print(table)
+        if not healthy:
+            console.print("some parts are down: `c2d dev up` restarts only those, on the same ports")
+    if not healthy:
+        raise typer.Exit(1)
 
 
 @dev.command("demo")
 def dev_demo(
-    home: HomeOption = Path(".c2d"),
+    home: HomeOption = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the job.")] = 300.0,
 ) -> None:
     """Run a sample compute job end to end on the embedded stack and show its results."""
+    from rich.console import Console
+
     from c2d_cli.demo import run_demo
 
-    os.environ["C2D_HOME"] = str(_home(home))
-    raise typer.Exit(run_demo(_home(home), console, timeout=timeout))
+    folder = _home(home)
+    os.environ["C2D_HOME"] = str(folder)
+    code = run_demo(folder, Console(), timeout=timeout)
+    remember_stack_home(folder)
+    raise typer.Exit(code)
 
 
 if __name__ == "__main__":

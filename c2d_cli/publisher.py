@@ -15,9 +15,9 @@ from typing import Any
 
 from eth_account.signers.local import LocalAccount
 
-from c2d_cli.consumer import DT
 from c2d_cli.provider_client import ProviderClient
 from c2d_core.chain import Chain
+from c2d_core.fees import ONE_TOKEN
 
 SAMPLE_CONTAINER = {
     "entrypoint": "python $ALGO",
@@ -49,7 +49,10 @@ def publish_asset(
     compute: dict[str, Any] | None = None,
     container: dict[str, Any] | None = None,
     timeout: int = 3600,
+    description: str | None = None,
+    author: str | None = None,
 ) -> PublishedAsset:
+    """`description` defaults to the name, `author` to the publisher's address (Ocean's DDO needs both)."""
     from c2d_core.ocean.dids import did_for
     from c2d_core.publishing import create_asset, set_metadata
 
@@ -65,8 +68,8 @@ def publish_asset(
         "updated": now,
         "type": asset_type,
         "name": name,
-        "description": f"{name} (published by the c2d demo)",
-        "author": "c2d demo",
+        "description": description or name,
+        "author": author or publisher.address,
         "license": "CC0-1.0",
     }
     if container is not None:
@@ -108,4 +111,4 @@ def mint_to(
 ) -> None:
     from c2d_core.publishing import mint
 
-    mint(chain, publisher, asset.datatoken, holder, amount * DT)
+    mint(chain, publisher, asset.datatoken, holder, amount * ONE_TOKEN)

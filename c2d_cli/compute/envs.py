@@ -10,10 +10,12 @@ from rich.table import Table
 from c2d_cli.cli_output import (
     CliError,
     JsonOption,
+    OutputOption,
     load_config,
     open_provider,
     print_json,
     reported,
+    wants_json,
 )
 from c2d_cli.compute.context import err, out
 from c2d_cli.config import ChainIdOption, HomeOption, ProviderUrlOption
@@ -21,11 +23,13 @@ from c2d_cli.config import ChainIdOption, HomeOption, ProviderUrlOption
 
 def envs_command(
     json_output: JsonOption = False,
+    output: OutputOption = None,
     provider_url: ProviderUrlOption = None,
     chain_id: ChainIdOption = None,
     home: HomeOption = None,
 ) -> None:
     """List the Provider's compute environments: limits, price, and how busy each is."""
+    json_output = wants_json(json_output, output)
     config = load_config(err, "reader", provider_url=provider_url, chain_id=chain_id, home=home)
     with reported(err, config):
         provider = open_provider(config)

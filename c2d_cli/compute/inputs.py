@@ -13,7 +13,6 @@ from c2d_cli.cli_output import CliError, check_did
 from c2d_cli.commands_publish import container_for, read_chain_asset
 from c2d_cli.config import CliConfig
 from c2d_cli.consumer import Target
-from c2d_core.workflow import ADDRESS_PATTERN
 
 if TYPE_CHECKING:
     from c2d_core.chain import Chain
@@ -108,6 +107,8 @@ def output_request(
         return None
     if not name or not name.strip():
         raise typer.BadParameter("--publish-output needs --output-name NAME (the new asset's name)")
+    from c2d_core.workflow import ADDRESS_PATTERN
+
     if owner is not None and not ADDRESS_PATTERN.fullmatch(owner):
         raise typer.BadParameter(f"--output-owner {owner!r} is not an address (0x and 40 hex digits)")
     metadata: dict[str, Any] = {"name": name.strip()}

@@ -35,6 +35,35 @@ def failure_of(job: dict[str, Any]) -> str | None:
     return text + (f": {job['statusDetail']}" if job.get("statusDetail") else "")
 
 
+# How an algorithm's termination reads in one word or two (terminationDetails.reason).
+TERMINATION_WORDS = {
+    "OOMKilled": "out of memory",
+    "DeadlineExceeded": "past its time limit",
+    "DiskQuotaExceeded": "over its disk limit",
+    "ImageNotFound": "image not found",
+    "StartError": "could not start",
+}
+
+
+def outcome_of(job: dict[str, Any]) -> str:
+    """A finished job's outcome in a few words (`succeeded`, `stopped`, `failed: out of memory`, …);
+    "" while it runs. Status 70 alone does not tell: a failed or stopped algorithm ends at 70 too."""
+    if not job.get("dateFinished"):
+        return ""
+    termination = job.get("terminationDetails") or {}
+    reason = str(termination.get("reason") or "")
+    if job.get("stopreq") or reason == "Stopped":
+        return "stopped past its deadline" if str(job.get("stopreq")) == "2" else "stopped on request"
+    if failure_of(job) is None:
+        return "succeeded"
+    if reason in TERMINATION_WORDS:
+        return f"failed: {TERMINATION_WORDS[reason]}"
+    exit_code = termination.get("exitCode")
+    if int(job["status"]) == JobStatus.JOB_FINISHED and exit_code not in (None, 0):
+        return f"failed: exit code {exit_code}"
+    return f"failed: {job['status']} {str(job['statusText']).strip()}"
+
+
 def results_asset_text(job: dict[str, Any]) -> str | None:
     """One line on the job's results asset (issue 8), or None when the job did not ask for one."""
     did = str(job.get("resultsDid") or "")

@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from c2d_cli.cli_output import CliError
+from c2d_cli.cli_output import EXIT_TIMEOUT, CliError
 from c2d_cli.compute.outcome import failure_of
 from c2d_cli.consumer import POLL_SECONDS, PollTimeout, wait_for_status
 from c2d_core.engine import epoch
@@ -196,6 +196,7 @@ def follow_job(
                 f"the job {job_id} is still at status {timed_out.last['status']} after {timeout:.0f} s",
                 f"it keeps running: follow it with `c2d compute status {job_id}`, or stop it with "
                 f"`c2d compute stop {job_id}`",
+                exit_code=EXIT_TIMEOUT,
             ) from None
 
     if live:

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from c2d_cli.cli_output import CliError, JsonOption, print_json, reported
+from c2d_cli.cli_output import CliError, JsonOption, OutputOption, print_json, reported, wants_json
 from c2d_cli.compute.context import consumer_command, err, find_job, finished_or_fail, out
 from c2d_cli.compute.outcome import failure_of
 from c2d_cli.config import AccountOption, ChainIdOption, HomeOption, KeyFileOption, ProviderUrlOption
@@ -20,6 +20,7 @@ def compute_results(
     job_id: Annotated[str, typer.Argument(metavar="JOB", help="The job id.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Folder to write every result into.")],
     json_output: JsonOption = False,
+    output: OutputOption = None,
     provider_url: ProviderUrlOption = None,
     key_file: KeyFileOption = None,
     account: AccountOption = None,
@@ -27,6 +28,7 @@ def compute_results(
     home: HomeOption = None,
 ) -> None:
     """Download every result of a finished job (outputs and logs), each checked against its listed size."""
+    json_output = wants_json(json_output, output)
     config, consumer, provider = consumer_command(provider_url, key_file, account, home, chain_id)
     with reported(err, config):
         try:

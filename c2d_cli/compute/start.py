@@ -16,11 +16,13 @@ from rich.markup import escape
 from c2d_cli.cli_output import (
     EXIT_JOB_FAILED,
     JsonOption,
+    OutputOption,
     explain_provider_error,
     load_config,
     open_provider,
     print_json,
     reported,
+    wants_json,
 )
 from c2d_cli.commands_publish import check_provider_serves
 from c2d_cli.compute.context import err, out
@@ -277,6 +279,7 @@ def compute_start(
     wait: WaitOption = False,
     timeout: TimeoutOption = 900.0,
     json_output: JsonOption = False,
+    output: OutputOption = None,
     provider_url: ProviderUrlOption = None,
     rpc_url: RpcUrlOption = None,
     chain_id: ChainIdOption = None,
@@ -289,6 +292,7 @@ def compute_start(
     Calls initializeCompute, pays each quoted provider fee with startOrder (or reuseOrder), then sends
     the signed start. Exit code 3 when the job ran and failed.
     """
+    json_output = wants_json(json_output, output)
     flags = check_flags(
         dataset,
         algorithm,

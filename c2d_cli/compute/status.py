@@ -4,16 +4,16 @@ first)."""
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from c2d_cli.cli_output import JsonOption, print_json, reported
+from c2d_cli.cli_output import JsonOption, OutputOption, print_json, reported, wants_json
 from c2d_cli.compute.context import consumer_command, err, find_job, out
-from c2d_cli.compute.outcome import failure_of, results_asset_text
+from c2d_cli.compute.outcome import failure_of, outcome_of, results_asset_text
 from c2d_cli.compute.progress import phase_rows
 from c2d_cli.config import AccountOption, ChainIdOption, HomeOption, KeyFileOption, ProviderUrlOption
 from c2d_cli.consumer import result_entries
@@ -23,6 +23,7 @@ from c2d_core.engine import epoch
 def compute_status(
     job_id: Annotated[str, typer.Argument(metavar="JOB", help="The job id `compute start` printed.")],
     json_output: JsonOption = False,
+    output: OutputOption = None,
     provider_url: ProviderUrlOption = None,
     key_file: KeyFileOption = None,
     account: AccountOption = None,
@@ -30,6 +31,7 @@ def compute_status(
     home: HomeOption = None,
 ) -> None:
     """Show one job: status, phases with their durations, results."""
+    json_output = wants_json(json_output, output)
     config, consumer, provider = consumer_command(provider_url, key_file, account, home, chain_id)
     with reported(err, config):
         try:
@@ -42,45 +44,62 @@ def compute_status(
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
     table.add_column(overflow="fold")
-    table.add_row("job", str(job["jobId"]))
-    table.add_row(
-        "status",
-        f"{job['status']} {str(job['statusText']).strip()}"
-        + (" (stop requested)" if job.get("stopreq") else ""),
+    for name, value in status_rows(job, time.time()):
+        table.add_row(name, value)
+    out.print(table)
+
+
+def status_rows(job: dict[str, Any], now: float) -> list[tuple[str, str]]:
+    """What `compute status` shows of a job, row by row (name, value): outcome, queue position, …"""
+    rows: list[tuple[str, str]] = []
+    rows.append(("job", str(job["jobId"])))
+    rows.append(
+        (
+            "status",
+            f"{job['status']} {str(job['statusText']).strip()}"
+            + (" (stop requested)" if job.get("stopreq") else ""),
+        )
     )
     if job.get("dateFinished"):
-        failure = failure_of(job)
-        outcome = "[green]succeeded[/]"
-        if failure:
-            outcome = f"[red]failed: {escape(failure)}[/]"
-        elif job.get("stopreq"):
-            outcome = "stopped on request (what it wrote so far is published)"
-        table.add_row("outcome", outcome)
-    elif job.get("statusDetail"):
-        table.add_row("detail", str(job["statusDetail"]))
+        failure, outcome = failure_of(job), outcome_of(job)
+        if outcome.startswith("stopped"):
+            outcome += " (what it wrote so far is published)"
+        elif failure:
+            outcome = f"[red]{escape(outcome)}[/]: {escape(failure)}"
+        else:
+            outcome = f"[green]{outcome}[/]"
+        rows.append(("outcome", outcome))
+    else:
+        if job.get("queuePosition"):
+            rows.append(("queue", f"position {job['queuePosition']} in its environment's queue"))
+        if job.get("statusDetail"):
+            rows.append(("detail", str(job["statusDetail"])))
     created = epoch(job.get("dateCreated"))
     if created:
-        table.add_row("created", time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(created)))
-    table.add_row("algorithm", str(job.get("algoDID")))
-    table.add_row("inputs", ", ".join(job.get("inputDID") or []))
+        rows.append(("created", time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(created))))
+    rows.append(("algorithm", str(job.get("algoDID"))))
+    rows.append(("inputs", ", ".join(job.get("inputDID") or [])))
     termination = job.get("terminationDetails") or {}
     if termination.get("exitCode") is not None:
-        table.add_row("exit code", str(termination["exitCode"]))
-    for row in phase_rows(job, time.time()):
-        table.add_row(row.name, row.state + (f", {row.elapsed:.1f} s" if row.elapsed is not None else ""))
+        rows.append(("exit code", str(termination["exitCode"])))
+    for row in phase_rows(job, now):
+        rows.append((row.name, row.state + (f", {row.elapsed:.1f} s" if row.elapsed is not None else "")))
     asset = results_asset_text(job)
     if asset:
-        table.add_row("results asset", asset)
+        rows.append(("results asset", asset))
     for entry in result_entries(job):
-        table.add_row(
-            f"result {entry.get('index')}",
-            f"{entry.get('filename')} ({entry.get('type')}, {entry.get('filesize')} bytes)",
+        rows.append(
+            (
+                f"result {entry.get('index')}",
+                f"{entry.get('filename')} ({entry.get('type')}, {entry.get('filesize')} bytes)",
+            )
         )
-    out.print(table)
+    return rows
 
 
 def compute_list(
     json_output: JsonOption = False,
+    output: OutputOption = None,
     provider_url: ProviderUrlOption = None,
     key_file: KeyFileOption = None,
     account: AccountOption = None,
@@ -88,6 +107,7 @@ def compute_list(
     home: HomeOption = None,
 ) -> None:
     """List your jobs on the Provider, newest first."""
+    json_output = wants_json(json_output, output)
     config, consumer, provider = consumer_command(provider_url, key_file, account, home, chain_id)
     with reported(err, config):
         try:
@@ -102,7 +122,7 @@ def compute_list(
         out.print(f"no jobs for {consumer.address} on {config.provider_url}")
         return
     table = Table(title=f"jobs of {consumer.address}", box=box.SIMPLE_HEAD)
-    for column in ("job", "status", "created", "took", "algorithm"):
+    for column in ("job", "status", "outcome", "created", "took", "algorithm"):
         table.add_column(column, overflow="fold")
     for job in jobs:
         created = epoch(job.get("dateCreated"))
@@ -110,12 +130,13 @@ def compute_list(
         table.add_row(
             str(job["jobId"]),
             f"{job['status']} {str(job['statusText']).strip()}",
+            outcome_of(job) or _waiting(job),
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(created)) if created else "",
             f"{finished - created:.1f} s" if created and finished else "running",
-            _short(str(job.get("algoDID"))),
+            str(job.get("algoDID") or "raw code"),
         )
     out.print(table)
 
 
-def _short(did: str) -> str:
-    return did if len(did) < 20 else f"{did[:14]}…{did[-6:]}"
+def _waiting(job: dict[str, Any]) -> str:
+    return f"queued, position {job['queuePosition']}" if job.get("queuePosition") else ""
