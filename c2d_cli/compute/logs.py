@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from c2d_cli.cli_output import CliError, reported
+from c2d_cli.cli_output import CliError, JsonOption, OutputOption, print_json, reported, wants_json
 from c2d_cli.compute.context import consumer_command, err, find_job, finished_or_fail
 from c2d_cli.compute.outcome import failure_of
 from c2d_cli.compute.progress import follow_job
@@ -25,13 +25,19 @@ def compute_logs(
         str, typer.Option("--log", help="Which log: algorithm, configuration or publish.")
     ] = "algorithm",
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds --follow waits.")] = 900.0,
+    json_output: JsonOption = False,
+    output: OutputOption = None,
     provider_url: ProviderUrlOption = None,
     key_file: KeyFileOption = None,
     account: AccountOption = None,
     chain_id: ChainIdOption = None,
     home: HomeOption = None,
 ) -> None:
-    """Print a job's log (the algorithm's by default). Logs are published when the job ends."""
+    """Print a job's log (the algorithm's by default). Logs are published when the job ends.
+
+    With --json (-o json): one object with the job id, which log, its file name, size and text.
+    """
+    json_output = wants_json(json_output, output)
     if log not in LOG_TYPES:
         raise typer.BadParameter(f"--log {log!r}: choose algorithm, configuration or publish")
     config, consumer, provider = consumer_command(provider_url, key_file, account, home, chain_id)
@@ -53,5 +59,18 @@ def compute_logs(
             content = download(provider, consumer, job_id, entry)
         finally:
             provider.close()
-    sys.stdout.write(content.decode("utf-8", "replace"))
+    text = content.decode("utf-8", "replace")
+    if json_output:
+        print_json(
+            {
+                "jobId": job_id,
+                "log": log,
+                "type": entry.get("type"),
+                "filename": entry.get("filename"),
+                "filesize": len(content),
+                "content": text,
+            }
+        )
+        return
+    sys.stdout.write(text)
     sys.stdout.flush()
