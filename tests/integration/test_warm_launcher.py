@@ -228,8 +228,12 @@ def run_to_70(home: Path, origin: LocalOrigin) -> None:
             child = int(done.tags[WORKER_PID_TAG])
             assert child != worker.process.pid
             assert f"Started process for run (pid: {child})" in messages(instance, run.run_id)
-            health = instance.run_launcher.check_run_worker_health(done)
-            assert health.status == WorkerStatus.SUCCESS
+            # The run is over in storage a moment before its process has shut its threads and exited.
+            wait_for(
+                lambda: instance.run_launcher.check_run_worker_health(done).status == WorkerStatus.SUCCESS,
+                30,
+                "the health check to say the run's process finished",
+            )
             # The worker forked with nothing open to storage, and still holds nothing after a run.
             assert network_sockets(worker.process.pid) == set()
     finally:
