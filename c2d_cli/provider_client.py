@@ -7,6 +7,7 @@ c2d_core/ocean/signing.py).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -16,6 +17,7 @@ from c2d_core.ocean.signing import (
     compute_result_message,
     compute_start_message,
     compute_stop_message,
+    compute_streamable_logs_message,
     download_message,
     sign_request,
 )
@@ -159,6 +161,27 @@ class ProviderClient:
             "signature": sign_request(account, compute_result_message(account.address, job_id, index), nonce),
         }
         return self._call("computeResult", params=params, headers=headers or {})
+
+    def stream_logs(self, account: LocalAccount, job_id: str) -> Iterator[bytes]:
+        """The job's algorithm log as the Provider streams it (computeStreamableLogs): chunks as the
+        algorithm writes them, ending when the job ends. ProviderError for a refusal (404 for a job
+        that is not this account's)."""
+        nonce = self._next_nonce(account.address)
+        message = compute_streamable_logs_message(account.address, job_id)
+        params = {
+            "consumerAddress": account.address,
+            "jobId": job_id,
+            "nonce": nonce,
+            "signature": sign_request(account, message, nonce),
+        }
+        method, path = self._endpoint("computeStreamableLogs")
+        # No read timeout: the stream is quiet while the algorithm is.
+        timeout = httpx.Timeout(self._http.timeout.connect, read=None)
+        with self._http.stream(method, f"{self.url}{path}", params=params, timeout=timeout) as response:
+            if response.status_code >= 400:
+                response.read()
+                self._json(response)
+            yield from response.iter_bytes()
 
     def initialize(
         self,

@@ -317,6 +317,15 @@ class ComputeResultQuery(_Wire):
     signature: str
 
 
+class ComputeStreamableLogsQuery(_Wire):
+    """Signed: keccak(consumerAddress + jobId + nonce)."""
+
+    consumerAddress: str = Field(pattern=_ADDRESS)
+    jobId: str = Field(pattern=_JOB_ID)
+    nonce: str | int
+    signature: str
+
+
 class InitializeQuery(_Wire):
     documentId: str = Field(description="The asset's DID")
     serviceId: str

@@ -6,6 +6,6 @@ from fastapi import APIRouter
 
 
 def routers() -> list[APIRouter]:
-    from provider_api.routes import access, compute, encryption, files, root
+    from provider_api.routes import access, compute, encryption, files, logs, root
 
-    return [root.router, encryption.router, files.router, compute.router, access.router]
+    return [root.router, encryption.router, files.router, compute.router, logs.router, access.router]

@@ -33,6 +33,7 @@ OCEAN_ENDPOINTS = (
     "computeStop",
     "computeDelete",
     "computeResult",
+    "computeStreamableLogs",  # Ocean Node's name; the Python Provider has no live log
     "computeEnvironments",
     "validateContainer",
     "encrypt",

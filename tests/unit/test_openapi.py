@@ -71,7 +71,7 @@ def test_no_operation_lists_422_and_the_schema_of_it_is_gone(document: dict[str,
 
 def test_every_operation_declares_what_it_reads(document: dict[str, Any]) -> None:
     found = list(operations(document))
-    assert len(found) == 15
+    assert len(found) == 16
     for method, path, operation in found:
         if path == "/":
             continue
@@ -95,6 +95,13 @@ def test_every_operation_declares_what_it_reads(document: dict[str, Any]) -> Non
     assert result["Range"]["in"] == "header"
     download = parameters[("GET", "/api/services/download")]
     assert download["fileIndex"]["required"] is True
+    live = parameters[("GET", "/api/services/computeStreamableLogs")]
+    assert {name for name, p in live.items() if p["required"]} == {
+        "consumerAddress",
+        "jobId",
+        "nonce",
+        "signature",
+    }
 
 
 def test_stop_and_delete_take_their_fields_from_the_query_or_a_json_body(document: dict[str, Any]) -> None:
@@ -227,4 +234,4 @@ def test_schemathesis_reads_every_operation_of_the_document(document: dict[str, 
 
     loaded = schemathesis.openapi.from_dict(document)
     labels = {result.ok().label for result in loaded.get_all_operations()}
-    assert len(labels) == 15 and "PUT /api/services/compute" in labels
+    assert len(labels) == 16 and "PUT /api/services/compute" in labels
