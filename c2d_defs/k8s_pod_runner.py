@@ -18,6 +18,7 @@ import base64
 import errno
 import logging
 import secrets
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +26,7 @@ from dagster._core.errors import DagsterExecutionInterruptedError
 from dagster_k8s.client import DagsterK8sError, DagsterKubernetesClient, WaitForPodState
 from kubernetes.client.rest import ApiException
 
+from c2d_core.live_logs import LIVE_LOG_CAP, STEP_LOG_CAP
 from c2d_core.workflow import JOB_ID_PATTERN
 from c2d_defs.k8s_manifests import (
     LAYOUT_CONTAINER,
@@ -52,6 +54,9 @@ log = logging.getLogger(__name__)
 LOG_TAIL_LINES = 200
 # A ConfigMap holds at most 1 MiB; the workflow document is a few KiB.
 FILES_LIMIT = 1000 * 1024
+# What of an ended pod's log is kept for the follower's last read (c2d_defs.pod_output): no more than
+# it passes on (its caps), plus a read.
+ENDED_LOG_LIMIT = max(LIVE_LOG_CAP, STEP_LOG_CAP) + 64 * 1024
 
 
 # --- The runner --------------------------------------------------------------------------------------
@@ -74,6 +79,11 @@ class K8sPodRunner(PodRunner):
         self.client = client
         self.config = config
         self._suffix = suffix
+        # (job id, log sub-path) -> (pod, container) of a pod that runs, and the log of one that ended
+        # (its Job is deleted at once), for `read_log` from the follower's thread.
+        self._live_pods: dict[tuple[str, str], tuple[str, str]] = {}
+        self._ended_logs: dict[tuple[str, str], bytes] = {}
+        self._live_lock = threading.Lock()
 
     # --- volumes ------------------------------------------------------------------------------------
 
@@ -105,6 +115,9 @@ class K8sPodRunner(PodRunner):
                 raise _os_error(again, f"ConfigMap {name}") from None
 
     def release_volume(self, job_id: str) -> None:
+        with self._live_lock:
+            for key in [key for key in self._ended_logs if key[0] == job_id]:
+                del self._ended_logs[key]
         namespace = self.config.namespace
         # Jobs first: a PVC stays (Terminating) while a pod still mounts it.
         for job_name in self._job_names(job_id):
@@ -188,15 +201,55 @@ class K8sPodRunner(PodRunner):
         except Exception as exc:  # the API refused the Job (quota, admission, RBAC)
             return self._result("StartError", None, f"the Job could not be created: {_explain(exc)}", started)
         log.info("created Job %s/%s for the %s stage", self.config.namespace, name, spec.component)
+        with self._live_lock:
+            self._ended_logs.pop((spec.job_id, spec.log_sub_path), None)
         try:
             return self._follow(spec, name, started)
         except (DagsterExecutionInterruptedError, KeyboardInterrupt):
             # The run was terminated: deleting the Job kills its pod; what it wrote stays on the volume.
+            self._end_live_log(spec)
             self._delete_job(name)
             raise
         finally:
+            self._end_live_log(spec)
             if not self.config.keep_finished_jobs:
                 self._delete_job(name)
+
+    def read_log(self, job_id: str, sub_path: str, offset: int, limit: int) -> bytes:
+        """The pod's log through the API (its container's output is the log: the wrapper tees it):
+        Kubernetes reads a log from its start, so the first `offset + limit` bytes are asked for."""
+        key = (job_id, sub_path)
+        with self._live_lock:
+            ended, live = self._ended_logs.get(key), self._live_pods.get(key)
+        if ended is not None:
+            return ended[offset : offset + limit]
+        if live is None:
+            return b""
+        return self._pod_log(*live, offset + limit)[offset : offset + limit]
+
+    def _pod_log(self, pod_name: str, container: str, limit: int) -> bytes:
+        try:
+            response = self.client.core_api.read_namespaced_pod_log(
+                pod_name,
+                self.config.namespace,
+                container=container,
+                limit_bytes=limit,
+                _preload_content=False,
+            )
+            return bytes(response.data)
+        except Exception as exc:  # a live log is a courtesy: the pod's outcome never depends on it
+            log.debug("no live log for pod %s: %s", pod_name, exc)
+            return b""
+
+    def _end_live_log(self, spec: PodSpec) -> None:
+        """Keep the ended pod's log (bounded) before its Job goes, for the follower's last read."""
+        key = (spec.job_id, spec.log_sub_path)
+        with self._live_lock:
+            live = self._live_pods.pop(key, None)
+        if live is not None:
+            content = self._pod_log(*live, ENDED_LOG_LIMIT)
+            with self._live_lock:
+                self._ended_logs[key] = content
 
     def _follow(self, spec: PodSpec, name: str, started: float) -> PodResult:
         namespace = self.config.namespace
@@ -210,6 +263,11 @@ class K8sPodRunner(PodRunner):
                 if problem is not None:
                     return self._result(problem[0], None, problem[1], started)
                 if main_container_started(pod, spec):
+                    with self._live_lock:
+                        self._live_pods[(spec.job_id, spec.log_sub_path)] = (
+                            pod.metadata.name,
+                            spec.component,
+                        )
                     break
             waited = timer() - started
             if waited > self.config.start_timeout:
