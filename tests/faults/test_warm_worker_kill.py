@@ -28,6 +28,7 @@ from c2d_core import engine
 from c2d_core.chain import dev_accounts
 from c2d_core.settings import EngineSettings
 from c2d_core.workflow import Workflow
+from c2d_defs.pods import layout
 from c2d_defs.warm_launcher import WORKER_PID_TAG
 from provider_api.dagster_jobs import DagsterJobs
 
@@ -97,6 +98,13 @@ def test_worker_killed_while_the_algorithm_runs(warm_stack: stack.Stack) -> None
             ),
             60,
             "the algorithm's pod to run",
+        )
+        # The pod has written the line the consumer must get back: the kill cannot come first.
+        log = EngineSettings(home=home).resolved_work_dir / sleeper.job_id / layout.ALGORITHM_LOG
+        wait_for(
+            lambda: log.exists() and "algorithm started" in log.read_text(errors="replace"),
+            30,
+            "the algorithm's log line",
         )
         run_process = int(instance.get_run_by_id(record.run_id).tags[WORKER_PID_TAG])
         kill9(warm_stack.worker_pid)
