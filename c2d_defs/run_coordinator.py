@@ -14,7 +14,6 @@ import hashlib
 import logging
 import os
 import sys
-import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -219,7 +218,6 @@ class ImmediateRunCoordinator(QueuedRunCoordinator):
         self._settle_seconds = settle_seconds
         self._lock_wait_seconds = lock_wait_seconds
         self._lock: _FileLock | _AdvisoryLock | None = None
-        self._lock_made = threading.Lock()  # the webserver submits from many threads
 
     @classmethod
     def config_type(cls) -> UserConfigSchema:
@@ -261,14 +259,13 @@ class ImmediateRunCoordinator(QueuedRunCoordinator):
         return self._launch_at_once
 
     def _shared_lock(self) -> _FileLock | _AdvisoryLock:
-        with self._lock_made:
-            if self._lock is None:
-                url = getattr(self._instance.run_storage, "postgres_url", None)
-                if isinstance(url, str):
-                    self._lock = _AdvisoryLock(url)
-                else:
-                    self._lock = _FileLock(Path(self._instance.root_directory) / LOCK_FILE)
-            return self._lock
+        if self._lock is None:
+            url = getattr(self._instance.run_storage, "postgres_url", None)
+            if isinstance(url, str):
+                self._lock = _AdvisoryLock(url)
+            else:
+                self._lock = _FileLock(Path(self._instance.root_directory) / LOCK_FILE)
+        return self._lock
 
     def dispose(self) -> None:
         if isinstance(self._lock, _AdvisoryLock):
