@@ -2,7 +2,10 @@
 `c2d compute start --help` over N runs each, and the import time of `c2d_cli.main` with the heaviest
 modules it pulls in (`python -X importtime`).
 
-    .venv/bin/python bench/cli_startup.py [--runs 10]
+    .venv/bin/python bench/cli_startup.py [--runs 10] [--source DIR]
+
+`--source DIR` measures another checkout's c2d_cli and c2d_core (e.g. `git archive REV c2d_cli c2d_core`
+unpacked in DIR) with this venv, to compare before and after under the same load.
 
 Prints one JSON document. A benchmark, not a test: nothing here asserts a time.
 """
@@ -23,11 +26,24 @@ COMMANDS = (["--help"], ["compute", "--help"], ["compute", "start", "--help"], [
 HEAVY = ("web3", "eth_account", "pydantic", "pydantic_settings", "httpx", "yaml", "rich.table", "c2d_core")
 
 
-def wall_times(args: list[str], runs: int) -> dict[str, float]:
+def _python(source: str | None, code: str) -> list[str]:
+    """A python command running `code`, importing c2d_cli and c2d_core from `source` when given (the
+    venv's editable install would otherwise win: its finder comes before sys.path)."""
+    if source is None:
+        return [sys.executable, "-c", code]
+    prelude = (
+        "import sys; sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in repr(f)]; "
+        f"sys.path.insert(0, {source!r}); "
+    )
+    return [sys.executable, "-c", prelude + code]
+
+
+def wall_times(args: list[str], runs: int, source: str | None = None) -> dict[str, float]:
+    command = [C2D] if source is None else _python(source, "import sys; from c2d_cli.main import app; app()")
     seconds = []
     for _ in range(runs):
         started = time.perf_counter()
-        subprocess.run([C2D, *args], capture_output=True, check=True)
+        subprocess.run([*command, *args], capture_output=True, check=True)
         seconds.append(time.perf_counter() - started)
     return {
         "median_s": round(statistics.median(seconds), 3),
@@ -36,10 +52,13 @@ def wall_times(args: list[str], runs: int) -> dict[str, float]:
     }
 
 
-def import_profile(module: str = "c2d_cli.main", top: int = 12) -> dict[str, object]:
+def import_profile(
+    module: str = "c2d_cli.main", top: int = 12, source: str | None = None
+) -> dict[str, object]:
     """`-X importtime` of `module`: its cumulative time, the costliest imports, which heavy ones load."""
+    python = _python(source, f"import {module}; print({module}.__file__)")
     result = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c", f"import {module}"],
+        [python[0], "-X", "importtime", *python[1:]],
         capture_output=True,
         text=True,
         check=True,
@@ -58,6 +77,7 @@ def import_profile(module: str = "c2d_cli.main", top: int = 12) -> dict[str, obj
     costliest = sorted(rows, reverse=True)[1 : top + 1]
     return {
         "module": module,
+        "file": result.stdout.strip(),
         "cumulative_ms": round(total / 1000, 1),
         "costliest_ms": {name.strip(): round(us / 1000, 1) for us, name in costliest},
         "heavy_loaded": sorted(h for h in HEAVY if h in loaded),
@@ -67,11 +87,15 @@ def import_profile(module: str = "c2d_cli.main", top: int = 12) -> dict[str, obj
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--source", help="a checkout holding c2d_cli/ and c2d_core/ to measure instead")
     args = parser.parse_args()
     report = {
         "runs": args.runs,
-        "wall": {"c2d " + " ".join(command): wall_times(command, args.runs) for command in COMMANDS},
-        "imports": import_profile(),
+        "source": args.source or "the installed package",
+        "wall": {
+            "c2d " + " ".join(command): wall_times(command, args.runs, args.source) for command in COMMANDS
+        },
+        "imports": import_profile(source=args.source),
     }
     print(json.dumps(report, indent=2))
 
