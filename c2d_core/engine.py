@@ -97,6 +97,13 @@ RESULTS_ASSET = "c2d/results_asset"
 # written, the Provider reports the asset as pending (or failed, once the run ended without it).
 OUTPUT_REQUESTED = "c2d/output_requested"
 
+# The Provider's HMAC over the run's workflow (c2d_core.run_stamp), under Dagster's hidden-tag prefix
+# (dagster._core.storage.tags.HIDDEN_TAG_PREFIX): run storage keeps it, the runs list does not show it.
+STAMP = ".dagster/c2d/stamp"
+# Why the engine refused to run this run (a re-execution, a launchpad run, a second run of a job id):
+# such a run is not its job's and touched no data; readers of jobs skip it (`job_run`).
+REFUSED = "c2d/refused"
+
 # Dagster's own tag: run monitoring fails a run that has been running longer than this (seconds).
 MAX_RUNTIME = "dagster/max_runtime"
 
@@ -124,9 +131,27 @@ def past_max_runtime(tags: Mapping[str, str], started: float | None, now: float)
     return limit is not None and started is not None and now - started >= limit - 1
 
 
-def submission_tags(workflow: Workflow, max_runtime_seconds: int | None = None) -> dict[str, str]:
-    """The tags a job's run starts with: who, where, on what, Ocean's status 1 and its deadline."""
+def job_run(tags: Mapping[str, str]) -> bool:
+    """Whether a compute run is its job's own: not a re-execution of another run (Dagster copies
+    the parent's tags into it) and not refused by the engine. A consumer never sees any other."""
+    from c2d_core.run_stamp import PARENT_RUN_ID
+
+    return PARENT_RUN_ID not in tags and REFUSED not in tags
+
+
+def submission_tags(
+    workflow: Workflow, max_runtime_seconds: int | None = None, stamp_key: bytes | None = None
+) -> dict[str, str]:
+    """The tags a job's run starts with: who, where, on what, Ocean's status 1 and its deadline, and
+    the Provider's stamp when it gives its key."""
+    from c2d_core.run_stamp import stamp
+
     return {
+        **(
+            {STAMP: stamp(stamp_key, run_config(workflow)["ops"][WORKFLOW_OP]["config"][WORKFLOW_FIELD])}
+            if stamp_key
+            else {}
+        ),
         **({MAX_RUNTIME: str(max_runtime_seconds)} if max_runtime_seconds else {}),
         JOB_ID: workflow.job_id,
         OWNER: workflow.owner,

@@ -124,6 +124,10 @@ class EngineSettings(BaseSettings):
     # Plain file objects put dataset locations into run config (visible in the Dagster UI): allowed
     # only when a developer asks for it, never by default.
     allow_plain_files: bool = False
+    # Refuse a compute run that carries no Provider stamp (c2d_core.run_stamp), e.g. one started from
+    # the Dagster launchpad. A wrong stamp, a re-execution and a second run of a job id are refused
+    # whatever this says; turn it on wherever the Provider holds the key (production: the chart does).
+    require_run_stamp: bool = False
     # Results published as a new Ocean asset (issue 8, c2d_core.result_assets): the run worker sends
     # the transactions with the provider key, so it needs the chain and the Provider's public URL (the
     # new asset's serviceEndpoint). Left empty, a job asking to publish ends 70 with the publication

@@ -178,8 +178,10 @@ def judge(
     """
     tags = run.tags
     job_id = tags.get(engine.JOB_ID, "")
-    if not job_id or engine.DATE_FINISHED in tags:
-        return None  # finished properly (publish's last write), or expired in the queue
+    if not job_id or engine.DATE_FINISHED in tags or not engine.job_run(tags):
+        # finished properly (publish's last write), expired in the queue, or not its job's run (a
+        # refused re-execution holds its parent's tags: salvaging it would publish over the job's).
+        return None
     stage = current_stage(tags)
     status = failure_status(stage)
     if WATCHDOG not in tags and results_stored(tags):

@@ -19,6 +19,7 @@ import httpx
 
 from c2d_core import job_tags
 from c2d_core.environments import Environments
+from c2d_core.run_stamp import stamp_key_from_file
 from c2d_core.settings import engine_settings
 from provider_api.jobs import JobRecord
 
@@ -129,9 +130,16 @@ class DagsterJobs:
     """Submit, list, read and stop compute jobs; count an environment's running and queued jobs."""
 
     def __init__(
-        self, graphql_url: str, timeout: float = 10, environments_file: str | Path | None = None
+        self,
+        graphql_url: str,
+        timeout: float = 10,
+        environments_file: str | Path | None = None,
+        stamp_key: bytes | None = None,
     ) -> None:
         self.graphql_url = graphql_url
+        # The key of the stamp each submitted run carries (c2d_core.run_stamp); None: the one derived
+        # from the engine's Provider key file, when there is one.
+        self._stamp_key = stamp_key
         self._http = httpx.Client(timeout=timeout)
         # The environments give each run its `dagster/max_runtime` (None: the engine's own file).
         self._environments_file = environments_file
@@ -183,7 +191,15 @@ class DagsterJobs:
         run_filter = {"pipelineName": JOB_NAME, "tags": _tag_filter(tags)}
         data = self._post(_RUNS_QUERY, {"filter": run_filter, "limit": limit})
         runs = self._expect(data["runsOrError"], "Runs", "listing jobs")
-        return [_record(run) for run in runs["results"]]
+        records = [_record(run) for run in runs["results"]]
+        # A re-execution or a refused run holds its job's tags but is not the job: never listed.
+        # Of several runs of one job id (a copy the engine refuses, a submit race), the first is the job.
+        first: dict[str, JobRecord] = {}
+        for record in reversed(records):  # oldest first
+            if job_tags.job_run(record.tags):
+                first.setdefault(record.job_id, record)
+        kept = {id(record) for record in first.values()}
+        return [record for record in records if id(record) in kept]
 
     def jobs(
         self, owner: str | None = None, job_id: str | None = None, agreement_id: str | None = None
@@ -280,6 +296,11 @@ class DagsterJobs:
                         )
             return self._launch(workflow)
 
+    def _stamp(self) -> bytes | None:
+        if self._stamp_key is None:
+            self._stamp_key = stamp_key_from_file(engine_settings().resolved_provider_key_file)
+        return self._stamp_key
+
     def _max_runtime(self, env_id: str) -> int | None:
         """The run's whole deadline (configure + maxJobDuration + publish + grace), or None for an
         unknown environment: that job fails its configure stage at once and needs none."""
@@ -289,7 +310,7 @@ class DagsterJobs:
         return self._environments.max_runtime(env_id, settings)
 
     def _launch(self, workflow: Workflow) -> JobRecord:
-        tags = job_tags.submission_tags(workflow, self._max_runtime(workflow.environment))
+        tags = job_tags.submission_tags(workflow, self._max_runtime(workflow.environment), self._stamp())
         params = {
             "selector": {
                 "repositoryLocationName": LOCATION,

@@ -18,6 +18,7 @@ from fastapi import Depends, FastAPI, Request
 from c2d_core.chain import Chain, ChainError
 from c2d_core.environments import Environments
 from c2d_core.result_stores import ResultStores
+from c2d_core.run_stamp import stamp_key
 from c2d_core.settings import engine_settings
 from provider_api.access import AccessService
 from provider_api.agreements import AgreementClaims
@@ -96,7 +97,11 @@ def get_dagster_jobs(request: Request, settings: SettingsDep) -> DagsterJobs:
     return shared(
         request.app,
         "dagster_jobs",
-        lambda: DagsterJobs(settings.graphql_url, environments_file=settings.environments_file),
+        lambda: DagsterJobs(
+            settings.graphql_url,
+            environments_file=settings.environments_file,
+            stamp_key=stamp_key(settings.private_key_hex),
+        ),
     )
 
 

@@ -8,7 +8,8 @@ from typing import Any
 
 import dagster as dg
 
-from c2d_core import engine
+from c2d_core import engine, run_stamp
+from c2d_core.settings import engine_settings
 from c2d_defs.jobs import compute_job
 from c2d_defs.resources import ComputeEnvironments, LocalPodRunnerResource, LocalResultStoreResource
 
@@ -41,9 +42,18 @@ def run_compute_job(
         job,
         instance=instance,
         run_config=engine.run_config(workflow),
+        tags={**provider_tags(workflow), **options.pop("tags", {})},
         raise_on_error=False,
         **options,
     )
+
+
+def provider_tags(workflow: dict[str, Any]) -> dict[str, str]:
+    """What the Provider tags every run with that the engine checks: the job id and its stamp
+    (under this test's Provider key, when it has one)."""
+    key = run_stamp.stamp_key_from_file(engine_settings().resolved_provider_key_file)
+    stamp = {engine.STAMP: run_stamp.stamp(key, workflow)} if key is not None else {}
+    return {engine.JOB_ID: str(workflow.get("jobId", "")), **stamp}
 
 
 def run_requested_job(

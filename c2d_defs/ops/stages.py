@@ -12,7 +12,8 @@ from typing import Any
 
 import dagster as dg
 
-from c2d_core import engine
+from c2d_core import engine, run_stamp
+from c2d_core.settings import engine_settings
 from c2d_core.status import ALGORITHM_FAILURES, JobStatus, Stage
 from c2d_defs.ops.compute import (
     JobState,
@@ -34,6 +35,52 @@ def _run_tags(context: dg.OpExecutionContext) -> engine.JobTags:
 def _final_status(state: JobState) -> JobStatus:
     """The status the job ends with: its failure status, else Ocean's 70."""
     return state.status if state.status.is_failure else JobStatus.JOB_FINISHED
+
+
+def refusal(context: dg.OpExecutionContext, document: dict[str, Any]) -> str | None:
+    """Why this run must not run (a sentence), or None when it is the run the Provider submitted
+    for its job: not a re-execution, the job id its workflow names, stamped by the Provider (when
+    stamped, or when the engine requires it), and the first run of its job id and agreement."""
+    tags = context.run.tags
+    parent = tags.get(run_stamp.PARENT_RUN_ID)
+    if parent:
+        return (
+            f"it re-executes run {parent}, and a compute job runs once per order: the consumer starts "
+            "a new job, with a new order, through the Provider"
+        )
+    job_id = tags.get(engine.JOB_ID, "")
+    if not job_id or job_id != document.get("jobId"):
+        return f"its {engine.JOB_ID} tag does not name its workflow's job: the Provider did not submit it"
+    settings = engine_settings()
+    given = tags.get(engine.STAMP)
+    if given or settings.require_run_stamp:
+        key = run_stamp.stamp_key_from_file(settings.resolved_provider_key_file)
+        if key is None:
+            return "the engine holds no Provider key to check the run's stamp (C2D_PROVIDER_KEY_FILE)"
+        problem = run_stamp.stamp_problem(key, given, document)
+        if problem:
+            return problem
+    mine = context.instance.get_run_record_by_id(context.run_id)
+    created = mine.create_timestamp if mine is not None else None
+    holders = {engine.JOB_ID: job_id}
+    if document.get("agreementId"):
+        holders[engine.AGREEMENT_ID] = str(document["agreementId"])
+    for key_name, value in holders.items():
+        for record in context.instance.get_run_records(
+            dg.RunsFilter(job_name=engine.JOB_NAME, tags={key_name: value}), limit=50
+        ):
+            other = record.dagster_run
+            if other.run_id == context.run_id or not engine.job_run(other.tags):
+                continue
+            if created is not None and record.create_timestamp > created:
+                continue  # a later run is the one refused (by its own first op)
+            if key_name == engine.AGREEMENT_ID and engine.DATE_FINISHED in other.tags:
+                continue  # an order may serve another job once its job has finished
+            return (
+                f"{'job' if key_name == engine.JOB_ID else 'the agreement of job'} {job_id} already has "
+                f"its run {other.run_id}: a compute job runs once per order"
+            )
+    return None
 
 
 def stage_failure(
@@ -82,6 +129,14 @@ def configure(
     environments: ComputeEnvironments,
     result_store: dg.ResourceParam[ResultStorage],
 ) -> Iterator[dg.Output[JobState]]:
+    refused = refusal(context, config.workflow)
+    if refused is not None:
+        # Nothing is fetched, run or published, and no job status is written: this run is not its job's.
+        context.instance.add_run_tags(context.run_id, {engine.REFUSED: refused[:1000]})
+        context.log.error(f"run refused: {refused}")
+        raise dg.Failure(
+            description=f"Run refused: {refused}", metadata={"refused": refused}, allow_retries=False
+        )
     state = configure_stage(context, config, pod_runner, environments, result_store)
     yield dg.Output(state)
     failure = stage_failure(Stage.CONFIGURE, state, _run_tags(context), failed_before=False)
