@@ -104,6 +104,10 @@ STAMP = ".dagster/c2d/stamp"
 # such a run is not its job's and touched no data; readers of jobs skip it (`job_run`).
 REFUSED = "c2d/refused"
 
+# The tag the Dagster UI shows as a run's "Launched by" (dagster._core.storage.tags.USER_TAG); without
+# it every job reads "Manually launched".
+LAUNCHED_BY = "user"
+
 # Dagster's own tag: run monitoring fails a run that has been running longer than this (seconds).
 MAX_RUNTIME = "dagster/max_runtime"
 
@@ -155,6 +159,7 @@ def submission_tags(
         **({MAX_RUNTIME: str(max_runtime_seconds)} if max_runtime_seconds else {}),
         JOB_ID: workflow.job_id,
         OWNER: workflow.owner,
+        LAUNCHED_BY: f"the Provider, for {workflow.owner}",
         ENVIRONMENT: workflow.environment,
         **({AGREEMENT_ID: workflow.agreement_id} if workflow.agreement_id else {}),
         DID: workflow.inputs[0].did,

@@ -125,3 +125,31 @@ def test_each_stage_deadline_comes_from_the_environment_or_the_engine() -> None:
     assert env.max_runtime(settings) == 155
     # A job of an unknown environment fails its configure stage: its algorithm stage gets that deadline.
     assert stage_deadline(Stage.ALGORITHM, None, settings) == 30
+
+
+def test_submitted_runs_say_who_launched_them_and_carry_the_providers_stamp() -> None:
+    """Issue 16 items 2 and 3: "Launched by" names the Provider and the consumer, and the stamp is an
+    HMAC of the run config's workflow that a changed workflow or another key does not match."""
+    from dagster._core.storage.tags import HIDDEN_TAG_PREFIX, USER_TAG
+
+    from c2d_core import run_stamp
+
+    workflow = _workflow()
+    key = run_stamp.stamp_key("0x" + "ab" * 32)
+    tags = engine.submission_tags(workflow, stamp_key=key)
+    assert engine.LAUNCHED_BY == USER_TAG
+    assert tags[USER_TAG] == f"the Provider, for {workflow.owner}"
+    # The stamp is kept in run storage but hidden from the runs list.
+    assert engine.STAMP.startswith(HIDDEN_TAG_PREFIX)
+    document = engine.run_config(workflow)["ops"]["configure"]["config"]["workflow"]
+    assert run_stamp.stamp_problem(key, tags[engine.STAMP], document) is None
+    changed = {**document, "environment": "e2"}
+    assert "does not match" in (run_stamp.stamp_problem(key, tags[engine.STAMP], changed) or "")
+    other = run_stamp.stamp_key("0x" + "cd" * 32)
+    assert "does not match" in (run_stamp.stamp_problem(other, tags[engine.STAMP], document) or "")
+    assert "no Provider stamp" in (run_stamp.stamp_problem(key, None, document) or "")
+    assert engine.STAMP not in engine.submission_tags(workflow)
+    # A re-execution and a refused run are not their job's run.
+    assert engine.job_run(tags)
+    assert not engine.job_run({**tags, run_stamp.PARENT_RUN_ID: "r1"})
+    assert not engine.job_run({**tags, engine.REFUSED: "why"})
