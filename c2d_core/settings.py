@@ -126,7 +126,8 @@ class EngineSettings(BaseSettings):
     allow_plain_files: bool = False
     # Refuse a compute run that carries no Provider stamp (c2d_core.run_stamp), e.g. one started from
     # the Dagster launchpad. A wrong stamp, a re-execution and a second run of a job id are refused
-    # whatever this says; turn it on wherever the Provider holds the key (production: the chart does).
+    # whatever this says. Turn it on where the run worker holds the Provider key file (it checks the
+    # stamp with it); the chart does not yet mount the key into run pods unless resultsAssets is on.
     require_run_stamp: bool = False
     # Results published as a new Ocean asset (issue 8, c2d_core.result_assets): the run worker sends
     # the transactions with the provider key, so it needs the chain and the Provider's public URL (the
