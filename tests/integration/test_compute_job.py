@@ -17,6 +17,7 @@ from c2d_cli.origin import LocalOrigin
 from c2d_core import engine
 from c2d_core.attestation import iso_time, verify_attestation, verify_files
 from c2d_core.crypto import encrypt_for, public_key_of
+from c2d_core.live_logs import LIVE_LOG_NAME
 from c2d_core.results import MANIFEST_NAME
 from c2d_core.settings import EngineSettings
 
@@ -146,7 +147,8 @@ def test_job_runs_end_to_end_with_ocean_layout_and_results(c2d_home: Path, origi
     # The attestation, signed by the Provider's key in the run worker, vouches for every other result.
     provider = Account.from_key((c2d_home / "secrets" / "provider-key").read_text().strip())
     attested = verify_attestation((results / "attestation.json").read_bytes(), provider.address)
-    checks = verify_files(attested, results, ignore=("attestation.json", MANIFEST_NAME))
+    # The live copy of the algorithm log (computeStreamableLogs' source) sits beside the results.
+    checks = verify_files(attested, results, ignore=("attestation.json", MANIFEST_NAME, LIVE_LOG_NAME))
     assert [(c.filename, c.outcome) for c in checks] == [(e["filename"], "ok") for e in manifest[:5]]
     assert [f.sha256 for f in attested.inputs[0].files] == [hashlib.sha256(b"1\n2\n3\n").hexdigest()]
     assert [f.sha256 for f in attested.inputs[1].files] == [hashlib.sha256(b"10\n20\n").hexdigest()]
