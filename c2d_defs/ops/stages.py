@@ -37,6 +37,99 @@ def _final_status(state: JobState) -> JobStatus:
     return state.status if state.status.is_failure else JobStatus.JOB_FINISHED
 
 
+def job_line(document: dict[str, Any]) -> str:
+    """The run's first line: who, on which data, with which algorithm, where (ids only, never a URL)."""
+    inputs = [str(item.get("did", "?")) for item in document.get("inputs") or [] if isinstance(item, dict)]
+    raw_algorithm = document.get("algorithm")
+    algorithm: dict[str, Any] = raw_algorithm if isinstance(raw_algorithm, dict) else {}
+    raw_container = algorithm.get("container")
+    container: dict[str, Any] = raw_container if isinstance(raw_container, dict) else {}
+    image = f"{container.get('image', '?')}:{container.get('tag', 'latest')}"
+    which = algorithm.get("did") or "raw code"
+    return (
+        f"job {document.get('jobId', '?')} for consumer {document.get('owner', '?')}: dataset(s) "
+        f"{', '.join(inputs) or 'none'}; algorithm {which} in {image}; environment "
+        f"{document.get('environment', '?')}"
+    )
+
+
+def _duration(tags: engine.JobTags, stage: Stage) -> dict[str, Any]:
+    started, finished = tags.phase(stage, "started"), tags.phase(stage, "finished")
+    if started is None or finished is None:
+        return {}
+    return {"duration_s": dg.MetadataValue.float(round(finished - started, 3))}
+
+
+def _status_summary(state: JobState) -> str:
+    status = _final_status(state) if state.status.is_terminal else state.status
+    return f"{int(status)} {status.text.strip()}" + (f": {state.detail}" if state.detail else "")
+
+
+def configure_metadata(state: JobState, tags: engine.JobTags) -> dict[str, Any]:
+    """Durations, the inputs' and the algorithm's files (sizes and sha256, never locations), the image."""
+    metadata: dict[str, Any] = {**_duration(tags, Stage.CONFIGURE), "ocean_status": _status_summary(state)}
+    report = state.provisioned
+    if report is not None:
+        schema = dg.TableSchema(
+            columns=[
+                dg.TableColumn("asset", "string"),
+                dg.TableColumn("did", "string"),
+                dg.TableColumn("index", "int"),
+                dg.TableColumn("size", "int"),
+                dg.TableColumn("sha256", "string"),
+            ]
+        )
+        rows = [
+            dg.TableRecord(
+                {"asset": name, "did": asset.did or "", "index": f.index, "size": f.size, "sha256": f.sha256}
+            )
+            for name, asset in [*(("input", item) for item in report.inputs), ("algorithm", report.algorithm)]
+            for f in asset.files
+        ]
+        metadata["files"] = dg.MetadataValue.table(rows, schema=schema)
+    if state.workflow is not None:
+        container = state.workflow.algorithm.container
+        metadata["algorithm_image"] = f"{container.image}:{container.tag or 'latest'}"
+        if container.checksum:
+            metadata["algorithm_image_checksum"] = container.checksum
+    return metadata
+
+
+def algorithm_metadata(state: JobState, tags: engine.JobTags) -> dict[str, Any]:
+    metadata: dict[str, Any] = {**_duration(tags, Stage.ALGORITHM), "ocean_status": _status_summary(state)}
+    if tags.algorithm_exit_code is not None:
+        metadata["exit_code"] = tags.algorithm_exit_code
+    if tags.algorithm_termination:
+        metadata["termination"] = tags.algorithm_termination
+    return metadata
+
+
+def publish_metadata(
+    state: JobState, tags: engine.JobTags, public: list[dict[str, Any]], store_kind: str
+) -> dict[str, Any]:
+    """The output manifest as a table, the store's kind (never its URL) and the job's final status."""
+    schema = dg.TableSchema(
+        columns=[
+            dg.TableColumn("index", "int"),
+            dg.TableColumn("filename", "string"),
+            dg.TableColumn("type", "string"),
+            dg.TableColumn("filesize", "int"),
+            dg.TableColumn("sha256", "string"),
+        ]
+    )
+    rows = [
+        dg.TableRecord({key: entry.get(key) for key in ("index", "filename", "type", "filesize", "sha256")})
+        for entry in public
+    ]
+    return {
+        **_duration(tags, Stage.PUBLISH),
+        "results": len(public),
+        "manifest": dg.MetadataValue.table(rows, schema=schema),
+        "result_store": store_kind,
+        "ocean_status": _status_summary(state),
+    }
+
+
 def refusal(context: dg.OpExecutionContext, document: dict[str, Any]) -> str | None:
     """Why this run must not run (a sentence), or None when it is the run the Provider submitted
     for its job: not a re-execution, the job id its workflow names, stamped by the Provider (when
@@ -137,9 +230,11 @@ def configure(
         raise dg.Failure(
             description=f"Run refused: {refused}", metadata={"refused": refused}, allow_retries=False
         )
+    context.log.info(job_line(config.workflow))
     state = configure_stage(context, config, pod_runner, environments, result_store)
-    yield dg.Output(state)
-    failure = stage_failure(Stage.CONFIGURE, state, _run_tags(context), failed_before=False)
+    tags = _run_tags(context)
+    yield dg.Output(state, metadata=configure_metadata(state, tags))
+    failure = stage_failure(Stage.CONFIGURE, state, tags, failed_before=False)
     if failure is not None:
         raise failure
 
@@ -157,8 +252,9 @@ def run_algorithm(
 ) -> Iterator[dg.Output[JobState]]:
     failed_before = state.status.is_failure
     state = algorithm_stage(context, state, pod_runner, result_store)
-    yield dg.Output(state)
-    failure = stage_failure(Stage.ALGORITHM, state, _run_tags(context), failed_before)
+    tags = _run_tags(context)
+    yield dg.Output(state, metadata=algorithm_metadata(state, tags))
+    failure = stage_failure(Stage.ALGORITHM, state, tags, failed_before)
     if failure is not None:
         raise failure
 
@@ -176,7 +272,9 @@ def publish(
 ) -> Iterator[dg.Output[list[dict[str, Any]]]]:
     failed_before = state.status.is_failure
     public = publish_results(context, state, pod_runner, result_store)
-    yield dg.Output(public, metadata={"results": len(public)})
-    failure = stage_failure(Stage.PUBLISH, state, _run_tags(context), failed_before)
+    tags = _run_tags(context)
+    kind = type(result_store.store).__name__
+    yield dg.Output(public, metadata=publish_metadata(state, tags, public, kind))
+    failure = stage_failure(Stage.PUBLISH, state, tags, failed_before)
     if failure is not None:
         raise failure

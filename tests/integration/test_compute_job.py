@@ -368,3 +368,39 @@ def test_out_of_memory_fails_the_algorithm_step_and_keeps_status_70() -> None:
     }
     assert stage_failure(Stage.ALGORITHM, state, tags, failed_before=True) is None
     assert stage_failure(Stage.PUBLISH, state, tags, failed_before=False) is None
+
+
+def test_each_stage_attaches_metadata_and_the_first_line_names_the_job(
+    c2d_home: Path, origin: LocalOrigin
+) -> None:
+    """Issue 16 item 4: what each stage did, as metadata the UI renders; never a location."""
+    instance = dg.DagsterInstance.ephemeral()
+    workflow = _workflow(c2d_home, origin, jobId="d" * 32)
+    result = run_compute_job(workflow, instance)
+    records = instance.get_records_for_run(result.run_id, of_type=dg.DagsterEventType.STEP_OUTPUT).records
+    metadata = {
+        r.event_log_entry.step_key: r.event_log_entry.dagster_event.step_output_data.metadata for r in records
+    }
+    configure, algorithm, publish = metadata["configure"], metadata["run_algorithm"], metadata["publish"]
+    files = configure["files"].value.records
+    assert [(row.data["asset"], row.data["did"], row.data["size"]) for row in files][:2] == [
+        ("input", DID_A, 6),
+        ("input", DID_B, 6),
+    ]
+    assert files[0].data["sha256"] == hashlib.sha256(b"1\n2\n3\n").hexdigest()
+    assert configure["algorithm_image"].value == "python:3.11-slim"
+    assert (algorithm["exit_code"].value, algorithm["termination"].value) == (0, "Completed")
+    assert all(m["duration_s"].value >= 0 for m in (configure, algorithm, publish))
+    manifest = publish["manifest"].value.records
+    assert [row.data["filename"] for row in manifest][:2] == ["deep_er_note.txt", "total.txt"]
+    assert (
+        publish["result_store"].value == "LocalResultStore"
+        and publish["ocean_status"].value == "70 Job finished"
+    )
+    shown = json.dumps([str(value) for step in metadata.values() for value in step.values()])
+    assert origin.url.split("//")[1] not in shown and str(c2d_home) not in shown
+    first = next(e.message for e in instance.all_logs(result.run_id) if e.message and not e.dagster_event)
+    assert first == (
+        f"job {'d' * 32} for consumer {'0x' + '1' * 40}: dataset(s) {DID_A}, {DID_B}; "
+        "algorithm raw code in python:3.11-slim; environment test-env"
+    )
