@@ -1,14 +1,16 @@
-"""Benchmark: what the engine adds to an algorithm's own run time, per run launcher, in one run.
+"""Benchmark: what the engine adds to an algorithm's own run time, before and after, in one run.
 
-For each launcher named (`--launchers default,warm`: Dagster's default, whose code server spawns a
-process per run, and the warm run worker of c2d_defs/warm_launcher), starts the embedded stack with it,
+For each variant named (`--variants default/queued,warm/at-once`: a run launcher, Dagster's default,
+whose code server spawns a process per run, or the warm run worker of c2d_defs/warm_launcher; and the
+run coordinator's `launch_at_once`, off ("queued": Dagster's queue, the daemon dequeues) or on
+("at-once": the submitter launches when limits allow)), starts the embedded stack with it,
 submits N trivial jobs (one small CSV input, a one-line raw algorithm) over Dagster's GraphQL API (the
 Provider's DagsterJobs, no Provider in front), one after another, and measures submit -> status 70.
 Then runs the same algorithm N times bare in the sandbox (LocalPodRunner, no Dagster). Prints p50/p95
 of each, the overhead, and a per-phase table read back from run storage (run events, phase tags and
 the stage logs' "<pod> pod ended ... after X s").
 
-    .venv/bin/python bench/job_overhead.py [-n 10] [--launchers default,warm]
+    .venv/bin/python bench/job_overhead.py [-n 10] [--variants default/queued,warm/at-once]
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import time
 from functools import partial
 
 import dagster as dg
+import yaml
 
 from c2d_cli import stack
 from c2d_cli.consumer import poll_until
@@ -100,8 +103,27 @@ def phases_of(instance: dg.DagsterInstance, run_id: str, submitted: float, seen:
     return found
 
 
-def bench_jobs(n: int, home: Path, launcher: str) -> tuple[list[float], dict[str, list[float]]]:
-    running, _ = stack.up(home, port=stack._free_port(), run_launcher=launcher)  # type: ignore[arg-type]
+def instance_file(folder: Path, coordinator: str) -> Path:
+    """The embedded instance file with the run coordinator's fast path on or off."""
+    config = yaml.safe_load((stack.PROJECT_ROOT / "dagster.yaml").read_text())
+    config["run_coordinator"]["config"]["launch_at_once"] = coordinator == "at-once"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "dagster-template.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def bench_jobs(n: int, home: Path, variant: str) -> tuple[list[float], dict[str, list[float]]]:
+    launcher, coordinator = variant.split("/")
+    if launcher not in ("default", "warm") or coordinator not in ("queued", "at-once"):
+        raise SystemExit(f"a variant is <default|warm>/<queued|at-once>, not {variant!r}")
+    template = instance_file(home.parent, coordinator)
+    running, _ = stack.up(
+        home,
+        port=stack._free_port(),
+        instance_template=template,
+        run_launcher=launcher,  # type: ignore[arg-type]
+    )
     settings = EngineSettings(home=home)
     totals: list[float] = []
     phases: dict[str, list[float]] = {name: [] for name in PHASES}
@@ -160,19 +182,21 @@ def bench_bare(n: int, home: Path) -> list[float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-n", type=int, default=10, help="jobs to time per launcher (after one warm-up job)")
-    parser.add_argument("--launchers", default="default,warm", help="comma-separated: default, warm")
+    parser.add_argument("-n", type=int, default=10, help="jobs to time per variant (after one warm-up job)")
+    parser.add_argument(
+        "--variants", default="default/queued,warm/at-once", help="comma-separated <launcher>/<coordinator>"
+    )
     args = parser.parse_args()
-    launchers = [name.strip() for name in args.launchers.split(",") if name.strip()]
+    launchers = [name.strip() for name in args.variants.split(",") if name.strip()]
     results: dict[str, tuple[list[float], dict[str, list[float]]]] = {}
     with tempfile.TemporaryDirectory(prefix="c2d-bench-") as tmp:
         for launcher in launchers:
-            home = Path(tmp) / launcher / ".c2d"
+            home = Path(tmp) / launcher.replace("/", "-") / ".c2d"
             try:
                 results[launcher] = bench_jobs(args.n, home, launcher)
             finally:
                 stack.down(home)
-        bare = bench_bare(args.n, Path(tmp) / launchers[0] / ".c2d")
+        bare = bench_bare(args.n, Path(tmp) / launchers[0].replace("/", "-") / ".c2d")
     print(f"\n{'measure (n=' + str(args.n) + ')':<44}{'p50 s':>8}{'p95 s':>8}")
     for launcher, (totals, _) in results.items():
         print(
@@ -184,9 +208,9 @@ def main() -> None:
         label = "overhead (job - p50 bare), " + launcher
         print(f"{label:<44}{pct(overhead, 0.5):>8.2f}{pct(overhead, 0.95):>8.2f}")
     print("\nwhere a job's time goes (p50 s; pod = the sandboxed process, interpreter start included)")
-    print(f"{'phase':<44}" + "".join(f"{name:>10}" for name in results))
+    print(f"{'phase':<44}" + "".join(f"{name:>16}" for name in results))
     for phase in PHASES:
-        print(f"{phase:<44}" + "".join(f"{statistics.median(p[phase]):>10.3f}" for _, p in results.values()))
+        print(f"{phase:<44}" + "".join(f"{statistics.median(p[phase]):>16.3f}" for _, p in results.values()))
 
 
 if __name__ == "__main__":
