@@ -63,6 +63,9 @@ class Stack:
     # The data origin process (c2d_cli.origin) serving examples/ on loopback; absent in older stack.json.
     origin_url: str = ""
     origin_pid: int = 0
+    # The environments file `up` read (C2D_ENVIRONMENTS_FILE then); a restart must serve the same
+    # environments even when the shell that restarts it has no such variable. "" in older stack.json.
+    environments_file: str = ""
 
     @property
     def pids(self) -> list[int]:
@@ -322,11 +325,17 @@ def _provider_command(port: int) -> list[str]:
     return [sys.executable, "-m", "provider_api.server", *address, "--no-access-log"]
 
 
+def _recorded_env(stack: Stack) -> dict[str, str]:
+    """The settings `up` recorded in stack.json, which every later start of a part repeats."""
+    return {"C2D_ENVIRONMENTS_FILE": stack.environments_file} if stack.environments_file else {}
+
+
 def provider_env(home: Path, stack: Stack) -> dict[str, str]:
     """The environment `up` and `restart` start the stack's Provider with (the stack's own plus the
     Provider's settings); `home` is the resolved stack home."""
     env = _stack_env(home)
     env.update(_engine_chain_env(stack.rpc_url, stack.chain_id, stack.addresses_file, stack.provider_url))
+    env.update(_recorded_env(stack))
     key_file = EngineSettings(home=home).resolved_provider_key_file
     return {
         **env,
@@ -467,6 +476,7 @@ def up(
             worker_pid=worker,
             origin_url=f"http://127.0.0.1:{origin_port}",
             origin_pid=origin,
+            environments_file=str(settings.environments_file.resolve()),
         )
         provider = _spawn(
             _provider_command(provider_port), provider_env(home, stack), home / STACK_LOGS / "provider.log"
@@ -516,6 +526,7 @@ def restart(home: Path, component: str, timeout: float = START_TIMEOUT) -> Stack
         raise StackError(f"the {component} (pid {old[component]}) is still running; stop it first")
     env = _stack_env(home)
     env.update(_engine_chain_env(stack.rpc_url, stack.chain_id, stack.addresses_file, stack.provider_url))
+    env.update(_recorded_env(stack))
     log = home / STACK_LOGS / f"{component}.log"
     if component == "webserver":
         stack.webserver_pid = _spawn(_webserver_command(stack.webserver_port), env, log)

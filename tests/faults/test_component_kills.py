@@ -37,6 +37,7 @@ from faultkit import (
     finished_job,
     job_json,
     kill9,
+    pause_outside_storage,
     process_group,
     reaped_group,
     run_of,
@@ -126,7 +127,9 @@ def test_component_killed_in_each_phase_the_job_finishes_and_is_served_after_res
         if phase == "queued" and component == "daemon":
             _kill("daemon", running)  # dead before the job arrives: nothing will dequeue it
         elif daemon_paused:
-            os.kill(running.daemon_pid, signal.SIGSTOP)  # nothing dequeues until it goes on
+            # Nothing dequeues until it goes on; frozen outside a SQLite transaction, or the webserver's
+            # reads of run storage would fail on the lock it holds.
+            pause_outside_storage(running.daemon_pid, gs.home)
         elif phase == "configure":
             gs.origin.set_mode("hold")
         elif phase == "publish":
