@@ -100,6 +100,12 @@ OUTPUT_REQUESTED = "c2d/output_requested"
 # The Provider's HMAC over the run's workflow (c2d_core.run_stamp), under Dagster's hidden-tag prefix
 # (dagster._core.storage.tags.HIDDEN_TAG_PREFIX): run storage keeps it, the runs list does not show it.
 STAMP = ".dagster/c2d/stamp"
+# A consumer's stop, recorded by the Provider just before it asks Dagster to terminate the run: who
+# (the consumer's address) and when (epoch seconds). A run terminated without them was stopped by an
+# operator (the Dagster UI, the GraphQL API) or by the engine itself. Hidden like the stamp: the job
+# JSON says who stopped a job (`stoppedBy`, `stoppedAt`); the runs list need not.
+STOPPED_BY = ".dagster/c2d/stopped_by"
+STOPPED_AT = ".dagster/c2d/stopped_at"
 # Why the engine refused to run this run (a re-execution, a launchpad run, a second run of a job id):
 # such a run is not its job's and touched no data; readers of jobs skip it (`job_run`).
 REFUSED = "c2d/refused"
