@@ -3,8 +3,9 @@
 A compute job is one run of the Dagster job `compute_job` in the code location `c2d`. Its run config
 carries the workflow; its tags carry the job's state. All job state lives in Dagster's run storage:
 the tags below, written by the ops as the job moves, are enough for a reader of run storage alone (the
-Provider) to build Ocean's job JSON. Tag values are strings, as Dagster's are; times are epoch seconds,
-as Ocean sends them. Nothing here imports Dagster: the Provider and the CLI use it too.
+Provider) to build Ocean's job JSON. Tag values are strings, as Dagster's are. A few tags are visible
+in the Dagster UI, readable; the rest are hidden from it (see "the tags of a compute run"). Nothing
+here imports Dagster: the Provider and the CLI use it too.
 """
 
 from __future__ import annotations
@@ -52,54 +53,67 @@ def workflow_from_run_config(raw: Any) -> Workflow:
 
 
 # --- the tags of a compute run -----------------------------------------------------------------------
+#
+# Two kinds. The few an operator filters the Dagster runs list on stay visible, with readable values:
+# who, on what, where, Ocean's status and how the job ended (`VISIBLE`). The rest of the job's state
+# lives under Dagster's hidden-tag prefix (dagster._core.storage.tags.HIDDEN_TAG_PREFIX): run storage
+# keeps those tags and `RunsFilter(tags=...)` matches them like any other, but Dagster's GraphQL `tags`
+# (what the UI renders) leaves them out, so the runs list shows a handful of tags, not two dozen.
+# Hidden values keep their machine form (epoch seconds, as Ocean sends times; JSON lists).
 
 PREFIX = "c2d/"
+HIDDEN_PREFIX = ".dagster/"  # dagster._core.storage.tags.HIDDEN_TAG_PREFIX (Dagster is not imported here)
+STATE_PREFIX = HIDDEN_PREFIX + PREFIX  # ".dagster/c2d/": the job's state, kept from the runs list
 
+# Visible.
 JOB_ID = "c2d/job_id"
 OWNER = "c2d/owner"
 ENVIRONMENT = "c2d/environment"
-AGREEMENT_ID = "c2d/agreement_id"
 DID = "c2d/did"  # the first input DID; all of them are in INPUT_DIDS
-INPUT_DIDS = "c2d/input_dids"  # JSON list
-ALGO_DID = "c2d/algo_did"  # "raw" for a raw algorithm, as Ocean reports it
-
 STATUS = "c2d/status"
 STATUS_TEXT = "c2d/status_text"
-STATUS_DETAIL = "c2d/status_detail"  # a sentence on why, for failures; never a file location
-DATE_FINISHED = "c2d/date_finished"
+# How the job ended, in a few words from a small set (`outcome`), written with its finish date.
+OUTCOME = "c2d/outcome"
 
-ALGORITHM_EXIT_CODE = "c2d/algorithm/exit_code"
-ALGORITHM_TERMINATION = "c2d/algorithm/termination"  # Completed, Error, DeadlineExceeded, OOMKilled, ...
-RESULTS = "c2d/results"  # JSON list of public manifest entries
-STOP_REQUESTED = "c2d/stopreq"  # "1" when the consumer stopped the job (Ocean's stopreq)
-MANIFEST = "c2d/manifest"  # the results manifest's store location; internal, never in job JSON
+# Hidden.
+AGREEMENT_ID = STATE_PREFIX + "agreement_id"
+INPUT_DIDS = STATE_PREFIX + "input_dids"  # JSON list
+ALGO_DID = STATE_PREFIX + "algo_did"  # "raw" for a raw algorithm, as Ocean reports it
+STATUS_DETAIL = STATE_PREFIX + "status_detail"  # a sentence on why, for failures; never a file location
+DATE_FINISHED = STATE_PREFIX + "date_finished"  # epoch seconds
+
+ALGORITHM_EXIT_CODE = STATE_PREFIX + "algorithm/exit_code"
+# Completed, Error, DeadlineExceeded, OOMKilled, ...
+ALGORITHM_TERMINATION = STATE_PREFIX + "algorithm/termination"
+RESULTS = STATE_PREFIX + "results"  # JSON list of public manifest entries
+STOP_REQUESTED = STATE_PREFIX + "stopreq"  # "1" when the consumer stopped the job (Ocean's stopreq)
+MANIFEST = STATE_PREFIX + "manifest"  # the results manifest's store location; internal, never in job JSON
 # The store location of the algorithm's log while the job runs (c2d_core.live_logs); internal, the
 # Provider streams it to the job's owner (computeStreamableLogs) and never names it.
-LIVE_LOG = "c2d/live_log"
-RESULTS_EXPIRED = "c2d/results_expired"  # "1" once storage expiry deleted the results
+LIVE_LOG = STATE_PREFIX + "live_log"
+RESULTS_EXPIRED = STATE_PREFIX + "results_expired"  # "1" once storage expiry deleted the results
 # "1" when storing the results failed and the job's volume (outputs and logs) was kept for an
 # operator's retry instead of being released; see docs/operations.md ("Results store down during publish").
-VOLUME_KEPT = "c2d/volume_kept"
+VOLUME_KEPT = STATE_PREFIX + "volume_kept"
 # Why the stage watchdog ended the job (a sentence), when it did: its run worker died, or a stage
 # outlived its deadline. Such an end is not a consumer's stop (c2d_defs.stage_watchdog).
-WATCHDOG = "c2d/watchdog"
-RESULTS_DID = "c2d/results_did"  # the DID of the results asset (issue 8), once minted
+WATCHDOG = STATE_PREFIX + "watchdog"
+RESULTS_DID = STATE_PREFIX + "results_did"  # the DID of the results asset (issue 8), once minted
 # JSON list of the manifest indexes the results asset serves, written with RESULTS_DID: the Provider
 # serves no other result of the job through the asset, whatever files its owner puts in the DDO later.
-RESULTS_ASSET_FILES = "c2d/results_asset_files"
+RESULTS_ASSET_FILES = STATE_PREFIX + "results_asset_files"
 # The results asset's NFT address, recorded as soon as it is created (the Provider's key owns it until
 # the hand-over): the stage watchdog finishes the hand-over of a mint whose run worker was killed.
-RESULTS_NFT = "c2d/results_nft"
+RESULTS_NFT = STATE_PREFIX + "results_nft"
 # JSON {"status": "published" | "failed" | "skipped", "detail": "..."}: how minting the results asset
 # went, for jobs that asked for it; the detail is a sentence, never a URL, location or key.
-RESULTS_ASSET = "c2d/results_asset"
+RESULTS_ASSET = STATE_PREFIX + "results_asset"
 # "1" from submission when the job asked to publish its results as an asset: until RESULTS_ASSET is
 # written, the Provider reports the asset as pending (or failed, once the run ended without it).
-OUTPUT_REQUESTED = "c2d/output_requested"
+OUTPUT_REQUESTED = STATE_PREFIX + "output_requested"
 
-# The Provider's HMAC over the run's workflow (c2d_core.run_stamp), under Dagster's hidden-tag prefix
-# (dagster._core.storage.tags.HIDDEN_TAG_PREFIX): run storage keeps it, the runs list does not show it.
-STAMP = ".dagster/c2d/stamp"
+# The Provider's HMAC over the run's workflow (c2d_core.run_stamp).
+STAMP = STATE_PREFIX + "stamp"
 # A consumer's stop, recorded by the Provider just before it asks Dagster to terminate the run: who
 # (the consumer's address) and when (epoch seconds). A run terminated without them was stopped by an
 # operator (the Dagster UI, the GraphQL API) or by the engine itself. Hidden like the stamp: the job
@@ -107,8 +121,12 @@ STAMP = ".dagster/c2d/stamp"
 STOPPED_BY = ".dagster/c2d/stopped_by"
 STOPPED_AT = ".dagster/c2d/stopped_at"
 # Why the engine refused to run this run (a re-execution, a launchpad run, a second run of a job id):
-# such a run is not its job's and touched no data; readers of jobs skip it (`job_run`).
-REFUSED = "c2d/refused"
+# such a run is not its job's and touched no data; readers of jobs skip it (`job_run`). Its outcome
+# (visible) says "refused".
+REFUSED = STATE_PREFIX + "refused"
+
+# The c2d tags an operator sees on a compute run (the UI also shows Dagster's own, e.g. LAUNCHED_BY).
+VISIBLE = frozenset({JOB_ID, OWNER, DID, ENVIRONMENT, STATUS, STATUS_TEXT, OUTCOME})
 
 # The tag the Dagster UI shows as a run's "Launched by" (dagster._core.storage.tags.USER_TAG); without
 # it every job reads "Manually launched".
@@ -119,10 +137,97 @@ MAX_RUNTIME = "dagster/max_runtime"
 
 
 def phase_tag(stage: Stage | str, edge: str) -> str:
-    """`c2d/phase/<stage>/started` or `.../finished`."""
+    """`.dagster/c2d/phase/<stage>/started` or `.../finished` (hidden; epoch seconds)."""
     if edge not in ("started", "finished"):
         raise ValueError(edge)
-    return f"c2d/phase/{Stage(stage).value}/{edge}"
+    return f"{STATE_PREFIX}phase/{Stage(stage).value}/{edge}"
+
+
+# --- runs written before the state tags were hidden ---------------------------------------------------
+
+# Each hidden tag under the visible name it had before (`c2d/<name>`), for runs already in storage:
+# `current_tags` reads such a run as if written today, and c2d_defs.tag_upgrade copies the old values
+# under the new names once, so tag filters (an agreement's runs) find old runs too.
+LEGACY_NAMES: dict[str, str] = {
+    PREFIX + name.removeprefix(STATE_PREFIX): name
+    for name in (
+        AGREEMENT_ID,
+        INPUT_DIDS,
+        ALGO_DID,
+        STATUS_DETAIL,
+        DATE_FINISHED,
+        ALGORITHM_EXIT_CODE,
+        ALGORITHM_TERMINATION,
+        RESULTS,
+        STOP_REQUESTED,
+        MANIFEST,
+        LIVE_LOG,
+        RESULTS_EXPIRED,
+        VOLUME_KEPT,
+        WATCHDOG,
+        RESULTS_DID,
+        RESULTS_ASSET_FILES,
+        RESULTS_NFT,
+        RESULTS_ASSET,
+        OUTPUT_REQUESTED,
+        REFUSED,
+        *(phase_tag(stage, edge) for stage in Stage for edge in ("started", "finished")),
+    )
+}
+
+
+def legacy_upgrade(tags: Mapping[str, str]) -> dict[str, str]:
+    """The tags to add to a run written with the old visible names so that it holds every value under
+    its current name too (empty when there is nothing to copy). A current value is never overwritten."""
+    return {new: tags[old] for old, new in LEGACY_NAMES.items() if old in tags and new not in tags}
+
+
+def current_tags(tags: Mapping[str, str] | None) -> dict[str, str]:
+    """A run's tags with any old-named value also under its current name: what every reader of job
+    state reads, so jobs run before an upgrade read as they did."""
+    tags = dict(tags or {})
+    tags.update(legacy_upgrade(tags))
+    return tags
+
+
+# --- how a job ended, for operators ----------------------------------------------------------------
+
+# An algorithm that ran and did not succeed still ends its job 70 (Ocean's rule); the outcome names why.
+_ALGORITHM_OUTCOMES = {
+    "Error": "algorithm failed",
+    "OOMKilled": "algorithm out of memory",
+    "DeadlineExceeded": "algorithm timed out",
+    "DiskQuotaExceeded": "algorithm over its disk quota",
+}
+SUCCEEDED = "succeeded"
+STOPPED = "stopped"
+REFUSED_OUTCOME = "refused"
+
+
+def outcome(status: JobStatus, termination: str | None = None, stopped: bool = False) -> str:
+    """How a finished job ended, in words an operator filters the runs list on: "succeeded",
+    "stopped", "algorithm failed" / "algorithm out of memory" / "algorithm timed out" / "algorithm
+    over its disk quota" (status 70 all), or Ocean's failure text in lower case ("data provisioning
+    failed", "job expired in queue", ...)."""
+    if stopped or termination == "Stopped":
+        return STOPPED
+    if status.is_failure:
+        return status.text.strip().lower()
+    if termination in _ALGORITHM_OUTCOMES:
+        return _ALGORITHM_OUTCOMES[termination]
+    return SUCCEEDED if status is JobStatus.JOB_FINISHED else f"ended at {int(status)} {status.text.strip()}"
+
+
+def job_outcome(status: JobStatus, tags: Mapping[str, str]) -> str:
+    """The outcome of a job ending with `status`, judged from what its run's `tags` recorded."""
+    job = JobTags.from_tags(tags)
+    return outcome(status, job.algorithm_termination, job.stop_requested)
+
+
+def finish_tags(status: JobStatus, finished_at: float, tags: Mapping[str, str]) -> dict[str, str]:
+    """The tags that end a job, written in one call with its final status: the finish date (hidden,
+    epoch seconds) and the outcome (visible)."""
+    return {DATE_FINISHED: f"{finished_at:.3f}", OUTCOME: job_outcome(status, tags)}
 
 
 def epoch(value: object) -> float | None:
@@ -146,7 +251,7 @@ def job_run(tags: Mapping[str, str]) -> bool:
     the parent's tags into it) and not refused by the engine. A consumer never sees any other."""
     from c2d_core.run_stamp import PARENT_RUN_ID
 
-    return PARENT_RUN_ID not in tags and REFUSED not in tags
+    return PARENT_RUN_ID not in tags and REFUSED not in tags and PREFIX + "refused" not in tags
 
 
 def submission_tags(
@@ -185,7 +290,7 @@ class JobTags:
 
     @classmethod
     def from_tags(cls, tags: Mapping[str, str] | None) -> JobTags:
-        return cls(tags or {})
+        return cls(current_tags(tags))
 
     @property
     def job_id(self) -> str:

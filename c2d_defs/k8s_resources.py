@@ -55,13 +55,13 @@ def orphaned_volumes(
     """Job ids whose volume outlived its run: every run of the job has ended (or none exists) and
     the volume is older than the grace period. A job with a run still going is never touched, nor one
     the stage watchdog ended and has yet to publish (its salvage run needs the volume), nor one whose
-    publishing failed (`c2d/volume_kept`: its outputs wait there for an operator to publish again)."""
+    publishing failed (engine.VOLUME_KEPT: its outputs wait there for an operator to publish again)."""
     orphans = []
     for job_id, created_at in volumes:
         if now - created_at < grace_seconds:
             continue
         runs = runs_of(job_id)
-        if any(_awaits_salvage(run) or engine.VOLUME_KEPT in (run.tags or {}) for run in runs):
+        if any(_awaits_salvage(run) or engine.VOLUME_KEPT in engine.current_tags(run.tags) for run in runs):
             continue
         if all(run.is_finished for run in runs):
             ended = [run_end for run in runs if (run_end := _end_time(run)) is not None]
@@ -72,7 +72,7 @@ def orphaned_volumes(
 
 
 def _awaits_salvage(run: Any) -> bool:
-    tags = getattr(run, "tags", None) or {}
+    tags = engine.current_tags(getattr(run, "tags", None))
     return engine.WATCHDOG in tags and engine.DATE_FINISHED not in tags
 
 

@@ -107,7 +107,7 @@ def end_queued_run(instance: dg.DagsterInstance, expiry: QueueExpiry) -> bool:
             engine.STATUS: str(int(JobStatus.QUEUE_EXPIRED)),
             engine.STATUS_TEXT: JobStatus.QUEUE_EXPIRED.text,
             engine.STATUS_DETAIL: _expired_detail(expiry.limit, expiry.env_id),
-            engine.DATE_FINISHED: str(time.time()),
+            **engine.finish_tags(JobStatus.QUEUE_EXPIRED, time.time(), run.tags),
         },
     )
     instance.report_run_canceled(run)

@@ -25,7 +25,7 @@ Jobs. The tick itself only tags verdicts and terminates stuck runs; it never pub
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -36,6 +36,7 @@ from c2d_core.environments import Environment, Environments, UnknownEnvironmentE
 from c2d_core.settings import DEFAULT_WATCHDOG_INTERVAL, EngineSettings, engine_settings
 from c2d_core.status import JobStatus, Stage
 from c2d_defs.resources import ComputeEnvironments
+from c2d_defs.tag_upgrade import upgrade_legacy_tags
 
 SALVAGE_JOB_NAME = "salvage_job"
 WATCHDOG = engine.WATCHDOG
@@ -235,21 +236,31 @@ def _limit(
     return stage_deadline(stage.stage, environment, settings) + settings.watchdog_grace
 
 
+def _current(runs: Sequence[dg.DagsterRun]) -> list[dg.DagsterRun]:
+    """The runs with their tags read as today's engine names them (engine.current_tags): a job that
+    finished before the upgrade is finished, not lost."""
+    return [run.with_tags(engine.current_tags(run.tags)) for run in runs]
+
+
 def find_stuck_jobs(
     instance: dg.DagsterInstance, environments: Environments, settings: EngineSettings, now: float
 ) -> list[Verdict]:
     """Every compute job the watchdog must end now."""
-    going = instance.get_runs(
-        filters=dg.RunsFilter(job_name=engine.JOB_NAME, statuses=[dg.DagsterRunStatus.STARTED]),
-        limit=RUNS_PER_TICK,
+    going = _current(
+        instance.get_runs(
+            filters=dg.RunsFilter(job_name=engine.JOB_NAME, statuses=[dg.DagsterRunStatus.STARTED]),
+            limit=RUNS_PER_TICK,
+        )
     )
-    ended = instance.get_runs(
-        filters=dg.RunsFilter(
-            job_name=engine.JOB_NAME,
-            statuses=[dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED],
-            updated_after=datetime.fromtimestamp(now, UTC) - ENDED_LOOKBACK,
-        ),
-        limit=RUNS_PER_TICK,
+    ended = _current(
+        instance.get_runs(
+            filters=dg.RunsFilter(
+                job_name=engine.JOB_NAME,
+                statuses=[dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED],
+                updated_after=datetime.fromtimestamp(now, UTC) - ENDED_LOOKBACK,
+            ),
+            limit=RUNS_PER_TICK,
+        )
     )
     verdicts = []
     for run in going:
@@ -306,6 +317,9 @@ def _stage_watchdog_tick(
     context: dg.SensorEvaluationContext, environments: ComputeEnvironments
 ) -> Iterator[dg.RunRequest | dg.SkipReason]:
     settings = engine_settings()  # at the tick, never when the code location loads
+    upgraded, _ = upgrade_legacy_tags(context.instance)
+    if upgraded:
+        context.log.info(f"{upgraded} run(s) from before the upgrade now hold their job state's current tags")
     verdicts = find_stuck_jobs(context.instance, environments.load(), settings, time.time())
     for verdict in verdicts:
         if not verdict.recorded:

@@ -43,7 +43,7 @@ def salvage(
     run = context.instance.get_run_by_id(config.run_id)
     if run is None or run.job_name != engine.JOB_NAME:
         raise dg.Failure(f"run {config.run_id} is not a compute job's run")
-    tags = run.tags
+    tags = engine.current_tags(run.tags)
     if engine.DATE_FINISHED in tags:
         context.log.info(f"job of run {config.run_id} is finished already: nothing to do")
         return

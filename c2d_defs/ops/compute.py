@@ -96,6 +96,11 @@ class JobRecorder:
         tags = {engine.STATUS: str(int(status)), engine.STATUS_TEXT: status.text, **(extra or {})}
         if detail:
             tags[engine.STATUS_DETAIL] = detail[:1000]
+        if engine.DATE_FINISHED in tags:
+            # The job's end: its outcome (visible in the runs list) lands in the same write.
+            run = self.instance.get_run_by_id(self.run_id)
+            recorded = {**(run.tags if run is not None else {}), **tags}
+            tags[engine.OUTCOME] = engine.job_outcome(status, recorded)
         self.tags(tags)
         self.log.info(
             said or f"status {int(status)} {status.text.strip()}" + (f": {detail}" if detail else "")

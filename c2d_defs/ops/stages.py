@@ -225,7 +225,9 @@ def configure(
     refused = refusal(context, config.workflow)
     if refused is not None:
         # Nothing is fetched, run or published, and no job status is written: this run is not its job's.
-        context.instance.add_run_tags(context.run_id, {engine.REFUSED: refused[:1000]})
+        context.instance.add_run_tags(
+            context.run_id, {engine.REFUSED: refused[:1000], engine.OUTCOME: engine.REFUSED_OUTCOME}
+        )
         context.log.error(f"run refused: {refused}")
         raise dg.Failure(
             description=f"Run refused: {refused}", metadata={"refused": refused}, allow_retries=False

@@ -38,8 +38,9 @@ from dagster._serdes import ConfigurableClass, ConfigurableClassData, serialize_
 
 from c2d_defs.warm_launcher import protocol
 
-# Tag with the pid of the run's process in the worker (shown in the UI; the fault tests kill it).
-WORKER_PID_TAG = "c2d/warm_worker_pid"
+# Tag with the pid of the run's process in the worker (hidden from the runs list like the job's state,
+# c2d_core.engine; the fault tests kill it).
+WORKER_PID_TAG = ".dagster/c2d/warm_worker_pid"
 
 
 class WarmRunLauncher(RunLauncher, ConfigurableClass):

@@ -100,7 +100,7 @@ def test_epoch_reads_tag_and_job_json_times(value: object, seconds: float | None
 
 
 def test_phase_tags_name_only_known_stages_and_edges() -> None:
-    assert engine.phase_tag(Stage.PUBLISH, "finished") == "c2d/phase/publish/finished"
+    assert engine.phase_tag(Stage.PUBLISH, "finished") == ".dagster/c2d/phase/publish/finished"
     with pytest.raises(ValueError):
         engine.phase_tag("filter", "started")
     with pytest.raises(ValueError):
