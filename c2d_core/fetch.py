@@ -1,14 +1,16 @@
 """Streaming download of Ocean file objects into the job volume, with limits, retries and a checksum.
 
-Each file type (`url`, `ipfs`, `arweave`, `s3`) is a `FileSource` in `FILE_SOURCES`: it turns a file
-object into one HTTP request, and everything after that (redirects through the guard, `FetchLimits`,
-retries, streaming with sha256) is shared. A new type is one more entry there. A file's location is a
-secret of the data publisher, so no error message, log line or exception raised from here ever
-contains any part of it. The SSRF guard lives in `c2d_core.netguard`; callers pass its client.
+Each file `type` (`url`, `ipfs`, `arweave`, `s3`, and whatever the deployment's extensions add) is a
+`FileSource` registered in `FILE_SOURCES` by `@register_file_source`: it turns a file object into one
+HTTP request, and everything after that (redirects through the guard, `FetchLimits`, retries,
+streaming with sha256) is shared. A file's location is a secret of the data publisher, so no error
+message, log line or exception raised from here ever contains any part of it. The SSRF guard lives in
+`c2d_core.netguard`; callers pass its client. Extending: docs/extending.md.
 """
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import json
 import queue
@@ -19,10 +21,11 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, ClassVar, TypeVar
 
 import httpx
 
+from c2d_core.extensions import load_extensions
 from c2d_core.workflow import FileObject
 
 MIB = 1024 * 1024
@@ -112,34 +115,108 @@ class SourceRequest:
     json_body: dict[str, Any] | None = None
 
 
-class FileSource(Protocol):
-    """Turns a file object of one type into the request that fetches it; raises FetchError."""
+class FileSource(abc.ABC):
+    """One Ocean file `type`: turns a file object of that type into the HTTP request that fetches it.
 
-    def __call__(
+    Everything after the request is shared by every type: the URL guard on the first and every
+    redirect hop, streaming to the job volume with sha256, the deadline, the size cap and the retries.
+    A new type is a subclass with `type` (and `fields`, the file object's own fields) plus
+    `@register_file_source`. `request` raises FetchError with a message that names no location;
+    any other exception becomes one fixed sentence, since library messages quote their input.
+    """
+
+    type: ClassVar[str]
+    # The file object's fields beyond type, url, method and headers, e.g. ("hash",) for ipfs: what the
+    # Provider's fileinfo keeps from a request's file object.
+    fields: ClassVar[tuple[str, ...]] = ()
+
+    @abc.abstractmethod
+    def request(
         self, file_object: FileObject, userdata: Mapping[str, Any] | None, sources: SourceSettings
-    ) -> SourceRequest: ...
+    ) -> SourceRequest:
+        """The one request that fetches `file_object` (through the guard, like any URL)."""
 
 
-def _url_request(
-    file_object: FileObject, userdata: Mapping[str, Any] | None, sources: SourceSettings | None = None
-) -> SourceRequest:
-    if file_object.url is None:
-        raise FetchError("a file of type 'url' needs a 'url'")
-    url = httpx.URL(file_object.url)
-    # Identity encoding keeps Content-Length meaningful for the early size check; a file object's own
-    # Accept-Encoding header still wins.
-    headers = {"Accept-Encoding": "identity", **file_object.headers}
-    if file_object.method == "POST":
-        # As Ocean's Provider does: POST carries userdata as a JSON body, GET as query parameters.
-        return SourceRequest("POST", url, headers, json_body=dict(userdata) if userdata else None)
-    if userdata:
-        # Merged into the URL's own query, as `requests` does for Ocean (httpx's `params=` would replace it).
-        url = url.copy_merge_params(_query_params(userdata))
-    return SourceRequest("GET", url, headers)
+# Keyed by Ocean's file `type`; filled by `register_file_source` (the built-in types below, then
+# whatever C2D_EXTENSIONS imports).
+FILE_SOURCES: dict[str, FileSource] = {}
+_TYPE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,39}$")
+
+S = TypeVar("S", bound=type[FileSource])
 
 
-def _extra(file_object: FileObject, name: str) -> Any:
+def register_file_source(source: S) -> S:
+    """Class decorator: serve files of `source.type` with an instance of `source`.
+
+    Refuses a second class for a type already registered (two extensions disagreeing on one type is
+    a deployment error, not something to resolve by import order); registering the same class again
+    (a module imported twice) is a no-op.
+    """
+    name = getattr(source, "type", None)
+    if not isinstance(name, str) or not _TYPE_NAME.match(name):
+        raise ValueError(f"{source.__name__}.type must be a short name (letters, digits, '-', '_')")
+    current = FILE_SOURCES.get(name)
+    if current is not None and type(current).__qualname__ != source.__qualname__:
+        raise ValueError(f"file type {name!r} is already served by {type(current).__qualname__}")
+    FILE_SOURCES[name] = source()
+    return source
+
+
+def unregister_file_source(name: str) -> None:
+    """Stop serving `name` (tests that register a type for a while)."""
+    FILE_SOURCES.pop(name, None)
+
+
+def file_source(name: str) -> FileSource | None:
+    """The source for file type `name`, after loading the deployment's extensions."""
+    load_extensions()
+    return FILE_SOURCES.get(name)
+
+
+def file_source_types() -> frozenset[str]:
+    """Every type this process serves (the built-in ones and the extensions')."""
+    load_extensions()
+    return frozenset(FILE_SOURCES)
+
+
+def file_source_fields() -> tuple[str, ...]:
+    """Every registered type's own file-object fields, each once."""
+    load_extensions()
+    return tuple(dict.fromkeys(name for source in FILE_SOURCES.values() for name in source.fields))
+
+
+def file_field(file_object: FileObject, name: str) -> Any:
+    """A type's own field of a file object (kept as a pydantic extra), or None."""
     return (file_object.model_extra or {}).get(name)
+
+
+def default_headers(file_object: FileObject) -> dict[str, str]:
+    """Identity encoding, so Content-Length is meaningful for the early size check; a file object's
+    own headers (including its own Accept-Encoding) win."""
+    return {"Accept-Encoding": "identity", **file_object.headers}
+
+
+@register_file_source
+class UrlSource(FileSource):
+    """Ocean's `{type: url, url, method, headers}`."""
+
+    type = "url"
+
+    def request(
+        self, file_object: FileObject, userdata: Mapping[str, Any] | None, sources: SourceSettings
+    ) -> SourceRequest:
+        if file_object.url is None:
+            raise FetchError("a file of type 'url' needs a 'url'")
+        url = httpx.URL(file_object.url)
+        headers = default_headers(file_object)
+        if file_object.method == "POST":
+            # As Ocean's Provider does: POST carries userdata as a JSON body, GET as query parameters.
+            return SourceRequest("POST", url, headers, json_body=dict(userdata) if userdata else None)
+        if userdata:
+            # Merged into the URL's own query, as `requests` does for Ocean (httpx's `params=` would
+            # replace it).
+            url = url.copy_merge_params(_query_params(userdata))
+        return SourceRequest("GET", url, headers)
 
 
 # A CID (v0 base58 or v1 base32/36), optionally with a path inside it; no dots, so no `..`.
@@ -147,94 +224,108 @@ _IPFS_PATH = re.compile(r"^[A-Za-z0-9]{10,100}(/[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]
 _ARWEAVE_TX = re.compile(r"^[A-Za-z0-9_-]{43}$")
 
 
-def _gateway_url(gateway: str, path: str) -> httpx.URL:
+def gateway_url(gateway: str, path: str) -> httpx.URL:
+    """`path` under an operator's gateway (`https://ipfs.io` + `ipfs/<cid>`)."""
     return httpx.URL(gateway.rstrip("/") + "/" + path)
 
 
-def _ipfs_request(
-    file_object: FileObject, userdata: Mapping[str, Any] | None, sources: SourceSettings
-) -> SourceRequest:
+@register_file_source
+class IpfsSource(FileSource):
     """Ocean's `{type: ipfs, hash}` through the operator's gateway (`/ipfs/<cid>`)."""
-    cid = _extra(file_object, "hash")
-    if not isinstance(cid, str):
-        raise FetchError("a file of type 'ipfs' needs a 'hash'")
-    cid = cid.removeprefix("ipfs://").removeprefix("/ipfs/")
-    if not _IPFS_PATH.match(cid):
-        raise FetchError("the 'hash' of an ipfs file is not a CID")
-    return SourceRequest("GET", _gateway_url(sources.ipfs_gateway, f"ipfs/{cid}"), _headers(file_object))
+
+    type = "ipfs"
+    fields = ("hash",)
+
+    def request(
+        self, file_object: FileObject, userdata: Mapping[str, Any] | None, sources: SourceSettings
+    ) -> SourceRequest:
+        cid = file_field(file_object, "hash")
+        if not isinstance(cid, str):
+            raise FetchError("a file of type 'ipfs' needs a 'hash'")
+        cid = cid.removeprefix("ipfs://").removeprefix("/ipfs/")
+        if not _IPFS_PATH.match(cid):
+            raise FetchError("the 'hash' of an ipfs file is not a CID")
+        url = gateway_url(sources.ipfs_gateway, f"ipfs/{cid}")
+        return SourceRequest("GET", url, default_headers(file_object))
 
 
-def _arweave_request(
-    file_object: FileObject, userdata: Mapping[str, Any] | None, sources: SourceSettings
-) -> SourceRequest:
+@register_file_source
+class ArweaveSource(FileSource):
     """Ocean's `{type: arweave, transactionId}` through the operator's gateway (`/<tx id>`)."""
-    tx_id = _extra(file_object, "transactionId")
-    if not isinstance(tx_id, str) or not _ARWEAVE_TX.match(tx_id):
-        raise FetchError("a file of type 'arweave' needs a 'transactionId' of 43 base64url characters")
-    return SourceRequest("GET", _gateway_url(sources.arweave_gateway, tx_id), _headers(file_object))
+
+    type = "arweave"
+    fields = ("transactionId",)
+
+    def request(
+        self, file_object: FileObject, userdata: Mapping[str, Any] | None, sources: SourceSettings
+    ) -> SourceRequest:
+        tx_id = file_field(file_object, "transactionId")
+        if not isinstance(tx_id, str) or not _ARWEAVE_TX.match(tx_id):
+            raise FetchError("a file of type 'arweave' needs a 'transactionId' of 43 base64url characters")
+        url = gateway_url(sources.arweave_gateway, tx_id)
+        return SourceRequest("GET", url, default_headers(file_object))
 
 
-def _s3_request(
-    file_object: FileObject, userdata: Mapping[str, Any] | None, sources: SourceSettings
-) -> SourceRequest:
+@register_file_source
+class S3Source(FileSource):
     """Ocean's `{type: s3, s3Access: {endpoint, region, bucket, objectKey, accessKeyId, secretAccessKey}}`:
     boto3 signs a short-lived GET (no network call), and the shared HTTP path fetches it, so the object
     store gets the same guard, limits and streaming as any URL."""
-    access = _extra(file_object, "s3Access")
-    if not isinstance(access, dict):
-        raise FetchError("a file of type 's3' needs an 's3Access' object")
-    missing = [name for name in ("endpoint", "bucket", "objectKey") if not isinstance(access.get(name), str)]
-    if missing:
-        raise FetchError(f"the s3Access of an s3 file needs {', '.join(missing)}")
-    endpoint = str(access["endpoint"])
-    if "://" not in endpoint:
-        endpoint = "https://" + endpoint
-    check_scheme(httpx.URL(endpoint))
-    import boto3
 
-    from c2d_core.s3 import S3Settings, s3_client
+    type = "s3"
+    fields = ("s3Access",)
 
-    key_id, secret = access.get("accessKeyId"), access.get("secretAccessKey")
-    signed = isinstance(key_id, str) and isinstance(secret, str)
-    # Only signs (no request is sent); the consumer's keys live in this session alone.
-    session = boto3.session.Session(
-        aws_access_key_id=key_id if signed else None, aws_secret_access_key=secret if signed else None
-    )
-    region = str(access.get("region") or "us-east-1")
-    client = s3_client(S3Settings(endpoint_url=endpoint, region=region), session=session, unsigned=not signed)
-    url = client.generate_presigned_url(
-        "get_object", Params={"Bucket": access["bucket"], "Key": access["objectKey"]}, ExpiresIn=3600
-    )
-    return SourceRequest("GET", httpx.URL(url), {"Accept-Encoding": "identity"})
+    def request(
+        self, file_object: FileObject, userdata: Mapping[str, Any] | None, sources: SourceSettings
+    ) -> SourceRequest:
+        access = file_field(file_object, "s3Access")
+        if not isinstance(access, dict):
+            raise FetchError("a file of type 's3' needs an 's3Access' object")
+        missing = [
+            name for name in ("endpoint", "bucket", "objectKey") if not isinstance(access.get(name), str)
+        ]
+        if missing:
+            raise FetchError(f"the s3Access of an s3 file needs {', '.join(missing)}")
+        endpoint = str(access["endpoint"])
+        if "://" not in endpoint:
+            endpoint = "https://" + endpoint
+        check_scheme(httpx.URL(endpoint))
+        import boto3
 
+        from c2d_core.s3 import S3Settings, s3_client
 
-def _headers(file_object: FileObject) -> dict[str, str]:
-    return {"Accept-Encoding": "identity", **file_object.headers}
-
-
-# Keyed by Ocean's file `type`. Data engineers add a type by adding a FileSource here.
-FILE_SOURCES: dict[str, FileSource] = {
-    "url": _url_request,
-    "ipfs": _ipfs_request,
-    "arweave": _arweave_request,
-    "s3": _s3_request,
-}
+        key_id, secret = access.get("accessKeyId"), access.get("secretAccessKey")
+        signed = isinstance(key_id, str) and isinstance(secret, str)
+        # Only signs (no request is sent); the consumer's keys live in this session alone.
+        session = boto3.session.Session(
+            aws_access_key_id=key_id if signed else None, aws_secret_access_key=secret if signed else None
+        )
+        region = str(access.get("region") or "us-east-1")
+        settings = S3Settings(endpoint_url=endpoint, region=region)
+        client = s3_client(settings, session=session, unsigned=not signed)
+        url = client.generate_presigned_url(
+            "get_object", Params={"Bucket": access["bucket"], "Key": access["objectKey"]}, ExpiresIn=3600
+        )
+        return SourceRequest("GET", httpx.URL(url), {"Accept-Encoding": "identity"})
 
 
 def source_request(
     file_object: FileObject, userdata: Mapping[str, Any] | None, sources: SourceSettings
 ) -> SourceRequest:
     """The request that fetches `file_object`; FetchError (naming no location) when it cannot be built."""
-    source = FILE_SOURCES.get(file_object.type)
+    source = file_source(file_object.type)
     if source is None:
-        raise FetchError(f"files of type '{file_object.type}' are not supported")
+        raise FetchError(f"files of type '{file_object.type[:40]}' are not supported")
     try:
-        return source(file_object, userdata, sources)
+        request = source.request(file_object, userdata, sources)
     except FetchError:
         raise
     except Exception:
         # httpx and botocore messages quote what they were given: one fixed sentence instead.
         raise FetchError("the location is not a valid URL") from None
+    if not isinstance(request, SourceRequest):
+        raise FetchError(f"the '{file_object.type}' file source gave no request")
+    return request
 
 
 def _as_file_object(file_object: FileObject | Mapping[str, Any], label: str) -> FileObject:

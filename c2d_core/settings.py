@@ -109,10 +109,16 @@ class EngineSettings(BaseSettings):
     # Gateways for Ocean's `ipfs` and `arweave` file types.
     ipfs_gateway: str = "https://ipfs.io"
     arweave_gateway: str = "https://arweave.net"
+    # Extensions (docs/extending.md): modules that register file sources, result stores or stages,
+    # imported by the code location, the configure and publish pods and the Provider; and folders to
+    # import them from (bound read-only into the local sandbox's pods). Comma-separated.
+    extensions: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    extensions_path: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Results: a cap on outputs per job so one job cannot fill the store.
     max_output_files: int = Field(default=1000, ge=1)
-    # Where results go: `local` (results_dir), `s3` (C2D_S3_*) or `ipfs` (a kubo node's RPC API).
-    result_store: Literal["local", "s3", "ipfs"] = "local"
+    # Where results go: `local` (results_dir), `s3` (C2D_S3_*), `ipfs` (a kubo node's RPC API), or a
+    # store an extension registered (c2d_core.result_stores.register_result_store).
+    result_store: str = Field(default="local", min_length=1, max_length=40)
     s3: S3Settings = Field(default_factory=S3Settings)
     ipfs_api_url: str = ""
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
@@ -137,6 +143,13 @@ class EngineSettings(BaseSettings):
     chain_id: int | None = None
     addresses_file: Path | None = None
     provider_url: str = ""
+
+    @field_validator("extensions", "extensions_path", mode="before")
+    @classmethod
+    def _split_names(cls, value: object) -> object:
+        from c2d_core.extensions import split_names
+
+        return split_names(value) if isinstance(value, str | list | tuple) else value
 
     @field_validator("fetch_allow", mode="before")
     @classmethod

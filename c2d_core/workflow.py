@@ -47,7 +47,8 @@ class FileObject(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    type: Literal["url", "ipfs", "s3", "arweave"] = "url"
+    # Any registered file source's type (c2d_core.fetch); an unknown one fails when it is fetched.
+    type: str = Field(default="url", min_length=1, max_length=40)
     url: str | None = None
     method: Literal["GET", "POST"] = "GET"
     headers: dict[str, str] = Field(default_factory=dict)

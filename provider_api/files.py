@@ -28,6 +28,8 @@ from c2d_core.fetch import (
     SourceSettings,
     UrlGuard,
     fetch_to_file,
+    file_source_fields,
+    file_source_types,
     source_request,
 )
 from c2d_core.netguard import guarded_client
@@ -44,11 +46,9 @@ from provider_api.schemas import FileInfo
 from provider_api.settings import ProviderSettings
 
 PROBE_TIMEOUT = httpx.Timeout(10.0)
-# Types Ocean knows; those with a c2d_core FileSource are served, the others get "Unsupported type".
+# Types Ocean knows; those with a registered c2d_core FileSource (built in, or added by C2D_EXTENSIONS)
+# are served, the others get "Unsupported type".
 OCEAN_FILE_TYPES = frozenset({"url", "ipfs", "arweave", "graphql", "smartcontract", "s3"})
-SERVED_FILE_TYPES = frozenset({"url", "ipfs", "arweave", "s3"})
-# The fields of the non-url types (see c2d_core.fetch.FILE_SOURCES).
-SOURCE_FIELDS = ("hash", "transactionId", "s3Access")
 # ASCII: `\d` alone takes every script's digits, which int() then reads or refuses.
 _CONTENT_RANGE_TOTAL = re.compile(r"bytes\s+(?:\d+-\d+|\*)/(\d+)", re.IGNORECASE | re.ASCII)
 
@@ -209,16 +209,17 @@ def _file_object(raw: Mapping[str, Any], label: str) -> FileObject:
     kind = raw.get("type")
     if not isinstance(kind, str) or not kind:
         raise bad_request(f"malformed file object: {label} needs a 'type'")
-    if kind not in SERVED_FILE_TYPES:
+    served_types = file_source_types()
+    if kind not in served_types:
         known = kind in OCEAN_FILE_TYPES
-        served = ", ".join(sorted(SERVED_FILE_TYPES))
+        served = ", ".join(sorted(served_types))
         raise bad_request(
             f"Unsupported type {kind[:40]}" + (f" by this Provider (only {served})" if known else "")
         )
     method = raw.get("method", "GET")
     if not isinstance(method, str) or method.upper() not in ("GET", "POST"):
         raise bad_request(f"Unsafe method {str(method)[:20]}: {label} may use GET or POST")
-    fields = {key: raw[key] for key in ("type", "url", "headers", *SOURCE_FIELDS) if key in raw}
+    fields = {key: raw[key] for key in ("type", "url", "headers", *file_source_fields()) if key in raw}
     fields["method"] = method.upper()
     try:
         return FileObject.model_validate(fields)

@@ -79,6 +79,16 @@ class EnvError(ValueError):
     """An environment variable of the pod holds an unusable value."""
 
 
+def load_pod_extensions(environ: Mapping[str, str]) -> None:
+    """Import the modules C2D_EXTENSIONS names (c2d_core.extensions); EnvError naming the module."""
+    from c2d_core.extensions import ExtensionError, load_extensions
+
+    try:
+        load_extensions(environ)
+    except ExtensionError as error:
+        raise EnvError(str(error)) from None
+
+
 def env_int(environ: Mapping[str, str], name: str, default: int, minimum: int) -> int:
     raw = environ.get(name, "").strip()
     if not raw:

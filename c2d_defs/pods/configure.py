@@ -34,6 +34,7 @@ from c2d_defs.pods.common import (
     env_float,
     env_int,
     explain_validation,
+    load_pod_extensions,
     raise_on_sigterm,
     write_termination_message,
 )
@@ -375,6 +376,8 @@ def main(environ: Mapping[str, str] | None = None, client: httpx.Client | None =
     started = time.monotonic()
     try:
         settings = ConfigureSettings.from_env(environ)
+        # The file sources C2D_EXTENSIONS registers; a missing one fails the stage by name, at once.
+        load_pod_extensions(environ)
         # One client for the stage: its TLS context and connections are reused across files.
         # It connects only to addresses the policy checked, on every hop (see c2d_core.netguard).
         owned = guarded_client(settings.policy) if client is None else None

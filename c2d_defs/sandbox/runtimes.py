@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from c2d_core.environments import Environments, ImageRuntime, UnknownEnvironmentError
+from c2d_core.settings import engine_settings
 from c2d_defs.pod_runner import PodSpec
 from c2d_defs.sandbox.command import ALIAS_DIR, SYSTEM_PATH, HostBind, StartRefused, outermost
 
@@ -113,17 +114,35 @@ def rootfs_layout(rootfs: str, aliases: Mapping[str, str] | None = None) -> Runt
 def project_layout(network: bool) -> RuntimeLayout:
     """The pod image: this project's interpreter, venv and packages, at their host paths.
 
-    Only the base interpreter, the venv and the packages' own source dirs are bound, never the project
-    checkout, so `.c2d/` state and everything else in it stay invisible. The venv's bin dir goes first
-    on PATH: its `python` must be run from there (a symlink elsewhere would lose the venv).
+    Only the base interpreter, the venv, the packages' own source dirs and the extension folders
+    (C2D_EXTENSIONS_PATH) are bound, never the project checkout, so `.c2d/` state and everything else
+    in it stay invisible. The venv's bin dir goes first on PATH: its `python` must be run from there
+    (a symlink elsewhere would lose the venv).
     """
     base = host_root_layout(network)
     sources = [sys.base_prefix, sys.prefix]
     for package in ("c2d_core", "c2d_defs"):
         spec = importlib.util.find_spec(package)
         sources += list(spec.submodule_search_locations or []) if spec else []
+    sources += _extension_folders()
     binds = [HostBind(path, path) for path in outermost(os.path.realpath(p) for p in sources)]
     return RuntimeLayout(base.binds + tuple(binds), base.symlinks, f"{sys.prefix}/bin:{SYSTEM_PATH}", True)
+
+
+def _extension_folders() -> list[str]:
+    """C2D_EXTENSIONS_PATH's folders, refused when one holds the engine's state (keys, run storage)."""
+    settings = engine_settings()
+    home = os.path.realpath(settings.home)
+    folders = []
+    for folder in settings.extensions_path:
+        real = os.path.realpath(folder)
+        if home == real or home.startswith(real.rstrip("/") + "/"):
+            raise StartRefused(
+                "StartError", f"C2D_EXTENSIONS_PATH folder {folder} holds the engine's state folder {home}"
+            )
+        if os.path.isdir(real):
+            folders.append(real)
+    return folders
 
 
 def _alias_links(aliases: Mapping[str, str]) -> list[tuple[str, str]]:
