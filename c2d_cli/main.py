@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from c2d_cli.admin import admin_app
 from c2d_cli.cli_output import JsonOption, OutputOption, print_json, stdout_console, wants_json
 from c2d_cli.commands_account import balance_command
 from c2d_cli.commands_publish import asset_app, publish_app
@@ -42,6 +43,7 @@ app.add_typer(compute_app, name="compute")
 app.add_typer(publish_app, name="publish")
 app.add_typer(asset_app, name="asset")
 app.command("balance")(balance_command)
+app.add_typer(admin_app, name="admin")
 console = stdout_console()
 
 HomeOption = Annotated[

@@ -6,6 +6,10 @@ deletes their results through the `result_store` resource and tags each run
 `c2d/results_expired=1`, which the Provider turns into "expired" in the job JSON and 410 on download.
 The tick itself deletes nothing: an S3 or IPFS stall costs a retried op, not a sensor timeout.
 An environment with `storageExpiry: 0` keeps results until an operator deletes them.
+
+The `review_expiry` sensor does the same for the review gate (c2d_core.review): a job still awaiting
+review past its environment's `review.deadlineSeconds` is handed to `review_expiry_job`
+(c2d_defs.jobs.review), which ends it 57 and deletes its held outputs.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import Any
 
 import dagster as dg
 
-from c2d_core import engine
+from c2d_core import engine, review
 from c2d_core.environments import UnknownEnvironmentError
 from c2d_defs import maintenance
 from c2d_defs.maintenance import act_on_each
@@ -84,6 +88,8 @@ def expire_results(
     def expire(item: tuple[str, str]) -> bool:
         run_id, job_id = item
         store.delete_job(job_id)
+        # What a review decision cut short after its final write may have left under the held key.
+        store.delete_job(review.held_key(job_id))
         instance.add_run_tags(run_id, {engine.RESULTS_EXPIRED: "1"})
         return True
 
@@ -128,4 +134,43 @@ def results_expiry(
         return maintenance.nothing_to_ask(
             f"{len(due)} job(s) have results past their storageExpiry", "expire"
         )
+    return wanted
+
+
+# --- the review gate's deadline ----------------------------------------------------------------------
+
+REVIEW_EXPIRY_JOB_NAME = "review_expiry_job"
+REVIEW_EXPIRY_OP = "expire_reviews"
+
+
+def due_reviews(instance: dg.DagsterInstance, now: float) -> list[str]:
+    """Run ids of the compute jobs awaiting review past their deadline (the deadline was fixed when
+    the job was parked, from its environment's review.deadlineSeconds). Reads only."""
+    runs = instance.get_runs(
+        filters=dg.RunsFilter(job_name=engine.JOB_NAME, tags={review.STATE: "awaiting"}), limit=RUNS_PER_TICK
+    )
+    return [
+        run.run_id for run in runs if (view := review.ReviewView(run.tags)).awaiting and view.expired(now)
+    ]
+
+
+@dg.sensor(
+    description="Ask review_expiry_job to end the jobs awaiting review past their environment's "
+    "review deadline (status 57, held outputs deleted).",
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    job_name=REVIEW_EXPIRY_JOB_NAME,
+)
+def review_expiry(context: dg.SensorEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+    due = due_reviews(context.instance, time.time())
+    wanted = maintenance.request(
+        context.instance,
+        what="review_expiry",
+        job_name=REVIEW_EXPIRY_JOB_NAME,
+        op_name=REVIEW_EXPIRY_OP,
+        targets=due,
+        reason=f"{len(due)} job(s) awaited review past their environment's review deadline",
+    )
+    if wanted is None:
+        return maintenance.nothing_to_ask(f"{len(due)} job(s) are past their review deadline", "expire")
     return wanted

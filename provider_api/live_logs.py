@@ -74,7 +74,9 @@ class LiveLogStream:
         record: JobRecord | None = self.record
         misses = 0
         while record is not None:
-            done = record.finished  # read before the log: what was added before the end is sent
+            # Read before the log: what was added before the end is sent. A job held for review
+            # has no more log to come (and the gate keeps its log off the live copy).
+            done = record.finished or record.awaiting_review
             yield from self._read_new(record)
             if done or self.offset > LIVE_LOG_CAP + READ_CHUNK:
                 return
