@@ -1,10 +1,13 @@
-"""Result stores beyond the local disk: S3 (any S3 API) and IPFS (a kubo node's RPC API).
+"""Result stores beyond the local disk: S3 (any S3 API), IPFS (a kubo node's RPC API), and the ones
+extensions register by name.
 
-A result's `location` says which store holds it: `s3://<bucket>/<key>`, `ipfs://<cid>`, or a plain
-`<job id>/<name>` for the local store. `ResultStores` opens any of them, so the Provider streams a
-result from wherever the manifest says it lives. Only boto3 and httpx here: the publish pod and the
-Provider use these without importing Dagster. `result_store_from_settings` is the one store factory;
-the S3 client comes from c2d_core.s3 and the `ResultStore` interface from c2d_core.results.
+A result's `location` says which store holds it: `s3://<bucket>/<key>`, `ipfs://<cid>`, a registered
+store's own scheme (`<scheme>://…`), or a plain `<job id>/<name>` for the local store. `ResultStores`
+opens any of them, so the Provider streams a result from wherever the manifest says it lives. Only
+boto3 and httpx here: the publish pod and the Provider use these without importing Dagster.
+`result_store_from_settings` is the one store factory (`C2D_RESULT_STORE` names the kind); the S3
+client comes from c2d_core.s3 and the `ResultStore` interface from c2d_core.results. A new store is a
+`ResultStore` subclass plus `register_result_store(ResultStoreType(...))` (docs/extending.md).
 """
 
 from __future__ import annotations
@@ -12,12 +15,17 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-from collections.abc import Iterator
+import os
+import re
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 import httpx
 
+from c2d_core.extensions import ExtensionError, load_extensions
 from c2d_core.results import (
     CHUNK,
     LocalResultStore,
@@ -33,7 +41,7 @@ if TYPE_CHECKING:
 
 S3_SCHEME = "s3://"
 IPFS_SCHEME = "ipfs://"
-# The values of C2D_RESULT_STORE, in the order errors list them.
+# The built-in values of C2D_RESULT_STORE, in the order errors list them; extensions add more.
 RESULT_STORE_KINDS = ("ipfs", "local", "s3")
 
 
@@ -269,6 +277,71 @@ def _rpc_message(response: httpx.Response) -> str:
         return response.text[:200]
 
 
+# --- stores that extensions register ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ResultStoreType:
+    """A result store an extension adds, chosen by `C2D_RESULT_STORE=<name>`.
+
+    `build` makes the store from a process's environment: the code location's (the ops read the
+    manifest back, expiry deletes), the publish pod's (it stores the results) and the Provider's (it
+    streams them to consumers). The publish pod's environment is cleared, so `variables` names what
+    `build` reads there; they travel in the pod spec, so keep credentials out of them (read a
+    mounted file instead). `scheme` starts every location the store's `put` returns (`webdav://…`):
+    it is how a manifest entry finds its store again.
+    """
+
+    name: str
+    build: Callable[[Mapping[str, str]], ResultStore]
+    scheme: str
+    variables: tuple[str, ...] = ()
+    # Whether the publish pod needs the network to reach the store (a mounted folder would not).
+    network: bool = True
+
+    def __post_init__(self) -> None:
+        if not _STORE_NAME.match(self.name) or self.name in RESULT_STORE_KINDS:
+            raise ValueError(
+                f"a result store's name must be a short lower-case word other than {RESULT_STORE_KINDS}"
+            )
+        if not _SCHEME.match(self.scheme) or self.scheme in (S3_SCHEME, IPFS_SCHEME):
+            raise ValueError(f"result store {self.name!r}: scheme must look like 'name://' and be its own")
+
+
+_STORE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
+_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]{0,30}://$")
+RESULT_STORE_TYPES: dict[str, ResultStoreType] = {}
+
+
+def register_result_store(store_type: ResultStoreType) -> ResultStoreType:
+    """Make `store_type` available as `C2D_RESULT_STORE=<its name>`; refuses a name or scheme that
+    another registration holds (the same registration again, a module imported twice, is a no-op)."""
+    for other in RESULT_STORE_TYPES.values():
+        if other == store_type:
+            return store_type
+        if store_type.name == other.name or store_type.scheme == other.scheme:
+            raise ValueError(f"result store {store_type.name!r} clashes with {other.name!r} (name or scheme)")
+    RESULT_STORE_TYPES[store_type.name] = store_type
+    return store_type
+
+
+def unregister_result_store(name: str) -> None:
+    """Forget a registered store (tests that register one for a while)."""
+    RESULT_STORE_TYPES.pop(name, None)
+
+
+def result_store_type(name: str) -> ResultStoreType | None:
+    """The registered store called `name`, after loading the deployment's extensions."""
+    load_extensions()
+    return RESULT_STORE_TYPES.get(name)
+
+
+def result_store_kinds() -> list[str]:
+    """Every value C2D_RESULT_STORE may take in this process."""
+    load_extensions()
+    return sorted({*RESULT_STORE_KINDS, *RESULT_STORE_TYPES})
+
+
 # --- choosing a store -------------------------------------------------------------------------------
 
 
@@ -280,8 +353,13 @@ class ResultStores:
         local: LocalResultStore,
         s3: ResultStore | None = None,
         ipfs: ResultStore | None = None,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
         self.local, self.s3, self.ipfs = local, s3, ipfs
+        # Registered stores are built from this environment when a location first names them.
+        self._environ = environ
+        self._registered: dict[str, ResultStore] = {}
+        self._lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: EngineSettings, local_root: Path) -> ResultStores:
@@ -305,7 +383,22 @@ class ResultStores:
             if self.ipfs is None:
                 raise LookupError("the result is in IPFS, which this service is not configured for")
             return self.ipfs
+        scheme, separator, _ = location.partition("://")
+        if separator:
+            return self._registered_store(scheme + separator)
         return self.local
+
+    def _registered_store(self, scheme: str) -> ResultStore:
+        load_extensions(self._environ)
+        for store_type in RESULT_STORE_TYPES.values():
+            if store_type.scheme == scheme:
+                with self._lock:
+                    if store_type.name not in self._registered:
+                        environ = os.environ if self._environ is None else self._environ
+                        self._registered[store_type.name] = store_type.build(environ)
+                    return self._registered[store_type.name]
+        # The scheme alone: a location may carry a path that is the store's business.
+        raise LookupError(f"the result is in a {scheme} store, which this service has no extension for")
 
 
 def store_options(settings: EngineSettings) -> dict[str, Any]:
@@ -324,9 +417,11 @@ def result_store_from_settings(
     s3: S3Settings | None = None,
     ipfs_api_url: str = "",
     client: Any = None,
+    environ: Mapping[str, str] | None = None,
 ) -> ResultStore:
     """The one store factory (`kind` is `C2D_RESULT_STORE`): the Dagster resources, the publish pod
-    and the Provider each hand it their view of the settings. `client` reuses an S3 client."""
+    and the Provider each hand it their view of the settings. `client` reuses an S3 client; a
+    registered store is built from `environ` (the process's environment by default)."""
     if kind == "local":
         if local_root is None:
             raise ValueError("the local result store needs a folder (C2D_RESULTS_DIR)")
@@ -340,4 +435,11 @@ def result_store_from_settings(
         if not ipfs_api_url:
             raise ValueError("the IPFS result store needs C2D_IPFS_API_URL (the node's RPC API)")
         return IpfsResultStore(ipfs_api_url)
-    raise ValueError(f"C2D_RESULT_STORE={kind[:40]!r} is not one of: {', '.join(RESULT_STORE_KINDS)}")
+    try:
+        store_type = result_store_type(kind)
+    except ExtensionError as error:
+        raise ValueError(str(error)) from None
+    if store_type is not None:
+        return store_type.build(os.environ if environ is None else environ)
+    kinds = ", ".join(result_store_kinds())
+    raise ValueError(f"C2D_RESULT_STORE={kind[:40]!r} is not one of: {kinds}")

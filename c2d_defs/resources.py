@@ -20,7 +20,7 @@ from dagster_aws.s3 import S3Resource
 from pydantic import Field
 
 from c2d_core.environments import Environment, Environments
-from c2d_core.result_stores import result_store_from_settings
+from c2d_core.result_stores import result_store_from_settings, result_store_kinds, result_store_type
 from c2d_core.results import ResultStore
 from c2d_core.s3 import S3Settings, s3_client
 from c2d_core.settings import EngineSettings, engine_settings
@@ -246,6 +246,30 @@ class IpfsResultStoreResource(ResultStoreResource):
     def create_resource(self, context: dg.InitResourceContext) -> ResultStorage:
         store = result_store_from_settings("ipfs", ipfs_api_url=self.api_url)
         return ResultStorage(store, {"C2D_RESULT_STORE": "ipfs", "C2D_IPFS_API_URL": self.api_url})
+
+
+class ExtensionResultStoreResource(ResultStoreResource):
+    """A result store an extension registered (c2d_core.result_stores.register_result_store), built
+    from the code location's environment; the publish pod gets the variables the store names."""
+
+    kind: str = Field(description="the registered store's name (C2D_RESULT_STORE)")
+
+    def create_resource(self, context: dg.InitResourceContext) -> ResultStorage:
+        store_type = result_store_type(self.kind)
+        if store_type is None:
+            raise ValueError(f"C2D_RESULT_STORE={self.kind!r}: no extension registers this result store")
+        env = {"C2D_RESULT_STORE": self.kind}
+        env.update({name: os.environ[name] for name in store_type.variables if name in os.environ})
+        return ResultStorage(store_type.build(os.environ), env, network=store_type.network)
+
+
+def result_store_resource(kind: str) -> ResultStoreResource:
+    """The resource for `C2D_RESULT_STORE=kind`: a built-in one, or an extension's registered store."""
+    if kind in RESULT_STORE_RESOURCES:
+        return RESULT_STORE_RESOURCES[kind].configured()
+    if result_store_type(kind) is None:
+        raise ValueError(f"C2D_RESULT_STORE={kind!r} is not one of {result_store_kinds()}")
+    return ExtensionResultStoreResource(kind=kind)
 
 
 # C2D_RESULT_STORE picks one, once, when the code location loads; its values are shown in the UI.
