@@ -33,6 +33,7 @@ import dagster as dg
 
 from c2d_core import engine
 from c2d_core.environments import Environment, Environments, UnknownEnvironmentError, stage_deadline
+from c2d_core.review import ReviewView
 from c2d_core.settings import DEFAULT_WATCHDOG_INTERVAL, EngineSettings, engine_settings
 from c2d_core.status import JobStatus, Stage
 from c2d_defs.resources import ComputeEnvironments
@@ -179,9 +180,10 @@ def judge(
     """
     tags = run.tags
     job_id = tags.get(engine.JOB_ID, "")
-    if not job_id or engine.DATE_FINISHED in tags or not engine.job_run(tags):
-        # finished properly (publish's last write), expired in the queue, or not its job's run (a
-        # refused re-execution holds its parent's tags: salvaging it would publish over the job's).
+    if not job_id or engine.DATE_FINISHED in tags or not engine.job_run(tags) or ReviewView(tags).awaiting:
+        # finished properly (publish's last write), expired in the queue, not its job's run (a
+        # refused re-execution holds its parent's tags: salvaging it would publish over the job's),
+        # or parked by the review gate (its run ended on purpose; review_job or expiry ends the job).
         return None
     stage = current_stage(tags)
     status = failure_status(stage)
@@ -268,8 +270,8 @@ def find_stuck_jobs(
         if verdict is not None:
             verdicts.append(verdict)
     for run in ended:
-        if engine.DATE_FINISHED in run.tags:
-            continue  # finished: no need to read its events
+        if engine.DATE_FINISHED in run.tags or ReviewView(run.tags).awaiting:
+            continue  # finished, or held for review: no need to read its events
         if run.status == dg.DagsterRunStatus.CANCELED and current_stage(run.tags) is None:
             continue  # stopped while queued: nothing to do (see `judge`)
         # Read each tick, even once judged: whether the worker is gone decides when to salvage.
