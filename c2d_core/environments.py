@@ -1,18 +1,26 @@
 """Compute environments: the pools a consumer chooses from, loaded from a YAML file.
 
 Each environment fixes the resources every job in it gets (never the request), how many jobs run at
-once (`maxJobs`, enforced by Dagster's run queue), whether algorithms may use the network, and, for
-the embedded sandbox, which local runtime stands in for which container image.
+once (`maxJobs`, enforced by Dagster's run queue), whether algorithms may use the network, which
+output stages check the outputs before publish (`outputStages`, Ocean's status 50), and, for the
+embedded sandbox, which local runtime stands in for which container image.
+
+Output stages are named here and defined in the code location (c2d_defs.output_stages). This module
+checks what it can without the code location: the list's shape, and the settings of every stage whose
+settings parser is registered (`register_output_stage`; the built-in leak filter's always is). The
+code location checks the rest (`check_output_stages` with its job's stages) before a job fetches
+anything, and fails the job with the sentence when the environment names a stage it does not run.
 """
 
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from c2d_core.status import Stage
 
@@ -40,6 +48,67 @@ class ImageRuntime(BaseModel):
         return fnmatch.fnmatchcase(reference, self.image)
 
 
+# An output stage's settings parser: the raw `settings` mapping in, the stage's settings out; raises
+# ValueError (pydantic's ValidationError is one) with a message that names the bad field.
+SettingsParser = Callable[[Mapping[str, Any]], object]
+_SETTINGS_PARSERS: dict[str, SettingsParser] = {}
+DEFAULT_OUTPUT_STAGE_DEADLINE = 600
+_STAGE_NAME = r"[a-z][a-z0-9_]{0,47}"
+
+
+class OutputStageError(ValueError):
+    """An environment's `outputStages` names an unknown stage or gives one unusable settings."""
+
+
+def register_output_stage(name: str, parse: SettingsParser) -> None:
+    """Make `name`'s settings checked wherever environments load (the Provider too), not only when a
+    job of the code location starts. Registering the same name again replaces its parser."""
+    _SETTINGS_PARSERS[name] = parse
+
+
+def _parse_leak_filter(raw: Mapping[str, Any]) -> object:
+    from c2d_core.leak_filter import LeakFilterConfig
+
+    return LeakFilterConfig.from_mapping(raw)
+
+
+register_output_stage("leak_filter", _parse_leak_filter)
+
+
+def _settings_problem(error: ValueError) -> str:
+    if isinstance(error, ValidationError):
+        return "; ".join(
+            f"{'.'.join(str(part) for part in item['loc']) or 'settings'}: {item['msg']}"
+            for item in error.errors()
+        )
+    return str(error)
+
+
+class OutputStageConfig(BaseModel):
+    """One entry of an environment's `outputStages`: which stage, its settings, its deadline."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    name: str = Field(pattern=f"^{_STAGE_NAME}$", description="the stage's name in the code location")
+    settings: dict[str, Any] = Field(default_factory=dict)
+    # The stage's pod (or wait) ends at this deadline; the watchdog's limit for the filter phase is the
+    # sum of the configured stages' deadlines.
+    deadline: int = Field(default=DEFAULT_OUTPUT_STAGE_DEADLINE, ge=1, description="seconds")
+
+    def parsed_settings(self, parse: SettingsParser | None = None) -> object:
+        """The settings through `parse` (default: the registered parser; none registered: the raw
+        mapping); OutputStageError names the stage and the field."""
+        parse = parse or _SETTINGS_PARSERS.get(self.name)
+        if parse is None:
+            return dict(self.settings)
+        try:
+            return parse(self.settings)
+        except ValueError as error:
+            raise OutputStageError(
+                f"output stage {self.name!r}: bad settings: {_settings_problem(error)}"
+            ) from None
+
+
 class Environment(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -60,6 +129,18 @@ class Environment(BaseModel):
     storage_expiry: int = Field(default=604800, alias="storageExpiry", ge=0, description="seconds")
     allow_network: bool = Field(default=False, alias="allowNetwork")
     image_map: list[ImageRuntime] = Field(default_factory=list, alias="imageMap")
+    # What checks the outputs, in order, between the algorithm and publish; none: straight to publish.
+    output_stages: list[OutputStageConfig] = Field(default_factory=list, alias="outputStages")
+
+    @field_validator("output_stages")
+    @classmethod
+    def _stages(cls, value: list[OutputStageConfig]) -> list[OutputStageConfig]:
+        names = [stage.name for stage in value]
+        if len(names) != len(set(names)):
+            raise ValueError(f"outputStages: each stage may appear once, got {names}")
+        for stage in value:
+            stage.parsed_settings()  # a registered stage's settings are checked at load
+        return value
 
     @field_validator("id")
     @classmethod
@@ -91,8 +172,12 @@ class Environment(BaseModel):
     def max_runtime(self, settings: EngineSettings) -> int:
         """The whole job's deadline (its run's `dagster/max_runtime`): every stage's own deadline end to
         end, plus the watchdog's grace. The pods' deadlines fire first; this one catches a run whose
-        worker hung between or around them."""
-        return sum(self.stage_deadline(stage, settings) for stage in Stage) + settings.watchdog_grace
+        worker hung between or around them. A job without output stages never enters the filter stage."""
+        stages = [stage for stage in Stage if stage is not Stage.FILTER or self.output_stages]
+        return sum(self.stage_deadline(stage, settings) for stage in stages) + settings.watchdog_grace
+
+    def output_stage(self, name: str) -> OutputStageConfig | None:
+        return next((stage for stage in self.output_stages if stage.name == name), None)
 
     def runtime_for(self, reference: str) -> ImageRuntime | None:
         """The first image-map entry matching `image:tag` (or `image@digest`), or None."""
@@ -107,6 +192,12 @@ def stage_deadline(stage: Stage | str, environment: Environment | None, settings
         return settings.configure_deadline
     if stage is Stage.PUBLISH:
         return settings.publish_deadline
+    if stage is Stage.FILTER:
+        if environment is None or not environment.output_stages:
+            # No output stages: a job goes from its algorithm straight to publish, and the moment in
+            # between counts against publish's deadline, as it did before the filter stage existed.
+            return settings.publish_deadline
+        return sum(config.deadline for config in environment.output_stages)
     return environment.max_job_duration if environment else settings.configure_deadline
 
 
@@ -126,6 +217,44 @@ class EnvironmentsFile(BaseModel):
 
 class UnknownEnvironmentError(LookupError):
     pass
+
+
+def check_output_stages(
+    environment: Environment, known: Sequence[str], parsers: Mapping[str, SettingsParser] | None = None
+) -> dict[str, object]:
+    """The parsed settings of each of `environment`'s output stages, by name, checked against the
+    stages a code location's job runs (`known`, in the job's order; `parsers` their settings parsers).
+
+    OutputStageError, with a sentence an operator can act on, when the environment names a stage the
+    job does not run, lists them in another order than the job runs them, or gives bad settings.
+    """
+    parsers = parsers or {}
+    settings: dict[str, object] = {}
+    for config in environment.output_stages:
+        if config.name not in known:
+            runs = ", ".join(known) or "none"
+            raise OutputStageError(
+                f"environment {environment.id!r} configures the output stage {config.name!r}, which this "
+                f"code location does not define (its compute job runs: {runs})"
+            )
+        settings[config.name] = config.parsed_settings(parsers.get(config.name))
+    order = [name for name in known if name in settings]
+    if order != list(settings):
+        raise OutputStageError(
+            f"environment {environment.id!r} lists its output stages as {list(settings)}, but they run in "
+            f"the compute job's order {order}: list them in that order"
+        )
+    return settings
+
+
+def check_environments(
+    environments: Iterable[Environment],
+    known: Sequence[str],
+    parsers: Mapping[str, SettingsParser] | None = None,
+) -> None:
+    """`check_output_stages` for every environment; the first problem raised."""
+    for environment in environments:
+        check_output_stages(environment, known, parsers)
 
 
 class Environments:

@@ -90,6 +90,10 @@ class Stage(StrEnum):
 
     CONFIGURE = "configure"
     ALGORITHM = "algorithm"
+    # Ocean's status 50 "Filtering results": the environment's output stages (c2d_defs.output_stages),
+    # e.g. the leak filter, check the outputs between the algorithm and publish. A job whose
+    # environment configures none never enters it (no phase tags, no pod).
+    FILTER = "filter"
     PUBLISH = "publish"
 
     @property
@@ -99,14 +103,21 @@ class Stage(StrEnum):
 
     @property
     def next(self) -> Stage:
-        """The stage after this one (the last one's is itself)."""
-        stages = list(Stage)
+        """The stage every job enters after this one (the last one's is itself). The filter stage is
+        skipped: only jobs whose environment has output stages enter it, and they record its start."""
+        stages = [stage for stage in Stage if stage is not Stage.FILTER]
+        if self is Stage.FILTER:
+            return Stage.PUBLISH
         return stages[min(stages.index(self) + 1, len(stages) - 1)]
 
 
 _STAGE_FAILURES: dict[Stage, JobStatus] = {
     Stage.CONFIGURE: JobStatus.DATA_PROVISIONING_FAILED,
     Stage.ALGORITHM: JobStatus.ALGORITHM_FAILED,
+    # Ocean has no code for results an output stage refused; 61 "Failed to fetch results" is the one its
+    # clients know that says what the consumer meets (no outputs to fetch) without blaming the result
+    # store, which 62 does (and which keeps the volume for an operator's re-publish).
+    Stage.FILTER: JobStatus.RESULTS_FETCH_FAILED,
     Stage.PUBLISH: JobStatus.RESULTS_UPLOAD_FAILED,
 }
 
@@ -130,3 +141,7 @@ ALGORITHM_FAILURES: frozenset[Termination] = frozenset(
 )
 # Terminations of an algorithm that never started: the job ends 41.
 NEVER_STARTED: frozenset[Termination] = frozenset({"ImageNotFound", "StartError"})
+
+# The status of a job whose outputs an output stage refused (or could not check): Ocean's 61, with
+# the stage's sentence in statusDetail; its logs are published, its outputs never (docs/leak-filter.md).
+OUTPUTS_REJECTED = JobStatus.RESULTS_FETCH_FAILED

@@ -125,7 +125,10 @@ def publish_spec(
     store_env: dict[str, str],
     store_secrets: dict[str, str] | None = None,
     store_network: bool = False,
+    outputs: bool = True,
 ) -> PodSpec:
+    """The publish pod; `outputs` False withholds the outputs (an output stage did not accept them):
+    the pod then stores only the logs and the manifest."""
     return PodSpec(
         job_id=job_id,
         component=Stage.PUBLISH,
@@ -154,4 +157,51 @@ def publish_spec(
         deadline_seconds=settings.publish_deadline,
         log_sub_path=layout.PUBLISH_LOG,
         labels=_labels(job_id, Stage.PUBLISH, env),
+    )
+
+
+def output_stage_spec(
+    job_id: str,
+    env: Environment,
+    settings: EngineSettings,
+    *,
+    command: list[str],
+    pod_env: dict[str, str] | None = None,
+    deadline_seconds: int,
+    image: str | None = None,
+    memory_bytes: int = POD_PROGRAM_MEMORY,
+    cpu: float = 1.0,
+    log_sub_path: str,
+) -> PodSpec:
+    """An output stage's pod (Ocean's status 50): the job's /data read-only (inputs, outputs, logs),
+    /data/adminlogs writable for its report, no network, no secret, the engine's pod image by default.
+
+    What a stage's pod can read is what publish would store and what the algorithm read; what it can
+    write is only its own report beside the configure and publish logs, which the algorithm never sees
+    and publish never stores.
+    """
+    return PodSpec(
+        job_id=job_id,
+        component=Stage.FILTER,
+        environment_id=env.id,
+        image=image or settings.pod_image,
+        command=command,
+        env={
+            "WORKFLOWID": job_id,
+            "VOLUME": layout.VOLUME_PATH,
+            "ADMINLOGS": layout.ADMINLOGS_PATH,
+            **(pod_env or {}),
+        },
+        mounts=[
+            Mount(mount_path=layout.VOLUME_PATH, sub_path=layout.DATA, read_only=True),
+            Mount(mount_path=layout.ADMINLOGS_PATH, sub_path=layout.ADMINLOGS, read_only=False),
+        ],
+        cpu=cpu,
+        memory_bytes=memory_bytes,
+        disk_bytes=env.disk_bytes,
+        max_processes=POD_PROGRAM_PROCESSES,
+        network=False,
+        deadline_seconds=deadline_seconds,
+        log_sub_path=log_sub_path,
+        labels=_labels(job_id, Stage.FILTER, env),
     )

@@ -1,5 +1,5 @@
-"""The three stages of a compute job: configure -> algorithm -> publish (the ops that run them and
-judge each step are in c2d_defs.ops.stages).
+"""The stages of a compute job: configure -> algorithm -> [output stages] -> publish (the ops that run
+them and judge each step are in c2d_defs.ops.stages and, for output stages, c2d_defs.ops.output_stages).
 
 Each stage records the job's Ocean status on the run as tags (see c2d_core.engine) and hands its work
 to the `pod_runner` resource as a `PodSpec`. A failed stage never skips publish: logs always come back.
@@ -16,7 +16,13 @@ from dagster._utils.interrupts import capture_interrupts, check_captured_interru
 from pydantic import ValidationError
 
 from c2d_core import engine
-from c2d_core.environments import Environment, UnknownEnvironmentError
+from c2d_core.environments import (
+    Environment,
+    OutputStageError,
+    SettingsParser,
+    UnknownEnvironmentError,
+    check_output_stages,
+)
 from c2d_core.result_assets import (
     MAX_DETAIL,
     ResultsAssetOutcome,
@@ -40,6 +46,53 @@ from c2d_defs.resources import ComputeEnvironments, ResultStorage
 from c2d_defs.stage_pods import algorithm_spec, configure_spec, publish_spec
 
 LOG_TAIL_LINES = 40
+
+# The compute job's own ops; an output stage's op takes its stage's name, which must be none of these.
+BUILTIN_OPS = frozenset({"configure", "run_algorithm", "publish"})
+# On an output stage's op: the stage's name (how configure finds the stages its job runs).
+OUTPUT_STAGE_TAG = "c2d/output_stage"
+# The settings parser of every output stage an op was made for, by name (c2d_defs.ops.output_stages).
+_OUTPUT_STAGE_PARSERS: dict[str, SettingsParser] = {}
+_OUTPUT_STAGE_KINDS: dict[str, type] = {}
+
+
+def output_stage_tag(name: str, what: str) -> str:
+    """`c2d/output_stage/<name>/started|finished|verdict` on the run: one output stage's times and
+    verdict (`accepted`, `rejected`, `interrupted`). Publish stores a job's outputs only when every
+    output stage of its environment wrote `accepted`."""
+    return f"{OUTPUT_STAGE_TAG}/{name}/{what}"
+
+
+def register_output_stage_parser(name: str, parse: SettingsParser, stage: object) -> None:
+    """Remember `stage`'s settings parser for configure's check; two different kinds of stage under one
+    name are refused (an environment could not say which one it means)."""
+    known = _OUTPUT_STAGE_KINDS.setdefault(name, type(stage))
+    if known is not type(stage):
+        raise ValueError(
+            f"two different output stages are named {name!r}: {known.__name__}, {type(stage).__name__}"
+        )
+    _OUTPUT_STAGE_PARSERS[name] = parse
+
+
+def job_output_stages(job_def: dg.JobDefinition) -> list[str]:
+    """The output stages `job_def` runs, in its order (from its ops' OUTPUT_STAGE_TAG)."""
+    return [
+        node.definition.tags[OUTPUT_STAGE_TAG]
+        for node in job_def.graph.nodes_in_topological_order
+        if OUTPUT_STAGE_TAG in node.definition.tags
+    ]
+
+
+def outputs_cleared(environment: Environment | None, tags: dict[str, str]) -> bool:
+    """Whether publish may store the job's outputs: its environment has no output stages, or every one
+    of them accepted them. A stage that rejected, failed, was interrupted or never ran (the algorithm
+    was stopped, the run worker died) leaves them unchecked: only the logs are published."""
+    if environment is None or not environment.output_stages:
+        return True
+    return all(
+        tags.get(output_stage_tag(config.name, "verdict")) == "accepted"
+        for config in environment.output_stages
+    )
 
 
 class WorkflowConfig(dg.Config):
@@ -128,7 +181,7 @@ def _job_id_of(context: dg.OpExecutionContext, raw: dict[str, Any]) -> str:
     return context.run_id.replace("-", "")
 
 
-def _log_pod(log: StageLog, component: str, result: PodResult) -> None:
+def log_pod(log: StageLog, component: str, result: PodResult) -> None:
     log.info(
         f"{component} pod ended: {result.termination}"
         + (f" (exit code {result.exit_code})" if result.exit_code is not None else "")
@@ -140,7 +193,7 @@ def _log_pod(log: StageLog, component: str, result: PodResult) -> None:
         log.info(f"{component} log (last lines):\n{tail}")
 
 
-def _engine_end(context: dg.OpExecutionContext) -> str | None:
+def engine_end(context: dg.OpExecutionContext) -> str | None:
     """Why the engine terminated this run, when it was not a consumer's stop (then None).
 
     The stage watchdog tags its verdict just before it terminates a run (read fresh from run
@@ -160,6 +213,9 @@ def _engine_end(context: dg.OpExecutionContext) -> str | None:
             "stages' deadlines plus a grace) and the engine ended it"
         )
     return None
+
+
+_engine_end = engine_end  # its earlier name, which tests still import
 
 
 # What a configure pod may report; anything else means it ended without a report.
@@ -205,6 +261,13 @@ def configure_stage(
             state.status, state.detail = JobStatus.DATA_PROVISIONING_FAILED, str(error)
             return state
         try:
+            # Before anything is fetched: an environment whose output stages this job cannot run
+            # (unknown name, wrong order, bad settings) must not get as far as running the algorithm.
+            check_output_stages(state.environment, job_output_stages(context.job_def), _OUTPUT_STAGE_PARSERS)
+        except OutputStageError as error:
+            state.status, state.detail = JobStatus.DATA_PROVISIONING_FAILED, str(error)
+            return state
+        try:
             pod_runner.prepare_volume(workflow.job_id, state.environment.disk_bytes)
             pod_runner.write_file(
                 workflow.job_id, layout.WORKFLOW_DOC, workflow.model_dump_json(by_alias=True).encode()
@@ -217,7 +280,7 @@ def configure_stage(
         except (DagsterExecutionInterruptedError, KeyboardInterrupt):
             # Stopped while fetching: the algorithm never runs, but the configure log still comes
             # back to the consumer and the volume (with whatever was fetched) is released.
-            ended_by = _engine_end(context)
+            ended_by = engine_end(context)
             if ended_by is None:
                 context.instance.add_run_tags(context.run_id, {engine.STOP_REQUESTED: "1"})
             state.status = JobStatus.DATA_PROVISIONING_FAILED
@@ -226,7 +289,7 @@ def configure_stage(
             record_phase(context, Stage.CONFIGURE, "finished")
             publish_results(context, state, pod_runner, result_store)
             raise
-        _log_pod(context.log, "configure", result)
+        log_pod(context.log, "configure", result)
         report = ConfigureReport.from_message(result.termination_message)
         state.provisioned = report
         reported = report.job_status if report is not None else None
@@ -270,7 +333,7 @@ def algorithm_stage(
         # the runner has killed the pod. Like Ocean, publish what the algorithm wrote so far and its
         # log, then let the run end as canceled.
         context.log.warning("run terminated: the algorithm was killed; publishing its outputs and logs")
-        ended_by = _engine_end(context)
+        ended_by = engine_end(context)
         if ended_by is None:
             context.instance.add_run_tags(
                 context.run_id, {engine.ALGORITHM_TERMINATION: "Stopped", engine.STOP_REQUESTED: "1"}
@@ -283,7 +346,7 @@ def algorithm_stage(
         state.algorithm_ran = True
         publish_results(context, state, pod_runner, result_store)
         raise
-    _log_pod(context.log, "algorithm", result)
+    log_pod(context.log, "algorithm", result)
     tags: dict[str, str] = {engine.ALGORITHM_TERMINATION: result.termination}
     if result.exit_code is not None:
         tags[engine.ALGORITHM_EXIT_CODE] = str(result.exit_code)
@@ -342,6 +405,17 @@ def publish_job(
         if state.environment is None:
             recorder.log.info("nothing to publish: the job never got a volume")
         else:
+            cleared = outputs_cleared(state.environment, _fresh_tags(recorder))
+            if not cleared:
+                recorder.log.warning(
+                    "the outputs are withheld (the environment's output stages did not accept them): "
+                    "publishing the logs only"
+                )
+                unchecked = "its outputs were not checked by the output stages, so they are not published"
+                if not state.detail:
+                    state.detail = unchecked
+                elif "not published" not in state.detail and "withheld" not in state.detail:
+                    state.detail += f"; {unchecked}"
             spec = publish_spec(
                 state.job_id,
                 state.environment,
@@ -350,9 +424,10 @@ def publish_job(
                 result_store.publish_env(),
                 result_store.publish_secrets(),
                 result_store.publish_network,
+                outputs=cleared,
             )
             result = run_followed(pod_runner, spec)
-            _log_pod(recorder.log, "publish", result)
+            log_pod(recorder.log, "publish", result)
             report = PublishReport.from_message(result.termination_message)
             manifest_location = report.manifest if report is not None else ""
             if manifest_location:

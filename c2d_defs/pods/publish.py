@@ -176,6 +176,8 @@ class PublishSettings:
     adminlogs: Path
     termination_log: Path
     max_output_files: int
+    # False when the job's output stages did not accept its outputs: only the logs are stored.
+    publish_outputs: bool = True
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> PublishSettings:
@@ -189,6 +191,7 @@ class PublishSettings:
             adminlogs=Path(environ.get("ADMINLOGS") or layout.ADMINLOGS_PATH),
             termination_log=Path(environ.get("TERMINATION_LOG") or layout.TERMINATION_LOG_PATH),
             max_output_files=env_int(environ, "C2D_MAX_OUTPUT_FILES", default_cap, 1),
+            publish_outputs=(environ.get("C2D_PUBLISH_OUTPUTS") or "true").strip().lower() != "false",
         )
 
 
@@ -205,7 +208,14 @@ class Publisher:
     def run(self) -> tuple[JobStatus, str, str]:
         """Returns (status, message, manifest location or "")."""
         settings = self.settings
-        scan = scan_outputs(settings.volume / "outputs", settings.max_output_files, self.log)
+        if not settings.publish_outputs:
+            # Not even listed: names of withheld outputs stay out of the manifest and this log.
+            self.log(
+                "outputs withheld: the job's output stages did not accept them; publishing the logs only"
+            )
+            scan = OutputScan([], False)
+        else:
+            scan = scan_outputs(settings.volume / "outputs", settings.max_output_files, self.log)
         outputs = scan.files
         if scan.too_many:
             # All or nothing: a consumer must not mistake a cut-off subset for the algorithm's results.

@@ -102,27 +102,35 @@ def test_epoch_reads_tag_and_job_json_times(value: object, seconds: float | None
 def test_phase_tags_name_only_known_stages_and_edges() -> None:
     assert engine.phase_tag(Stage.PUBLISH, "finished") == ".dagster/c2d/phase/publish/finished"
     with pytest.raises(ValueError):
-        engine.phase_tag("filter", "started")
+        engine.phase_tag("filtering", "started")
     with pytest.raises(ValueError):
         engine.phase_tag(Stage.PUBLISH, "paused")
 
 
 def test_stages_in_order_with_their_failure_codes() -> None:
-    assert [str(stage) for stage in Stage] == ["configure", "algorithm", "publish"]
+    assert [str(stage) for stage in Stage] == ["configure", "algorithm", "filter", "publish"]
     assert [stage.failure for stage in Stage] == [
         JobStatus.DATA_PROVISIONING_FAILED,
         JobStatus.ALGORITHM_FAILED,
+        JobStatus.RESULTS_FETCH_FAILED,  # outputs an output stage refused (issue 15)
         JobStatus.RESULTS_UPLOAD_FAILED,
     ]
-    assert [stage.next for stage in Stage] == [Stage.ALGORITHM, Stage.PUBLISH, Stage.PUBLISH]
+    assert [stage.next for stage in Stage] == [Stage.ALGORITHM, Stage.PUBLISH, Stage.PUBLISH, Stage.PUBLISH]
     assert "Stopped" not in ALGORITHM_FAILURES and "Error" in ALGORITHM_FAILURES
 
 
 def test_each_stage_deadline_comes_from_the_environment_or_the_engine() -> None:
     env = Environment.model_validate({"id": "e1", "maxJobDuration": 100})
     settings = EngineSettings(configure_deadline=30, publish_deadline=20, watchdog_grace=5)
-    assert [env.stage_deadline(stage, settings) for stage in Stage] == [30, 100, 20]
+    # No output stages: the moment between algorithm and publish counts against publish's deadline,
+    # and the job's whole deadline is the three stages' as before the filter stage existed.
+    assert [env.stage_deadline(stage, settings) for stage in Stage] == [30, 100, 20, 20]
     assert env.max_runtime(settings) == 155
+    filtered = Environment.model_validate(
+        {"id": "e2", "maxJobDuration": 100, "outputStages": [{"name": "leak_filter", "deadline": 40}]}
+    )
+    assert filtered.stage_deadline(Stage.FILTER, settings) == 40
+    assert filtered.max_runtime(settings) == 195
     # A job of an unknown environment fails its configure stage: its algorithm stage gets that deadline.
     assert stage_deadline(Stage.ALGORITHM, None, settings) == 30
 

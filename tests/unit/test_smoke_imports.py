@@ -21,9 +21,12 @@ def test_code_location_loads_and_resolves_compute_job() -> None:
     from c2d_defs.definitions import defs
 
     job = defs.resolve_job_def("compute_job")
+    # The built-in output stage's op sits between the algorithm and publish (a no-op where the
+    # environment configures no output stages; c2d_defs/jobs/compute.py).
     assert [node.name for node in job.graph.nodes_in_topological_order] == [
         "configure",
         "run_algorithm",
+        "leak_filter",
         "publish",
     ]
     # The in-process executor, with publish allowed to run after a failed stage (c2d_defs/jobs/compute.py).
