@@ -225,11 +225,7 @@ def build_attestation(
         ]
 
     algorithm = workflow.algorithm
-    raw_sha = (
-        hashlib.sha256(algorithm.rawcode.encode("utf-8")).hexdigest()
-        if algorithm.rawcode is not None
-        else None
-    )
+    raw_sha = algorithm.code_sha256  # of the code, plain or sealed (c2d_core.sealed)
     return Attestation(
         job_id=workflow.job_id,
         chain_id=workflow.chain_id,

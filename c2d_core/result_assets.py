@@ -163,7 +163,7 @@ def provenance(
         "algorithm": (
             {"did": algorithm.did}
             if algorithm.did
-            else {"rawcodeSha256": hashlib.sha256((algorithm.rawcode or "").encode("utf-8")).hexdigest()}
+            else {"rawcodeSha256": algorithm.code_sha256 or hashlib.sha256(b"").hexdigest()}
         ),
         "container": {"image": container.image, "tag": container.tag, "checksum": container.checksum},
         # sha256 hex of each output, as computeResult serves it: a download can be checked against it.

@@ -9,6 +9,7 @@ at run time, so a crafted run config cannot raise them.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any, Literal
 
@@ -127,7 +128,14 @@ class Container(_Model):
 
 
 class AlgorithmSpec(_Model):
-    """A published algorithm (`did` + `files`) or a raw one (`rawcode`), always with a container."""
+    """A published algorithm (`did` + `files`) or a raw one (`rawcode`), always with a container.
+
+    The consumer's code and custom data are theirs alone: the Provider seals them (c2d_core.sealed)
+    into `encryptedSecrets`, encrypted to its key as a DDO's files are, so the run config the Dagster
+    UI shows holds neither; only the configure pod opens them. A raw algorithm sealed so carries its
+    code's `rawcodeSha256` instead of the code. Plain `rawcode` / `algocustomdata` remain for tests and
+    direct runs.
+    """
 
     did: str | None = None
     service_id: str | None = Field(default=None, alias="serviceId")
@@ -138,6 +146,9 @@ class AlgorithmSpec(_Model):
     container: Container
     algocustomdata: dict[str, Any] | None = None
     userdata: dict[str, Any] | None = None
+    # ECIES (hex) of {"rawcode"?: str, "algocustomdata"?: object}, to the Provider's public key.
+    encrypted_secrets: str | None = Field(default=None, alias="encryptedSecrets")
+    rawcode_sha256: str | None = Field(default=None, alias="rawcodeSha256")
 
     @field_validator("did")
     @classmethod
@@ -148,14 +159,38 @@ class AlgorithmSpec(_Model):
 
     @model_validator(mode="after")
     def _published_or_raw(self) -> AlgorithmSpec:
-        if self.rawcode is not None:
+        if self.encrypted_secrets is not None:
+            if not re.fullmatch(r"(0x)?[0-9a-fA-F]+", self.encrypted_secrets):
+                raise ValueError("'encryptedSecrets' must be a hex string")
+            if self.rawcode is not None or self.algocustomdata is not None:
+                raise ValueError("sealed code and custom data travel in 'encryptedSecrets' only")
+        if self.rawcode_sha256 is not None:
+            if self.encrypted_secrets is None or self.rawcode is not None:
+                raise ValueError(
+                    "'rawcodeSha256' stands for sealed code: give 'encryptedSecrets', no 'rawcode'"
+                )
+            if not re.fullmatch(r"[0-9a-f]{64}", self.rawcode_sha256):
+                raise ValueError("'rawcodeSha256' is 64 lowercase hex characters")
+        if self.is_raw:
             if self.did is not None or self.files is not None:
                 raise ValueError("a raw algorithm has 'rawcode' only, no 'did' or 'files'")
-            if not self.rawcode.strip():
+            if self.rawcode is not None and not self.rawcode.strip():
                 raise ValueError("'rawcode' is empty")
         elif self.did is None or self.files is None:
             raise ValueError("an algorithm is either published ('did' and 'files') or raw ('rawcode')")
         return self
+
+    @property
+    def is_raw(self) -> bool:
+        """A raw algorithm: its code is in the workflow, plain or sealed."""
+        return self.rawcode is not None or self.rawcode_sha256 is not None
+
+    @property
+    def code_sha256(self) -> str | None:
+        """The sha256 (hex) of a raw algorithm's code, plain or sealed; None for a published one."""
+        if self.rawcode is not None:
+            return hashlib.sha256(self.rawcode.encode("utf-8")).hexdigest()
+        return self.rawcode_sha256
 
     @property
     def did_hash(self) -> str:

@@ -33,8 +33,11 @@ def _labels(workflow_job_id: str, stage: Stage, env: Environment) -> dict[str, s
 
 
 def configure_spec(workflow: Workflow, env: Environment, settings: EngineSettings) -> PodSpec:
-    uses_encrypted = any(item.files.encrypted_files for item in workflow.inputs) or bool(
-        workflow.algorithm.files and workflow.algorithm.files.encrypted_files
+    uses_encrypted = (
+        any(item.files.encrypted_files for item in workflow.inputs)
+        or bool(workflow.algorithm.files and workflow.algorithm.files.encrypted_files)
+        # The raw code and custom data the Provider sealed (c2d_core.sealed) open with the same key.
+        or workflow.algorithm.encrypted_secrets is not None
     )
     return PodSpec(
         job_id=workflow.job_id,

@@ -30,7 +30,9 @@ def upgrade_legacy_tags(instance: dg.DagsterInstance, max_runs: int = 2000) -> t
     cursor = state.get(CURSOR_KEY) or None
     changed = seen = 0
     while seen < max_runs:
-        runs = instance.get_runs(filters=dg.RunsFilter(job_name=engine.JOB_NAME), cursor=cursor, limit=PAGE)
+        runs = instance.get_runs(
+            filters=dg.RunsFilter(job_name=engine.JOB_NAME), cursor=cursor, limit=min(PAGE, max_runs - seen)
+        )
         if not runs:
             storage.set_cursor_values({DONE_KEY: "1"})
             return changed, True

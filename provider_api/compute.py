@@ -20,9 +20,11 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from c2d_core.chain import ZERO_ADDRESS
+from c2d_core.crypto import public_key_of
 from c2d_core.environments import Environment, Environments, UnknownEnvironmentError
 from c2d_core.ocean.checksums import files_checksum
 from c2d_core.ocean.signing import compute_start_message
+from c2d_core.sealed import seal_workflow
 from c2d_core.settings import EngineSettings
 from c2d_core.workflow import OutputRequest, Workflow
 from provider_api import policy
@@ -483,7 +485,7 @@ class ComputeService:
             }
         container = algorithm.container
         try:
-            return Workflow.model_validate(
+            workflow = Workflow.model_validate(
                 {
                     "jobId": uuid.uuid4().hex,
                     # One spelling of the owner everywhere: run tags are matched exactly.
@@ -525,6 +527,9 @@ class ComputeService:
             first = error.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
             raise bad_request(f"cannot run this request: {echo(where)}: {first['msg']}") from None
+        # The consumer's code and custom data go into the run config sealed to our own key, as a DDO's
+        # files do: the Dagster UI shows the run config, only the configure pod opens them.
+        return seal_workflow(workflow, public_key_of(self.settings.private_key_hex))
 
 
 def submit_claimed(workflow: Workflow, claims: AgreementClaims, jobs: DagsterJobs) -> JobRecord:

@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from c2d_core.crypto import CryptoError, decrypt_service_files
 from c2d_core.fetch import Clock, FetchError, FetchLimits, SourceSettings, fetch_to_file
 from c2d_core.netguard import NetPolicy, guarded_client
+from c2d_core.sealed import open_secrets
 from c2d_core.settings import EngineSettings
 from c2d_core.status import JobStatus
 from c2d_core.workflow import AlgorithmSpec, DatasetInput, FileObject, ServiceFiles, Workflow
@@ -217,13 +218,14 @@ class Configurator:
         self.log(f"algorithm ({name}): started")
         started = self.clock()
         try:
+            rawcode, custom_data = self._algorithm_secrets(algorithm)
             # Written before the algorithm is fetched, as Ocean does; `{}` so algorithms can always read it.
-            custom = json.dumps(algorithm.algocustomdata or {}).encode()
+            custom = json.dumps(custom_data or {}).encode()
             _write_file(self.inputs_dir / layout.ALGO_CUSTOM_DATA, custom, READABLE_FILE)
             if algorithm.did and algorithm.ddo is not None:
                 self._write_ddo(algorithm.did_hash, algorithm.ddo)
-            if algorithm.rawcode is not None:
-                code = algorithm.rawcode.encode("utf-8")
+            if rawcode is not None:
+                code = rawcode.encode("utf-8")
                 target = self.transformations_dir / "algorithm"
                 _write_file(target, code, EXECUTABLE_FILE)
                 digest = hashlib.sha256(code).hexdigest()
@@ -248,6 +250,20 @@ class Configurator:
         return None
 
     # --- shared steps ------------------------------------------------------------------------------
+
+    def _algorithm_secrets(self, algorithm: AlgorithmSpec) -> tuple[str | None, dict[str, Any] | None]:
+        """The raw code and custom data: as given, or opened from the Provider's sealed blob
+        (c2d_core.sealed), which keeps them out of the run config the Dagster UI shows."""
+        if algorithm.encrypted_secrets is None:
+            return algorithm.rawcode, algorithm.algocustomdata
+        try:
+            rawcode, custom = open_secrets(
+                self._key("algorithm"), algorithm.encrypted_secrets, algorithm.rawcode_sha256
+            )
+        except CryptoError as error:
+            raise StageFailure(f"algorithm: {error}") from None
+        self.log("algorithm: opened the sealed code and custom data")
+        return rawcode, custom
 
     def _write_ddo(self, did_hash: str, ddo: dict[str, Any]) -> None:
         # DDOs hold only the encrypted files blob, so they are safe for the algorithm to read.
