@@ -21,19 +21,17 @@ from c2d_defs.expiry import results_expiry
 from c2d_defs.jobs import compute_job, queue_expiry_job, results_expiry_job, salvage_job
 from c2d_defs.queue_watchdog import queue_watchdog_sensor
 from c2d_defs.resources import (
-    RESULT_STORE_RESOURCES,
     ComputeEnvironments,
     LocalPodRunnerResource,
     ResultStoreResource,
+    result_store_resource,
 )
 from c2d_defs.stage_watchdog import stage_watchdog_sensor
 
 
 def _result_store() -> ResultStoreResource:
-    kind = os.environ.get("C2D_RESULT_STORE", "local").strip() or "local"
-    if kind not in RESULT_STORE_RESOURCES:
-        raise ValueError(f"C2D_RESULT_STORE={kind!r} is not one of {sorted(RESULT_STORE_RESOURCES)}")
-    return RESULT_STORE_RESOURCES[kind].configured()
+    # A built-in store, or one an extension (C2D_EXTENSIONS) registered under that name.
+    return result_store_resource(os.environ.get("C2D_RESULT_STORE", "local").strip() or "local")
 
 
 def _watchdogs() -> list[dg.SensorDefinition]:

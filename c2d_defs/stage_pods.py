@@ -11,6 +11,7 @@ import json
 import shlex
 
 from c2d_core.environments import Environment
+from c2d_core.extensions import extension_env
 from c2d_core.settings import MIB, EngineSettings
 from c2d_core.status import Stage
 from c2d_core.workflow import Workflow
@@ -60,6 +61,8 @@ def configure_spec(workflow: Workflow, env: Environment, settings: EngineSetting
             "C2D_FETCH_ALLOW": ",".join(settings.fetch_allow),
             "C2D_IPFS_GATEWAY": settings.ipfs_gateway,
             "C2D_ARWEAVE_GATEWAY": settings.arweave_gateway,
+            # The file sources an extension registers are looked up in this pod (docs/extending.md).
+            **extension_env(settings.extensions, settings.extensions_path),
         },
         mounts=[
             Mount(mount_path=layout.VOLUME_PATH, sub_path=layout.DATA, read_only=False),
@@ -143,6 +146,8 @@ def publish_spec(
             "VOLUME": layout.VOLUME_PATH,
             "ADMINLOGS": layout.ADMINLOGS_PATH,
             "C2D_MAX_OUTPUT_FILES": str(settings.max_output_files),
+            # A result store an extension registers is built in this pod.
+            **extension_env(settings.extensions, settings.extensions_path),
             **store_env,
         },
         mounts=[
