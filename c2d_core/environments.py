@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from c2d_core.review import ReviewPolicy
 from c2d_core.status import Stage
 
 if TYPE_CHECKING:
@@ -131,6 +132,8 @@ class Environment(BaseModel):
     image_map: list[ImageRuntime] = Field(default_factory=list, alias="imageMap")
     # What checks the outputs, in order, between the algorithm and publish; none: straight to publish.
     output_stages: list[OutputStageConfig] = Field(default_factory=list, alias="outputStages")
+    # The review gate (c2d_core.review): hold each job's results for an operator's decision.
+    review: ReviewPolicy = Field(default_factory=ReviewPolicy)
 
     @field_validator("output_stages")
     @classmethod

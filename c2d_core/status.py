@@ -26,6 +26,9 @@ class JobStatus(IntEnum):
     ALGORITHM_FAILED = 41
     DISK_QUOTA_EXCEEDED = 42
     FILTERING_RESULTS = 50
+    AWAITING_REVIEW = 55
+    REVIEW_REJECTED = 56
+    REVIEW_EXPIRED = 57
     PUBLISHING_RESULTS = 60
     RESULTS_FETCH_FAILED = 61
     RESULTS_UPLOAD_FAILED = 62
@@ -61,6 +64,9 @@ _TEXTS: dict[JobStatus, str] = {
     JobStatus.ALGORITHM_FAILED: "Failed to run algorithm",
     JobStatus.DISK_QUOTA_EXCEEDED: "Error: disk quota exceeded",
     JobStatus.FILTERING_RESULTS: "Filtering results",
+    JobStatus.AWAITING_REVIEW: "Awaiting review",
+    JobStatus.REVIEW_REJECTED: "Results rejected by review",
+    JobStatus.REVIEW_EXPIRED: "Review deadline passed",
     JobStatus.PUBLISHING_RESULTS: "Publishing results",
     JobStatus.RESULTS_FETCH_FAILED: "Failed to fetch results",
     JobStatus.RESULTS_UPLOAD_FAILED: "Failed to upload results",
@@ -80,6 +86,8 @@ _FAILURES = frozenset(
         JobStatus.DISK_QUOTA_EXCEEDED,
         JobStatus.RESULTS_FETCH_FAILED,
         JobStatus.RESULTS_UPLOAD_FAILED,
+        JobStatus.REVIEW_REJECTED,
+        JobStatus.REVIEW_EXPIRED,
     }
 )
 

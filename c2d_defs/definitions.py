@@ -17,8 +17,9 @@ from typing import Any
 import dagster as dg
 
 from c2d_core.settings import engine_settings
-from c2d_defs.expiry import results_expiry
+from c2d_defs.expiry import results_expiry, review_expiry
 from c2d_defs.jobs import compute_job, queue_expiry_job, results_expiry_job, salvage_job
+from c2d_defs.jobs.review import review_expiry_job, review_job
 from c2d_defs.queue_watchdog import queue_watchdog_sensor
 from c2d_defs.resources import (
     ComputeEnvironments,
@@ -41,8 +42,9 @@ def _watchdogs() -> list[dg.SensorDefinition]:
 
 
 Deployment = tuple[dict[str, Any], list[dg.SensorDefinition], list[dg.JobDefinition]]
-# Every deployment's jobs: the compute job and the runs its sensors ask for.
-JOBS = [compute_job, salvage_job, queue_expiry_job, results_expiry_job]
+# Every deployment's jobs: the compute job, the runs its sensors ask for, and the review gate's
+# (review_job: an operator's decision, c2d_defs.jobs.review).
+JOBS = [compute_job, salvage_job, queue_expiry_job, results_expiry_job, review_job, review_expiry_job]
 
 
 def _local() -> Deployment:
@@ -53,7 +55,7 @@ def _local() -> Deployment:
         # Stage outputs stay in memory: they carry the workflow, which must not land on disk.
         "io_manager": dg.mem_io_manager,
     }
-    return resources, [results_expiry, *_watchdogs()], JOBS
+    return resources, [results_expiry, review_expiry, *_watchdogs()], JOBS
 
 
 def _k8s() -> Deployment:
@@ -70,7 +72,7 @@ def _k8s() -> Deployment:
         # One run is one run pod (in-process executor): stage outputs never leave its memory.
         "io_manager": dg.mem_io_manager,
     }
-    sensors = [k8s_volume_cleanup, results_expiry, *_watchdogs()]
+    sensors = [k8s_volume_cleanup, results_expiry, review_expiry, *_watchdogs()]
     return resources, sensors, [*JOBS, volume_cleanup_job]
 
 

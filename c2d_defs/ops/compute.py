@@ -43,6 +43,7 @@ from c2d_defs.pods import layout
 from c2d_defs.pods.common import explain_validation
 from c2d_defs.pods.report import ConfigureReport, PublishReport
 from c2d_defs.resources import ComputeEnvironments, ResultStorage
+from c2d_defs.review_gate import park_for_review, publish_env, results_key, review_required
 from c2d_defs.stage_pods import algorithm_spec, configure_spec, publish_spec
 
 LOG_TAIL_LINES = 40
@@ -51,16 +52,18 @@ LOG_TAIL_LINES = 40
 BUILTIN_OPS = frozenset({"configure", "run_algorithm", "publish"})
 # On an output stage's op: the stage's name (how configure finds the stages its job runs).
 OUTPUT_STAGE_TAG = "c2d/output_stage"
+# On the run, hidden like the rest of the job's state (c2d_core.engine.STATE_PREFIX).
+_OUTPUT_STAGE_STATE = engine.STATE_PREFIX + "output_stage"
 # The settings parser of every output stage an op was made for, by name (c2d_defs.ops.output_stages).
 _OUTPUT_STAGE_PARSERS: dict[str, SettingsParser] = {}
 _OUTPUT_STAGE_KINDS: dict[str, type] = {}
 
 
 def output_stage_tag(name: str, what: str) -> str:
-    """`c2d/output_stage/<name>/started|finished|verdict` on the run: one output stage's times and
-    verdict (`accepted`, `rejected`, `interrupted`). Publish stores a job's outputs only when every
-    output stage of its environment wrote `accepted`."""
-    return f"{OUTPUT_STAGE_TAG}/{name}/{what}"
+    """`.dagster/c2d/output_stage/<name>/started|finished|verdict` on the run: one output stage's
+    times and verdict (`accepted`, `rejected`, `interrupted`). Publish stores a job's outputs only
+    when every output stage of its environment wrote `accepted`."""
+    return f"{_OUTPUT_STAGE_STATE}/{name}/{what}"
 
 
 def register_output_stage_parser(name: str, parse: SettingsParser, stage: object) -> None:
@@ -326,7 +329,12 @@ def algorithm_stage(
     try:
         # The algorithm's log also goes, as it grows, where the Provider streams it to the job's owner.
         recorder = JobRecorder.of(context)
-        live = LiveLogCopy(result_store.store, state.job_id, lambda at: recorder.tags({engine.LIVE_LOG: at}))
+        # Not for a job held for review: its consumer sees no log before the decision.
+        live = None
+        if not env.review.required:
+            live = LiveLogCopy(
+                result_store.store, state.job_id, lambda at: recorder.tags({engine.LIVE_LOG: at})
+            )
         result = run_followed(pod_runner, algorithm_spec(state.workflow, env), live=live)
     except (DagsterExecutionInterruptedError, KeyboardInterrupt):
         # The run was terminated (a consumer's stop, the stage watchdog, or the run's max_runtime):
@@ -398,6 +406,7 @@ def publish_job(
     # reading the manifest back raised): only then is the volume kept for an operator's re-publish.
     # A publish cut short by a stop or a termination releases it like any other end.
     store_failed = False
+    cut_short = False  # an error or interrupt is on its way out of publish
     recorder.phase(Stage.PUBLISH, "started")
     if on_success_path:
         recorder.status(JobStatus.PUBLISHING_RESULTS)
@@ -420,8 +429,9 @@ def publish_job(
                 state.job_id,
                 state.environment,
                 settings,
-                result_store.publish_mounts(state.job_id),
-                result_store.publish_env(),
+                # A job held for review stores under its held key (c2d_defs.review_gate).
+                result_store.publish_mounts(results_key(state)),
+                {**result_store.publish_env(), **publish_env(state)},
                 result_store.publish_secrets(),
                 result_store.publish_network,
                 outputs=cleared,
@@ -453,6 +463,7 @@ def publish_job(
             state.detail = f"publishing did not complete ({type(error).__name__})"
         # An interrupt (DagsterExecutionInterruptedError, KeyboardInterrupt) is not an Exception.
         store_failed = isinstance(error, Exception)
+        cut_short = True
         raise
     finally:
         if state.environment is not None and store_failed:
@@ -464,6 +475,12 @@ def publish_job(
             pod_runner.release_volume(state.job_id)
         if not state.status.is_failure:
             state.status = JobStatus.JOB_FINISHED
+        if review_required(state) and manifest and not cut_short:
+            # The review gate: the job waits at 55 for an operator; review_job ends it (no finish
+            # date, attestation or results asset before then). Never while an error is in flight.
+            recorder.phase(Stage.PUBLISH, "finished")
+            park_for_review(recorder, state, manifest)
+            return [entry.public() for entry in manifest]  # noqa: B012 (cut_short: nothing in flight)
         finished_at = time.time()
         if manifest:
             attested = attest_job(

@@ -20,6 +20,7 @@ from typing import BinaryIO
 
 from c2d_core.attestation import FILENAME as ATTESTATION_NAME
 from c2d_core.results import ResultEntry, ResultStore, ResultType, manifest_document
+from c2d_core.review import store_key_problem
 from c2d_core.s3 import S3Settings
 from c2d_core.settings import EngineSettings
 from c2d_core.status import JobStatus
@@ -172,6 +173,9 @@ def open_regular(path: Path) -> BinaryIO:
 @dataclass(frozen=True)
 class PublishSettings:
     job_id: str
+    # The result store key the results go under: the job id, or its held key for a job the review
+    # gate holds (c2d_core.review), which the Provider never serves.
+    store_key: str
     volume: Path
     adminlogs: Path
     termination_log: Path
@@ -185,8 +189,13 @@ class PublishSettings:
         if not JOB_ID_PATTERN.match(job_id):
             raise EnvError("WORKFLOWID must be the job id, 32 lowercase hex characters")
         default_cap = int(EngineSettings.model_fields["max_output_files"].default)
+        store_key = (environ.get("C2D_RESULTS_KEY") or job_id).strip()
+        problem = store_key_problem(job_id, store_key)
+        if problem:
+            raise EnvError(f"C2D_RESULTS_KEY: {problem}")
         return cls(
             job_id=job_id,
+            store_key=store_key,
             volume=Path(environ.get("VOLUME") or layout.VOLUME_PATH),
             adminlogs=Path(environ.get("ADMINLOGS") or layout.ADMINLOGS_PATH),
             termination_log=Path(environ.get("TERMINATION_LOG") or layout.TERMINATION_LOG_PATH),
@@ -273,7 +282,7 @@ class Publisher:
             return
         try:
             with handle:
-                stored = self.store.put(self.settings.job_id, name, handle)
+                stored = self.store.put(self.settings.store_key, name, handle)
         except (OSError, ValueError) as error:
             self._failed(f"could not store {shown}: {_reason(error)}")
             return
@@ -282,7 +291,7 @@ class Publisher:
 
     def _store_bytes(self, content: bytes, name: str, kind: ResultType) -> None:
         try:
-            stored = self.store.put(self.settings.job_id, name, io.BytesIO(content))
+            stored = self.store.put(self.settings.store_key, name, io.BytesIO(content))
         except (OSError, ValueError) as error:
             self._failed(f"could not store the {kind}: {_reason(error)}")
             return
@@ -291,7 +300,7 @@ class Publisher:
     def _store_manifest(self) -> str:
         document = manifest_document(self.entries)
         try:
-            stored = self.store.put(self.settings.job_id, layout.MANIFEST_NAME, io.BytesIO(document))
+            stored = self.store.put(self.settings.store_key, layout.MANIFEST_NAME, io.BytesIO(document))
         except (OSError, ValueError) as error:
             self._failed(f"could not store the results manifest: {_reason(error)}")
             return ""

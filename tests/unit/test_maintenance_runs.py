@@ -281,10 +281,20 @@ def test_the_code_location_registers_the_jobs_its_sensors_ask_for(deployment: st
     assert done.returncode == 0, done.stderr
     jobs, sensors = done.stdout.split("\n")[:2]
     assert jobs == str(
-        sorted(["compute_job", "queue_expiry_job", "results_expiry_job", "salvage_job", *extra])
+        sorted(
+            [
+                "compute_job",
+                "queue_expiry_job",
+                "results_expiry_job",
+                "review_expiry_job",
+                "review_job",
+                "salvage_job",
+                *extra,
+            ]
+        )
     )
     expected = [("queue_watchdog", "queue_expiry_job"), ("results_expiry", "results_expiry_job")]
-    expected += [("stage_watchdog", "salvage_job")]
+    expected += [("review_expiry", "review_expiry_job"), ("stage_watchdog", "salvage_job")]
     if extra:
         expected.insert(0, ("k8s_volume_cleanup", "volume_cleanup_job"))
     assert sensors == str(expected)
