@@ -127,7 +127,7 @@ def bench_jobs(n: int, home: Path, variant: str) -> tuple[list[float], dict[str,
     settings = EngineSettings(home=home)
     totals: list[float] = []
     phases: dict[str, list[float]] = {name: [] for name in PHASES}
-    operator = DagsterJobs(f"{running.webserver_url}/graphql")
+    operator = DagsterJobs(f"{running.webserver_url}/graphql", dagster_home=running.dagster_home)
     with operator, LocalOrigin(EXAMPLES) as origin, dg.DagsterInstance.from_config(str(home)) as instance:
         for i in range(n + 1):  # job 0 warms the code servers up and is not counted
             workflow = demo_workflow(origin.url, settings.resolved_provider_key_file)

@@ -347,7 +347,12 @@ def main() -> None:
 
             with DagsterInstance.from_config(str(home)) as instance:
                 storage = type(instance.run_storage).__name__
-            with LocalOrigin(EXAMPLES) as origin, DagsterJobs(f"{running.webserver_url}/graphql") as operator:
+            with (
+                LocalOrigin(EXAMPLES) as origin,
+                DagsterJobs(
+                    f"{running.webserver_url}/graphql", dagster_home=running.dagster_home
+                ) as operator,
+            ):
                 pub = bp.publish(running, origin.url, 0)
                 assert pub.env["id"] == LOAD_ENV, pub.env["id"]
                 consumers = [dev_account(FIRST_CONSUMER + i) for i in range(args.starters)]

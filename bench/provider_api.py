@@ -11,7 +11,7 @@ Provider under uvicorn), publishes a dataset and a trusted algorithm once, then 
    The jobs are synthetic runs in the same storage: launching 10,000 real jobs would take hours, so
    they are written straight into the stack's run storage (the DagsterInstance of its DAGSTER_HOME,
    with Dagster's own tables and run serialisation, in batches) as SUCCESS runs of `compute_job` that
-   carry the tags a finished job has (c2d_core.job_tags: job id, owner among a few distinct owners,
+   carry the tags a finished job has (c2d_core.engine: job id, owner among a few distinct owners,
    environment, agreement, DIDs, status 70, phase times, exit code, results) and the run config of a
    real job launched just before. The Provider reads nothing but run storage (through Dagster's
    GraphQL), so it cannot tell them from real ones.
@@ -48,13 +48,14 @@ if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().p
     del sys.path[0]
 
 import argparse
+import asyncio
 import contextlib
 import hashlib
 import json
 import os
 import random
+import re
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -62,6 +63,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from unittest import mock
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 
@@ -70,7 +72,7 @@ from c2d_cli import stack
 from c2d_cli.origin import LocalOrigin
 from c2d_cli.provider_client import ProviderClient
 from c2d_cli.publisher import SAMPLE_CONTAINER, PublishedAsset, mint_to, publish_asset
-from c2d_core import job_tags
+from c2d_core import engine
 from c2d_core.chain import Chain, dev_accounts
 from c2d_core.environments import Environments
 from c2d_core.ocean.signing import compute_start_message, sign_request
@@ -94,8 +96,8 @@ HEAVY_OWNERS = 4  # owners among whom nearly all synthetic jobs are spread
 LIGHT_OWNER_JOBS = 10  # the owner whose listing is measured
 JOB_TIMEOUT = 120.0
 PARTS = ("signature + nonce", "assets + policy", "order validation", "workflow build", "Dagster submit")
-LOOKUPS = "  of which job id + agreement lookups"
-LAUNCH = "  of which launchRun mutation"
+LOOKUPS = "  of which run-storage lookups (job id, agreement, read back)"
+LAUNCH = "  of which GraphQL launch (submit_job_execution)"
 
 
 def pct(values: list[float], q: float) -> float:
@@ -125,10 +127,10 @@ def postgres_storage(enabled: bool) -> Iterator[str | None]:
     server = sqlalchemy.create_engine(f"{POSTGRES_SERVER}/test", isolation_level="AUTOCOMMIT")
     original = stack.render_instance
 
-    def render(home: Path, environments: Environments) -> Path:
+    def render(home: Path, environments: Environments, *args: Any, **kwargs: Any) -> Path:
         import yaml
 
-        target = original(home, environments)
+        target = original(home, environments, *args, **kwargs)
         config = yaml.safe_load(target.read_text())
         config["storage"] = {
             "postgres": {
@@ -241,23 +243,23 @@ def synthetic_tags(owner: str, env_id: str, created: float, rng: random.Random) 
         )
     ]
     tags = {
-        job_tags.JOB_ID: uuid.UUID(int=rng.getrandbits(128)).hex,
-        job_tags.OWNER: owner,
-        job_tags.ENVIRONMENT: env_id,
-        job_tags.AGREEMENT_ID: "0x" + rng.randbytes(32).hex(),
-        job_tags.DID: did,
-        job_tags.INPUT_DIDS: json.dumps([did]),
-        job_tags.ALGO_DID: algo_did,
-        job_tags.STATUS: str(int(JobStatus.JOB_FINISHED)),
-        job_tags.STATUS_TEXT: JobStatus.JOB_FINISHED.text,
-        job_tags.ALGORITHM_EXIT_CODE: "0",
-        job_tags.ALGORITHM_TERMINATION: "Completed",
-        job_tags.RESULTS: json.dumps(results, separators=(",", ":")),
-        job_tags.DATE_FINISHED: f"{created + 3.4:.3f}",
+        engine.JOB_ID: uuid.UUID(int=rng.getrandbits(128)).hex,
+        engine.OWNER: owner,
+        engine.ENVIRONMENT: env_id,
+        engine.AGREEMENT_ID: "0x" + rng.randbytes(32).hex(),
+        engine.DID: did,
+        engine.INPUT_DIDS: json.dumps([did]),
+        engine.ALGO_DID: algo_did,
+        engine.STATUS: str(int(JobStatus.JOB_FINISHED)),
+        engine.STATUS_TEXT: JobStatus.JOB_FINISHED.text,
+        engine.ALGORITHM_EXIT_CODE: "0",
+        engine.ALGORITHM_TERMINATION: "Completed",
+        engine.RESULTS: json.dumps(results, separators=(",", ":")),
+        engine.DATE_FINISHED: f"{created + 3.4:.3f}",
     }
     for phase, (started, finished) in phases.items():
-        tags[job_tags.phase_tag(phase, "started")] = f"{started:.3f}"
-        tags[job_tags.phase_tag(phase, "finished")] = f"{finished:.3f}"
+        tags[engine.phase_tag(phase, "started")] = f"{started:.3f}"
+        tags[engine.phase_tag(phase, "finished")] = f"{finished:.3f}"
     return tags
 
 
@@ -312,7 +314,7 @@ def populate(
         values.update(start_time=created.timestamp() + 1.0, end_time=created.timestamp() + 3.5)
         values["update_timestamp"] = created + timedelta(seconds=3.5)
         batch.append((values, run.tags_for_storage()))
-        population.jobs.setdefault(owner, []).append(tags[job_tags.JOB_ID])
+        population.jobs.setdefault(owner, []).append(tags[engine.JOB_ID])
         population.count += 1
         if len(batch) == 500:
             flush()
@@ -328,70 +330,134 @@ def populate(
     return time.monotonic() - t0
 
 
-def hammer(url: str, queries: list[dict[str, str]], threads: int, expect: Callable[[Any], bool]) -> tuple:
-    """GET `url` once per query, spread over `threads` client threads with a connection each.
+def hammer(
+    url: str, queries: list[dict[str, str]], clients: int, expect: Callable[[bytes], bool]
+) -> tuple[float, list[float], list[str]]:
+    """GET `url` once per query from `clients` concurrent clients, each on its own kept-alive
+    connection, one request at a time (a poller waits for its answer before asking again).
 
-    Returns (requests/s, latencies in seconds, failures)."""
+    The clients are asyncio tasks on raw sockets in this process: a Python HTTP client library
+    would spend more CPU per request than the Provider does and measure itself. Returns
+    (requests/s, latencies in seconds, failures)."""
+    return asyncio.run(_hammer(url, queries, clients, expect))
+
+
+async def _hammer(
+    url: str, queries: list[dict[str, str]], clients: int, expect: Callable[[bytes], bool]
+) -> tuple[float, list[float], list[str]]:
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    requests = [
+        f"GET {parts.path}?{urlencode(query)} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode() for query in queries
+    ]
     latencies: list[float] = []
     failures: list[str] = []
-    lock = threading.Lock()
-    start = threading.Barrier(threads + 1)
+    go = asyncio.Event()
 
-    def worker(chunk: list[dict[str, str]]) -> None:
-        mine, bad = [], []
-        with httpx.Client(timeout=30) as client:
-            client.get(url, params=chunk[0])  # opens the connection before the clock starts
-            start.wait()
-            for params in chunk:
+    async def exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> bytes:
+        writer.write(request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        match = re.search(rb"(?i)content-length:\s*(\d+)", head)
+        body = await reader.readexactly(int(match.group(1)) if match else 0)
+        if head[9:12] != b"200":
+            raise ValueError(head[9:12].decode() + " " + body[:200].decode(errors="replace"))
+        return body
+
+    async def client(mine: list[bytes]) -> None:
+        if not mine:
+            return
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            await exchange(reader, writer, mine[0])  # the connection is open before the clock starts
+            ready.append(1)
+            await go.wait()
+            for request in mine:
                 t0 = time.perf_counter()
-                response = client.get(url, params=params)
-                mine.append(time.perf_counter() - t0)
-                if response.status_code != 200 or not expect(response.json()):
-                    bad.append(f"{response.status_code} {response.text[:200]}")
-        with lock:
-            latencies.extend(mine)
-            failures.extend(bad)
+                try:
+                    body = await exchange(reader, writer, request)
+                except (OSError, ValueError, asyncio.IncompleteReadError) as error:
+                    failures.append(f"{type(error).__name__}: {error}")
+                    writer.close()
+                    reader, writer = await asyncio.open_connection(host, port)
+                    continue
+                latencies.append(time.perf_counter() - t0)
+                if not expect(body):
+                    failures.append(f"unexpected answer {body[:200]!r}")
+        finally:
+            writer.close()
 
-    workers = [threading.Thread(target=worker, args=(queries[i::threads],)) for i in range(threads)]
-    for thread in workers:
-        thread.start()
-    start.wait()
+    ready: list[int] = []
+    tasks = [asyncio.create_task(client(requests[i::clients])) for i in range(clients)]
+    while len(ready) < min(clients, len(requests)) and not any(task.done() for task in tasks):
+        await asyncio.sleep(0.01)
     t0 = time.perf_counter()
-    for thread in workers:
-        thread.join()
+    go.set()
+    await asyncio.gather(*tasks)
     wall = time.perf_counter() - t0
-    return len(queries) / wall, latencies, failures
+    return len(latencies) / wall, latencies, failures
 
 
 def bench_status(
-    provider_url: str, population: Population, requests: int, threads: int, rng: random.Random
-) -> list[tuple[str, int, int, float, list[float]]]:
+    provider_url: str,
+    population: Population,
+    requests: int,
+    client_counts: list[int],
+    rng: random.Random,
+) -> list[tuple[str, int, int, int, float, list[float], int]]:
+    """Rows (what, runs in storage, clients, requests, req/s, latencies, failures)."""
     url = f"{provider_url}/api/services/compute"
     heavy_jobs = [(owner, job) for owner in population.heavy for job in population.jobs[owner]]
-    by_id = [
-        {"consumerAddress": owner, "jobId": job} for owner, job in rng.sample(heavy_jobs, min(requests, 2000))
+    # The jobs the pollers ask for: 2,000 (or all) of them, read once before the clock starts, as
+    # a Provider whose consumers poll has read each job before (each worker process has its cache).
+    polled = [
+        {"consumerAddress": owner, "jobId": job}
+        for owner, job in rng.sample(heavy_jobs, min(2000, len(heavy_jobs)))
     ]
-    by_id = (by_id * (requests // len(by_id) + 1))[:requests]
-    light = [{"consumerAddress": population.light}] * requests
-    heavy = population.heavy[0]
-    heavy_count = len(population.jobs[heavy])
-    listing_big = [{"consumerAddress": heavy}] * max(threads, requests // 10)
-    # Warm-up: the Provider's and the webserver's first queries on a fresh storage are not counted.
-    hammer(url, by_id[: threads * 5], threads, lambda body: True)
+    unread = [job for job in heavy_jobs if {"consumerAddress": job[0], "jobId": job[1]} not in polled]
+
+    def finished_job(body: bytes) -> bool:
+        return b'"status":70' in body and body.count(b'"jobId"') == 1
+
+    hammer(url, polled * 3, 20, lambda body: True)
     rows = []
-    for label, queries, expect in (
-        ("status by jobId", by_id, lambda body: len(body) == 1 and body[0]["status"] == 70),
-        (f"list, owner of {LIGHT_OWNER_JOBS} jobs", light, lambda body: len(body) == LIGHT_OWNER_JOBS),
-        (
-            f"list, owner of {heavy_count:,} jobs ({JOBS_LIMIT} sent)",
-            listing_big,
-            lambda body: len(body) == min(JOBS_LIMIT, heavy_count),
-        ),
-    ):
-        rps, latencies, failures = hammer(url, queries, threads, expect)
+    for clients in client_counts:
+        count = max(requests, clients * 25)
+        queries = (polled * (count // len(polled) + 1))[:count]
+        rps, latencies, failures = hammer(url, queries, clients, finished_job)
+        rows.append(
+            ("status by jobId (cached)", population.count, clients, count, rps, latencies, len(failures))
+        )
         if failures:
-            raise SystemExit(f"{label}: {len(failures)} bad answers, e.g. {failures[0]}")
-        rows.append((label, population.count, len(queries), rps, latencies))
+            print(f"  {clients} clients: {len(failures)} failures, e.g. {failures[0]}")
+    # Jobs never asked for before: every request is a read of run storage (a cache miss).
+    cold = [
+        {"consumerAddress": owner, "jobId": job}
+        for owner, job in rng.sample(unread, min(requests, len(unread)))
+    ]
+    if cold:
+        rps, latencies, failures = hammer(url, cold, 20, finished_job)
+        rows.append(
+            ("status by jobId (not cached)", population.count, 20, len(cold), rps, latencies, len(failures))
+        )
+    light = [{"consumerAddress": population.light}] * requests
+    rps, latencies, failures = hammer(url, light, 20, lambda body: body.count(b'"jobId"') == LIGHT_OWNER_JOBS)
+    rows.append(
+        (
+            f"list, owner of {LIGHT_OWNER_JOBS} jobs",
+            population.count,
+            20,
+            len(light),
+            rps,
+            latencies,
+            len(failures),
+        )
+    )
+    heavy = population.heavy[0]
+    expected = min(JOBS_LIMIT, len(population.jobs[heavy]))
+    big = [{"consumerAddress": heavy}] * max(20, requests // 10)
+    rps, latencies, failures = hammer(url, big, 20, lambda body: body.count(b'"jobId"') == expected)
+    label = f"list, owner of {len(population.jobs[heavy]):,} jobs ({JOBS_LIMIT} sent)"
+    rows.append((label, population.count, 20, len(big), rps, latencies, len(failures)))
     return rows
 
 
@@ -437,20 +503,26 @@ def start_body(pub: Published) -> dict[str, Any]:
 
 
 class TimedDagsterJobs(DagsterJobs):
-    """The Provider's DagsterJobs, adding up the time of its GraphQL round trips by kind."""
+    """The Provider's DagsterJobs, adding up the time of its run-storage lookups and of the GraphQL
+    launch (submit_job_execution) separately."""
 
     lookups = 0.0
     launch = 0.0
 
-    def _post(self, query: str, variables: dict[str, Any]) -> dict[str, Any]:
+    def _read_runs(self, tags: dict[str, str], limit: int = JOBS_LIMIT) -> list[JobRecord]:
         t0 = time.perf_counter()
         try:
-            return super()._post(query, variables)
+            return super()._read_runs(tags, limit)
         finally:
-            if "launchRun(" in query:
-                self.launch += time.perf_counter() - t0
-            else:
-                self.lookups += time.perf_counter() - t0
+            self.lookups += time.perf_counter() - t0
+
+    def _launch(self, workflow: Any) -> JobRecord:
+        t0, before = time.perf_counter(), self.lookups
+        try:
+            return super()._launch(workflow)
+        finally:
+            # The launch minus the run read back from storage after it.
+            self.launch += time.perf_counter() - t0 - (self.lookups - before)
 
 
 def provider_pieces(running: stack.Stack, home: Path) -> tuple[ComputeService, NonceStore, TimedDagsterJobs]:
@@ -482,7 +554,10 @@ def provider_pieces(running: stack.Stack, home: Path) -> tuple[ComputeService, N
         ProviderFees(settings, chain),
         chain,
     )
-    return service, NonceStore(settings.nonce_db_url), TimedDagsterJobs(settings.graphql_url)
+    jobs = TimedDagsterJobs(
+        settings.graphql_url, dagster_home=home, environments_file=settings.environments_file
+    )
+    return service, NonceStore(settings.nonce_db_url), jobs
 
 
 def start_in_process(
@@ -554,7 +629,7 @@ def wait_finished(operator: DagsterJobs, job_id: str) -> JobRecord:
     """Wait for the job's run to end: its worker is gone and publish's last tags are written."""
     try:
         record = consumer_flow.poll_until(
-            lambda: operator.job(job_id),
+            lambda: operator.job(job_id, fresh=True),
             # Not `record.finished`: publish tags `c2d/date_finished` a moment before the final status.
             lambda found: found is not None and found.run_ended,
             timeout=JOB_TIMEOUT,
@@ -576,12 +651,17 @@ def ms(seconds: float) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=10, help="starts to time, of each kind (after a warm-up)")
-    parser.add_argument("--requests", type=int, default=500, help="status requests per measurement")
-    parser.add_argument("--threads", type=int, default=4, help="client threads for the status route")
+    parser.add_argument(
+        "--requests", type=int, default=2000, help="status requests per measurement (at least 25 per client)"
+    )
+    parser.add_argument(
+        "--clients", default="1,20,200", help="concurrent status clients, comma-separated (default 1,20,200)"
+    )
     parser.add_argument("--postgres", action="store_true", help="Dagster storage on the local Postgres")
     args = parser.parse_args()
     rng = random.Random(20240607)
-    status_rows: list[tuple[str, int, int, float, list[float]]] = []
+    client_counts = [int(item) for item in args.clients.split(",") if item.strip()]
+    status_rows: list[tuple[str, int, int, int, float, list[float], int]] = []
     parts: dict[str, list[float]] = {part: [] for part in (*PARTS, LOOKUPS, LAUNCH)}
     http_times: list[float] = []
     notes: list[str] = []
@@ -621,7 +701,7 @@ def main() -> None:
                     notes.append(f"{target:,} synthetic runs written in {took:.1f} s")
                     t0 = time.monotonic()
                     status_rows += bench_status(
-                        running.provider_url, population, args.requests, args.threads, rng
+                        running.provider_url, population, args.requests, client_counts, rng
                     )
                     notes.append(f"status requests at {target:,} took {time.monotonic() - t0:.0f} s")
 
@@ -638,14 +718,14 @@ def main() -> None:
                 operator.close()
                 nonces.dispose()
                 pub.provider.close()
-            ok = sum(1 for record in finished if record.tags.get(job_tags.STATUS) == "70")
+            ok = sum(1 for record in finished if record.tags.get(engine.STATUS) == "70")
             notes.append(f"real jobs that ended at status 70: {ok}/{len(finished)}")
             notes += sorted(
                 {
-                    f"a job ended at status {r.tags.get(job_tags.STATUS)} (run {r.run_status}) "
-                    + r.tags.get(job_tags.STATUS_DETAIL, "")
+                    f"a job ended at status {r.tags.get(engine.STATUS)} (run {r.run_status}) "
+                    + r.tags.get(engine.STATUS_DETAIL, "")
                     for r in finished
-                    if r.tags.get(job_tags.STATUS) != "70"
+                    if r.tags.get(engine.STATUS) != "70"
                 }
             )
         finally:
@@ -654,12 +734,18 @@ def main() -> None:
     notes.append(f"total {time.monotonic() - began:.0f} s")
 
     where = f"Postgres (db {pg})" if pg else "SQLite"
-    print(f"\nstatus route over HTTP, {args.threads} client threads, run storage {storage_name} ({where})")
-    print(f"{'request':<38}{'runs':>8}{'reqs':>6}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}")
-    for label, runs, count, rps, latencies in status_rows:
-        print(
-            f"{label:<38}{runs:>8,}{count:>6}{rps:>9.1f}{ms(pct(latencies, 0.5))}{ms(pct(latencies, 0.99))}"
-        )
+    workers = stack._provider_command(0)[-1]
+    print(f"\nstatus route over HTTP, run storage {storage_name} ({where}), Provider --workers {workers}")
+    print(
+        f"{'request':<40}{'runs':>8}{'clients':>8}{'reqs':>7}{'req/s':>9}"
+        f"{'p50 ms':>9}{'p99 ms':>9}{'errors':>7}"
+    )
+    for label, runs, clients, count, rps, latencies, errors in status_rows:
+        p50, p99 = (ms(pct(latencies, 0.5)), ms(pct(latencies, 0.99))) if latencies else ("-", "-")
+        print(f"{label:<40}{runs:>8,}{clients:>8}{count:>7}{rps:>9.1f}{p50}{p99}{errors:>7}")
+    if not args.n:
+        print("; ".join(notes))
+        return
     print(f"\nstart latency (n={args.n} of each kind, {population.count:,} runs in storage)")
     print(f"{'part':<44}{'p50 ms':>9}{'p95 ms':>9}")
     for part, values in parts.items():

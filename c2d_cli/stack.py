@@ -322,7 +322,11 @@ def _provider_command(port: int) -> list[str]:
     # provider_api.server holds the server's bounds (head deadline, connection limit, keep-alive), the
     # same ones the Provider image runs with.
     address = ["--host", "127.0.0.1", "--port", str(port)]
-    return [sys.executable, "-m", "provider_api.server", *address, "--no-access-log"]
+    # One server process per CPU (at most 4): status polls are answered from run storage and each
+    # process's cache, and the nonce and claim stores are SQL, safe across processes.
+    # PROVIDER_SERVER_WORKERS in the environment pins another count.
+    workers = os.environ.get("PROVIDER_SERVER_WORKERS") or "auto"
+    return [sys.executable, "-m", "provider_api.server", *address, "--no-access-log", "--workers", workers]
 
 
 def _recorded_env(stack: Stack) -> dict[str, str]:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from c2d_core import job_tags
+from c2d_core import engine
 from c2d_core.ocean.signing import download_message
 from c2d_core.result_assets import served_indexes
 from c2d_core.result_stores import ResultStores
@@ -83,7 +83,7 @@ def result_of(file_object: dict[str, Any], did: str, jobs: DagsterJobs) -> tuple
         record = jobs.job(job_id)
     except BackendUnavailable as error:
         raise backend_error(f"compute backend unavailable: {error}") from None
-    if record is None or record.tags.get(job_tags.RESULTS_DID, "").lower() != did.lower():
+    if record is None or record.tags.get(engine.RESULTS_DID, "").lower() != did.lower():
         raise not_found(_GONE)
     if index not in served_indexes(record.tags):
         # What the owner may have put in the DDO after publishing (a log, a result left out): refused

@@ -169,7 +169,7 @@ def run_holder(operator: DagsterJobs) -> Callable[[str], Holder]:
     """`holder` for `AgreementClaims.claim`, reading the job's run through the operator."""
 
     def holder(job_id: str) -> Holder:
-        record = operator.job(job_id)
+        record = operator.job(job_id, fresh=True)  # a claim decides on what storage holds now
         if record is None:
             return Holder.MISSING
         return Holder.FINISHED if record.finished else Holder.RUNNING

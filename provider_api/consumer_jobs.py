@@ -56,7 +56,7 @@ def owned_jobs(
             records = jobs.jobs(owner=checksum_address(consumer), job_id=None, agreement_id=None)
     except BackendUnavailable as error:
         raise backend_error(f"compute backend unavailable: {error}") from None
-    return [record for record in records if record.tags.get("c2d/owner", "").lower() == consumer.lower()]
+    return [record for record in records if record.owner.lower() == consumer.lower()]
 
 
 def no_job(job_id: str | None, agreement_id: str | None) -> OceanHTTPError:
@@ -79,7 +79,7 @@ def _verify(nonces: NonceStore, request: SignedJobRequest) -> None:
     verify_request(nonces, request.consumer, message, request.nonce, request.signature)
 
 
-def _stop_owned(jobs: DagsterJobs, records: list[JobRecord]) -> list[JobRecord]:
+def _stop_owned(jobs: DagsterJobs, records: list[JobRecord], consumer: str) -> list[JobRecord]:
     """Stop each of the consumer's jobs that has not ended (a stop of an ended one changes nothing)."""
     stopped = []
     for record in records:
@@ -87,7 +87,7 @@ def _stop_owned(jobs: DagsterJobs, records: list[JobRecord]) -> list[JobRecord]:
             stopped.append(record)
             continue
         try:
-            stopped.append(jobs.stop(record.job_id))
+            stopped.append(jobs.stop(record.job_id, by=checksum_address(consumer)))
         except JobNotFound:
             continue  # gone in between: as if it had never been listed
         except BackendUnavailable as error:
@@ -104,13 +104,13 @@ def stop(jobs: DagsterJobs, nonces: NonceStore, request: SignedJobRequest) -> li
         raise no_job(job_id, agreement_id)
     if job_id:
         try:
-            records = [jobs.stop(job_id)]
+            records = [jobs.stop(job_id, by=checksum_address(request.consumer))]
         except JobNotFound:
             raise no_job(job_id, None) from None
         except BackendUnavailable as error:
             raise backend_error(f"compute backend unavailable: {error}") from None
     else:
-        records = _stop_owned(jobs, records)
+        records = _stop_owned(jobs, records, request.consumer)
     return [job_json(jobs, record) for record in records]
 
 
@@ -121,7 +121,7 @@ def delete(jobs: DagsterJobs, nonces: NonceStore, request: SignedJobRequest) -> 
     records = owned_jobs(jobs, request.consumer, job_id, agreement_id)
     if not records:
         raise no_job(job_id, agreement_id)
-    records = _stop_owned(jobs, records)
+    records = _stop_owned(jobs, records, request.consumer)
     if not records:
         raise no_job(job_id, agreement_id)
     return [job_json(jobs, record) for record in records]

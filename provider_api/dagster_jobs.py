@@ -1,34 +1,56 @@
-"""The Provider's only door to the compute engine: `compute_job` runs over Dagster's GraphQL API.
+"""The Provider's only door to the compute engine: a compute job is one Dagster run of `compute_job`.
 
-Plain GraphQL over httpx, not `dagster_graphql.DagsterGraphQLClient`: the client imports all of
-Dagster (about a second, and its memory) for what is a handful of HTTP posts. There is no job table:
-a job is a run, found by its `c2d/*` tags (see c2d_core.job_tags).
+Reads go to Dagster's run storage through Dagster's own storage API, never through the webserver: a
+`DagsterInstance` over the instance the engine writes (the SQLite files of the embedded stack's
+DAGSTER_HOME, or Postgres through dagster-postgres in production), used to read runs, count them and
+record a consumer's stop. Status polls are answered from a per-process cache (provider_api.status_cache):
+
+- a finished job (its run ended and publish wrote the job's finish date) is kept until its results
+  are due to expire (`storageExpiry` after it finished); from then on it is read again at most every
+  `active_seconds` until the expiry tag appears, and kept for good after that. Nothing else changes a
+  finished job: the stage watchdog only takes over runs that ended *without* publishing, which are
+  not finished yet;
+- anything else (an unfinished job, a job not found, a listing, the queue counts) is kept for
+  `active_seconds` (1 s by default): a poll sees a change at most that late;
+- what this process writes (a launch, a stop) replaces or drops the entries it touches at once.
+
+Concurrent misses for one key are one read. A run an operator deletes from Dagster stays visible to
+the processes that cached it until the entry is evicted (least recently used, `cache_entries`).
+
+Writes go to Dagster over GraphQL with `dagster_graphql.DagsterGraphQLClient` (submit_job_execution
+with the run config and tags, terminate_run). The one write into run storage directly is the
+consumer's stop record (two hidden tags just before the terminate): Dagster's GraphQL API has no
+mutation that adds run tags.
 """
 
 from __future__ import annotations
 
+import math
+import os
 import threading
 import time
 import zlib
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager, suppress
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import httpx
-
-from c2d_core import job_tags
+from c2d_core import engine
 from c2d_core.environments import Environments
 from c2d_core.run_stamp import stamp_key_from_file
 from c2d_core.settings import engine_settings
-from provider_api.jobs import JobRecord
+from provider_api.jobs import CANCELED_RUN_STATES, JobRecord
+from provider_api.status_cache import FOREVER, ReadCache
 
 if TYPE_CHECKING:
+    from dagster import DagsterInstance
+    from dagster_graphql import DagsterGraphQLClient
+
     from c2d_core.workflow import Workflow
 
-LOCATION = "c2d"
-REPOSITORY = "__repository__"
-JOB_NAME = "compute_job"
+T = TypeVar("T")
+
 # A consumer's job list is newest first and cut here; Ocean's own list had no bound at all.
 JOBS_LIMIT = 100
 RUNNING_STATES = ("STARTING", "STARTED", "CANCELING")
@@ -37,59 +59,14 @@ LOCK_STRIPES = 64
 # A run worker takes about 2 s to start on a small machine; Dagster cannot terminate it before.
 STARTING_WAIT = 15.0
 STARTING_POLL = 0.2
-
-_RUN_FIELDS = "runId status creationTime startTime endTime updateTime tags { key value }"
-_ERROR_FIELDS = "... on Error { message }"
-
-_RUNS_QUERY = f"""
-query C2dJobs($filter: RunsFilter!, $limit: Int!) {{
-  runsOrError(filter: $filter, limit: $limit) {{
-    __typename
-    ... on Runs {{ results {{ {_RUN_FIELDS} }} }}
-    {_ERROR_FIELDS}
-  }}
-}}
-"""
-
-_LAUNCH_MUTATION = f"""
-mutation C2dLaunch($params: ExecutionParams!) {{
-  launchRun(executionParams: $params) {{
-    __typename
-    ... on LaunchRunSuccess {{ run {{ {_RUN_FIELDS} }} }}
-    ... on RunConfigValidationInvalid {{ errors {{ message }} }}
-    {_ERROR_FIELDS}
-  }}
-}}
-"""
-
-_TERMINATE_MUTATION = f"""
-mutation C2dStop($runId: String!) {{
-  terminateRun(runId: $runId) {{
-    __typename
-    ... on TerminateRunSuccess {{ run {{ {_RUN_FIELDS} }} }}
-    ... on TerminateRunFailure {{ message run {{ {_RUN_FIELDS} }} }}
-    {_ERROR_FIELDS}
-  }}
-}}
-"""
-
-# Two counts in one round trip; `count` is a COUNT query in run storage, no rows are sent.
-_COUNTS_QUERY = """
-query C2dCounts($running: RunsFilter!, $queued: RunsFilter!) {
-  running: runsOrError(filter: $running) { __typename ... on Runs { count } ... on Error { message } }
-  queued: runsOrError(filter: $queued) { __typename ... on Runs { count } ... on Error { message } }
-}
-"""
-
-_QUEUE_AHEAD_QUERY = """
-query C2dQueueAhead($filter: RunsFilter!) {
-  runsOrError(filter: $filter) { __typename ... on Runs { count } ... on Error { message } }
-}
-"""
+# How long an unfinished job's status (and a listing, a count) is served from memory.
+ACTIVE_SECONDS = 1.0
+# Cached reads per process; a finished job's record is a few kilobytes.
+CACHE_ENTRIES = 10_000
 
 
 class BackendUnavailable(RuntimeError):
-    """Dagster did not answer, or answered with an error: the Provider reports 503."""
+    """Dagster (its run storage, or its webserver for a write) did not answer: the Provider reports 503."""
 
 
 class JobConflict(RuntimeError):
@@ -104,30 +81,81 @@ class JobNotFound(LookupError):
     pass
 
 
-def _record(run: dict[str, Any]) -> JobRecord:
-    status = str(run["status"])
-    ended = run.get("endTime")
-    # A run canceled while queued never started, so it may have no endTime; its last update is when
+def _record(run_record: Any, canceled_at: float | None = None) -> JobRecord:
+    """A JobRecord from a Dagster `RunRecord` (its run, create/update timestamps, start and end)."""
+    run = run_record.dagster_run
+    status = str(run.status.value)
+    ended = run_record.end_time
+    # A run canceled while queued never started, so it may have no end time; its last update is when
     # it was canceled.
     if ended is None and status in ("SUCCESS", "FAILURE", "CANCELED"):
-        ended = run.get("updateTime")
-    started = run.get("startTime")
+        ended = run_record.update_timestamp.timestamp()
     return JobRecord(
-        run_id=str(run["runId"]),
+        run_id=str(run.run_id),
         run_status=status,
-        tags={str(item["key"]): str(item["value"]) for item in run.get("tags") or []},
-        created=float(run["creationTime"]),
+        tags={str(key): str(value) for key, value in run.tags.items()},
+        created=run_record.create_timestamp.timestamp(),
         ended=float(ended) if ended is not None else None,
-        started=float(started) if started is not None else None,
+        started=float(run_record.start_time) if run_record.start_time is not None else None,
+        canceled_at=canceled_at,
     )
 
 
-def _tag_filter(tags: dict[str, str]) -> list[dict[str, str]]:
-    return [{"key": key, "value": value} for key, value in tags.items()]
+def _graphql_client(url: str, timeout: float) -> DagsterGraphQLClient:
+    """Dagster's GraphQL client for the webserver at `url` (its /graphql endpoint, as configured)."""
+    from urllib.parse import urlsplit
+
+    from dagster_graphql import DagsterGraphQLClient
+    from gql.transport.requests import RequestsHTTPTransport
+
+    parts = urlsplit(url)
+    # The transport is given the URL as configured (a path prefix, another path); the host and port
+    # only name the server in the client's own messages.
+    transport = RequestsHTTPTransport(url=url, use_json=True, timeout=max(1, math.ceil(timeout)))
+    return DagsterGraphQLClient(
+        parts.hostname or "localhost",
+        port_number=parts.port,
+        transport=transport,
+        use_https=parts.scheme == "https",
+    )
+
+
+def _timed_out(error: BaseException) -> bool:
+    """Whether a GraphQL client error was a timeout after the request went out."""
+    import requests
+
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, requests.exceptions.Timeout):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _client_error_kind(error: BaseException) -> str:
+    """What went wrong, in words that name no query, variable or URL (the client's own messages carry
+    the whole query and its variables, the run config included)."""
+    import requests
+
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, requests.exceptions.RequestException):
+            return f"the compute engine did not answer ({type(seen).__name__})"
+        seen = seen.__cause__ or seen.__context__
+    kind = error.args[0] if error.args and isinstance(error.args[0], str) else type(error).__name__
+    if kind.startswith("Server error with code"):
+        return f"the compute engine answered HTTP {kind.split()[4]}"
+    if " " in kind:
+        return "the compute engine sent an answer that is not Dagster's GraphQL"
+    return f"the compute engine answered {kind}"
 
 
 class DagsterJobs:
-    """Submit, list, read and stop compute jobs; count an environment's running and queued jobs."""
+    """Submit, list, read and stop compute jobs; count an environment's running and queued jobs.
+
+    `dagster_home` is the Dagster instance folder whose run storage is read (its dagster.yaml names
+    the storage; default: $DAGSTER_HOME); `instance` gives the instance itself instead.
+    """
 
     def __init__(
         self,
@@ -135,21 +163,40 @@ class DagsterJobs:
         timeout: float = 10,
         environments_file: str | Path | None = None,
         stamp_key: bytes | None = None,
+        *,
+        dagster_home: str | Path | None = None,
+        instance: DagsterInstance | None = None,
+        active_seconds: float = ACTIVE_SECONDS,
+        cache_entries: int = CACHE_ENTRIES,
     ) -> None:
         self.graphql_url = graphql_url
+        self._timeout = timeout
         # The key of the stamp each submitted run carries (c2d_core.run_stamp); None: the one derived
         # from the engine's Provider key file, when there is one.
         self._stamp_key = stamp_key
-        self._http = httpx.Client(timeout=timeout)
-        # The environments give each run its `dagster/max_runtime` (None: the engine's own file).
+        # The environments give each run its `dagster/max_runtime` and each finished job its expiry
+        # (None: the engine's own file).
         self._environments_file = environments_file
         self._environments: Environments | None = None
         # Striped locks serialise submits of one agreement (or job id) in this process, with bounded
         # memory however many agreements pass through.
         self._locks = [threading.Lock() for _ in range(LOCK_STRIPES)]
+        self._home = str(dagster_home) if dagster_home is not None else None
+        self._instance: DagsterInstance | None = instance
+        self._own_instance = instance is None
+        self._instance_lock = threading.Lock()
+        # One GraphQL client per thread: the client's transport holds one session at a time.
+        self._clients = threading.local()
+        self.active_seconds = active_seconds
+        self.cache: ReadCache[Any] = ReadCache(cache_entries)
+        # When an operator's terminate was asked, per run: it never changes once recorded.
+        self._cancel_times: ReadCache[float | None] = ReadCache(cache_entries)
 
     def close(self) -> None:
-        self._http.close()
+        with self._instance_lock:
+            instance, self._instance = self._instance, None
+        if instance is not None and self._own_instance:
+            instance.dispose()
 
     def __enter__(self) -> DagsterJobs:
         return self
@@ -157,49 +204,99 @@ class DagsterJobs:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- transport ---------------------------------------------------------------------------------
+    # -- run storage -------------------------------------------------------------------------------
 
-    def _post(self, query: str, variables: dict[str, Any]) -> dict[str, Any]:
+    def _dagster(self) -> DagsterInstance:
+        if self._instance is not None:
+            return self._instance
+        with self._instance_lock:
+            if self._instance is None:
+                home = self._home or os.environ.get("DAGSTER_HOME")
+                if not home:
+                    raise BackendUnavailable(
+                        "no Dagster instance to read jobs from: set DAGSTER_HOME (or PROVIDER_DAGSTER_HOME) "
+                        "to the folder of the engine's dagster.yaml"
+                    )
+                from dagster import DagsterInstance
+                from dagster._core.instance.ref import InstanceRef
+
+                try:
+                    self._instance = DagsterInstance.from_ref(InstanceRef.from_dir(home))
+                except Exception as error:  # a storage that is down, a config it cannot read
+                    raise BackendUnavailable(
+                        f"the compute engine's run storage is unavailable ({type(error).__name__})"
+                    ) from error
+            return self._instance
+
+    def _storage(self, read: Callable[[DagsterInstance], T]) -> T:
+        instance = self._dagster()
         try:
-            response = self._http.post(self.graphql_url, json={"query": query, "variables": variables})
-        except httpx.HTTPError as error:
-            raise BackendUnavailable(f"the compute engine did not answer ({type(error).__name__})") from error
-        if response.status_code != 200:
-            raise BackendUnavailable(f"the compute engine answered HTTP {response.status_code}")
-        try:
-            answer = response.json()
-        except ValueError as error:
-            raise BackendUnavailable("the compute engine sent a response that is not JSON") from error
-        if answer.get("errors"):
-            messages = "; ".join(str(item.get("message", item)) for item in answer["errors"][:3])
-            raise BackendUnavailable(f"the compute engine rejected a query: {messages}")
-        data = answer.get("data")
-        if not isinstance(data, dict):
-            raise BackendUnavailable("the compute engine sent no data")
-        return data
+            return read(instance)
+        except Exception as error:  # sqlite3 / psycopg2 errors, through SQLAlchemy or not
+            raise BackendUnavailable(
+                f"the compute engine's run storage did not answer ({type(error).__name__})"
+            ) from error
 
-    @staticmethod
-    def _expect(result: dict[str, Any], typename: str, what: str) -> dict[str, Any]:
-        if result.get("__typename") != typename:
-            message = result.get("message") or result.get("__typename")
-            raise BackendUnavailable(f"{what} failed: {message}")
-        return result
+    def _read_runs(self, tags: dict[str, str], limit: int = JOBS_LIMIT) -> list[JobRecord]:
+        """Job runs matching `tags`, newest first, read from run storage now."""
+        from dagster import RunsFilter
 
-    # -- reading -----------------------------------------------------------------------------------
-
-    def _runs(self, tags: dict[str, str], limit: int = JOBS_LIMIT) -> list[JobRecord]:
-        run_filter = {"pipelineName": JOB_NAME, "tags": _tag_filter(tags)}
-        data = self._post(_RUNS_QUERY, {"filter": run_filter, "limit": limit})
-        runs = self._expect(data["runsOrError"], "Runs", "listing jobs")
-        records = [_record(run) for run in runs["results"]]
+        run_filter = RunsFilter(job_name=engine.JOB_NAME, tags=tags)
+        rows = self._storage(lambda instance: instance.get_run_records(filters=run_filter, limit=limit))
+        records = [_record(row) for row in rows]
         # A re-execution or a refused run holds its job's tags but is not the job: never listed.
         # Of several runs of one job id (a copy the engine refuses, a submit race), the first is the job.
         first: dict[str, JobRecord] = {}
         for record in reversed(records):  # oldest first
-            if job_tags.job_run(record.tags):
+            if engine.job_run(record.tags):
                 first.setdefault(record.job_id, record)
         kept = {id(record) for record in first.values()}
-        return [record for record in records if id(record) in kept]
+        return [self._with_cancel_time(record) for record in records if id(record) in kept]
+
+    def _with_cancel_time(self, record: JobRecord) -> JobRecord:
+        """`record` with `canceled_at` when it was stopped without a consumer's stop record (an
+        operator's terminate): the time of the run's first cancel event, from its event log."""
+        if (
+            record.run_status not in CANCELED_RUN_STATES
+            or record.tags.get(engine.STOPPED_BY)
+            or record.ended_by_engine
+        ):
+            return record
+        from dataclasses import replace
+
+        at = self._cancel_times.get(
+            record.run_id,
+            lambda: self._read_cancel_time(record.run_id),
+            lambda found: FOREVER if found is not None else 0,
+        )
+        return replace(record, canceled_at=at) if at is not None else record
+
+    def _read_cancel_time(self, run_id: str) -> float | None:
+        from dagster import DagsterEventType
+
+        kinds = {DagsterEventType.RUN_CANCELING, DagsterEventType.RUN_CANCELED}
+        found = self._storage(
+            lambda instance: instance.get_records_for_run(run_id, of_type=kinds, limit=1, ascending=True)
+        )
+        return float(found.records[0].timestamp) if found.records else None
+
+    def _lifetime(self, record: JobRecord | None) -> float:
+        """How long this process may answer with `record` (the job as read) without reading again."""
+        if record is None or not (record.run_ended and record.published):
+            return self.active_seconds
+        if record.tags.get(engine.RESULTS_EXPIRED) == "1":
+            return FOREVER
+        finished = engine.epoch(record.tags.get(engine.DATE_FINISHED))
+        try:
+            expiry = self._environments_of().get(record.environment).storage_expiry
+        except Exception:  # an environment since removed (its results are kept), an unreadable file
+            return FOREVER if finished is not None else self.active_seconds
+        if not expiry or finished is None:
+            return FOREVER  # results kept until an operator deletes them
+        # Until the results are due to expire; then as an active job until the expiry tag is read.
+        return max(self.active_seconds, finished + expiry - time.time())
+
+    # -- reading -----------------------------------------------------------------------------------
 
     def jobs(
         self, owner: str | None = None, job_id: str | None = None, agreement_id: str | None = None
@@ -211,35 +308,59 @@ class DagsterJobs:
         tags = {
             key: value
             for key, value in (
-                (job_tags.OWNER, owner),
-                (job_tags.JOB_ID, job_id),
-                (job_tags.AGREEMENT_ID, agreement_id),
+                (engine.OWNER, owner),
+                (engine.JOB_ID, job_id),
+                (engine.AGREEMENT_ID, agreement_id),
             )
             if value
         }
         if not tags:
             raise ValueError("give at least one of owner, job_id, agreement_id")
-        return self._runs(tags)
+        if set(tags) == {engine.JOB_ID}:
+            found = self.job(tags[engine.JOB_ID])
+            return [found] if found is not None else []
+        key = ("jobs", tuple(sorted(tags.items())))
+        listed: list[JobRecord] = self.cache.get(
+            key, lambda: self._read_runs(tags), lambda _: self.active_seconds
+        )
+        return listed
 
-    def job(self, job_id: str) -> JobRecord | None:
-        runs = self._runs({job_tags.JOB_ID: job_id})
+    def job(self, job_id: str, *, fresh: bool = False) -> JobRecord | None:
+        """The job's run (None if there is none); `fresh` reads run storage now, bypassing the cache."""
+        if fresh:
+            record = self._read_job(job_id)
+            self.cache.put(("job", job_id), record, self._lifetime(record))
+            return record
+        found: JobRecord | None = self.cache.get(
+            ("job", job_id), lambda: self._read_job(job_id), self._lifetime
+        )
+        return found
+
+    def _read_job(self, job_id: str) -> JobRecord | None:
+        runs = self._read_runs({engine.JOB_ID: job_id})
         # One run per job id is what submit guarantees; if a race ever made two, the first one
         # launched is the job the consumer was told about.
         return runs[-1] if runs else None
 
+    def _count(self, env_id: str, statuses: tuple[str, ...], created_before: float | None = None) -> int:
+        from dagster import DagsterRunStatus, RunsFilter
+
+        run_filter = RunsFilter(
+            job_name=engine.JOB_NAME,
+            tags={engine.ENVIRONMENT: env_id},
+            statuses=[DagsterRunStatus(status) for status in statuses],
+            created_before=None if created_before is None else datetime.fromtimestamp(created_before, UTC),
+        )
+        return int(self._storage(lambda instance: instance.get_runs_count(run_filter)))
+
     def current_jobs(self, env_id: str) -> tuple[int, int]:
         """(running, queued) compute jobs of an environment, for `computeEnvironments`' currentJobs."""
-        base = {"pipelineName": JOB_NAME, "tags": _tag_filter({job_tags.ENVIRONMENT: env_id})}
-        data = self._post(
-            _COUNTS_QUERY,
-            {
-                "running": {**base, "statuses": list(RUNNING_STATES)},
-                "queued": {**base, "statuses": list(QUEUED_STATES)},
-            },
+        counts: tuple[int, int] = self.cache.get(
+            ("counts", env_id),
+            lambda: (self._count(env_id, RUNNING_STATES), self._count(env_id, QUEUED_STATES)),
+            lambda _: self.active_seconds,
         )
-        running = self._expect(data["running"], "Runs", "counting jobs")["count"]
-        queued = self._expect(data["queued"], "Runs", "counting jobs")["count"]
-        return int(running), int(queued)
+        return counts
 
     def queue_position(self, record: JobRecord) -> int | None:
         """1 for the next queued job of its environment, or None when the job is not queued.
@@ -249,16 +370,40 @@ class DagsterJobs:
         """
         if record.run_status not in QUEUED_STATES:
             return None
-        run_filter = {
-            "pipelineName": JOB_NAME,
-            "tags": _tag_filter({job_tags.ENVIRONMENT: record.environment}),
-            "statuses": list(QUEUED_STATES),
-            "createdBefore": record.created,
-        }
-        data = self._post(_QUEUE_AHEAD_QUERY, {"filter": run_filter})
-        return int(self._expect(data["runsOrError"], "Runs", "counting queued jobs")["count"]) + 1
+        position: int = self.cache.get(
+            ("queue", record.run_id),
+            lambda: self._count(record.environment, QUEUED_STATES, record.created) + 1,
+            lambda _: self.active_seconds,
+        )
+        return position
+
+    def _forget(self, *records: JobRecord) -> None:
+        """Drop what this process cached about these jobs: it has just changed them."""
+        job_ids = {record.job_id for record in records}
+        owners = {record.owner for record in records}
+        agreements = {record.agreement_id for record in records if record.agreement_id}
+        environments = {record.environment for record in records}
+
+        def touched(key: Any) -> bool:
+            kind, value = key
+            if kind == "job":
+                return value in job_ids
+            if kind == "counts":
+                return value in environments
+            if kind == "jobs":
+                filters = dict(value)
+                return filters.get(engine.OWNER) in owners or filters.get(engine.AGREEMENT_ID) in agreements
+            return False
+
+        self.cache.forget_where(touched)
 
     # -- writing -----------------------------------------------------------------------------------
+
+    def _graphql(self) -> DagsterGraphQLClient:
+        client: DagsterGraphQLClient | None = getattr(self._clients, "client", None)
+        if client is None:
+            client = self._clients.client = _graphql_client(self.graphql_url, self._timeout)
+        return client
 
     @contextmanager
     def _serialised(self, *keys: str) -> Iterator[None]:
@@ -276,110 +421,148 @@ class DagsterJobs:
 
         Lookup and launch are two calls, so two Providers (or processes) could both see "no run" and
         both launch. The window is narrowed, not closed: in this process a lock per agreement and job
-        id serialises lookup+launch, and in front of it the signature nonce's compare-and-set lets
-        only one of a consumer's identical retries through. Closing it fully needs a store with a
-        unique key (Dagster has none on tags); a duplicate that slips through is still found by
-        `job()`, which answers with the first run launched.
+        id serialises lookup+launch, in front of it the signature nonce's compare-and-set lets only one
+        of a consumer's identical retries through, and across processes the agreement claim
+        (provider_api.agreements) admits one start per agreement. A duplicate that slips through is
+        still found by `job()`, which answers with the first run launched. Both lookups read run
+        storage now, never the cache.
         """
         agreement = workflow.agreement_id or ""
         with self._serialised(workflow.job_id, agreement):
-            existing = self._runs({job_tags.JOB_ID: workflow.job_id})
+            existing = self._read_runs({engine.JOB_ID: workflow.job_id})
             if existing:
                 return existing[-1]
             if agreement:
-                for record in self._runs({job_tags.AGREEMENT_ID: agreement}):
+                for record in self._read_runs({engine.AGREEMENT_ID: agreement}):
                     if not record.finished:
                         raise JobConflict(
                             f"agreementId {agreement} already has an unfinished compute job "
                             f"({record.job_id}); wait for it to finish or stop it",
                             record,
                         )
-            return self._launch(workflow)
+            record = self._launch(workflow)
+        self._forget(record)
+        self.cache.put(("job", record.job_id), record, self.active_seconds)
+        return record
 
     def _stamp(self) -> bytes | None:
         if self._stamp_key is None:
             self._stamp_key = stamp_key_from_file(engine_settings().resolved_provider_key_file)
         return self._stamp_key
 
+    def _environments_of(self) -> Environments:
+        if self._environments is None:
+            path = self._environments_file or engine_settings().environments_file
+            self._environments = Environments.load(path)
+        return self._environments
+
     def _max_runtime(self, env_id: str) -> int | None:
         """The run's whole deadline (configure + maxJobDuration + publish + grace), or None for an
         unknown environment: that job fails its configure stage at once and needs none."""
-        settings = engine_settings()
-        if self._environments is None:
-            self._environments = Environments.load(self._environments_file or settings.environments_file)
-        return self._environments.max_runtime(env_id, settings)
+        return self._environments_of().max_runtime(env_id, engine_settings())
 
     def _launch(self, workflow: Workflow) -> JobRecord:
-        tags = job_tags.submission_tags(workflow, self._max_runtime(workflow.environment), self._stamp())
-        params = {
-            "selector": {
-                "repositoryLocationName": LOCATION,
-                "repositoryName": REPOSITORY,
-                "jobName": JOB_NAME,
-            },
-            "runConfigData": {
-                "ops": {
-                    "configure": {
-                        "config": {
-                            "workflow": workflow.model_dump(by_alias=True, mode="json", exclude_none=True)
-                        }
-                    }
-                }
-            },
-            "executionMetadata": {"tags": _tag_filter(tags)},
-        }
+        from dagster_graphql import DagsterGraphQLClientError
+
+        tags = engine.submission_tags(workflow, self._max_runtime(workflow.environment), self._stamp())
         try:
-            data = self._post(_LAUNCH_MUTATION, {"params": params})
-        except BackendUnavailable as error:
+            self._graphql().submit_job_execution(
+                engine.JOB_NAME,
+                repository_location_name=engine.LOCATION,
+                repository_name=engine.REPOSITORY,
+                run_config=engine.run_config(workflow),
+                tags=tags,
+            )
+        except DagsterGraphQLClientError as error:
+            kind = error.args[0] if error.args else ""
+            if kind in ("RunConfigValidationInvalid", "PipelineConfigValidationInvalid"):
+                problems = error.args[1] if len(error.args) > 1 and isinstance(error.args[1], list) else []
+                reasons = "; ".join(str(item.get("message", item)) for item in problems[:3])
+                raise BackendUnavailable(
+                    f"the compute engine refused the job's run config: {reasons}"
+                ) from None
             # A timeout after the request went out may still have created the run: look before
             # reporting a failure, so the consumer's retry is not the only way to find it.
-            if isinstance(error.__cause__, httpx.TimeoutException):
+            failure = BackendUnavailable(f"launching the job failed: {_client_error_kind(error)}")
+            if _timed_out(error):
                 try:
-                    found = self._runs({job_tags.JOB_ID: workflow.job_id})
+                    found = self._read_runs({engine.JOB_ID: workflow.job_id})
                 except BackendUnavailable:
-                    raise error from None
+                    raise failure from None
                 if found:
                     return found[-1]
-            raise
-        result = data["launchRun"]
-        if result.get("__typename") == "RunConfigValidationInvalid":
-            reasons = "; ".join(item["message"] for item in result.get("errors", [])[:3])
-            raise BackendUnavailable(f"the compute engine refused the job's run config: {reasons}")
-        return _record(self._expect(result, "LaunchRunSuccess", "launching the job")["run"])
+            raise failure from None
+        found = self._read_runs({engine.JOB_ID: workflow.job_id})
+        if not found:
+            raise BackendUnavailable("the compute engine launched the job but its run is not in run storage")
+        return found[-1]
 
-    def stop(self, job_id: str, starting_wait: float = STARTING_WAIT) -> JobRecord:
+    def _record_stop(self, record: JobRecord, by: str) -> None:
+        """Tag the run with who asked it to stop and when, and say so in its event log, before the
+        terminate: the Dagster UI and the job JSON then tell a consumer's stop from an operator's."""
+        now = f"{time.time():.6f}"
+
+        def write(instance: DagsterInstance) -> None:
+            instance.add_run_tags(record.run_id, {engine.STOPPED_BY: by, engine.STOPPED_AT: now})
+            run = instance.get_run_by_id(record.run_id)
+            if run is not None:
+                message = f"Stop requested by the consumer {by} through the Provider."
+                instance.report_engine_event(message, run)
+
+        self._storage(write)
+
+    def _unrecord_stop(self, record: JobRecord) -> None:
+        """The terminate did not go through: the run must not read as stopped by the consumer if an
+        operator stops it later (Dagster cannot delete a tag; an empty value means no stop)."""
+        cleared = {engine.STOPPED_BY: "", engine.STOPPED_AT: ""}
+        # Best effort: a consumer's retried stop records it again.
+        with suppress(BackendUnavailable):
+            self._storage(lambda instance: instance.add_run_tags(record.run_id, cleared))
+
+    def stop(self, job_id: str, starting_wait: float = STARTING_WAIT, *, by: str | None = None) -> JobRecord:
         """Terminate the job's run; a finished (or already stopping) job is returned unchanged.
 
-        Returns with the run usually CANCELING: the stage op the stop interrupts (configure or the
-        algorithm) kills its pod, tags the run `c2d/stopreq` and publishes the outputs and logs. The
-        Provider cannot tag the run before terminating it (Dagster's GraphQL API has no mutation
-        that adds run tags); the op tells a stop from the engine's own terminations by the
-        watchdog's tag and the run's max_runtime. A stop caught while queued or between ops is on
-        record only as the run's CANCELING / CANCELED state, which ocean_job_json reads as stopreq 1
-        unless the engine ended the run (jobs.JobRecord.ended_by_engine).
+        `by` is the consumer asking: the run is tagged with it and the time (engine.STOPPED_BY,
+        STOPPED_AT) before the terminate. Returns with the run usually CANCELING: the stage op the
+        stop interrupts (configure or the algorithm) kills its pod, tags the run `stopreq` and
+        publishes the outputs and logs. A stop caught while queued or between ops is on record as the
+        run's CANCELING / CANCELED state, which ocean_job_json reads as stopreq 1 unless the engine
+        ended the run (jobs.JobRecord.ended_by_engine).
 
         Dagster refuses to terminate a STARTING run (its worker is not up yet) and marking it
         canceled without a worker to stop could leave the algorithm running unseen, so a stop that
         meets a starting run waits, up to `starting_wait` seconds, for it to start, then terminates.
         """
+        from dagster_graphql import DagsterGraphQLClientError
+
         deadline = time.monotonic() + starting_wait
+        recorded = False
         while True:
-            record = self.job(job_id)
+            record = self.job(job_id, fresh=True)
             if record is None:
                 raise JobNotFound(f"no compute job {job_id}")
             if record.finished or record.run_ended or record.run_status == "CANCELING":
                 return record  # (a run ended but still salvaged by the watchdog has nothing to stop)
             if record.run_status != "STARTING":
-                data = self._post(_TERMINATE_MUTATION, {"runId": record.run_id})
-                result = data["terminateRun"]
-                kind = result.get("__typename")
-                if kind == "TerminateRunSuccess":
-                    # The mutation's run can predate the cancel (a queued run still shows QUEUED).
-                    return self.job(job_id) or _record(result["run"])
-                if kind != "TerminateRunFailure":
-                    raise BackendUnavailable(f"stopping the job failed: {result.get('message') or kind}")
-                # A failure means the run moved (queued -> starting, or it ended) since we read it.
+                if by and not recorded:
+                    self._record_stop(record, by)
+                    recorded = True
+                try:
+                    self._graphql().terminate_run(record.run_id)
+                except DagsterGraphQLClientError as error:
+                    # A refusal means the run moved (queued -> starting, or it ended) since we read it.
+                    if not error.args or error.args[0] != "TerminateRunFailure":
+                        if recorded:
+                            self._unrecord_stop(record)
+                        kind = _client_error_kind(error)
+                        raise BackendUnavailable(f"stopping the job failed: {kind}") from None
+                else:
+                    self._forget(record)
+                    # Read back: the mutation's answer can predate the cancel (a queued run).
+                    return self.job(job_id, fresh=True) or record
             if time.monotonic() >= deadline:
+                if recorded:
+                    self._unrecord_stop(record)
                 raise BackendUnavailable(
                     f"job {job_id} is still starting after {starting_wait:.0f} s; ask to stop it again"
                 )

@@ -101,6 +101,9 @@ def get_dagster_jobs(request: Request, settings: SettingsDep) -> DagsterJobs:
             settings.graphql_url,
             environments_file=settings.environments_file,
             stamp_key=stamp_key(settings.private_key_hex),
+            dagster_home=settings.dagster_home,
+            active_seconds=settings.status_cache_seconds,
+            cache_entries=settings.status_cache_entries,
         ),
     )
 

@@ -1,6 +1,6 @@
 """A compute job as the Provider reads it from Dagster run storage, and its Ocean job JSON.
 
-`JobRecord` is one `compute_job` run: its Dagster status, tags (see c2d_core.job_tags) and times.
+`JobRecord` is one `compute_job` run: its Dagster status, tags (see c2d_core.engine) and times.
 `ocean_job_json` turns it into the status object Ocean's clients parse, plus our own keys.
 """
 
@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from c2d_core import job_tags
+from c2d_core import engine
 from c2d_core.settings import engine_settings
 from c2d_core.status import JobStatus
 from provider_api.errors import strip_urls
@@ -46,22 +46,25 @@ class JobRecord:
     created: float = 0.0
     ended: float | None = None
     started: float | None = None  # when the run worker started: `dagster/max_runtime` counts from it
+    # When the run was asked to cancel, for a run canceled without a consumer's stop record (an
+    # operator's terminate); read from the run's event log, None when not looked up or not found.
+    canceled_at: float | None = None
 
     @property
     def job_id(self) -> str:
-        return self.tags.get(job_tags.JOB_ID, "")
+        return self.tags.get(engine.JOB_ID, "")
 
     @property
     def owner(self) -> str:
-        return self.tags.get(job_tags.OWNER, "")
+        return self.tags.get(engine.OWNER, "")
 
     @property
     def agreement_id(self) -> str:
-        return self.tags.get(job_tags.AGREEMENT_ID, "")
+        return self.tags.get(engine.AGREEMENT_ID, "")
 
     @property
     def environment(self) -> str:
-        return self.tags.get(job_tags.ENVIRONMENT, "")
+        return self.tags.get(engine.ENVIRONMENT, "")
 
     @property
     def run_ended(self) -> bool:
@@ -70,7 +73,7 @@ class JobRecord:
     @property
     def published(self) -> bool:
         """Publish's last word is written: the job has its final status, results and finish time."""
-        return job_tags.DATE_FINISHED in self.tags
+        return engine.DATE_FINISHED in self.tags
 
     @property
     def salvaging(self) -> bool:
@@ -79,14 +82,14 @@ class JobRecord:
         status."""
         if not self.run_ended or self.published:
             return False
-        return job_tags.WATCHDOG in self.tags or self._awaiting_watchdog
+        return engine.WATCHDOG in self.tags or self._awaiting_watchdog
 
     @property
     def _awaiting_watchdog(self) -> bool:
         """Ended after a stage started, not yet judged, and recently enough that the stage watchdog
         has not had its tick: it will take the job over, so the job is not reported finished (with
         no logs) in between. Past the wait (the daemon down, say) the job is reported as ended."""
-        started_a_stage = job_tags.phase_tag("configure", "started") in self.tags
+        started_a_stage = engine.phase_tag("configure", "started") in self.tags
         return (
             started_a_stage and self.ended is not None and time.time() - self.ended < _watchdog_wait_seconds()
         )
@@ -100,11 +103,11 @@ class JobRecord:
     def ended_by_engine(self) -> bool:
         """Terminated by the engine (the stage watchdog, the queue watchdog, the run's max_runtime),
         not by a stop request."""
-        if job_tags.WATCHDOG in self.tags or _tag_status(self.tags) is JobStatus.QUEUE_EXPIRED:
+        if engine.WATCHDOG in self.tags or _tag_status(self.tags) is JobStatus.QUEUE_EXPIRED:
             return True
         # Run monitoring ends a run past its max_runtime (terminate, then FAILURE) without tagging it.
         now = self.ended if self.ended is not None else time.time()
-        return job_tags.past_max_runtime(self.tags, self.started, now)
+        return engine.past_max_runtime(self.tags, self.started, now)
 
 
 def _epoch(value: float | None) -> str | None:
@@ -123,7 +126,7 @@ def _tag_epoch(tags: dict[str, str], key: str) -> str | None:
 
 def _tag_status(tags: dict[str, str]) -> JobStatus:
     try:
-        return JobStatus(int(tags.get(job_tags.STATUS, "")))
+        return JobStatus(int(tags.get(engine.STATUS, "")))
     except ValueError:
         return JobStatus.WARMING_UP
 
@@ -149,7 +152,7 @@ def _unfinished_detail(record: JobRecord, was: JobStatus) -> str:
 
 
 def _results(tags: dict[str, str]) -> list[dict[str, Any]] | str:
-    raw = tags.get(job_tags.RESULTS)
+    raw = tags.get(engine.RESULTS)
     if raw is None:
         return ""
     try:
@@ -168,20 +171,34 @@ def _results(tags: dict[str, str]) -> list[dict[str, Any]] | str:
 def _stopreq(record: JobRecord) -> int:
     """Ocean's stopreq: 1 for a consumer's (or operator's) stop, 2 for an algorithm past its deadline.
 
-    The engine tags a stop its stage op caught (`c2d/stopreq`); Dagster's GraphQL API has no mutation
-    that adds run tags, so the Provider's stop cannot tag the run itself, and a stop caught while
-    queued or between ops shows only as the run's CANCELING / CANCELED state. That state counts as a
-    stop unless the engine terminated the run (`ended_by_engine`): the watchdogs' tags, the
-    queue-expired status, a run past its max_runtime.
+    The engine tags a stop its stage op caught (engine.STOP_REQUESTED); a stop caught while queued or
+    between ops shows as the run's CANCELING / CANCELED state. That state counts as a stop, whoever
+    asked (`_stopped` says who), unless the engine terminated the run (`ended_by_engine`): the
+    watchdogs' tags, the queue-expired status, a run past its max_runtime.
     """
-    termination = record.tags.get(job_tags.ALGORITHM_TERMINATION)
-    if record.tags.get(job_tags.STOP_REQUESTED) == "1" or termination == "Stopped":
+    termination = record.tags.get(engine.ALGORITHM_TERMINATION)
+    if record.tags.get(engine.STOP_REQUESTED) == "1" or termination == "Stopped":
         return 1
     if termination == "DeadlineExceeded":
         return 2
     if record.run_status in CANCELED_RUN_STATES and not record.ended_by_engine:
         return 1
     return 0
+
+
+def _stopped(record: JobRecord, stopreq: int) -> tuple[str | None, str | None]:
+    """(`stoppedBy`, `stoppedAt`) of a stopped job (Ocean's stopreq 1), else (None, None).
+
+    "consumer": the Provider recorded the consumer's stop on the run (engine.STOPPED_BY, STOPPED_AT)
+    just before it terminated it. "operator": the run was terminated without that record, from the
+    Dagster UI or its GraphQL API; its time is the run's first cancel event. An end by the engine
+    (a watchdog, the run's max_runtime) is no stop and has neither.
+    """
+    if stopreq != 1:
+        return None, None
+    if record.tags.get(engine.STOPPED_BY):
+        return "consumer", _tag_epoch(record.tags, engine.STOPPED_AT)
+    return "operator", _epoch(record.canceled_at)
 
 
 def _int_tag(tags: dict[str, str], key: str) -> int | None:
@@ -193,12 +210,12 @@ def _int_tag(tags: dict[str, str], key: str) -> int | None:
 
 def _input_dids(tags: dict[str, str]) -> list[str]:
     try:
-        dids = json.loads(tags.get(job_tags.INPUT_DIDS, "[]"))
+        dids = json.loads(tags.get(engine.INPUT_DIDS, "[]"))
     except json.JSONDecodeError:
         dids = []
     if isinstance(dids, list) and dids:
         return [str(did) for did in dids]
-    return [tags[job_tags.DID]] if job_tags.DID in tags else []
+    return [tags[engine.DID]] if engine.DID in tags else []
 
 
 RESULTS_ASSET_STATES = frozenset({"pending", "published", "failed", "skipped"})
@@ -211,7 +228,7 @@ def _results_asset(record: JobRecord) -> dict[str, str] | None:
     asset is pending, unless the run already ended: then it will never be published.
     """
     tags = record.tags
-    raw = tags.get(job_tags.RESULTS_ASSET)
+    raw = tags.get(engine.RESULTS_ASSET)
     if raw is not None:
         try:
             value = json.loads(raw)
@@ -220,7 +237,7 @@ def _results_asset(record: JobRecord) -> dict[str, str] | None:
         if isinstance(value, dict) and value.get("status") in RESULTS_ASSET_STATES:
             return {"status": str(value["status"]), "detail": str(value.get("detail") or "")}
         return {"status": "failed", "detail": "the engine recorded an unreadable outcome"}
-    if tags.get(job_tags.OUTPUT_REQUESTED) != "1":
+    if tags.get(engine.OUTPUT_REQUESTED) != "1":
         return None
     if record.run_ended and not record.salvaging:
         return {"status": "failed", "detail": "the job ended before its results were published as an asset"}
@@ -229,7 +246,8 @@ def _results_asset(record: JobRecord) -> dict[str, str] | None:
 
 def ocean_job_json(record: JobRecord) -> dict[str, Any]:
     """Ocean's job status object for `record`, plus `statusDetail`, `phases`, `terminationDetails`,
-    `runStatus`, `resultsDid` and (when the job asked to publish its results) `resultsAsset`.
+    `runStatus`, `resultsDid`, `stoppedBy`, `stoppedAt` and (when the job asked to publish its
+    results) `resultsAsset`.
 
     A run the stage watchdog took over (`c2d/watchdog`, no finish date yet) is still publishing: its
     salvage run publishes the logs and outputs, then writes the final status and finish date. Until
@@ -242,12 +260,11 @@ def ocean_job_json(record: JobRecord) -> dict[str, Any]:
     """
     tags = record.tags
     status = _tag_status(tags)
-    detail = tags.get(job_tags.STATUS_DETAIL, "")
-    date_finished = _tag_epoch(tags, job_tags.DATE_FINISHED)
+    detail = tags.get(engine.STATUS_DETAIL, "")
+    date_finished = _tag_epoch(tags, engine.DATE_FINISHED)
     if record.salvaging:
         detail = (
-            tags.get(job_tags.WATCHDOG)
-            or "the job's run ended before publishing: its logs are being published"
+            tags.get(engine.WATCHDOG) or "the job's run ended before publishing: its logs are being published"
         )
         status, date_finished = JobStatus.PUBLISHING_RESULTS, None
     elif record.run_ended and not record.published:
@@ -256,7 +273,9 @@ def ocean_job_json(record: JobRecord) -> dict[str, Any]:
             status = _unfinished_end(was)
             detail = _unfinished_detail(record, was)
         date_finished = _epoch(record.ended if record.ended is not None else record.created)
-    termination = tags.get(job_tags.ALGORITHM_TERMINATION)
+    termination = tags.get(engine.ALGORITHM_TERMINATION)
+    stopreq = _stopreq(record)
+    stopped_by, stopped_at = _stopped(record, stopreq)
     return {
         "agreementId": record.agreement_id,
         "jobId": record.job_id,
@@ -266,26 +285,29 @@ def ocean_job_json(record: JobRecord) -> dict[str, Any]:
         "dateCreated": _epoch(record.created),
         "dateFinished": date_finished,
         "results": _results(tags),
-        "stopreq": _stopreq(record),
+        "stopreq": stopreq,
+        # Our own keys: who stopped the job ("consumer" or "operator", null when nobody did) and when.
+        "stoppedBy": stopped_by,
+        "stoppedAt": stopped_at,
         "removed": 0,
         # Our own key: storage expiry deleted the results (computeResult answers 410).
-        "resultsExpired": tags.get(job_tags.RESULTS_EXPIRED) == "1",
-        "algoDID": tags.get(job_tags.ALGO_DID, "raw"),
+        "resultsExpired": tags.get(engine.RESULTS_EXPIRED) == "1",
+        "algoDID": tags.get(engine.ALGO_DID, "raw"),
         "inputDID": _input_dids(tags),
         # Our own keys (issue 8): the DID of the asset the results were published as ("" if none),
         # and, for a job that asked for one, how publishing it went.
-        "resultsDid": tags.get(job_tags.RESULTS_DID, ""),
+        "resultsDid": tags.get(engine.RESULTS_DID, ""),
         **({"resultsAsset": asset} if (asset := _results_asset(record)) is not None else {}),
         "statusDetail": strip_urls(detail),
         "phases": {
             phase: {
-                "started": _tag_epoch(tags, job_tags.phase_tag(phase, "started")),
-                "finished": _tag_epoch(tags, job_tags.phase_tag(phase, "finished")),
+                "started": _tag_epoch(tags, engine.phase_tag(phase, "started")),
+                "finished": _tag_epoch(tags, engine.phase_tag(phase, "finished")),
             }
             for phase in PHASES
         },
         "terminationDetails": {
-            "exitCode": _int_tag(tags, job_tags.ALGORITHM_EXIT_CODE),
+            "exitCode": _int_tag(tags, engine.ALGORITHM_EXIT_CODE),
             "OOMKilled": termination == "OOMKilled",
             "reason": termination,
         },

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 
 from fastapi.responses import Response, StreamingResponse
 
-from c2d_core import job_tags
+from c2d_core import engine
 from c2d_core.result_stores import ResultStores
 from c2d_core.results import MANIFEST_NAME, ResultEntry, ResultStore
 from c2d_core.status import JobStatus
@@ -32,7 +32,7 @@ _RANGE = re.compile(r"bytes=([^,-]*)-([^,-]*)")
 
 def read_job_manifest(stores: ResultStores, record: JobRecord) -> list[ResultEntry]:
     """The job's manifest, from where publish recorded it (`c2d/manifest`), else the local store."""
-    location = record.tags.get(job_tags.MANIFEST) or f"{record.job_id}/{MANIFEST_NAME}"
+    location = record.tags.get(engine.MANIFEST) or f"{record.job_id}/{MANIFEST_NAME}"
     try:
         with stores.for_location(location).open(location) as handle:
             return [ResultEntry.model_validate(item) for item in json.load(handle)]
@@ -46,14 +46,14 @@ def read_job_manifest(stores: ResultStores, record: JobRecord) -> list[ResultEnt
 def ensure_results_published(record: JobRecord) -> None:
     """409 while the job's results are not stored yet, 404 if they never will be, 410 once expired."""
     job = ocean_job_json(record)
-    if job_tags.RESULTS not in record.tags or job["status"] == JobStatus.PUBLISHING_RESULTS:
+    if engine.RESULTS not in record.tags or job["status"] == JobStatus.PUBLISHING_RESULTS:
         if job["dateFinished"] is None:
             raise OceanHTTPError(409, {"error": "the results are not published yet: retry when the job ends"})
         # Ended without publishing (its run worker died, or it was stopped before publish).
         raise OceanHTTPError(
             404, {"error": f"job {record.job_id} ended without results: {job['statusText']}"}
         )
-    if record.tags.get(job_tags.RESULTS_EXPIRED) == "1":
+    if record.tags.get(engine.RESULTS_EXPIRED) == "1":
         raise OceanHTTPError(410, {"error": EXPIRED})
 
 

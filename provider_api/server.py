@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -21,6 +22,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 KIB = 1024
+MAX_AUTO_WORKERS = 4
 
 
 class ServerSettings(BaseSettings):
@@ -45,6 +47,11 @@ class ServerSettings(BaseSettings):
     keep_alive: int = Field(default=65, ge=1, le=3600)
     # Connections the kernel queues before uvicorn accepts them (capped by net.core.somaxconn).
     backlog: int = Field(default=2048, ge=1, le=65535)
+    # Server processes sharing the port (uvicorn workers); 0: one per CPU this process may use, at
+    # most MAX_AUTO_WORKERS. Each is a whole Provider (its own caches and pools, some 200 MB with
+    # Dagster's storage API loaded); the nonce and claim stores are SQL, safe across processes.
+    # One by default, as the Provider image runs under a CPU limit of its own (scale with replicas).
+    workers: int = Field(default=1, ge=0, le=64)
 
 
 class HeadDeadline(asyncio.Protocol):
@@ -170,6 +177,31 @@ def guarded_protocol(settings: ServerSettings, parser: str = "auto") -> type[asy
     return type(base.__name__, (base,), bounds)
 
 
+# For more than one worker: uvicorn hands its config to each worker process, which imports the
+# protocol class by name; these names build it there from the same PROVIDER_SERVER_* environment.
+_ENV_PROTOCOLS = {"EnvGuardedAuto": "auto", "EnvGuardedH11": "h11", "EnvGuardedHttpTools": "httptools"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _ENV_PROTOCOLS:
+        protocol = guarded_protocol(ServerSettings(), _ENV_PROTOCOLS[name])
+        globals()[name] = protocol
+        return protocol
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def worker_count(requested: int) -> int:
+    """`requested` server processes, or for 0 one per CPU this process may run on (at most
+    MAX_AUTO_WORKERS)."""
+    if requested:
+        return requested
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, MAX_AUTO_WORKERS))
+
+
 def server_config(
     host: str,
     port: int,
@@ -179,15 +211,23 @@ def server_config(
     access_log: bool = True,
     proxy_headers: bool = True,
     log_level: str = "info",
+    workers: int | None = None,
 ) -> uvicorn.Config:
-    """uvicorn's configuration for the Provider app with the server bounds of `settings`."""
+    """uvicorn's configuration for the Provider app with the server bounds of `settings`, and
+    `workers` processes (None: settings.workers; 0: one per CPU)."""
     settings = settings or ServerSettings()
+    count = worker_count(settings.workers if workers is None else workers)
+    http: type[asyncio.Protocol] | str = guarded_protocol(settings, parser)
+    if count > 1:
+        name = next(name for name, kind in _ENV_PROTOCOLS.items() if kind == parser)
+        http = f"{__name__}:{name}"
     return uvicorn.Config(
         "provider_api.main:create_app",
         factory=True,
         host=host,
         port=port,
-        http=guarded_protocol(settings, parser),
+        workers=count,
+        http=http,
         # Also h11's own buffer cap, so either parser refuses an oversized head.
         h11_max_incomplete_event_size=settings.max_head_bytes,
         limit_concurrency=settings.limit_concurrency,
@@ -208,6 +248,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--no-access-log", action="store_true")
     parser.add_argument("--no-proxy-headers", action="store_true")
     parser.add_argument("--log-level", default="info")
+    parser.add_argument(
+        "--workers",
+        type=lambda text: 0 if text == "auto" else int(text),
+        default=None,
+        help="server processes: a number, or auto (one per CPU, at most 4); default PROVIDER_SERVER_WORKERS",
+    )
     args = parser.parse_args(argv)
     config = server_config(
         args.host,
@@ -216,8 +262,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         access_log=not args.no_access_log,
         proxy_headers=not args.no_proxy_headers,
         log_level=args.log_level,
+        workers=args.workers,
     )
-    uvicorn.Server(config).run()
+    if config.workers > 1:
+        from uvicorn.supervisors import Multiprocess
+
+        # As uvicorn.run does: the supervisor binds the port once and each worker serves on it.
+        Multiprocess(config, sockets=[config.bind_socket()]).run()
+    else:
+        uvicorn.Server(config).run()
 
 
 if __name__ == "__main__":

@@ -87,7 +87,18 @@ class ProviderSettings(BaseSettings):
     # public node can take a few seconds, so keep it well above a local node's milliseconds.
     rpc_timeout: float = Field(default=10.0, gt=0, le=300)
     addresses_file: Path | None = None
+    # Dagster's GraphQL endpoint: where the Provider submits and stops runs (writes only).
     graphql_url: str = "http://127.0.0.1:3300/graphql"
+    # The Dagster instance folder (its dagster.yaml names the run storage: SQLite files beside it, or
+    # Postgres through dagster-postgres) whose run storage the Provider reads job state from, through
+    # Dagster's storage API, never the webserver. Unset: $DAGSTER_HOME.
+    dagster_home: Path | None = None
+    # Seconds an unfinished job's status (and a job list, an environment's counts) is answered from
+    # memory before run storage is read again; finished jobs are kept until their results expire
+    # (provider_api.dagster_jobs). 0 reads run storage on every request.
+    status_cache_seconds: float = Field(default=1.0, ge=0, le=60)
+    # Reads each Provider process keeps (least recently used out); a finished job is a few kB.
+    status_cache_entries: int = Field(default=10_000, ge=1, le=1_000_000)
     # SQLAlchemy URL of the nonce store: SQLite embedded, `postgresql+psycopg2://...` in production.
     nonce_db_url: str = Field(default_factory=_default_nonce_db_url)
     environments_file: Path = Field(default_factory=_default_environments_file)

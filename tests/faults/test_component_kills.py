@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from faultkit import (
     TcpGate,
@@ -121,7 +120,7 @@ def test_component_killed_in_each_phase_the_job_finishes_and_is_served_after_res
     with (
         reaped_group(old_daemon) if component == "daemon" else _nothing(),
         dagster_instance(gs.home) as instance,
-        DagsterJobs(f"{running.webserver_url}/graphql") as operator,
+        DagsterJobs(f"{running.webserver_url}/graphql", dagster_home=gs.home) as operator,
     ):
         daemon_paused = phase == "queued" and component != "daemon"
         if phase == "queued" and component == "daemon":
@@ -140,13 +139,12 @@ def test_component_killed_in_each_phase_the_job_finishes_and_is_served_after_res
             if not (phase == "queued" and component == "daemon"):
                 _kill(component, running)
             if component == "webserver":
-                # The Provider reaches run storage only through the webserver: a clear 503 meanwhile.
-                response = httpx.get(
-                    f"{running.provider_url}/api/services/compute",
-                    params={"consumerAddress": workflow.owner, "jobId": workflow.job_id},
-                    timeout=15,
-                )
-                assert response.status_code == 503 and response.json()["error"], response.text
+                # The Provider reads jobs from run storage, not through the webserver (issue 14): a
+                # consumer's status poll is still answered while it is down. Only submits and stops
+                # go to Dagster over GraphQL (tests/integration/test_dagster_jobs.py: 503 for those).
+                job = job_json(running.provider_url, workflow)
+                assert job is not None and job["jobId"] == workflow.job_id, job
+                assert job["dateFinished"] is None, job
             elif component == "daemon":
                 assert job_json(running.provider_url, workflow) is not None
             else:

@@ -81,7 +81,10 @@ def test_postgres_restarted_while_the_algorithm_runs_the_job_finishes(pg_stack: 
     s = pg_stack
     key_file = EngineSettings(home=s.home).resolved_provider_key_file
     code = "import time; time.sleep(5); open('/data/outputs/out.txt', 'w').write('pg-restart')"
-    with LocalOrigin(EXAMPLES) as origin, DagsterJobs(f"{s.running.webserver_url}/graphql") as operator:
+    with (
+        LocalOrigin(EXAMPLES) as origin,
+        DagsterJobs(f"{s.running.webserver_url}/graphql", dagster_home=s.running.dagster_home) as operator,
+    ):
         workflow = demo_job(origin.url, key_file, code)
         operator.submit(workflow)
         wait_for(
@@ -101,7 +104,10 @@ def test_postgres_down_across_a_status_write_the_job_still_ends_clearly(pg_stack
     key_file = EngineSettings(home=s.home).resolved_provider_key_file
     code = "import time; time.sleep(2); open('/data/outputs/out.txt', 'w').write('pg-outage')"
     work_dir = EngineSettings(home=s.home).resolved_work_dir
-    with LocalOrigin(EXAMPLES) as origin, DagsterJobs(f"{s.running.webserver_url}/graphql") as operator:
+    with (
+        LocalOrigin(EXAMPLES) as origin,
+        DagsterJobs(f"{s.running.webserver_url}/graphql", dagster_home=s.running.dagster_home) as operator,
+    ):
         workflow = demo_job(origin.url, key_file, code)
         operator.submit(workflow)
         wait_for(

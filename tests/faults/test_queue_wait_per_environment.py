@@ -75,7 +75,10 @@ def test_each_environment_has_its_own_queue_wait_limit(two_queues: stack.Stack) 
     assert shown == {"strict": STRICT_WAIT, "patient": 0}
 
     key_file = EngineSettings(home=Path(two_queues.home)).resolved_provider_key_file
-    with LocalOrigin(EXAMPLES) as origin, DagsterJobs(f"{two_queues.webserver_url}/graphql") as operator:
+    with (
+        LocalOrigin(EXAMPLES) as origin,
+        DagsterJobs(f"{two_queues.webserver_url}/graphql", dagster_home=two_queues.dagster_home) as operator,
+    ):
         base = demo_workflow(origin.url, key_file).model_dump(by_alias=True, mode="json", exclude_none=True)
 
         def workflow(env_id: str) -> Workflow:

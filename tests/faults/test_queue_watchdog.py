@@ -62,7 +62,12 @@ def _job_json(provider_url: str, workflow: Workflow) -> dict:
 
 def test_queued_job_shows_its_position_then_expires_with_status_2(watched_stack: stack.Stack) -> None:
     key_file = EngineSettings(home=Path(watched_stack.home)).resolved_provider_key_file
-    with LocalOrigin(EXAMPLES) as origin, DagsterJobs(f"{watched_stack.webserver_url}/graphql") as operator:
+    with (
+        LocalOrigin(EXAMPLES) as origin,
+        DagsterJobs(
+            f"{watched_stack.webserver_url}/graphql", dagster_home=watched_stack.dagster_home
+        ) as operator,
+    ):
         base = demo_workflow(origin.url, key_file).model_dump(by_alias=True, mode="json", exclude_none=True)
 
         def workflow(code: str) -> Workflow:
@@ -129,7 +134,9 @@ def test_the_queue_expiry_run_is_no_consumer_job(watched_stack: stack.Stack) -> 
             )
         }
     # What the Provider lists for the consumer (its operator's query) is exactly its compute jobs.
-    with DagsterJobs(f"{watched_stack.webserver_url}/graphql") as operator:
+    with DagsterJobs(
+        f"{watched_stack.webserver_url}/graphql", dagster_home=watched_stack.dagster_home
+    ) as operator:
         listed = operator.jobs(owner=owner)
         assert {record.tags[engine.JOB_ID] for record in listed} == compute_jobs
         assert run.run_id not in {record.run_id for record in listed}
@@ -150,7 +157,10 @@ class _Waited:
 def _expire_one_queued_job(running: stack.Stack) -> _Waited:
     """Fill ocean-compute (maxJobs 2), queue a third job and wait until the watchdog ended it."""
     key_file = EngineSettings(home=Path(running.home)).resolved_provider_key_file
-    with LocalOrigin(EXAMPLES) as origin, DagsterJobs(f"{running.webserver_url}/graphql") as operator:
+    with (
+        LocalOrigin(EXAMPLES) as origin,
+        DagsterJobs(f"{running.webserver_url}/graphql", dagster_home=running.dagster_home) as operator,
+    ):
         base = demo_workflow(origin.url, key_file).model_dump(by_alias=True, mode="json", exclude_none=True)
 
         def workflow() -> Workflow:

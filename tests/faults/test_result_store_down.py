@@ -64,7 +64,7 @@ def test_store_down_briefly_the_upload_is_retried_and_the_job_finishes(store_sta
     workflow = demo_job(s.origin.url, s.key_file, ALGORITHM)
     refused_before = s.s3.refused
     s.s3.set_mode("refuse", count=TRIES - 1)  # every try but the last of the first request fails
-    with DagsterJobs(f"{s.running.webserver_url}/graphql") as operator:
+    with DagsterJobs(f"{s.running.webserver_url}/graphql", dagster_home=s.running.dagster_home) as operator:
         operator.submit(workflow)
         job = finished_job(s.running.provider_url, workflow, 60)
     assert s.s3.refused - refused_before == TRIES - 1
@@ -81,7 +81,9 @@ def test_store_down_through_publish_ends_62_and_keeps_the_outputs(store_stack: S
     refused_before = s.s3.refused
     s.s3.set_mode("refuse")
     try:
-        with DagsterJobs(f"{s.running.webserver_url}/graphql") as operator:
+        with DagsterJobs(
+            f"{s.running.webserver_url}/graphql", dagster_home=s.running.dagster_home
+        ) as operator:
             operator.submit(workflow)
             job = finished_job(s.running.provider_url, workflow, 60)
     finally:

@@ -110,7 +110,10 @@ def kill_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KillStack]:
         running, _ = stack.up(home, port=stack._free_port())
     try:
         provider = ProviderClient(running.provider_url)
-        with LocalOrigin(EXAMPLES) as origin, DagsterJobs(f"{running.webserver_url}/graphql") as operator:
+        with (
+            LocalOrigin(EXAMPLES) as origin,
+            DagsterJobs(f"{running.webserver_url}/graphql", dagster_home=running.dagster_home) as operator,
+        ):
             key_file = EngineSettings(home=home).resolved_provider_key_file
             yield KillStack(running, operator, provider, origin.url, key_file)
         provider.close()

@@ -85,7 +85,7 @@ def test_worker_killed_while_the_algorithm_runs(warm_stack: stack.Stack) -> None
     key_file = EngineSettings(home=home).resolved_provider_key_file
     with (
         LocalOrigin(EXAMPLES) as origin,
-        DagsterJobs(f"{warm_stack.webserver_url}/graphql") as operator,
+        DagsterJobs(f"{warm_stack.webserver_url}/graphql", dagster_home=warm_stack.dagster_home) as operator,
         dagster_instance(home) as instance,
     ):
         sleeper = _owned(demo_job(origin.url, key_file, SLEEPER))

@@ -233,7 +233,7 @@ def test_replicas_racing_one_agreement_launch_exactly_one_run(
                 by_alias=True, mode="json", exclude_none=True
             )
             order = "0x" + uuid.uuid4().hex * 2
-            replicas = [DagsterJobs(graphql) for _ in range(6)]
+            replicas = [DagsterJobs(graphql, dagster_home=running.dagster_home) for _ in range(6)]
             try:
 
                 def start(i: int) -> str:

@@ -1,18 +1,27 @@
 """provider_api.dagster_jobs against the real embedded stack (dagster-webserver + daemon on 127.0.0.1):
-submit, read back, Ocean's job JSON, idempotent retries, one job per agreement, stop, queue counts."""
+submit (GraphQL), read back (run storage), Ocean's job JSON, idempotent retries, one job per
+agreement, stop, queue counts, and who stopped a job: a consumer through the Provider's HTTP API or
+an operator through Dagster's GraphQL API, as the UI does."""
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import pytest
+import yaml
 
 from c2d_cli import stack
 from c2d_cli.demo import demo_workflow
 from c2d_cli.origin import LocalOrigin
+from c2d_cli.provider_client import ProviderClient
+from c2d_core import engine
+from c2d_core.chain import dev_accounts
 from c2d_core.settings import EngineSettings
 from c2d_core.workflow import Workflow
 from provider_api.dagster_jobs import BackendUnavailable, DagsterJobs, JobConflict, JobNotFound
@@ -37,7 +46,20 @@ OCEAN_KEYS = {
     "algoDID",
     "inputDID",
 }
-OUR_KEYS = {"statusDetail", "phases", "terminationDetails", "runStatus", "resultsExpired", "resultsDid"}
+OUR_KEYS = {
+    "statusDetail",
+    "phases",
+    "terminationDetails",
+    "runStatus",
+    "resultsExpired",
+    "resultsDid",
+    "stoppedBy",
+    "stoppedAt",
+}
+# What the Dagster UI sends when an operator clicks Terminate.
+TERMINATE_MUTATION = """
+mutation Terminate($runId: String!) { terminateRun(runId: $runId) { __typename } }
+"""
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +75,7 @@ def running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[stack.St
 
 @pytest.fixture(scope="module")
 def operator(running_stack: stack.Stack) -> Iterator[DagsterJobs]:
-    with DagsterJobs(f"{running_stack.webserver_url}/graphql") as client:
+    with DagsterJobs(f"{running_stack.webserver_url}/graphql", dagster_home=running_stack.home) as client:
         yield client
 
 
@@ -63,8 +85,13 @@ def make_workflow(running_stack: stack.Stack) -> Iterator[Callable[..., Workflow
     with LocalOrigin(EXAMPLES) as origin:
         base = demo_workflow(origin.url, key_file).model_dump(by_alias=True, mode="json", exclude_none=True)
 
-        def make(agreement: str, rawcode: str | None = None) -> Workflow:
-            raw = {**base, "jobId": uuid.uuid4().hex, "agreementId": agreement}
+        def make(agreement: str, rawcode: str | None = None, owner: str | None = None) -> Workflow:
+            raw = {
+                **base,
+                "jobId": uuid.uuid4().hex,
+                "agreementId": agreement,
+                **({"owner": owner} if owner else {}),
+            }
             if rawcode is not None:
                 raw["algorithm"] = {**base["algorithm"], "rawcode": rawcode}
             return Workflow.model_validate(raw)
@@ -225,16 +252,97 @@ def test_one_job_per_agreement_stop_and_queue(
 
 
 def test_backend_unavailable_on_a_closed_port(
-    running_stack: stack.Stack, make_workflow: Callable[..., Workflow]
+    running_stack: stack.Stack, make_workflow: Callable[..., Workflow], tmp_path: Path
 ) -> None:
-    closed = DagsterJobs(f"http://127.0.0.1:{stack._free_port()}/graphql", timeout=2)
+    # Reads come from run storage: a closed webserver port does not stop them, only the writes.
+    closed = DagsterJobs(
+        f"http://127.0.0.1:{stack._free_port()}/graphql", timeout=2, dagster_home=running_stack.home
+    )
+    assert closed.job(uuid.uuid4().hex) is None
+    assert closed.current_jobs(ENV) == (0, 0)
     with pytest.raises(BackendUnavailable, match="did not answer"):
-        closed.job(uuid.uuid4().hex)
-    with pytest.raises(BackendUnavailable):
-        closed.current_jobs(ENV)
-    with pytest.raises(BackendUnavailable):
         closed.submit(make_workflow(agreement()))
     # A server that is not Dagster's GraphQL endpoint is unavailable too, not a crash.
-    wrong = DagsterJobs(f"{running_stack.webserver_url}/no-graphql-here", timeout=2)
-    with pytest.raises(BackendUnavailable):
-        wrong.jobs(owner="0x" + "d" * 40)
+    wrong = DagsterJobs(
+        f"{running_stack.webserver_url}/no-graphql-here", timeout=2, dagster_home=running_stack.home
+    )
+    with pytest.raises(BackendUnavailable, match="launching the job failed"):
+        wrong.submit(make_workflow(agreement()))
+    # A run storage that does not answer (Postgres on a closed port) is a BackendUnavailable too.
+    home = tmp_path / "dagster-home"
+    home.mkdir()
+    postgres = {
+        "username": "postgres",
+        "password": "",
+        "hostname": "127.0.0.1",
+        "port": stack._free_port(),
+        "db_name": "nothing_here",
+    }
+    (home / "dagster.yaml").write_text(yaml.safe_dump({"storage": {"postgres": {"postgres_db": postgres}}}))
+    down = DagsterJobs(f"{running_stack.webserver_url}/graphql", timeout=2, dagster_home=home)
+    with pytest.raises(BackendUnavailable, match="run storage"):
+        down.jobs(owner="0x" + "d" * 40)
+    with pytest.raises(BackendUnavailable, match="run storage"):
+        down.current_jobs(ENV)
+    # Without an instance to read (no dagster_home, no DAGSTER_HOME) reads say what to set.
+    nowhere = DagsterJobs(f"{running_stack.webserver_url}/graphql")
+    if "DAGSTER_HOME" not in os.environ:
+        with pytest.raises(BackendUnavailable, match="DAGSTER_HOME"):
+            nowhere.job(uuid.uuid4().hex)
+
+
+def _epoch_now() -> float:
+    return datetime.now(UTC).timestamp()
+
+
+def test_who_stopped_it_a_consumer_over_http_or_an_operator_over_graphql(
+    running_stack: stack.Stack, operator: DagsterJobs, make_workflow: Callable[..., Workflow]
+) -> None:
+    consumer = dev_accounts(10)[2]
+    by_consumer, by_operator = (
+        make_workflow(agreement(), SLOW_ALGORITHM, owner=consumer.address) for _ in range(2)
+    )
+    for workflow in (by_consumer, by_operator):
+        operator.submit(workflow)
+    for workflow in (by_consumer, by_operator):
+        wait_for(operator, workflow.job_id, lambda r: ocean_job_json(r)["status"] == 40, timeout=60)
+    provider = ProviderClient(running_stack.provider_url)
+    before = _epoch_now()
+    # The consumer: a signed computeStop to the Provider, which records who and when, then terminates.
+    [answer] = provider.stop(consumer, by_consumer.job_id)
+    assert answer["jobId"] == by_consumer.job_id
+    # An operator: Terminate in the Dagster UI, i.e. GraphQL's terminateRun on the job's run.
+    run_id = (operator.job(by_operator.job_id, fresh=True) or pytest.fail("no run")).run_id
+    sent = httpx.post(
+        f"{running_stack.webserver_url}/graphql",
+        json={"query": TERMINATE_MUTATION, "variables": {"runId": run_id}},
+        timeout=30,
+    )
+    assert sent.json()["data"]["terminateRun"]["__typename"] == "TerminateRunSuccess", sent.text
+    after = _epoch_now()
+
+    def ended(job_id: str) -> dict:
+        deadline = time.monotonic() + 60
+        while True:
+            [job] = provider.status(consumer.address, job_id)
+            if job["dateFinished"] is not None:
+                assert job.pop("queuePosition") is None  # the route's own key (consumer_jobs.job_json)
+                return job
+            assert time.monotonic() < deadline, job
+            time.sleep(0.3)
+
+    stopped = ended(by_consumer.job_id)
+    assert_ocean_shape(stopped)
+    assert (stopped["stopreq"], stopped["stoppedBy"]) == (1, "consumer"), stopped
+    assert before - 1 <= float(stopped["stoppedAt"]) <= after + 1
+    terminated = ended(by_operator.job_id)
+    assert_ocean_shape(terminated)
+    assert (terminated["stopreq"], terminated["stoppedBy"]) == (1, "operator"), terminated
+    assert before - 1 <= float(terminated["stoppedAt"]) <= after + 1
+    # What run storage holds: the consumer's address on the one, nothing on the other.
+    consumer_run = operator.job(by_consumer.job_id, fresh=True)
+    operator_run = operator.job(by_operator.job_id, fresh=True)
+    assert consumer_run is not None and operator_run is not None
+    assert consumer_run.tags[engine.STOPPED_BY] == consumer.address
+    assert not operator_run.tags.get(engine.STOPPED_BY)
+    provider.close()

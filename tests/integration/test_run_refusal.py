@@ -93,7 +93,9 @@ def test_reexecutions_and_launchpad_runs_of_a_paid_job_are_refused(refusing_stac
     key_file = EngineSettings(home=home).resolved_provider_key_file
     with (
         LocalOrigin(EXAMPLES) as origin,
-        DagsterJobs(url, stamp_key=stamp_key_from_file(key_file)) as provider,
+        DagsterJobs(
+            url, stamp_key=stamp_key_from_file(key_file), dagster_home=refusing_stack.dagster_home
+        ) as provider,
         dg.DagsterInstance.from_config(str(home)) as instance,
     ):
         base = demo_workflow(origin.url, key_file).model_dump(by_alias=True, mode="json", exclude_none=True)

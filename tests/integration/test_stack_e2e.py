@@ -57,12 +57,12 @@ class RunView:
 
 def submit(running: stack.Stack, workflow: Workflow) -> str:
     """Launch compute_job for `workflow` as the Provider does; the Dagster run id."""
-    with DagsterJobs(f"{running.webserver_url}/graphql") as operator:
+    with DagsterJobs(f"{running.webserver_url}/graphql", dagster_home=running.dagster_home) as operator:
         return operator.submit(workflow).run_id
 
 
 def read_job(running: stack.Stack, job_id: str) -> RunView:
-    with DagsterJobs(f"{running.webserver_url}/graphql") as operator:
+    with DagsterJobs(f"{running.webserver_url}/graphql", dagster_home=running.dagster_home) as operator:
         record = operator.job(job_id)
     assert record is not None, f"no run for job {job_id}"
     return RunView(record)
