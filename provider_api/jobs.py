@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from c2d_core import engine
+from c2d_core import engine, review
 from c2d_core.settings import engine_settings
 from c2d_core.status import JobStatus
 from provider_api.errors import strip_urls
@@ -76,11 +76,17 @@ class JobRecord:
         return engine.DATE_FINISHED in self.tags
 
     @property
+    def awaiting_review(self) -> bool:
+        """Parked by the review gate (status 55, c2d_core.review): its run ended, its results are held
+        until an operator decides; to Ocean's clients a running job (no dateFinished)."""
+        return review.ReviewView(self.tags).awaiting
+
+    @property
     def salvaging(self) -> bool:
         """The run ended without publishing and the stage watchdog has taken the job over (or will
         at its next tick): its salvage run is yet to publish the logs and outputs and write the final
         status."""
-        if not self.run_ended or self.published:
+        if not self.run_ended or self.published or self.awaiting_review:
             return False
         return engine.WATCHDOG in self.tags or self._awaiting_watchdog
 
@@ -97,7 +103,7 @@ class JobRecord:
     @property
     def finished(self) -> bool:
         """Ocean's "finished" (`dateFinished` set): nothing more will happen to this job."""
-        return self.published or (self.run_ended and not self.salvaging)
+        return self.published or (self.run_ended and not self.salvaging and not self.awaiting_review)
 
     @property
     def ended_by_engine(self) -> bool:
@@ -267,6 +273,10 @@ def ocean_job_json(record: JobRecord) -> dict[str, Any]:
             tags.get(engine.WATCHDOG) or "the job's run ended before publishing: its logs are being published"
         )
         status, date_finished = JobStatus.PUBLISHING_RESULTS, None
+    elif record.awaiting_review:
+        # 55 "Awaiting review" (ours, outside Ocean's codes) with no dateFinished: Ocean's clients
+        # keep polling, as for any job still running; computeResult answers 409 meanwhile.
+        status, date_finished = JobStatus.AWAITING_REVIEW, None
     elif record.run_ended and not record.published:
         if not status.is_terminal:
             was = status

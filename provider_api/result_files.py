@@ -46,6 +46,10 @@ def read_job_manifest(stores: ResultStores, record: JobRecord) -> list[ResultEnt
 def ensure_results_published(record: JobRecord) -> None:
     """409 while the job's results are not stored yet, 404 if they never will be, 410 once expired."""
     job = ocean_job_json(record)
+    if record.awaiting_review:
+        raise OceanHTTPError(
+            409, {"error": "the results are held for the operator's review: retry when the job ends"}
+        )
     if engine.RESULTS not in record.tags or job["status"] == JobStatus.PUBLISHING_RESULTS:
         if job["dateFinished"] is None:
             raise OceanHTTPError(409, {"error": "the results are not published yet: retry when the job ends"})
