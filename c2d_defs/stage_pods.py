@@ -149,6 +149,8 @@ def publish_spec(
             # A result store an extension registers is built in this pod.
             **extension_env(settings.extensions, settings.extensions_path),
             **store_env,
+            # Set last, so no store variable can override it: withheld outputs are never stored.
+            "C2D_PUBLISH_OUTPUTS": "true" if outputs else "false",
         },
         mounts=[
             Mount(mount_path=layout.VOLUME_PATH, sub_path=layout.DATA, read_only=True),

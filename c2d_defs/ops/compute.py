@@ -268,6 +268,8 @@ def configure_stage(
             # (unknown name, wrong order, bad settings) must not get as far as running the algorithm.
             check_output_stages(state.environment, job_output_stages(context.job_def), _OUTPUT_STAGE_PARSERS)
         except OutputStageError as error:
+            # No volume was made: publish has nothing to publish, as for an unknown environment.
+            state.environment = None
             state.status, state.detail = JobStatus.DATA_PROVISIONING_FAILED, str(error)
             return state
         try:
@@ -415,7 +417,7 @@ def publish_job(
             recorder.log.info("nothing to publish: the job never got a volume")
         else:
             cleared = outputs_cleared(state.environment, _fresh_tags(recorder))
-            if not cleared:
+            if not cleared and state.algorithm_ran:
                 recorder.log.warning(
                     "the outputs are withheld (the environment's output stages did not accept them): "
                     "publishing the logs only"

@@ -1,0 +1,203 @@
+"""The filtering stage (Ocean's status 50) on the real sandbox: compute_job with the leak filter configured.
+
+A raw algorithm that copies its input into an output (plain, gzipped, base64, inside a bigger JSON) is
+refused: the job ends 61 with the filter's sentence in its status detail, the outputs are never stored,
+the logs are, and the leak_filter step is the red one. The demo's algorithm passes the same filter.
+An environment without output stages: test_compute_job.py (unchanged outcomes, the op hands on).
+"""
+
+import hashlib
+import json
+import random
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from engine_kit import run_compute_job
+from eth_account import Account
+
+from c2d_cli.origin import LocalOrigin
+from c2d_core import engine
+from c2d_core.crypto import encrypt_for, public_key_of
+from c2d_defs.ops.compute import output_stage_tag
+
+ROOT = Path(__file__).resolve().parents[2]
+DID = "did:op:" + hashlib.sha256(b"filtered-dataset").hexdigest()
+ENVIRONMENTS = """
+environments:
+  - id: filtered
+    ramGB: 0.5
+    diskGB: 0.05
+    maxJobDuration: 20
+    maxProcesses: 64
+    outputStages:
+      - name: leak_filter
+        settings: {window_bytes: 1024}
+        deadline: 60
+    imageMap:
+      - image: "python:3.11*"
+        aliases: {python: /usr/bin/python3}
+  - id: misconfigured
+    diskGB: 0.05
+    outputStages:
+      - name: sensitive_columns
+"""
+
+# What each copying algorithm writes; every one reads the dataset's one file first.
+READ = """
+import base64, gzip, json, os
+did = json.loads(os.environ["DIDS"])[0]
+data = open(f"/data/inputs/{did}/0", "rb").read()
+print("read", len(data), "bytes")
+"""
+COPIES = {
+    "plain": 'open("/data/outputs/copy.csv", "wb").write(data)',
+    "gzip": 'open("/data/outputs/copy.csv.gz", "wb").write(gzip.compress(data))',
+    "base64": 'open("/data/outputs/copy.b64", "wb").write(base64.b64encode(data))',
+    "json": (
+        'json.dump({"mean": 12.5, "rows": 400, "note": "summary", "raw": data.decode()}, '
+        'open("/data/outputs/result.json", "w"))'
+    ),
+}
+
+
+def _weather_like() -> str:
+    rng = random.Random(15)
+    rows = ["date,city,temp_c,rain_mm"]
+    for day in range(600):
+        city = rng.choice(["Lisbon", "Berlin", "Oslo", "Rome"])
+        rows.append(
+            f"2024-{day % 12 + 1:02d}-{day % 28 + 1:02d},{city},"
+            f"{rng.uniform(-10, 35):.2f},{rng.uniform(0, 9):.1f}"
+        )
+    return "\n".join(rows) + "\n"
+
+
+@pytest.fixture
+def c2d_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "home"
+    (home / "secrets").mkdir(parents=True)
+    envs = tmp_path / "environments.yaml"
+    envs.write_text(ENVIRONMENTS)
+    monkeypatch.setenv("C2D_HOME", str(home))
+    monkeypatch.setenv("C2D_ENVIRONMENTS_FILE", str(envs))
+    monkeypatch.setenv("C2D_CONFIGURE_DEADLINE", "30")
+    monkeypatch.setenv("C2D_FETCH_RETRIES", "0")
+    monkeypatch.setenv("C2D_FETCH_ALLOW", "127.0.0.1/32")
+    (home / "secrets" / "provider-key").write_text(Account.create().key.hex())
+    return home
+
+
+@pytest.fixture(scope="module")
+def origin(tmp_path_factory: pytest.TempPathFactory):
+    folder = tmp_path_factory.mktemp("origin")
+    (folder / "weather.csv").write_text(_weather_like())
+    with LocalOrigin(folder) as server:
+        yield server
+
+
+def _workflow(home: Path, origin: LocalOrigin, rawcode: str, environment: str = "filtered", **extra) -> dict:
+    key = (home / "secrets" / "provider-key").read_text().strip()
+    files = {
+        "nftAddress": "0x" + "0" * 40,
+        "datatokenAddress": "0x" + "0" * 40,
+        "files": [{"type": "url", "url": f"{origin.url}/weather.csv", "method": "GET"}],
+    }
+    return {
+        "jobId": hashlib.md5((rawcode + environment).encode()).hexdigest(),
+        "owner": "0x" + "2" * 40,
+        "environment": environment,
+        "inputs": [
+            {
+                "did": DID,
+                "serviceId": "compute",
+                "files": {"encryptedFiles": encrypt_for(public_key_of(key), json.dumps(files).encode())},
+            }
+        ],
+        "algorithm": {
+            "rawcode": rawcode,
+            "container": {"entrypoint": "python $ALGO", "image": "python", "tag": "3.11-slim"},
+            **extra,
+        },
+    }
+
+
+def _run(workflow: dict) -> tuple[dg.DagsterInstance, str, dict[str, str]]:
+    instance = dg.DagsterInstance.ephemeral()
+    result = run_compute_job(workflow, instance)
+    run = instance.get_run_by_id(result.run_id)
+    return instance, result.run_id, engine.current_tags(run.tags)
+
+
+def _tag(tags: dict[str, str], name: str) -> str | None:
+    return tags.get(name)
+
+
+def _steps(instance: dg.DagsterInstance, run_id: str) -> dict[str, str]:
+    return {stat.step_key: stat.status.value for stat in instance.get_run_step_stats(run_id) if stat.status}
+
+
+def _results_root(home: Path) -> Path:
+    found = [path for path in home.rglob("*") if path.is_dir() and path.name == "results"]
+    assert found, "no local result store under the stack home"
+    return found[0]
+
+
+@pytest.mark.parametrize("how", sorted(COPIES))
+def test_a_copying_algorithm_is_refused_with_status_61_and_only_its_logs_published(
+    c2d_home: Path, origin: LocalOrigin, how: str
+) -> None:
+    instance, run_id, tags = _run(_workflow(c2d_home, origin, READ + COPIES[how]))
+    status, detail = _tag(tags, engine.STATUS), _tag(tags, engine.STATUS_DETAIL) or ""
+    assert status == "61", (status, detail)
+    assert detail.startswith("outputs withheld by the leak_filter stage: outputs/"), detail
+    assert "copied verbatim from the inputs" in detail or "exact copy of an input file" in detail
+    assert origin.url.split("//")[1] not in detail
+    # The filter phase ran, with its times, and the status history passed through 50.
+    started = engine.epoch(_tag(tags, engine.phase_tag("filter", "started")))
+    finished = engine.epoch(_tag(tags, engine.phase_tag("filter", "finished")))
+    assert started is not None and finished is not None and finished >= started
+    said = [e.message for e in instance.all_logs(run_id) if e.message and e.step_key == "leak_filter"]
+    assert any(message.startswith("status 50 Filtering results") for message in said)
+    # What the consumer may download: the logs, never an output.
+    results = json.loads(_tag(tags, engine.RESULTS) or "[]")
+    kinds = sorted({entry["type"] for entry in results})
+    assert "output" not in kinds and {"algorithmLog", "configurationLog", "publishLog"} <= set(kinds)
+    stored = [path.name for path in _results_root(c2d_home).rglob("*") if path.is_file()]
+    assert not {"copy.csv", "copy.csv.gz", "copy.b64", "result.json"} & set(stored), stored
+    # A failed job is a failed run, its leak_filter step the red one; publish ran and succeeded.
+    assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE
+    steps = _steps(instance, run_id)
+    assert steps["leak_filter"] == "FAILURE" and steps["publish"] == "SUCCESS"
+    assert steps["run_algorithm"] == "SUCCESS" and steps["configure"] == "SUCCESS"
+    failure = next(
+        r.event_log_entry.dagster_event.step_failure_data
+        for r in instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_FAILURE).records
+    )
+    assert failure.user_failure_data.description.startswith("Failed to fetch results: outputs withheld")
+    metadata = {key: value.value for key, value in failure.user_failure_data.metadata.items()}
+    assert metadata["ocean_status"] == 61 and metadata["output_stage"] == "leak_filter"
+
+
+def test_the_demo_algorithm_passes_the_same_filter(c2d_home: Path, origin: LocalOrigin) -> None:
+    rawcode = (ROOT / "examples" / "algorithms" / "summary.py").read_text()
+    instance, run_id, tags = _run(_workflow(c2d_home, origin, rawcode, algocustomdata={"column": "temp_c"}))
+    assert _tag(tags, engine.STATUS) == "70", _tag(tags, engine.STATUS_DETAIL)
+    assert _tag(tags, output_stage_tag("leak_filter", "verdict")) == "accepted"
+    results = json.loads(_tag(tags, engine.RESULTS) or "[]")
+    assert [entry["filename"] for entry in results if entry["type"] == "output"] == ["summary.json"]
+    assert _tag(tags, engine.phase_tag("filter", "finished")) is not None
+    assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.SUCCESS
+    assert _steps(instance, run_id)["leak_filter"] == "SUCCESS"
+
+
+def test_an_environment_naming_an_unknown_stage_fails_before_fetching(
+    c2d_home: Path, origin: LocalOrigin
+) -> None:
+    _instance, _run_id, tags = _run(_workflow(c2d_home, origin, "print(1)", environment="misconfigured"))
+    assert _tag(tags, engine.STATUS) == "31"
+    assert _tag(tags, engine.STATUS_DETAIL) == (
+        "environment 'misconfigured' configures the output stage 'sensitive_columns', which this code "
+        "location does not define (its compute job runs: leak_filter)"
+    )
+    assert _tag(tags, engine.phase_tag("algorithm", "started")) is None
