@@ -51,6 +51,20 @@ NO_DAGSTER = "dagster: {enabled: false}\n"
 # Helm sees them (float64), which is where `quote` alone goes wrong.
 VALUE_SETS: dict[str, str] = {
     "default": "",
+    # The leak filter on the environment's outputs (issue 15): stage settings pass through as written.
+    "output-stages": """
+environments:
+  - id: small
+    cpuNumber: 1
+    ramGB: 2
+    diskGB: 5
+    maxJobDuration: 3600
+    maxJobs: 4
+    outputStages:
+      - name: leak_filter
+        settings: {window_bytes: 8192, max_output_share: 0.5}
+        deadline: 900
+""",
     # Local result store on a shared RWX volume, private registry, runner in another namespace.
     "local-shared-volume": """
 jobs:
@@ -696,3 +710,39 @@ def test_dagster_instance_values_use_the_kubernetes_parts() -> None:
     assert run_pods["envConfigMaps"] == [{"name": VALUES["jobs"]["engineEnvConfigMap"]}]
     security = run_pods["runK8sConfig"]["containerConfig"]["securityContext"]
     assert security["runAsNonRoot"] is True and security["allowPrivilegeEscalation"] is False
+
+
+def test_output_stages_in_values_reach_the_mounted_environments(renders: dict[str, Render]) -> None:
+    """Issue 15 item 1d: an environment's outputStages render into the file the engine and the
+    Provider load, settings and deadline as written; the engine checks the settings at load."""
+    mounted = yaml.safe_load(
+        renders["output-stages"].one("ConfigMap", VALUES["environmentsConfigMap"])["data"][
+            "environments.yaml"
+        ]
+    )
+    (environment,) = EnvironmentsFile.model_validate(mounted).environments
+    (stage,) = environment.output_stages
+    assert (stage.name, stage.settings, stage.deadline) == (
+        "leak_filter",
+        {"window_bytes": 8192, "max_output_share": 0.5},
+        900,
+    )
+    default = yaml.safe_load(
+        renders["default"].one("ConfigMap", VALUES["environmentsConfigMap"])["data"]["environments.yaml"]
+    )
+    assert all(not env.output_stages for env in EnvironmentsFile.model_validate(default).environments)
+    # A bad setting is refused where the file loads, naming the stage and the field.
+    mounted["environments"][0]["outputStages"][0]["settings"]["window_bytes"] = 10
+    with pytest.raises(ValueError, match="output stage 'leak_filter': bad settings: window_bytes"):
+        EnvironmentsFile.model_validate(mounted)
+
+
+def test_the_schema_refuses_a_malformed_output_stage(chart: helm.Chart) -> None:
+    for bad in (
+        "{name: Leak-Filter}",
+        "{name: leak_filter, deadline: 0}",
+        "{name: leak_filter, when: always}",
+    ):
+        values = helm.values_from_yaml(NO_DAGSTER + f"environments: [{{id: small, outputStages: [{bad}]}}]\n")
+        with pytest.raises(Exception, match="outputStages"):
+            chart.render(values, name=RELEASE, namespace=RELEASE_NAMESPACE)
