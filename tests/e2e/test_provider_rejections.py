@@ -27,6 +27,7 @@ from eth_utils import to_checksum_address
 
 from c2d_cli.consumer import wait_for_status
 from c2d_cli.publisher import SAMPLE_CONTAINER, PublishedAsset, mint_to, publish_asset
+from c2d_core import engine
 from c2d_core.ocean.signing import sign_text as sign
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -75,7 +76,7 @@ def runs_tagged(s: Any, key: str, value: str) -> list[dict[str, Any]]:
 
 
 def run_id_of(s: Any, job_id: str) -> str:
-    runs = runs_tagged(s, "c2d/job_id", job_id)
+    runs = runs_tagged(s, engine.JOB_ID, job_id)
     assert len(runs) == 1, runs
     return str(runs[0]["runId"])
 
@@ -84,13 +85,13 @@ def run_id_of(s: Any, job_id: str) -> str:
 def nothing_started(s: Any, consumer: Any, *agreements: str) -> Iterator[None]:
     """No run appears for `consumer` (its owner tag) or any of `agreements` inside the block."""
     owner = to_checksum_address(consumer.address)
-    before = len(runs_tagged(s, "c2d/owner", owner))
+    before = len(runs_tagged(s, engine.OWNER, owner))
     for agreement in agreements:
-        assert runs_tagged(s, "c2d/agreement_id", agreement) == []
+        assert runs_tagged(s, engine.AGREEMENT_ID, agreement) == []
     yield
-    assert len(runs_tagged(s, "c2d/owner", owner)) == before
+    assert len(runs_tagged(s, engine.OWNER, owner)) == before
     for agreement in agreements:
-        assert runs_tagged(s, "c2d/agreement_id", agreement) == []
+        assert runs_tagged(s, engine.AGREEMENT_ID, agreement) == []
 
 
 def quote(
@@ -464,11 +465,11 @@ def test_same_nonce_twice_is_refused(ocean_stack: Any, job_a: StartedJob) -> Non
     """job_a's exact request, replayed: with its own order, and with a fresh unused one (the
     signature covers consumerAddress + documentId + nonce only, so only the nonce can stop it)."""
     s = ocean_stack
-    assert len(runs_tagged(s, "c2d/agreement_id", job_a.orders.dataset_tx)) == 1
+    assert len(runs_tagged(s, engine.AGREEMENT_ID, job_a.orders.dataset_tx)) == 1
     replay = start(s, job_a.body)
     text = assert_signature_refused(replay)
     assert f"expected nonce ({job_a.body['nonce']})" in text
-    assert len(runs_tagged(s, "c2d/agreement_id", job_a.orders.dataset_tx)) == 1
+    assert len(runs_tagged(s, engine.AGREEMENT_ID, job_a.orders.dataset_tx)) == 1
 
     orders = fresh_orders(s, s.consumer)
     body = {
