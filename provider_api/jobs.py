@@ -24,7 +24,9 @@ ENDED_RUN_STATES = frozenset({"SUCCESS", "FAILURE", "CANCELED"})
 # monitoring at the run's max_runtime) puts a run in these states; `_stopreq` tells them apart.
 CANCELED_RUN_STATES = frozenset({"CANCELING", "CANCELED"})
 
-PHASES = ("configure", "algorithm", "publish")
+PHASES = ("configure", "algorithm", "filter", "publish")
+# Shown only for a job that entered it: an environment without output stages has no filter phase.
+OPTIONAL_PHASES = frozenset({"filter"})
 
 
 @functools.cache
@@ -315,6 +317,7 @@ def ocean_job_json(record: JobRecord) -> dict[str, Any]:
                 "finished": _tag_epoch(tags, engine.phase_tag(phase, "finished")),
             }
             for phase in PHASES
+            if phase not in OPTIONAL_PHASES or engine.phase_tag(phase, "started") in tags
         },
         "terminationDetails": {
             "exitCode": _int_tag(tags, engine.ALGORITHM_EXIT_CODE),
