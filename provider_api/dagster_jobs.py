@@ -93,7 +93,8 @@ def _record(run_record: Any, canceled_at: float | None = None) -> JobRecord:
     return JobRecord(
         run_id=str(run.run_id),
         run_status=status,
-        tags={str(key): str(value) for key, value in run.tags.items()},
+        # A run from before the state tags were hidden reads as today's (engine.current_tags).
+        tags=engine.current_tags({str(key): str(value) for key, value in run.tags.items()}),
         created=run_record.create_timestamp.timestamp(),
         ended=float(ended) if ended is not None else None,
         started=float(run_record.start_time) if run_record.start_time is not None else None,

@@ -155,3 +155,17 @@ def test_the_upgrade_copies_old_runs_tags_once_so_filters_find_them() -> None:
         assert upgrade_legacy_tags(instance) == (0, True)
         run = instance.get_run_by_id(old[1].run_id)
         assert run is not None and run.tags[engine.DATE_FINISHED] == "1700000000.500"
+
+
+def test_the_provider_reads_a_job_from_before_the_upgrade_as_it_did() -> None:
+    from provider_api.dagster_jobs import _record
+    from provider_api.jobs import ocean_job_json
+
+    with dg.instance_for_test() as instance:
+        job = dg.GraphDefinition(name="g", node_defs=[]).to_job(name=engine.JOB_NAME)
+        run = instance.create_run_for_job(job, tags=_legacy_tags("0" * 32))
+        (record,) = instance.get_run_records(filters=dg.RunsFilter(run_ids=[run.run_id]))
+        answer = ocean_job_json(_record(record))
+    assert answer["agreementId"] == "0x" + "cd" * 32 and answer["dateFinished"] == "1700000000.5"
+    assert answer["results"] == [{"filename": "out.txt", "index": 0}]
+    assert answer["phases"]["configure"]["started"] == "1699999990.0"
