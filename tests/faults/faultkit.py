@@ -270,37 +270,6 @@ def paused(pid: int) -> Iterator[None]:
         os.kill(pid, signal.SIGCONT)
 
 
-def pause_outside_storage(pid: int, dagster_home: Path, timeout: float = 10.0) -> None:
-    """SIGSTOP `pid` at a moment it holds no lock on the instance's SQLite files.
-
-    A process frozen inside a transaction keeps its lock, and every other reader and writer of that
-    file then fails with "database is locked", which is not the fault a test of a paused daemon
-    means. So: stop it, take (and drop) an exclusive lock on each file without waiting; if one is
-    held, let it go on a moment and try again. The caller sends SIGCONT."""
-    import sqlite3
-
-    deadline = time.monotonic() + timeout
-    files = sorted(dagster_home.glob("**/*.db"))
-    while True:
-        os.kill(pid, signal.SIGSTOP)
-        held = []
-        for path in files:
-            connection = sqlite3.connect(path, timeout=0, isolation_level=None)
-            try:
-                connection.execute("BEGIN EXCLUSIVE")
-                connection.execute("ROLLBACK")
-            except sqlite3.OperationalError:
-                held.append(path.name)
-            finally:
-                connection.close()
-        if not held:
-            return
-        os.kill(pid, signal.SIGCONT)
-        if time.monotonic() > deadline:
-            raise AssertionError(f"pid {pid} kept a lock on {', '.join(held)} for {timeout} s")
-        time.sleep(0.05)
-
-
 def s3_credentials_file(path: Path, access_key: str, secret_key: str) -> Path:
     """An AWS shared credentials file (what the publish pod gets as its `s3-credentials` secret)."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -3,22 +3,23 @@
 component is down (a queued job waits for the daemon), and once the component is started again
 (`stack.restart`, as `stack.up` started it) the Provider serves the job's final status and results.
 
-Why: runs do not depend on the webserver or the Provider. The daemon dequeues and launches runs;
-the run worker is a process of its own that writes events and tags to run storage. The webserver
-is the Provider's GraphQL door, and the Provider keeps no job state (a job is a Dagster run found
-by its tags). Locally the run workers are spawned by the daemon's code server, so "the daemon
-dies" here is the daemon process and its code server SIGKILLed, the run workers left alone, as
-they are separate pods under the K8sRunLauncher.
+Why: runs do not depend on the webserver or the Provider once launched. The run coordinator
+launches a run with room at submit (in the webserver, c2d_defs/run_coordinator.py) and the daemon
+dequeues the rest; the run worker is a process of its own that writes events and tags to run
+storage. The webserver is the Provider's GraphQL door, and the Provider keeps no job state (a job is
+a Dagster run found by its tags). Locally the run workers are spawned by the code server of
+whichever process launched them, so "the webserver dies" and "the daemon dies" here are that
+process and its code server SIGKILLed, the run workers left alone, as they are separate pods under
+the K8sRunLauncher.
 
-Each phase is pinned without timing guesses: the daemon is paused (queued), the data origin or the
-S3 API holds its connection (configure, publish), or the algorithm sleeps (algorithm).
+Each phase is pinned without timing guesses: the environment is full of jobs held at configure
+(queued), the data origin or the S3 API holds its connection (configure, publish), or the algorithm
+sleeps (algorithm).
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,7 +37,6 @@ from faultkit import (
     finished_job,
     job_json,
     kill9,
-    pause_outside_storage,
     process_group,
     reaped_group,
     run_of,
@@ -47,7 +47,9 @@ from faultkit import (
 from c2d_cli import stack
 from c2d_cli.processes import alive
 from c2d_core import engine
+from c2d_core.environments import Environments
 from c2d_core.settings import EngineSettings
+from c2d_core.workflow import Workflow
 from provider_api.dagster_jobs import DagsterJobs
 
 # About 10 s a case on an idle 2-core machine; the bounds leave room for a loaded one.
@@ -79,18 +81,47 @@ def gated_stack(tmp_path_factory: pytest.TempPathFactory, moto_endpoint: str) ->
 
 
 def _kill(component: str, running: stack.Stack) -> None:
-    if component == "daemon":
-        code_servers = [
-            pid for pid in children(running.daemon_pid) if "dagster api grpc" in command_line(pid)
-        ]
-        assert code_servers, "the daemon has no code server"
-        kill9(running.daemon_pid)
-        for pid in code_servers:
-            kill9(pid)
-    elif component == "webserver":
-        kill9(running.webserver_pid, group=True)  # the webserver and its code server
+    if component in ("daemon", "webserver"):
+        # The process and its code server; the run workers that code server spawned stay (pods).
+        pid = running.daemon_pid if component == "daemon" else running.webserver_pid
+        code_servers = [child for child in children(pid) if "dagster api grpc" in command_line(child)]
+        assert code_servers, f"the {component} has no code server"
+        kill9(pid)
+        for code_server in code_servers:
+            kill9(code_server)
     else:
         kill9(running.provider_pid, group=True)
+
+
+def _run_workers(running: stack.Stack) -> list[int]:
+    """The run worker processes, whichever of the webserver's and the daemon's code servers spawned them."""
+    return [
+        pid
+        for group in (running.webserver_pid, running.daemon_pid)
+        for pid in process_group(group)
+        if "multiprocessing" in command_line(pid)
+    ]
+
+
+def _fill_environment(gs: GatedStack, operator: DagsterJobs, instance: Any) -> list[Workflow]:
+    """Submit as many jobs as the environment's maxJobs and hold them at configure (the origin holds
+    their input), so that the next job of the environment waits in the queue."""
+    settings = EngineSettings(home=gs.home)
+    first = demo_job(gs.origin.url, gs.key_file, "print('holder')")
+    room = Environments.load(settings.environments_file).get(first.environment).max_jobs
+    gs.origin.set_mode("hold")
+    holders = [first, *(demo_job(gs.origin.url, gs.key_file, "print('holder')") for _ in range(room - 1))]
+    for holder in holders:
+        operator.submit(holder)
+    for holder in holders:
+        wait_for(
+            lambda holder=holder: (
+                (run := run_of(instance, holder.job_id)) is not None and run.tags.get(engine.STATUS) == "20"
+            ),
+            60,
+            f"holder {holder.job_id} at configure",
+        )
+    return holders
 
 
 def _reach(phase: str, gs: GatedStack, running: stack.Stack, instance: Any, job_id: str) -> None:
@@ -122,13 +153,11 @@ def test_component_killed_in_each_phase_the_job_finishes_and_is_served_after_res
         dagster_instance(gs.home) as instance,
         DagsterJobs(f"{running.webserver_url}/graphql", dagster_home=gs.home) as operator,
     ):
-        daemon_paused = phase == "queued" and component != "daemon"
-        if phase == "queued" and component == "daemon":
-            _kill("daemon", running)  # dead before the job arrives: nothing will dequeue it
-        elif daemon_paused:
-            # Nothing dequeues until it goes on; frozen outside a SQLite transaction, or the webserver's
-            # reads of run storage would fail on the lock it holds.
-            pause_outside_storage(running.daemon_pid, gs.home)
+        holders: list[Workflow] = []
+        if phase == "queued":
+            holders = _fill_environment(gs, operator, instance)
+            if component == "daemon":
+                _kill("daemon", running)  # dead before the job arrives: nothing will dequeue it
         elif phase == "configure":
             gs.origin.set_mode("hold")
         elif phase == "publish":
@@ -151,13 +180,13 @@ def test_component_killed_in_each_phase_the_job_finishes_and_is_served_after_res
                 assert job_json(running.provider_url, workflow) is None  # nobody answers
             if component == "daemon" and phase == "algorithm":
                 # The run worker is a process of its own: it outlives the daemon and its code server.
-                workers = [p for p in process_group(old_daemon) if "multiprocessing" in command_line(p)]
+                workers = _run_workers(running)
                 assert workers and all(alive(pid) for pid in workers)
         finally:
-            if daemon_paused:
-                os.kill(running.daemon_pid, signal.SIGCONT)
             gs.origin.set_mode("open")
             gs.s3.set_mode("open")
+        for holder in holders:  # they end once the origin answers; the next case starts with room
+            assert finished_in_storage(instance, holder.job_id, 60).tags[engine.STATUS] == "70"
 
         if phase == "queued" and component == "daemon":
             time.sleep(3)  # three dequeue intervals: with a daemon it would have started by now

@@ -154,8 +154,9 @@ def _pids() -> list[int]:
     return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
 
 
-def run_worker(run_id: str, daemon_pid: int) -> int:
-    """The run worker of `run_id`: parent of the run's compute-log capture, a descendant of the daemon."""
+def run_worker(run_id: str, launchers: tuple[int, ...]) -> int:
+    """The run worker of `run_id`: parent of the run's compute-log capture, a descendant of the process
+    that launched it (the webserver, when the run coordinator launched it at submit; else the daemon)."""
     marker = f"/storage/{run_id}/compute_logs/"
     parents = {
         _parent(pid) for pid in _pids() if _cmdline(pid).startswith("tail ") and marker in _cmdline(pid)
@@ -163,9 +164,9 @@ def run_worker(run_id: str, daemon_pid: int) -> int:
     workers = [pid for pid in parents if "multiprocessing" in _cmdline(pid)]
     assert len(workers) == 1, (run_id, parents)
     ancestor = workers[0]
-    while ancestor > 1 and ancestor != daemon_pid:
+    while ancestor > 1 and ancestor not in launchers:
         ancestor = _parent(ancestor)
-    assert ancestor == daemon_pid, "the run worker is not the daemon's"
+    assert ancestor in launchers, "the run worker is neither the webserver's nor the daemon's"
     return workers[0]
 
 
@@ -223,7 +224,8 @@ def _kill_and_check(
             30,
             0.05,
         )
-    worker = run_worker(record.run_id, kill_stack.running.daemon_pid)
+    running = kill_stack.running
+    worker = run_worker(record.run_id, (running.webserver_pid, running.daemon_pid))
     assert sandbox_processes(workflow.job_id), "the stage's sandbox should be running"
     os.kill(worker, signal.SIGKILL)
     _wait("the run worker to die", lambda: not alive(worker), 5)

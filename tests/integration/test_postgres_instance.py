@@ -81,7 +81,7 @@ def test_instance_file_is_postgres_with_queue_and_run_monitoring() -> None:
     # Credentials only by environment variable: nothing secret is in the file.
     for key in ("username", "password", "hostname", "db_name", "port"):
         assert set(db[key]) == {"env"} and db[key]["env"].startswith("DAGSTER_PG_")
-    assert config["run_coordinator"]["class"] == "QueuedRunCoordinator"
+    assert config["run_coordinator"]["class"] == "ImmediateRunCoordinator"
     monitoring = config["run_monitoring"]
     assert monitoring["enabled"] and monitoring["start_timeout_seconds"] > 0
     assert monitoring["max_runtime_seconds"] > 0
@@ -99,7 +99,7 @@ def test_compute_job_runs_on_the_postgres_instance_and_tags_land_in_run_storage(
     key = (c2d_home / "secrets" / "provider-key").read_text().strip()
     with LocalOrigin(data) as origin, dg.DagsterInstance.from_config(str(dagster_home)) as instance:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
-        assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+        assert type(instance.run_coordinator).__name__ == "ImmediateRunCoordinator"
         assert instance.run_monitoring_enabled and instance.run_monitoring_start_timeout_seconds == 180
         document = {
             "nftAddress": "0x" + "0" * 40,

@@ -692,9 +692,21 @@ def test_environments_in_values_are_valid_and_each_has_its_queue_limit(renders: 
         render.one("ConfigMap", VALUES["environmentsConfigMap"])["data"]["environments.yaml"]
     )
     environments = EnvironmentsFile.model_validate(mounted).environments
-    queue = VALUES["dagster"]["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]
-    limits = {item["value"]: item["limit"] for item in queue["tagConcurrencyLimits"]}
+    coordinator = VALUES["dagster"]["dagsterDaemon"]["runCoordinator"]
+    assert coordinator["type"] == "CustomRunCoordinator"
+    custom = coordinator["config"]["customRunCoordinator"]
+    assert (custom["module"], custom["class"]) == ("c2d_defs.run_coordinator", "ImmediateRunCoordinator")
+    limits = {item["value"]: item["limit"] for item in custom["config"]["tag_concurrency_limits"]}
     assert {env.id: env.max_jobs for env in environments} == limits
+
+
+def test_the_run_coordinator_runs_where_it_can_be_imported() -> None:
+    # The webserver and the daemon load c2d_defs.run_coordinator from the instance file: the engine
+    # image, as the code location's, not the dagster chart's default image.
+    engine_image = VALUES["dagster"]["dagster-user-deployments"]["deployments"][0]["image"]
+    for part in ("dagsterWebserver", "dagsterDaemon"):
+        image = VALUES["dagster"][part]["image"]
+        assert (image["repository"], image["tag"]) == (engine_image["repository"], engine_image["tag"])
 
 
 def test_dagster_instance_values_use_the_kubernetes_parts() -> None:
