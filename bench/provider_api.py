@@ -5,7 +5,9 @@ Provider under uvicorn), publishes a dataset and a trusted algorithm once, then 
 
 1. Status throughput. With 1,000 and then 10,000 compute jobs in Dagster run storage, a bounded number
    of `GET /api/services/compute?consumerAddress=X&jobId=Y` requests (the Provider's status route, over
-   real HTTP on loopback, from a few client threads), for random jobs: requests/s and p50/p99 latency.
+   real HTTP on loopback, from 1, 20 and 200 concurrent clients: asyncio tasks on raw kept-alive
+   sockets), for 2,000 jobs read once before (cached) and for jobs never read (each a storage read):
+   requests/s, p50/p99 latency and errors.
    Also the listing by owner (`consumerAddress` only) for an owner with 10 jobs, and for an owner with
    thousands (the Provider answers with the newest 100).
    The jobs are synthetic runs in the same storage: launching 10,000 real jobs would take hours, so
@@ -14,7 +16,7 @@ Provider under uvicorn), publishes a dataset and a trusted algorithm once, then 
    carry the tags a finished job has (c2d_core.engine: job id, owner among a few distinct owners,
    environment, agreement, DIDs, status 70, phase times, exit code, results) and the run config of a
    real job launched just before. The Provider reads nothing but run storage (through Dagster's
-   GraphQL), so it cannot tell them from real ones.
+   storage API), so it cannot tell them from real ones.
    Storage is SQLite, the embedded default. With `--postgres` the stack's Dagster storage is
    dagster-postgres instead (`scheme: postgresql+psycopg2`) on 127.0.0.1:5432, user postgres, in a
    throwaway database that this script creates and drops; the Provider's nonce store stays SQLite.
@@ -34,7 +36,9 @@ Provider under uvicorn), publishes a dataset and a trusted algorithm once, then 
 Every process shares the machine's CPUs, so the load average is printed with the figures. The run
 takes about 3 to 4 minutes, most of it waiting for the 2 (N + 1) real jobs to finish.
 
-    .venv/bin/python bench/provider_api.py [-n 10] [--requests 500] [--threads 4] [--postgres]
+    .venv/bin/python bench/provider_api.py [-n 10] [--requests 2000] [--clients 1,20,200] [--postgres]
+
+`-n 0` measures the status route only (part 1).
 """
 
 from __future__ import annotations
@@ -299,7 +303,9 @@ def populate(
     def add_one() -> None:
         i = population.count
         owner = population.light if i in light_at else population.heavy[i % len(population.heavy)]
-        created = now - timedelta(minutes=20_000 - i)
+        # Spread over the last 6 days: within every environment's storageExpiry (7 days), as a Provider
+        # sees finished jobs whose results are still kept (the expiry job tags older ones expired).
+        created = now - timedelta(seconds=50 * (11_000 - i))
         tags = {**template.tags, **synthetic_tags(owner, env_id, created.timestamp(), rng)}
         run = DagsterRun(
             job_name=template.job_name,
