@@ -75,6 +75,17 @@ AuthorOption = Annotated[
         "--author", help="Who made it, for its DDO (default: the publisher's address).", show_default=False
     ),
 ]
+# The options `publish dataset` and `publish algorithm` share.
+MintToOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--mint-to", help="Mint datatokens to this address (repeatable; local chain default: account 2)."
+    ),
+]
+MintAmountOption = Annotated[int, typer.Option("--mint-amount", min=1, help="Datatokens per address.")]
+OrderTimeoutOption = Annotated[
+    int, typer.Option("--timeout", min=0, help="Seconds an order stays valid (0: forever).")
+]
 
 # --- reading an asset from the chain ---------------------------------------------------------------
 
@@ -429,18 +440,9 @@ def publish_dataset(
     allow_network: Annotated[
         bool, typer.Option("--allow-network", help="Let algorithms reach the network (off by default).")
     ] = False,
-    mint_to: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--mint-to", help="Mint datatokens to this address (repeatable; local chain default: account 2)."
-        ),
-    ] = None,
-    mint_amount: Annotated[
-        int, typer.Option("--mint-amount", min=1, help="Datatokens per address.")
-    ] = DEFAULT_MINT,
-    timeout: Annotated[
-        int, typer.Option("--timeout", min=0, help="Seconds an order stays valid (0: forever).")
-    ] = 3600,
+    mint_to: MintToOption = None,
+    mint_amount: MintAmountOption = DEFAULT_MINT,
+    timeout: OrderTimeoutOption = 3600,
     description: DescriptionOption = None,
     author: AuthorOption = None,
     json_output: JsonOption = False,
@@ -612,18 +614,9 @@ def publish_algorithm(
         str | None, typer.Option("--checksum", help="Image digest sha256:… (or put it in --image).")
     ] = None,
     name: Annotated[str, typer.Option("--name", help="The algorithm's name.")] = "Algorithm",
-    mint_to: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--mint-to", help="Mint datatokens to this address (repeatable; local chain default: account 2)."
-        ),
-    ] = None,
-    mint_amount: Annotated[
-        int, typer.Option("--mint-amount", min=1, help="Datatokens per address.")
-    ] = DEFAULT_MINT,
-    timeout: Annotated[
-        int, typer.Option("--timeout", min=0, help="Seconds an order stays valid (0: forever).")
-    ] = 3600,
+    mint_to: MintToOption = None,
+    mint_amount: MintAmountOption = DEFAULT_MINT,
+    timeout: OrderTimeoutOption = 3600,
     description: DescriptionOption = None,
     author: AuthorOption = None,
     json_output: JsonOption = False,
