@@ -256,7 +256,7 @@ def test_the_k8s_code_location_loads_without_a_cluster() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    sensors = "['k8s_volume_cleanup', 'queue_watchdog', 'results_expiry', 'stage_watchdog']"
+    sensors = "['k8s_volume_cleanup', 'queue_watchdog', 'results_expiry', 'review_expiry', 'stage_watchdog']"
     assert done.stdout.split("\n")[:2] == ["K8sPodRunnerResource", sensors]
 
 
