@@ -118,7 +118,9 @@ def test_postgres_down_across_a_status_write_the_job_still_ends_clearly(pg_stack
             # The algorithm ends while the database is down: the op's next steps write to it.
             out = work_dir / workflow.job_id / "data" / "outputs" / "out.txt"
             wait_for(out.exists, 20, "the algorithm's output")
-            assert job_json(s.running.provider_url, workflow) is None  # the Provider cannot answer
+            # The Provider cannot answer once its cache's bound for an unfinished job (1 s,
+            # PROVIDER_STATUS_CACHE_SECONDS) has passed: a status read from run storage fails.
+            wait_for(lambda: job_json(s.running.provider_url, workflow) is None, 15, "no answer")
             time.sleep(OUTAGE)
         finally:
             s.postgres.start()
