@@ -53,7 +53,7 @@ def bench(n: int, home: Path, at_once: bool, launcher: str) -> dict[str, list[fl
     running, _ = stack.up(home, port=stack._free_port(), instance_template=template, run_launcher=launcher)  # type: ignore[arg-type]
     settings = EngineSettings(home=home)
     found: dict[str, list[float]] = {name: [] for name in MEASURES}
-    jobs = DagsterJobs(f"{running.webserver_url}/graphql")
+    jobs = DagsterJobs(f"{running.webserver_url}/graphql", dagster_home=running.dagster_home)
     with jobs, LocalOrigin(EXAMPLES) as origin, dg.DagsterInstance.from_config(str(home)) as instance:
         for i in range(n + 1):  # job 0 warms the code server up and is not counted
             workflow = demo_workflow(origin.url, settings.resolved_provider_key_file)
