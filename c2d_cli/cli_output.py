@@ -38,6 +38,8 @@ EXIT_FAILED = 1
 EXIT_JOB_FAILED = 3
 EXIT_NOT_VERIFIED = 4
 EXIT_TIMEOUT = 5
+# `compute start --wait` on a job held by the review gate (55): not failed, not finished.
+EXIT_AWAITING_REVIEW = 6
 
 # Ocean's refusal codes → (what it means, what to do). `{input}` is the refused input's description.
 CODE_ADVICE: Mapping[str, tuple[str, str]] = {

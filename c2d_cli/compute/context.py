@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from c2d_cli import cli_output
 from c2d_cli.cli_output import CliError, load_config, open_provider, reported
 from c2d_cli.config import CliConfig
+from c2d_core.status import JobStatus
 
 if TYPE_CHECKING:
     from eth_account.signers.local import LocalAccount
@@ -55,6 +56,12 @@ def find_job(provider: ProviderClient, consumer: str, job_id: str) -> dict[str, 
 
 
 def finished_or_fail(job: dict[str, Any], what: str) -> None:
+    if int(job.get("status", 0)) == JobStatus.AWAITING_REVIEW and not job.get("dateFinished"):
+        raise CliError(
+            f"the job {job['jobId']} is awaiting an operator's review (status 55): its {what} are "
+            "held until an operator approves or rejects them",
+            f"look again later with `c2d compute status {job['jobId']}`",
+        )
     if not job.get("dateFinished"):
         raise CliError(
             f"the job {job['jobId']} has not finished (status {job['status']} "

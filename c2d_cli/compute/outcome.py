@@ -9,7 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from c2d_cli.cli_output import EXIT_JOB_FAILED, CliError
+from c2d_cli.cli_output import EXIT_AWAITING_REVIEW, EXIT_JOB_FAILED, CliError
 from c2d_cli.consumer import download, result_entries
 from c2d_core.status import ALGORITHM_FAILURES, JobStatus
 
@@ -17,6 +17,21 @@ if TYPE_CHECKING:
     from eth_account.signers.local import LocalAccount
 
     from c2d_cli.provider_client import ProviderClient
+
+
+def awaiting_review(job: dict[str, Any]) -> bool:
+    """Held by the review gate: 55 "Awaiting review" (ours, outside Ocean's codes), not finished. Its
+    results are released when an operator approves them; a reject ends it 56, no decision before the
+    environment's review deadline 57."""
+    return int(job.get("status", 0)) == JobStatus.AWAITING_REVIEW and not job.get("dateFinished")
+
+
+AWAITING_REVIEW_TEXT = "awaiting an operator's review"
+REVIEW_HINT = (
+    "its results are held until an operator approves them (a rejection ends the job at 56, no decision "
+    "before the environment's review deadline at 57); until then `compute results` answers that they "
+    "are held"
+)
 
 
 def failure_of(job: dict[str, Any]) -> str | None:
@@ -45,6 +60,13 @@ TERMINATION_WORDS = {
 }
 
 
+# Failure statuses whose text alone says how the job ended.
+STATUS_WORDS: dict[int, str] = {
+    JobStatus.REVIEW_REJECTED: "failed: rejected by review",
+    JobStatus.REVIEW_EXPIRED: "failed: review deadline passed",
+}
+
+
 def outcome_of(job: dict[str, Any]) -> str:
     """A finished job's outcome in a few words (`succeeded`, `stopped`, `failed: out of memory`, …);
     "" while it runs. Status 70 alone does not tell: a failed or stopped algorithm ends at 70 too."""
@@ -56,6 +78,14 @@ def outcome_of(job: dict[str, Any]) -> str:
         return "stopped past its deadline" if str(job.get("stopreq")) == "2" else "stopped on request"
     if failure_of(job) is None:
         return "succeeded"
+    status = int(job["status"])
+    if status in STATUS_WORDS:
+        return STATUS_WORDS[status]
+    if status == JobStatus.RESULTS_FETCH_FAILED and str(job.get("statusDetail") or "").startswith(
+        "outputs withheld by the "
+    ):
+        stage = str(job["statusDetail"]).removeprefix("outputs withheld by the ").split(" stage", 1)[0]
+        return f"failed: outputs withheld by {stage}"
     if reason in TERMINATION_WORDS:
         return f"failed: {TERMINATION_WORDS[reason]}"
     exit_code = termination.get("exitCode")
@@ -95,8 +125,13 @@ def log_tail(provider: ProviderClient, consumer: LocalAccount, job: dict[str, An
 def report_final(
     provider: ProviderClient, consumer: LocalAccount, job: dict[str, Any], console: Console
 ) -> int:
-    """What the consumer needs after a job: its results, or why it failed. Returns the exit code."""
+    """What the consumer needs after a job: its results, or why it failed, or that it waits for an
+    operator's review. Returns the exit code (0, 3 failed, 6 awaiting review)."""
     job_id = job["jobId"]
+    if awaiting_review(job):
+        console.print(f"[yellow bold]job {job_id} is {AWAITING_REVIEW_TEXT}[/]: {escape(REVIEW_HINT)}")
+        console.print(f"see where it stands with: c2d compute status {job_id}")
+        return EXIT_AWAITING_REVIEW
     failure = failure_of(job)
     if failure is None:
         stopped = " (stopped on request: its outputs so far)" if job.get("stopreq") else ""

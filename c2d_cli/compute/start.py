@@ -14,6 +14,7 @@ import typer
 from rich.markup import escape
 
 from c2d_cli.cli_output import (
+    EXIT_AWAITING_REVIEW,
     EXIT_JOB_FAILED,
     JsonOption,
     OutputOption,
@@ -34,7 +35,7 @@ from c2d_cli.compute.inputs import (
     raw_algorithm_meta,
     resolve_targets,
 )
-from c2d_cli.compute.outcome import failure_of, report_final
+from c2d_cli.compute.outcome import awaiting_review, failure_of, report_final
 from c2d_cli.compute.progress import follow_job
 from c2d_cli.config import (
     AccountOption,
@@ -256,6 +257,8 @@ def follow_to_the_end(
         raise typer.Exit(130) from None
     if json_output:
         print_json(final)
+        if awaiting_review(final):
+            return EXIT_AWAITING_REVIEW
         return EXIT_JOB_FAILED if failure_of(final) else 0
     return report_final(provider, consumer, final, out)
 

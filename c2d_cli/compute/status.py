@@ -13,7 +13,14 @@ from rich.table import Table
 
 from c2d_cli.cli_output import JsonOption, OutputOption, print_json, reported, wants_json
 from c2d_cli.compute.context import consumer_command, err, find_job, out
-from c2d_cli.compute.outcome import failure_of, outcome_of, results_asset_text
+from c2d_cli.compute.outcome import (
+    AWAITING_REVIEW_TEXT,
+    REVIEW_HINT,
+    awaiting_review,
+    failure_of,
+    outcome_of,
+    results_asset_text,
+)
 from c2d_cli.compute.progress import phase_rows
 from c2d_cli.config import AccountOption, ChainIdOption, HomeOption, KeyFileOption, ProviderUrlOption
 from c2d_cli.consumer import result_entries
@@ -49,6 +56,10 @@ def compute_status(
     out.print(table)
 
 
+# How a phase's state reads where it is not the plain word.
+STATE_WORDS = {"held": "held for an operator's review"}
+
+
 def status_rows(job: dict[str, Any], now: float) -> list[tuple[str, str]]:
     """What `compute status` shows of a job, row by row (name, value): outcome, queue position, …"""
     rows: list[tuple[str, str]] = []
@@ -69,6 +80,8 @@ def status_rows(job: dict[str, Any], now: float) -> list[tuple[str, str]]:
         else:
             outcome = f"[green]{outcome}[/]"
         rows.append(("outcome", outcome))
+    elif awaiting_review(job):
+        rows.append(("outcome", f"[yellow]{AWAITING_REVIEW_TEXT}[/]: {escape(REVIEW_HINT)}"))
     else:
         if job.get("queuePosition"):
             rows.append(("queue", f"position {job['queuePosition']} in its environment's queue"))
@@ -83,7 +96,8 @@ def status_rows(job: dict[str, Any], now: float) -> list[tuple[str, str]]:
     if termination.get("exitCode") is not None:
         rows.append(("exit code", str(termination["exitCode"])))
     for row in phase_rows(job, now):
-        rows.append((row.name, row.state + (f", {row.elapsed:.1f} s" if row.elapsed is not None else "")))
+        state = STATE_WORDS.get(row.state, row.state)
+        rows.append((row.name, state + (f", {row.elapsed:.1f} s" if row.elapsed is not None else "")))
     asset = results_asset_text(job)
     if asset:
         rows.append(("results asset", asset))
@@ -132,11 +146,16 @@ def compute_list(
             f"{job['status']} {str(job['statusText']).strip()}",
             outcome_of(job) or _waiting(job),
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(created)) if created else "",
-            f"{finished - created:.1f} s" if created and finished else "running",
+            f"{finished - created:.1f} s"
+            if created and finished
+            else ("held" if awaiting_review(job) else "running"),
             str(job.get("algoDID") or "raw code"),
         )
     out.print(table)
 
 
 def _waiting(job: dict[str, Any]) -> str:
+    """What a job that has not finished waits for: a slot in the queue, or an operator's review."""
+    if awaiting_review(job):
+        return AWAITING_REVIEW_TEXT
     return f"queued, position {job['queuePosition']}" if job.get("queuePosition") else ""
