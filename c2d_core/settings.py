@@ -149,6 +149,10 @@ class EngineSettings(BaseSettings):
     def _split_names(cls, value: object) -> object:
         from c2d_core.extensions import split_names
 
+        if isinstance(value, dict):
+            # C2D_EXTENSIONS_PATH alone also reads as `extensions.path` (the nested delimiter is "_"):
+            # it names no module; `extensions_path` gets the variable under its own name.
+            return []
         return split_names(value) if isinstance(value, str | list | tuple) else value
 
     @field_validator("fetch_allow", mode="before")

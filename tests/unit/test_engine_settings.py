@@ -94,3 +94,14 @@ def test_resource_fields_show_real_values_not_empty_ones(monkeypatch: pytest.Mon
     assert isinstance(configured, S3ResultStoreResource)
     # The environment's value is a reference the run resolves, shown as the variable's name.
     assert isinstance(configured.bucket, dg.EnvVar) and configured.bucket.env_var_name == "C2D_S3_BUCKET"
+
+
+def test_an_extensions_path_alone_names_folders_and_no_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    """C2D_EXTENSIONS_PATH also reads as a nested `extensions.path`: it must not break the settings."""
+    monkeypatch.delenv("C2D_EXTENSIONS", raising=False)
+    monkeypatch.setenv("C2D_EXTENSIONS_PATH", "/opt/ext,/srv/more")
+    settings = EngineSettings()
+    assert settings.extensions == [] and settings.extensions_path == ["/opt/ext", "/srv/more"]
+    monkeypatch.setenv("C2D_EXTENSIONS", "my_sources")
+    settings = EngineSettings()
+    assert settings.extensions == ["my_sources"] and settings.extensions_path == ["/opt/ext", "/srv/more"]
