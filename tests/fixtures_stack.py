@@ -11,12 +11,23 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 OTHER_ENV = "ocean-compute-b"
+# A copy of the first environment whose jobs go through the leak filter (issue 15): only the tests
+# that pick it meet an output stage; the others' environments are as in config/environments.yaml.
+FILTERED_ENV = "ocean-compute-filtered"
 
 
 def _two_environments(path: Path) -> Path:
-    """The project's environments plus a copy of the first under another id."""
+    """The project's environments plus a copy of the first under another id, and one with the leak
+    filter."""
     config = yaml.safe_load((ROOT / "config" / "environments.yaml").read_text())
     config["environments"].append({**config["environments"][0], "id": OTHER_ENV})
+    config["environments"].append(
+        {
+            **config["environments"][0],
+            "id": FILTERED_ENV,
+            "outputStages": [{"name": "leak_filter", "settings": {"window_bytes": 4096}, "deadline": 60}],
+        }
+    )
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 
@@ -38,6 +49,8 @@ class OceanStack:
     algorithm_bytes: bytes
     # A second environment, so a fee quoted for one can be tried in the other.
     other_env: dict
+    # An environment with the leak filter as its output stage.
+    filtered_env: dict
 
 
 @pytest.fixture(scope="session")
@@ -133,6 +146,7 @@ def ocean_stack(tmp_path_factory: pytest.TempPathFactory):
                 env=env,
                 algorithm_bytes=algorithm_bytes,
                 other_env=envs[OTHER_ENV],
+                filtered_env=envs[FILTERED_ENV],
             )
     finally:
         provider.close()
