@@ -14,11 +14,14 @@ OTHER_ENV = "ocean-compute-b"
 # A copy of the first environment whose jobs go through the leak filter (issue 15): only the tests
 # that pick it meet an output stage; the others' environments are as in config/environments.yaml.
 FILTERED_ENV = "ocean-compute-filtered"
+# A copy of the first environment whose jobs the review gate holds for an operator (issue 15, item 4;
+# tests/e2e/test_review_flow.py).
+REVIEW_ENV = "ocean-compute-review"
 
 
 def _two_environments(path: Path) -> Path:
-    """The project's environments plus a copy of the first under another id, and one with the leak
-    filter."""
+    """The project's environments plus a copy of the first under another id, one with the leak
+    filter and one that requires review."""
     config = yaml.safe_load((ROOT / "config" / "environments.yaml").read_text())
     config["environments"].append({**config["environments"][0], "id": OTHER_ENV})
     config["environments"].append(
@@ -28,6 +31,8 @@ def _two_environments(path: Path) -> Path:
             "outputStages": [{"name": "leak_filter", "settings": {"window_bytes": 4096}, "deadline": 60}],
         }
     )
+    review = {"required": True, "deadlineSeconds": 3600}
+    config["environments"].append({**config["environments"][0], "id": REVIEW_ENV, "review": review})
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 
@@ -49,6 +54,8 @@ class OceanStack:
     algorithm_bytes: bytes
     # A second environment, so a fee quoted for one can be tried in the other.
     other_env: dict
+    # An environment with `review: {required: true}`: its jobs wait at 55 for `c2d admin review`.
+    review_env: dict
     # An environment with the leak filter as its output stage.
     filtered_env: dict
 
@@ -146,6 +153,7 @@ def ocean_stack(tmp_path_factory: pytest.TempPathFactory):
                 env=env,
                 algorithm_bytes=algorithm_bytes,
                 other_env=envs[OTHER_ENV],
+                review_env=envs[REVIEW_ENV],
                 filtered_env=envs[FILTERED_ENV],
             )
     finally:

@@ -216,9 +216,12 @@ def test_dev_up_after_a_provider_crash_restarts_only_it_and_commands_find_the_st
     # The restarted Provider serves the environments `up` was started with, though this shell (the
     # CLI runs without C2D_* variables) does not name their file.
     served = {env["id"] for env in ocean_stack.provider.environments(ocean_stack.chain.chain_id)}
-    assert served == {ocean_stack.env["id"], ocean_stack.other_env["id"], ocean_stack.filtered_env["id"]}, (
-        served
-    )
+    assert served == {
+        ocean_stack.env["id"],
+        ocean_stack.other_env["id"],
+        ocean_stack.filtered_env["id"],
+        ocean_stack.review_env["id"],
+    }, served
 
     # From another folder, without C2D_HOME: the stack `dev up` recorded is found.
     elsewhere = tmp_path / "elsewhere"
