@@ -127,8 +127,8 @@ class Finding:
     offset: int  # in that view
     length: int  # bytes copied
 
-    def describe(self, path: str) -> str:
-        place = f"outputs/{path}" + (f" ({self.where})" if self.where else "")
+    def describe(self, path: str, folder: str = "outputs") -> str:
+        place = f"{folder}/{path}" + (f" ({self.where})" if self.where else "")
         if self.kind == "whole-file":
             return f"{place} is an exact copy of an input file ({self.length} bytes)"
         return (
@@ -141,6 +141,8 @@ class Finding:
 class OutputReport:
     path: str
     size: int
+    # Where `path` is: "outputs", or "logs" for the algorithm's log, checked as if it were an output.
+    folder: str = "outputs"
     bytes_scanned: int = 0
     views: int = 0
     verdict: str = "pass"
@@ -301,10 +303,10 @@ class LeakDetector:
 
     # --- outputs -------------------------------------------------------------------------------------
 
-    def scan_output(self, path: str, data: Buffer) -> OutputReport:
-        """Check one output file, raw and decoded; stops at its first finding."""
+    def scan_output(self, path: str, data: Buffer, folder: str = "outputs") -> OutputReport:
+        """Check one output file (`path` under `folder`), raw and decoded; stops at its first finding."""
         started = time.perf_counter()
-        report = OutputReport(path=path, size=len(data))
+        report = OutputReport(path=path, size=len(data), folder=folder)
         budget = Budget(self.config.decode_limits)
         try:
             for view in self._walk(View("", data), budget):
@@ -314,7 +316,7 @@ class LeakDetector:
                 report.notes.extend(view.notes)
                 if finding is not None:
                     report.verdict, report.finding = "reject", finding
-                    report.reason = finding.describe(path) + (
+                    report.reason = finding.describe(path, folder) + (
                         f"; outputs may hold at most {self.window} consecutive bytes of an input"
                         if finding.kind == "window"
                         else ""
@@ -323,7 +325,7 @@ class LeakDetector:
         except DecodeLimit as limit:
             # Fail closed: bytes past the limit were never looked at, so a copy could hide there.
             report.verdict = "reject"
-            report.reason = f"outputs/{path}: {limit}, so it cannot be checked for copied inputs"
+            report.reason = f"{folder}/{path}: {limit}, so it cannot be checked for copied inputs"
         report.seconds = time.perf_counter() - started
         return report
 

@@ -6,7 +6,9 @@ read-only) and no network. Reads its settings from `C2D_LEAK_FILTER_CONFIG` (a J
 a short one to the termination log. Exit 0 for both verdicts, pass and reject: a non-zero exit means the
 filter itself failed (bad settings 1, anything else 2), and a stage must then treat the outputs as unchecked.
 Everything under /data/outputs was written by the consumer's algorithm: no symlink is followed and no
-special file opened, like the publish pod, so the filter sees exactly what publish would store.
+special file opened, like the publish pod, so the filter sees exactly what publish would store. The
+algorithm's log (/data/logs/algorithm.log) is the algorithm's writing too, which publish stores and the
+consumer downloads: it is checked as if it were one more output.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from c2d_defs.pods.common import EnvError, PodLog, Terminated, raise_on_sigterm,
 CONFIG_ENV = "C2D_LEAK_FILTER_CONFIG"
 REPORT_ENV = "C2D_LEAK_FILTER_REPORT"
 DEFAULT_REPORT_PATH = f"{layout.ADMINLOGS_PATH}/leak-filter.json"
+# The algorithm's log under the volume (layout.ALGORITHM_LOG is relative to the job's volume root).
+ALGORITHM_LOG = "logs/algorithm.log"
 EXIT_BAD_SETTINGS = 1
 EXIT_FAILED = 2
 
@@ -108,21 +112,28 @@ def run(volume: Path, config: LeakFilterConfig, log: PodLog) -> dict[str, Any]:
             f"decoded contents), {inputs.fingerprints} fingerprints in {fingerprinted - started:.2f} s"
         )
         outputs = []
-        for relative, path in regular_files(volume / "outputs", log, "outputs"):
+        scanned = [
+            ("outputs", name, path) for name, path in regular_files(volume / "outputs", log, "outputs")
+        ]
+        algorithm_log = volume / ALGORITHM_LOG
+        if os.path.lexists(algorithm_log):
+            # A symlink or special file in its place is skipped by open_regular, as publish skips it.
+            scanned.append(("logs", algorithm_log.name, algorithm_log))
+        for folder, relative, path in scanned:
             try:
                 with open_regular(path) as handle:
                     data = map_file(handle)
                     try:
-                        report = detector.scan_output(relative, data)
+                        report = detector.scan_output(relative, data, folder)
                     finally:
                         if not isinstance(data, bytes):
                             data.close()
             except OSError as error:
-                log(f"skipped outputs/{relative}: {error.strerror or 'not a regular file'}")
+                log(f"skipped {folder}/{relative}: {error.strerror or 'not a regular file'}")
                 continue
             outputs.append(report)
             log(
-                f"outputs/{relative}: {report.verdict}, {report.bytes_scanned} bytes in {report.views} "
+                f"{folder}/{relative}: {report.verdict}, {report.bytes_scanned} bytes in {report.views} "
                 f"view(s) in {report.seconds:.2f} s" + (f": {report.reason}" if report.reason else "")
             )
         finished = time.perf_counter()

@@ -3,6 +3,9 @@
 Run as `python -m c2d_defs.pods.publish`. Reports 70 (exit 0) or 62 (exit 62). Everything under
 /data/outputs was written by the consumer's algorithm, so it is treated as hostile: no symlink is
 followed, no special file opened, and every name is rewritten into a flat, safe result filename.
+The outputs and the algorithm's log are stored only when `C2D_PUBLISH_OUTPUTS` is exactly `true`
+(the engine sets it on every publish pod); `false`, any other value or none stores only the
+configure and publish logs and the manifest.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ MAX_EXTENSION_LENGTH = 16
 ALGORITHM_LOG_NAME = "algorithm.log"
 CONFIGURE_LOG_NAME = "configure.log"
 PUBLISH_LOG_NAME = "publish.log"
+# Set by the engine (c2d_defs.stage_pods.publish_spec) to "true" or "false"; anything else withholds.
+PUBLISH_OUTPUTS_ENV = "C2D_PUBLISH_OUTPUTS"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
@@ -180,8 +185,11 @@ class PublishSettings:
     adminlogs: Path
     termination_log: Path
     max_output_files: int
-    # False when the job's output stages did not accept its outputs: only the logs are stored.
+    # False when the job's output stages did not accept its outputs: what the algorithm wrote (its
+    # outputs and its log) is withheld, only the engine's configure and publish logs are stored.
     publish_outputs: bool = True
+    # Why they are withheld when the engine's flag was missing or unreadable (for the publish log).
+    withheld_because: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> PublishSettings:
@@ -193,6 +201,7 @@ class PublishSettings:
         problem = store_key_problem(job_id, store_key)
         if problem:
             raise EnvError(f"C2D_RESULTS_KEY: {problem}")
+        publish_outputs, withheld_because = publish_outputs_flag(environ)
         return cls(
             job_id=job_id,
             store_key=store_key,
@@ -200,8 +209,23 @@ class PublishSettings:
             adminlogs=Path(environ.get("ADMINLOGS") or layout.ADMINLOGS_PATH),
             termination_log=Path(environ.get("TERMINATION_LOG") or layout.TERMINATION_LOG_PATH),
             max_output_files=env_int(environ, "C2D_MAX_OUTPUT_FILES", default_cap, 1),
-            publish_outputs=(environ.get("C2D_PUBLISH_OUTPUTS") or "true").strip().lower() != "false",
+            publish_outputs=publish_outputs,
+            withheld_because=withheld_because,
         )
+
+
+def publish_outputs_flag(environ: Mapping[str, str]) -> tuple[bool, str]:
+    """`C2D_PUBLISH_OUTPUTS`: whether the engine cleared the algorithm's outputs and log, and, when
+    the flag is neither of the two values the engine writes, why they are withheld. Fails closed: a
+    missing or mistyped flag (an operator's hand-run publish, a store variable gone wrong) must not
+    publish outputs that no output stage accepted."""
+    raw = environ.get(PUBLISH_OUTPUTS_ENV)
+    if raw == "true":
+        return True, ""
+    if raw == "false":
+        return False, ""
+    shown = "not set" if raw is None else f"{raw[:40]!r}"
+    return False, f"{PUBLISH_OUTPUTS_ENV} is {shown}, not 'true' or 'false'"
 
 
 class Publisher:
@@ -218,9 +242,13 @@ class Publisher:
         """Returns (status, message, manifest location or "")."""
         settings = self.settings
         if not settings.publish_outputs:
-            # Not even listed: names of withheld outputs stay out of the manifest and this log.
+            # Not even listed: names of withheld outputs stay out of the manifest and this log. The
+            # algorithm's log goes with them: the algorithm writes it as freely as its outputs, so it
+            # can carry the same copy of the inputs.
+            why = settings.withheld_because or "the job's output stages did not accept them"
             self.log(
-                "outputs withheld: the job's output stages did not accept them; publishing the logs only"
+                f"outputs and the algorithm's log withheld: {why}; publishing the configure and "
+                "publish logs only"
             )
             scan = OutputScan([], False)
         else:
@@ -240,7 +268,8 @@ class Publisher:
         self.log(f"{len(outputs)} output file(s) to publish")
         for (relative, path), name in zip(outputs, names, strict=True):
             self._store_file(path, name, "output", f"outputs/{relative}")
-        self._store_file(settings.volume / "logs" / "algorithm.log", ALGORITHM_LOG_NAME, "algorithmLog")
+        if settings.publish_outputs:
+            self._store_file(settings.volume / "logs" / "algorithm.log", ALGORITHM_LOG_NAME, "algorithmLog")
         self._store_file(settings.adminlogs / "configure.log", CONFIGURE_LOG_NAME, "configurationLog")
 
         total = sum(entry.filesize for entry in self.entries)

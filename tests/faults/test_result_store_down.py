@@ -112,6 +112,8 @@ def test_store_down_through_publish_ends_62_and_keeps_the_outputs(store_stack: S
         "VOLUME": str(volume / "data"),
         "ADMINLOGS": str(volume / "adminlogs"),
         "TERMINATION_LOG": str(termination),
+        # The job's environment has no output stages: its outputs and log were never in question.
+        "C2D_PUBLISH_OUTPUTS": "true",
     }
     done = subprocess.run(
         [sys.executable, "-m", "c2d_defs.pods.publish"], env=env, capture_output=True, text=True, timeout=30

@@ -64,6 +64,7 @@ def test_publish_pod_writes_to_ipfs(ipfs_api: str, tmp_path: Path) -> None:
         "TERMINATION_LOG": str(tmp_path / "termination-log"),
         "C2D_RESULT_STORE": "ipfs",
         "C2D_IPFS_API_URL": ipfs_api,
+        "C2D_PUBLISH_OUTPUTS": "true",
     }
     done = subprocess.run(
         [sys.executable, "-m", "c2d_defs.pods.publish"],

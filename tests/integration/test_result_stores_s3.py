@@ -94,6 +94,7 @@ def _run_publish_pod(tmp_path: Path, server: S3Server) -> dict[str, Any]:
         "WORKFLOWID": JOB_ID,
         "TERMINATION_LOG": str(tmp_path / "termination-log"),
         "AWS_SHARED_CREDENTIALS_FILE": str(credentials),
+        "C2D_PUBLISH_OUTPUTS": "true",
         **server.env(C2D_S3_PREFIX="jobs", C2D_S3_SSE="AES256"),
     }
     done = subprocess.run(

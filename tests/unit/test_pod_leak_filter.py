@@ -114,3 +114,36 @@ def test_runs_as_a_module_in_a_fresh_interpreter(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "leak-filter: verdict reject: outputs/copy.csv is an exact copy of an input file" in done.stdout
     assert _report(tmp_path)["verdict"] == "reject"
+
+
+def test_the_algorithm_log_is_checked_as_if_it_were_an_output(tmp_path: Path) -> None:
+    # The log publish would store beside the outputs: a copy printed to stdout leaks like a file.
+    volume = _volume(tmp_path, {"summary.json": b'{"rows": 3}'})
+    (volume / "logs").mkdir()
+    (volume / "logs" / "algorithm.log").write_bytes(b"read 300000 bytes\n" + DATA[5000:15_000] + b"\ndone\n")
+    assert main(_env(tmp_path)) == 0
+    report = _report(tmp_path)
+    assert report["verdict"] == "reject"
+    assert report["reason"] == (
+        "logs/algorithm.log holds 10000 bytes copied verbatim from the inputs, starting at byte 18; "
+        "outputs may hold at most 4096 consecutive bytes of an input"
+    )
+    assert [(o["folder"], o["path"], o["verdict"]) for o in report["outputs"]] == [
+        ("outputs", "summary.json", "pass"),
+        ("logs", "algorithm.log", "reject"),
+    ]
+    assert _termination(tmp_path)["message"] == report["reason"]
+
+
+def test_a_clean_algorithm_log_passes_and_a_symlinked_one_is_skipped(tmp_path: Path) -> None:
+    volume = _volume(tmp_path, {})
+    (volume / "logs").mkdir()
+    (volume / "logs" / "algorithm.log").write_bytes(b"mean 12.5\n" * 2000)
+    assert main(_env(tmp_path)) == 0
+    assert _report(tmp_path)["verdict"] == "pass"
+    # A symlink in the log's place: publish skips it (never follows it), so it is not checked either.
+    (volume / "logs" / "algorithm.log").unlink()
+    (volume / "logs" / "algorithm.log").symlink_to(volume / "inputs" / DID / "0")
+    assert main(_env(tmp_path)) == 0
+    report = _report(tmp_path)
+    assert report["verdict"] == "pass" and report["outputs"] == []

@@ -40,6 +40,7 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
         "RESULTS_ROOT": str(tmp_path / "results"),
         "C2D_RESULT_STORE": "local",
         "TERMINATION_LOG": str(tmp_path / "termination-log"),
+        "C2D_PUBLISH_OUTPUTS": "true",
         **extra,
     }
 
@@ -268,3 +269,48 @@ def test_an_output_named_like_the_attestation_is_renamed(tmp_path: Path) -> None
     assert main(_env(tmp_path)) == 0
     names = [entry.filename for entry in _manifest(tmp_path, _report(tmp_path))]
     assert names[0] == "attestation-1.json" and "attestation.json" not in names
+
+
+@pytest.mark.parametrize(
+    ("flag", "said"),
+    [
+        ("false", "outputs and the algorithm's log withheld: the job's output stages did not accept them"),
+        (None, "outputs and the algorithm's log withheld: C2D_PUBLISH_OUTPUTS is not set"),
+        ("", "C2D_PUBLISH_OUTPUTS is '', not 'true' or 'false'"),
+        ("yes", "C2D_PUBLISH_OUTPUTS is 'yes', not 'true' or 'false'"),
+        ("TRUE", "C2D_PUBLISH_OUTPUTS is 'TRUE', not 'true' or 'false'"),
+        ("true ", "C2D_PUBLISH_OUTPUTS is 'true ', not 'true' or 'false'"),
+        ("0", "C2D_PUBLISH_OUTPUTS is '0', not 'true' or 'false'"),
+    ],
+)
+def test_anything_but_true_withholds_the_outputs_and_the_algorithm_log(
+    tmp_path: Path, flag: str | None, said: str
+) -> None:
+    data, adminlogs, results = _volume(tmp_path)
+    _write(data / "outputs" / "copy.csv", b"the dataset itself\n")
+    _write(data / "logs" / "algorithm.log", b"the dataset itself\n")
+    _write(adminlogs / "configure.log", b"fetched\n")
+    env = _env(tmp_path)
+    if flag is None:
+        del env["C2D_PUBLISH_OUTPUTS"]
+    else:
+        env["C2D_PUBLISH_OUTPUTS"] = flag
+    assert main(env) == 0
+    manifest = _manifest(tmp_path, _report(tmp_path))
+    assert [(e.filename, e.type) for e in manifest] == [
+        ("configure.log", "configurationLog"),
+        ("publish.log", "publishLog"),
+    ]
+    stored = {path.name for path in results.rglob("*") if path.is_file()}
+    assert not {"copy.csv", "algorithm.log"} & stored, stored
+    publish_log = _stored(tmp_path, manifest[1]).decode()
+    assert said in publish_log and "copy.csv" not in publish_log
+
+
+def test_true_publishes_the_outputs_and_the_algorithm_log(tmp_path: Path) -> None:
+    data, _, _ = _volume(tmp_path)
+    _write(data / "outputs" / "mean.txt", b"12.5\n")
+    _write(data / "logs" / "algorithm.log", b"ran\n")
+    assert main(_env(tmp_path, C2D_PUBLISH_OUTPUTS="true")) == 0
+    manifest = _manifest(tmp_path, _report(tmp_path))
+    assert [e.filename for e in manifest] == ["mean.txt", "algorithm.log", "publish.log"]
