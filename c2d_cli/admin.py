@@ -10,10 +10,12 @@ its outcome; the engine checks the job again there, so these commands decide not
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,9 +23,21 @@ import typer
 from rich import box
 from rich.table import Table
 
-from c2d_cli.cli_output import JsonOption, OutputOption, print_json, stdout_console, wants_json
+from c2d_cli.cli_output import (
+    EXIT_FAILED,
+    EXIT_TIMEOUT,
+    CliError,
+    JsonOption,
+    OutputOption,
+    print_error,
+    print_json,
+    stderr_console,
+    stdout_console,
+    wants_json,
+)
 from c2d_cli.stack_paths import find_stack_home, read_stack_json
 from c2d_core import engine, review
+from c2d_core.workflow import JOB_ID_PATTERN
 
 admin_app = typer.Typer(
     help="Operator commands (Dagster credentials, not a consumer's key).", no_args_is_help=True
@@ -34,6 +48,12 @@ review_app = typer.Typer(
 admin_app.add_typer(review_app, name="review")
 out = stdout_console()
 ENDED = {"SUCCESS", "FAILURE", "CANCELED"}
+# How long approve/reject wait for review_job (it copies the held results: seconds, usually).
+DECISION_WAIT_SECONDS = 300.0
+URL_HINT = (
+    "point at the Dagster webserver with --dagster-url URL or C2D_DAGSTER_URL=URL (e.g. "
+    "http://127.0.0.1:3000), or start the embedded stack with `c2d dev up`"
+)
 
 DagsterUrlOption = Annotated[
     str | None,
@@ -59,11 +79,22 @@ ReviewerOption = Annotated[
         show_default=False,
     ),
 ]
-JobArgument = Annotated[str, typer.Argument(metavar="JOB", help="The job id (the Provider's jobId).")]
+
+
+def _job_id(value: str) -> str:
+    job_id = value.strip().lower()
+    if not JOB_ID_PATTERN.match(job_id):
+        raise typer.BadParameter(f"{value[:80]!r} is not a job id: the Provider's jobId is 32 hex characters")
+    return job_id
+
+
+JobArgument = Annotated[
+    str, typer.Argument(metavar="JOB", help="The job id (the Provider's jobId).", callback=_job_id)
+]
 
 _RUNS = """
-query C2dReviewRuns($filter: RunsFilter!) {
-  runsOrError(filter: $filter, limit: 200) {
+query C2dReviewRuns($filter: RunsFilter!, $cursor: String, $limit: Int) {
+  runsOrError(filter: $filter, cursor: $cursor, limit: $limit) {
     __typename
     ... on Runs { results { runId status creationTime tags { key value } } }
     ... on PythonError { message }
@@ -92,43 +123,79 @@ mutation C2dReview($params: ExecutionParams!) {
 """
 
 
-class AdminError(RuntimeError):
-    pass
+class AdminError(CliError):
+    """A failure an operator can act on: what went wrong, then what to do."""
+
+
+# The runs of one query come in pages of this many (Dagster's GraphQL API pages by run id).
+PAGE = 200
 
 
 class Engine:
     """The Dagster webserver an operator reaches, over its GraphQL API."""
 
-    def __init__(self, url: str, timeout: float = 30) -> None:
+    def __init__(self, url: str, source: str, timeout: float = 30) -> None:
         import httpx  # here, not at the top: `c2d --help` must not pay for it
 
         self.url = url.rstrip("/")
+        self.source = source
+        self.timeout = timeout
         self.http = httpx.Client(timeout=timeout)
-        self.transport_error: type[Exception] = httpx.HTTPError
 
     def close(self) -> None:
         self.http.close()
 
+    def _unusable(self, what: str) -> AdminError:
+        return AdminError(what, f"the URL came from {self.source}; {URL_HINT}")
+
     def query(self, query: str, variables: dict[str, Any]) -> dict[str, Any]:
+        import httpx
+
         try:
             answer = self.http.post(f"{self.url}/graphql", json={"query": query, "variables": variables})
-        except self.transport_error as error:
-            raise AdminError(
-                f"the Dagster webserver at {self.url} did not answer ({type(error).__name__})"
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol):
+            raise self._unusable(f"{self.url!r} is not an http(s) URL of a Dagster webserver") from None
+        except httpx.TimeoutException:
+            raise self._unusable(
+                f"the Dagster webserver at {self.url} did not answer within {self.timeout:g} s"
             ) from None
-        if answer.status_code != 200:
-            raise AdminError(f"the Dagster webserver answered HTTP {answer.status_code}")
-        body = answer.json()
+        except httpx.HTTPError:
+            raise self._unusable(f"cannot reach the Dagster webserver at {self.url}") from None
+        try:
+            body = answer.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or not (body.get("errors") or answer.status_code == 200):
+            raise self._unusable(
+                f"{self.url}/graphql answered HTTP {answer.status_code}"
+                + ("" if isinstance(body, dict) else ", not JSON")
+                + ": it is not a Dagster webserver's GraphQL API"
+            )
         if body.get("errors"):
-            raise AdminError(f"the Dagster webserver refused the query: {body['errors'][0].get('message')}")
-        return dict(body["data"])
+            message = str(body["errors"][0].get("message", body["errors"][0]))[:300]
+            raise AdminError(
+                f"the Dagster webserver at {self.url} refused the query: {message}",
+                "is it the webserver of this deployment's Dagster (the version c2d is built with)?",
+            )
+        data = body.get("data")
+        if not isinstance(data, dict):
+            raise self._unusable(f"{self.url}/graphql answered without data: not a Dagster GraphQL API")
+        return data
 
     def runs(self, job_name: str, tags: dict[str, str]) -> list[dict[str, Any]]:
         run_filter = {"pipelineName": job_name, "tags": [{"key": k, "value": v} for k, v in tags.items()]}
-        result = self.query(_RUNS, {"filter": run_filter})["runsOrError"]
-        if result.get("__typename") != "Runs":
-            raise AdminError(f"listing runs failed: {result.get('message')}")
-        return [_run(item) for item in result["results"]]
+        found: list[dict[str, Any]] = []
+        cursor: str | None = None
+        while True:
+            variables = {"filter": run_filter, "cursor": cursor, "limit": PAGE}
+            result = self.query(_RUNS, variables)["runsOrError"]
+            if result.get("__typename") != "Runs":
+                raise AdminError(f"the Dagster webserver could not list runs: {result.get('message')}")
+            page = [_run(item) for item in result["results"]]
+            found.extend(page)
+            if len(page) < PAGE:
+                return found
+            cursor = page[-1]["runId"]
 
     def job(self, job_id: str) -> dict[str, Any]:
         """The job's own compute run (the first of its id; re-executions and refused runs skipped)."""
@@ -136,13 +203,17 @@ class Engine:
             run for run in self.runs(engine.JOB_NAME, {engine.JOB_ID: job_id}) if engine.job_run(run["tags"])
         ]
         if not runs:
-            raise AdminError(f"no compute job {job_id}")
+            raise AdminError(
+                f"no compute job {job_id} on the Dagster webserver at {self.url}",
+                "check the id (the Provider's jobId), and that this is the webserver of the Provider that "
+                f"ran it (the URL came from {self.source}); `c2d admin review list --all` lists held jobs",
+            )
         return min(runs, key=lambda run: run["creationTime"])
 
     def run(self, run_id: str) -> dict[str, Any]:
         result = self.query(_RUN, {"runId": run_id})["runOrError"]
         if result.get("__typename") != "Run":
-            raise AdminError(f"reading run {run_id} failed: {result.get('message')}")
+            raise AdminError(f"reading run {run_id} failed: {result.get('message') or result['__typename']}")
         return _run(result)
 
     def launch_review(
@@ -170,9 +241,20 @@ class Engine:
             },
         }
         result = self.query(_LAUNCH, {"params": params})["launchRun"]
-        if result.get("__typename") != "LaunchRunSuccess":
+        kind = result.get("__typename")
+        if kind != "LaunchRunSuccess":
             errors = "; ".join(item["message"] for item in result.get("errors") or [])
-            raise AdminError(f"launching review_job failed: {errors or result.get('message') or result}")
+            hint = (
+                f"the webserver has no {review.REVIEW_JOB_NAME} in code location {engine.LOCATION}: "
+                "deploy this version of c2d_defs there"
+                if kind in ("PipelineNotFoundError", "RepositoryLocationNotFound", "RepositoryNotFoundError")
+                else ""
+            )
+            raise AdminError(
+                f"the Dagster webserver did not launch {review.REVIEW_JOB_NAME}: "
+                + (errors or str(result.get("message") or kind)),
+                hint,
+            )
         return str(result["run"]["runId"])
 
 
@@ -187,31 +269,43 @@ def _stack(home: Path | None) -> tuple[Path, dict[str, Any] | None]:
 
 def _engine(url: str | None, home: Path | None) -> Engine:
     if url:
-        return Engine(url)
-    _, recorded = _stack(home)
+        return Engine(url, "--dagster-url / C2D_DAGSTER_URL")
+    found, recorded = _stack(home)
     if not recorded or not recorded.get("webserver_url"):
-        raise AdminError(
-            "no Dagster webserver: pass --dagster-url (or C2D_DAGSTER_URL), or start `c2d dev up`"
-        )
-    return Engine(str(recorded["webserver_url"]))
+        raise AdminError(f"no Dagster webserver to ask: no embedded stack runs at {found}", URL_HINT)
+    return Engine(str(recorded["webserver_url"]), f"the embedded stack's stack.json in {found}")
 
 
-def _store(home: Path | None) -> Any:
-    """The result store as the engine's settings configure it; the embedded stack's folder when this
-    shell configures none (no C2D_HOME / C2D_RESULTS_DIR) and a stack is found."""
+STORE_HINT = (
+    "held results are read from the result store the engine's settings configure: --home DIR (the "
+    "embedded stack's folder), or C2D_RESULT_STORE with C2D_RESULTS_DIR, C2D_S3_* or C2D_IPFS_API_URL"
+)
+
+
+def _store(home: Path | None) -> tuple[Any, str]:
+    """The result store and a description of it for messages: --home's stack when given, else the
+    store this shell's settings configure (C2D_HOME / C2D_RESULTS_DIR), else the stack found."""
     from c2d_core.result_stores import result_store_from_settings, store_options
     from c2d_core.settings import EngineSettings, engine_settings
 
     settings = engine_settings()
-    if not (os.environ.get("C2D_HOME") or os.environ.get("C2D_RESULTS_DIR")):
+    if home is not None or not (os.environ.get("C2D_HOME") or os.environ.get("C2D_RESULTS_DIR")):
         found, recorded = _stack(home)
-        if recorded is not None:
+        if home is not None or recorded is not None:
             settings = EngineSettings(home=found)
     kind = (os.environ.get("C2D_RESULT_STORE") or "local").strip() or "local"
-    return result_store_from_settings(kind, **store_options(settings))
+    try:
+        store = result_store_from_settings(kind, **store_options(settings))
+    except Exception as error:  # a registered store may fail in its own way: say it, no traceback
+        raise AdminError(f"the {kind} result store cannot be opened: {error}", STORE_HINT) from None
+    if kind == "local":
+        return store, f"the local result store at {settings.resolved_results_dir}"
+    if kind == "s3":
+        return store, f"the S3 result store (bucket {settings.s3.bucket})"
+    return store, f"the {kind} result store"
 
 
-def held_manifest(store: Any, job_id: str) -> list[dict[str, Any]]:
+def held_manifest(store: Any, where: str, job_id: str) -> list[dict[str, Any]]:
     """The held results' manifest (with store locations: for this process only, never printed)."""
     from c2d_core.results import MANIFEST_NAME
 
@@ -219,18 +313,32 @@ def held_manifest(store: Any, job_id: str) -> list[dict[str, Any]]:
         with store.open(f"{review.held_key(job_id)}/{MANIFEST_NAME}") as handle:
             entries = json.load(handle)
     except FileNotFoundError:
-        raise AdminError(f"job {job_id} holds no results in this result store") from None
+        raise AdminError(
+            f"job {job_id} holds no results for review in {where}",
+            "only a job awaiting review (status 55, `c2d admin review list`) has held results; a decision "
+            f"deletes them (approved results are the consumer's, through the Provider); {STORE_HINT}",
+        ) from None
+    except Exception as error:  # any store's read error (S3, IPFS, a registered one): a sentence
+        raise AdminError(
+            f"the held manifest of job {job_id} cannot be read from {where}: {error}", STORE_HINT
+        ) from None
+    if not isinstance(entries, list):
+        raise AdminError(f"the held manifest of job {job_id} in {where} is not a list of results")
     return [entry for entry in entries if isinstance(entry, dict)]
 
 
-def _fail(error: Exception) -> typer.Exit:
-    typer.echo(f"error: {error}", err=True)
-    return typer.Exit(1)
+@contextlib.contextmanager
+def _reported() -> Iterator[None]:
+    """An AdminError becomes one message on stderr (the problem, then what to do) and its exit code."""
+    try:
+        yield
+    except CliError as error:
+        print_error(stderr_console(), error)
+        raise typer.Exit(error.exit_code) from None
 
 
-def _when(value: str | None) -> str:
-    seconds = engine.epoch(value)
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds)) if seconds is not None else "-"
+def _when(value: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value)) if value is not None else "-"
 
 
 def _review_row(run: dict[str, Any]) -> dict[str, Any]:
@@ -260,15 +368,13 @@ def review_list(
 ) -> None:
     """The jobs awaiting review, oldest first (with --all, decided ones too)."""
     json_output = wants_json(json_output, output)
-    try:
+    with _reported():
         dagster = _engine(dagster_url, home)
         try:
             states = ["awaiting", "approved", "rejected", "expired"] if all_states else ["awaiting"]
             runs = [run for state in states for run in dagster.runs(engine.JOB_NAME, {review.STATE: state})]
         finally:
             dagster.close()
-    except AdminError as error:
-        raise _fail(error) from None
     rows = sorted(
         (_review_row(run) for run in runs if engine.job_run(run["tags"])), key=lambda r: r["requestedAt"] or 0
     )
@@ -279,19 +385,25 @@ def review_list(
         out.print("no job is awaiting review" if not all_states else "no job was held for review")
         return
     table = Table(box=box.SIMPLE)
-    for column in ("job", "state", "owner", "environment", "held since", "deadline", "decided by"):
-        table.add_column(column)
+    # The job id is what an operator copies into the next command: never folded or cut.
+    table.add_column("job", no_wrap=True, min_width=32)
+    for column in ("state", "owner", "environment", "held since", "deadline", "decided by"):
+        table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(
             row["jobId"],
             row["state"],
             row["owner"],
             row["environment"],
-            _when(str(row["requestedAt"])),
-            _when(str(row["deadline"])) if row["deadline"] else "none",
+            _when(row["requestedAt"]),
+            _when(row["deadline"]) if row["deadline"] else "none",
             row["decidedBy"] or "-",
         )
     out.print(table)
+
+
+def _public(entry: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in entry.items() if key != "location"}
 
 
 @review_app.command("show")
@@ -304,37 +416,54 @@ def review_show(
 ) -> None:
     """One job's review and the manifest of its held results (names, sizes, sha256)."""
     json_output = wants_json(json_output, output)
-    try:
+    with _reported():
         dagster = _engine(dagster_url, home)
         try:
             run = dagster.job(job_id)
         finally:
             dagster.close()
-        row = _review_row(run)
-        held: list[dict[str, Any]] | str = []
-        if row["state"] == "awaiting":
-            try:
-                held = [_public(entry) for entry in held_manifest(_store(home), job_id)]
-            except (AdminError, OSError, ValueError) as error:
-                held = f"the held results cannot be read here: {error}"
-    except AdminError as error:
-        raise _fail(error) from None
-    document = {**row, "held": held}
+    row = _review_row(run)
+    view = review.ReviewView(run["tags"])
+    outcome = view.summary()["outcomeIfApproved"] if row["state"] == "awaiting" else None
+    held: list[dict[str, Any]] = []
+    note = ""
+    if row["state"] == "awaiting":
+        try:
+            store, where = _store(home)
+            held = [_public(entry) for entry in held_manifest(store, where, job_id)]
+        except AdminError as error:
+            # The run keeps the held manifest's public part too: show it, and say the files are not
+            # readable from here (download needs the store).
+            held = view.held
+            note = f"the held results cannot be read here: {error.message}"
+    elif not row["state"]:
+        note = (
+            f"job {job_id} is not held for review (its environment does not require review, or it ended "
+            "before its results were stored)"
+        )
+    document = {**row, "outcomeIfApproved": outcome, "held": held, "note": note or None}
     if json_output:
         print_json(document)
         return
     for key in ("jobId", "state", "owner", "environment", "status", "decidedBy", "reason"):
         if document.get(key) not in (None, ""):
-            out.print(f"[bold]{key}[/bold] {document[key]}")
-    out.print(f"[bold]held since[/bold] {_when(str(row['requestedAt']))}")
+            out.print(f"[bold]{key}[/bold] {document[key]}", highlight=False)
+    if row["requestedAt"] is not None:
+        out.print(f"[bold]held since[/bold] {_when(row['requestedAt'])}")
     if row["deadline"]:
-        out.print(f"[bold]deadline[/bold] {_when(str(row['deadline']))}")
-    if isinstance(held, str):
-        out.print(held)
-    elif held:
+        out.print(f"[bold]deadline[/bold] {_when(row['deadline'])}")
+    if row["decidedAt"]:
+        out.print(f"[bold]decided at[/bold] {_when(row['decidedAt'])}")
+    if outcome is not None:
+        detail = f": {outcome['detail']}" if outcome["detail"] else ""
+        out.print(f"[bold]if approved[/bold] {outcome['status']} {outcome['statusText'].strip()}{detail}")
+    if note:
+        out.print(note, highlight=False)
+    if held:
         table = Table(box=box.SIMPLE)
-        for column in ("index", "filename", "type", "filesize", "sha256"):
-            table.add_column(column)
+        for column in ("index", "filename", "type", "filesize"):
+            table.add_column(column, overflow="fold")
+        table.add_column("sha256", no_wrap=True)
         for entry in held:
             table.add_row(
                 *(str(entry.get(key, "")) for key in ("index", "filename", "type", "filesize", "sha256"))
@@ -342,8 +471,40 @@ def review_show(
         out.print(table)
 
 
-def _public(entry: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in entry.items() if key != "location"}
+def _download_one(store: Any, where: str, job_id: str, entry: dict[str, Any], target: Path) -> dict[str, Any]:
+    """Copy one held result into `target` through a partial file, renamed into place only when its
+    sha256 and size match the held manifest's."""
+    import hashlib
+
+    index = entry.get("index")
+    name = Path(str(entry.get("filename") or "")).name
+    if name in ("", ".", ".."):
+        name = f"result-{index}"
+    path = target / name
+    partial = target / f".{name}.part"
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with store.open(str(entry["location"])) as source, partial.open("wb") as sink:
+            for chunk in iter(lambda: source.read(1024 * 1024), b""):
+                digest.update(chunk)
+                size += len(chunk)
+                sink.write(chunk)
+    except Exception as error:  # the store's or the disk's: one sentence, nothing half-written kept
+        partial.unlink(missing_ok=True)
+        raise AdminError(
+            f"held result {index} ({name}) of job {job_id} could not be copied: {error}"
+        ) from None
+    if digest.hexdigest() != entry.get("sha256") or size != entry.get("filesize"):
+        partial.unlink(missing_ok=True)
+        raise AdminError(
+            f"held result {index} ({name}) in {where} does not match the held manifest (sha256 or size "
+            "differs): it was not written",
+            "the held copy changed after publish stored it: do not approve the job; reject it and look "
+            "at the store",
+        )
+    partial.replace(path)
+    return {**_public(entry), "path": str(path)}
 
 
 @review_app.command("download")
@@ -352,33 +513,42 @@ def review_download(
     index: Annotated[
         list[int] | None, typer.Argument(help="Indexes to fetch (default: all held results).")
     ] = None,
-    directory: Annotated[Path, typer.Option("--dir", "-d", help="Where to write them.")] = Path("."),
+    directory: Annotated[
+        Path, typer.Option("--dir", "-d", help="Where to write them (into DIR/JOB/).")
+    ] = Path("."),
     home: HomeOption = None,
+    json_output: JsonOption = False,
+    output: OutputOption = None,
 ) -> None:
-    """Fetch a held job's results from the result store (operator access, no consumer key), checking
-    each sha256."""
-    import hashlib
-
-    try:
-        store = _store(home)
-        entries = held_manifest(store, job_id)
-    except (AdminError, OSError, ValueError) as error:
-        raise _fail(error) from None
-    wanted = entries if not index else [entry for entry in entries if entry.get("index") in set(index)]
-    if index and len(wanted) != len(set(index)):
-        raise _fail(AdminError(f"job {job_id} holds results 0..{len(entries) - 1}"))
-    target = directory / job_id
-    target.mkdir(parents=True, exist_ok=True)
-    for entry in wanted:
-        name = Path(str(entry["filename"])).name
-        digest = hashlib.sha256()
-        with store.open(str(entry["location"])) as source, (target / name).open("wb") as sink:
-            for chunk in iter(lambda: source.read(1024 * 1024), b""):
-                digest.update(chunk)
-                sink.write(chunk)
-        if digest.hexdigest() != entry.get("sha256"):
-            raise _fail(AdminError(f"{name}: its sha256 differs from the held manifest's"))
-        out.print(f"{target / name} ({entry.get('filesize')} bytes, {entry.get('type')})")
+    """Fetch a held job's results from the result store (no consumer key), each sha256 checked."""
+    json_output = wants_json(json_output, output)
+    with _reported():
+        store, where = _store(home)
+        entries = held_manifest(store, where, job_id)
+        indexes = set(index or [])
+        wanted = [entry for entry in entries if not indexes or entry.get("index") in indexes]
+        if indexes and len(wanted) != len(indexes):
+            missing = sorted(indexes - {entry.get("index") for entry in wanted})
+            raise AdminError(
+                f"job {job_id} holds no result {', '.join(map(str, missing))}: its held results are "
+                f"0..{len(entries) - 1}",
+                f"`c2d admin review show {job_id}` lists them",
+            )
+        target = directory / job_id
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise AdminError(f"cannot create {target}: {error.strerror}") from None
+        saved = []
+        for entry in wanted:
+            saved.append(_download_one(store, where, job_id, entry, target))
+            if not json_output:
+                out.print(
+                    f"{saved[-1]['path']} ({entry.get('filesize')} bytes, {entry.get('type')}, sha256 ok)",
+                    highlight=False,
+                )
+    if json_output:
+        print_json(saved)
 
 
 def _decide(
@@ -393,37 +563,53 @@ def _decide(
     json_output: bool,
 ) -> None:
     who = (reviewer or "").strip() or getpass.getuser()
-    try:
+    with _reported():
         dagster = _engine(dagster_url, home)
         try:
+            # Checked here first so a typo or a decided job does not leave a failed review run; the
+            # engine checks again (a race with another reviewer or the deadline is decided there).
+            problem = review.decision_problem(dagster.job(job_id)["tags"], decision, time.time())
+            if problem:
+                raise AdminError(f"refused: {problem}", f"`c2d admin review show {job_id}` shows its review")
             run_id = dagster.launch_review(job_id, decision, who, reason, release_logs)
             review_run: dict[str, Any] = {"runId": run_id, "status": "QUEUED", "tags": {}}
-            deadline = time.monotonic() + 300
+            deadline = time.monotonic() + DECISION_WAIT_SECONDS
             while wait and review_run["status"] not in ENDED and time.monotonic() < deadline:
                 time.sleep(0.5)
                 review_run = dagster.run(run_id)
+            if wait and review_run["status"] not in ENDED:
+                raise AdminError(
+                    f"review_job run {run_id} has not ended after {DECISION_WAIT_SECONDS:g} s "
+                    f"(it is {review_run['status']})",
+                    f"it goes on: follow it in the Dagster UI (Runs), or `c2d admin review show {job_id}`",
+                    exit_code=EXIT_TIMEOUT,
+                )
             job = _review_row(dagster.job(job_id)) if wait else None
         finally:
             dagster.close()
-    except AdminError as error:
-        raise _fail(error) from None
     refused = review_run["tags"].get(review.REVIEW_REFUSED)
     document = {"reviewRun": run_id, "runStatus": review_run["status"], "refused": refused, "job": job}
     if json_output:
         print_json(document)
     elif not wait:
-        out.print(f"review_job run {run_id} launched ({decision} job {job_id} as {who})")
+        out.print(f"review_job run {run_id} launched ({decision} job {job_id} as {who})", highlight=False)
     elif refused:
-        typer.echo(f"refused: {refused}", err=True)
+        print_error(stderr_console(), AdminError(f"refused by review_job: {refused}"))
     elif review_run["status"] != "SUCCESS":
-        typer.echo(
-            f"review_job run {run_id} ended {review_run['status']}: see it in the Dagster UI", err=True
+        print_error(
+            stderr_console(),
+            AdminError(
+                f"review_job run {run_id} ended {review_run['status']}",
+                "its logs in the Dagster UI (Runs) say why; the job still awaits review",
+            ),
         )
     else:
         assert job is not None
-        out.print(f"job {job_id}: {job['state']} by {job['decidedBy']}; status {job['status']}")
+        out.print(
+            f"job {job_id}: {job['state']} by {job['decidedBy']}; status {job['status']}", highlight=False
+        )
     if wait and (refused or review_run["status"] != "SUCCESS"):
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILED)
 
 
 @review_app.command("approve")
