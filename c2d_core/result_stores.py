@@ -23,8 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
-import httpx
-
 from c2d_core.extensions import ExtensionError, load_extensions
 from c2d_core.results import (
     CHUNK,
@@ -37,6 +35,10 @@ from c2d_core.results import (
 from c2d_core.s3 import S3Settings, s3_client
 
 if TYPE_CHECKING:
+    # httpx only for the IPFS store, imported when one is made: the publish pod of a local or S3
+    # store starts without it (tests/unit/test_pod_imports.py).
+    import httpx
+
     from c2d_core.settings import EngineSettings
 
 S3_SCHEME = "s3://"
@@ -191,6 +193,8 @@ class IpfsResultStore(ResultStore):
     """
 
     def __init__(self, api_url: str, client: httpx.Client | None = None, root: str = "/c2d") -> None:
+        import httpx
+
         self.api = api_url.rstrip("/") + "/api/v0/"
         self.client = client or httpx.Client(timeout=httpx.Timeout(60.0), trust_env=False)
         self.root = root.rstrip("/")

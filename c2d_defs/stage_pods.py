@@ -21,6 +21,10 @@ from c2d_defs.pods import layout
 # The configure and publish programs are small Python processes; this is their memory ceiling.
 POD_PROGRAM_MEMORY = 1024 * MIB
 POD_PROGRAM_PROCESSES = 64
+# How the engine's pod programs start: `-I`, isolated mode: no PYTHON* variable of the image, no user
+# site folder, and neither the working directory (/data, the job volume) nor a script's folder on
+# sys.path, so nothing in the volume can shadow a module the program imports.
+POD_PROGRAM_INTERPRETER = ("python", "-I")
 
 
 def _labels(workflow_job_id: str, stage: Stage, env: Environment) -> dict[str, str]:
@@ -45,7 +49,7 @@ def configure_spec(workflow: Workflow, env: Environment, settings: EngineSetting
         component=Stage.CONFIGURE,
         environment_id=env.id,
         image=settings.pod_image,
-        command=["python", "-m", "c2d_defs.pods.configure"],
+        command=[*POD_PROGRAM_INTERPRETER, "-m", "c2d_defs.pods.configure"],
         env={
             "WORKFLOW": layout.WORKFLOW_PATH,
             "WORKFLOWID": workflow.job_id,
@@ -140,7 +144,7 @@ def publish_spec(
         component=Stage.PUBLISH,
         environment_id=env.id,
         image=settings.pod_image,
-        command=["python", "-m", "c2d_defs.pods.publish"],
+        command=[*POD_PROGRAM_INTERPRETER, "-m", "c2d_defs.pods.publish"],
         env={
             "WORKFLOWID": job_id,
             "VOLUME": layout.VOLUME_PATH,

@@ -75,6 +75,25 @@ def raise_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, _handler)
 
 
+# Packages installed beside the pod programs' dependencies that those dependencies import when they
+# find them, and that these programs never use: httpx's command line (click, rich, pygments: 35 ms at
+# each pod start) and cffi, through which pycryptodome would parse C declarations with pycparser at
+# import (it falls back to ctypes; coincurve needs only cffi's compiled backend, not this package).
+UNUSED_OPTIONAL_PACKAGES = ("click", "rich", "pygments", "cffi", "pycparser")
+
+
+def isolate_interpreter(environ: Mapping[str, str]) -> None:
+    """Keep the pod's interpreter from the site packages it does not need (see
+    UNUSED_OPTIONAL_PACKAGES): their imports fail at once, as if they were not installed, and each
+    dependency takes its own fallback. Only a pod program's `__main__` calls this, and only when no
+    extension module is loaded (an extension may use any installed package)."""
+    if environ.get("C2D_EXTENSIONS", "").strip():
+        return
+    for name in UNUSED_OPTIONAL_PACKAGES:
+        # A None entry is Python's own "not importable" marker: `import name` raises ImportError.
+        sys.modules.setdefault(name, None)  # type: ignore[arg-type]
+
+
 class EnvError(ValueError):
     """An environment variable of the pod holds an unusable value."""
 

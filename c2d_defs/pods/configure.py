@@ -12,19 +12,12 @@ import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpcore
-import httpx
 from pydantic import ValidationError
 
-from c2d_core.crypto import CryptoError, decrypt_service_files
-from c2d_core.fetch import Clock, FetchError, FetchLimits, SourceSettings, fetch_to_file
-from c2d_core.netguard import NetPolicy, guarded_client
-from c2d_core.sealed import open_secrets
-from c2d_core.settings import EngineSettings
 from c2d_core.status import JobStatus
 from c2d_core.workflow import AlgorithmSpec, DatasetInput, FileObject, ServiceFiles, Workflow
 from c2d_defs.pods import layout
@@ -35,13 +28,28 @@ from c2d_defs.pods.common import (
     env_float,
     env_int,
     explain_validation,
+    isolate_interpreter,
     load_pod_extensions,
     raise_on_sigterm,
     write_termination_message,
 )
 from c2d_defs.pods.report import AssetReport, ConfigureReport, FileReport
 
-_DEFAULTS = EngineSettings.model_fields
+if TYPE_CHECKING:
+    # Imported where they are used (HTTP at the first fetch, crypto at the first sealed blob): this
+    # program starts in a fresh interpreter for every job (tests/unit/test_pod_imports.py).
+    import httpx
+
+    from c2d_core.fetch import Clock, FetchLimits, SourceSettings
+    from c2d_core.netguard import NetPolicy
+
+# EngineSettings' defaults (c2d_core.settings), repeated so the pod need not import pydantic-settings;
+# tests/unit/test_pod_imports.py holds them equal.
+DEFAULT_CONFIGURE_DEADLINE = 900
+DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_READ_TIMEOUT = 60.0
+DEFAULT_FETCH_RETRIES = 3
+DEFAULT_MAX_INPUT_BYTES = 1024 * 1024 * 1024
 # The algorithm runs as another (unprivileged) uid: it must read inputs and write outputs and logs.
 READABLE_DIR, WRITABLE_DIR, READABLE_FILE, EXECUTABLE_FILE = 0o755, 0o777, 0o644, 0o755
 SUBDIR_MODES = {
@@ -63,42 +71,62 @@ class ConfigureSettings:
     volume: Path
     termination_log: Path
     provider_key_file: Path
-    limits: FetchLimits  # `deadline` here is the whole stage's fetch budget, shared by all files
-    # Where fetches may go: public addresses plus C2D_FETCH_ALLOW (EngineSettings validated it).
-    policy: NetPolicy = field(default_factory=NetPolicy)
-    sources: SourceSettings = field(default_factory=SourceSettings)
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    read_timeout: float = DEFAULT_READ_TIMEOUT
+    retries: int = DEFAULT_FETCH_RETRIES
+    # The whole stage's fetch budget, shared by all files.
+    deadline: float = float(DEFAULT_CONFIGURE_DEADLINE - 5)
+    max_bytes: int = DEFAULT_MAX_INPUT_BYTES
+    # Where fetches may go besides public addresses (EngineSettings validated it): C2D_FETCH_ALLOW.
+    fetch_allow: tuple[str, ...] = ()
+    ipfs_gateway: str = ""  # "" = c2d_core.fetch's default
+    arweave_gateway: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> ConfigureSettings:
-        configure_deadline = int(_DEFAULTS["configure_deadline"].default)
-        limits = FetchLimits(
-            connect_timeout=env_float(environ, "C2D_CONNECT_TIMEOUT", _DEFAULTS["connect_timeout"].default),
-            read_timeout=env_float(environ, "C2D_READ_TIMEOUT", _DEFAULTS["read_timeout"].default),
-            retries=env_int(environ, "C2D_FETCH_RETRIES", _DEFAULTS["fetch_retries"].default, minimum=0),
-            # A little under the runner's hard deadline, so the pod still gets to write its report.
-            deadline=env_float(environ, "C2D_FETCH_DEADLINE", float(max(1, configure_deadline - 5))),
-            max_bytes=env_int(environ, "C2D_MAX_INPUT_BYTES", _DEFAULTS["max_input_bytes"].default, 1),
-        )
         return cls(
             workflow_path=Path(environ.get("WORKFLOW") or layout.WORKFLOW_PATH),
             volume=Path(environ.get("VOLUME") or layout.VOLUME_PATH),
             termination_log=Path(environ.get("TERMINATION_LOG") or layout.TERMINATION_LOG_PATH),
             provider_key_file=Path(environ.get("PROVIDER_KEY_FILE") or layout.PROVIDER_KEY_PATH),
-            limits=limits,
-            policy=_policy(environ),
-            sources=SourceSettings(
-                ipfs_gateway=environ.get("C2D_IPFS_GATEWAY") or SourceSettings.ipfs_gateway,
-                arweave_gateway=environ.get("C2D_ARWEAVE_GATEWAY") or SourceSettings.arweave_gateway,
-            ),
+            connect_timeout=env_float(environ, "C2D_CONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT),
+            read_timeout=env_float(environ, "C2D_READ_TIMEOUT", DEFAULT_READ_TIMEOUT),
+            retries=env_int(environ, "C2D_FETCH_RETRIES", DEFAULT_FETCH_RETRIES, minimum=0),
+            # A little under the runner's hard deadline, so the pod still gets to write its report.
+            deadline=env_float(environ, "C2D_FETCH_DEADLINE", float(max(1, DEFAULT_CONFIGURE_DEADLINE - 5))),
+            max_bytes=env_int(environ, "C2D_MAX_INPUT_BYTES", DEFAULT_MAX_INPUT_BYTES, 1),
+            fetch_allow=tuple(environ.get("C2D_FETCH_ALLOW", "").split(",")),
+            ipfs_gateway=environ.get("C2D_IPFS_GATEWAY", ""),
+            arweave_gateway=environ.get("C2D_ARWEAVE_GATEWAY", ""),
         )
 
+    def limits(self, deadline: float) -> FetchLimits:
+        from c2d_core.fetch import FetchLimits
 
-def _policy(environ: Mapping[str, str]) -> NetPolicy:
-    try:
-        # The engine refused an allow-everything list outside development before passing it here.
-        return NetPolicy.from_allow_list(environ.get("C2D_FETCH_ALLOW", "").split(","), allow_everything=True)
-    except ValueError as error:
-        raise EnvError(str(error)) from None
+        return FetchLimits(
+            connect_timeout=self.connect_timeout,
+            read_timeout=self.read_timeout,
+            retries=self.retries,
+            deadline=deadline,
+            max_bytes=self.max_bytes,
+        )
+
+    def policy(self) -> NetPolicy:
+        from c2d_core.netguard import NetPolicy
+
+        try:
+            # The engine refused an allow-everything list outside development before passing it here.
+            return NetPolicy.from_allow_list(self.fetch_allow, allow_everything=True)
+        except ValueError as error:
+            raise EnvError(str(error)) from None
+
+    def sources(self) -> SourceSettings:
+        from c2d_core.fetch import SourceSettings
+
+        return SourceSettings(
+            ipfs_gateway=self.ipfs_gateway or SourceSettings.ipfs_gateway,
+            arweave_gateway=self.arweave_gateway or SourceSettings.arweave_gateway,
+        )
 
 
 def _file_report(index: int, size: int, sha256: str) -> FileReport:
@@ -119,14 +147,22 @@ class Configurator:
         self.settings = settings
         self.log = log
         self.report = report
+        # Given (tests), or made at the first fetch and closed by `close`.
         self.client = client
+        self._owned_client: httpx.Client | None = None
+        self._policy: NetPolicy | None = None
         self.clock = clock
-        self.deadline_at = clock() + settings.limits.deadline
+        self.deadline_at = clock() + settings.deadline
         self._provider_key: str | None = None
         self.data = settings.volume
         self.inputs_dir = self.data / "inputs"
         self.transformations_dir = self.data / "transformations"
         self.ddos_dir = self.data / "ddos"
+
+    def close(self) -> None:
+        if self._owned_client is not None:
+            self._owned_client.close()
+            self._owned_client = None
 
     # --- the stage ---------------------------------------------------------------------------------
 
@@ -256,6 +292,9 @@ class Configurator:
         (c2d_core.sealed), which keeps them out of the run config the Dagster UI shows."""
         if algorithm.encrypted_secrets is None:
             return algorithm.rawcode, algorithm.algocustomdata
+        from c2d_core.crypto import CryptoError
+        from c2d_core.sealed import open_secrets
+
         try:
             rawcode, custom = open_secrets(
                 self._key("algorithm"), algorithm.encrypted_secrets, algorithm.rawcode_sha256
@@ -277,6 +316,8 @@ class Configurator:
             return files.files
         assert files.encrypted_files is not None  # ServiceFiles: exactly one of the two
         nft, datatoken = _expected_addresses(ddo, service_id)
+        from c2d_core.crypto import CryptoError, decrypt_service_files
+
         try:
             raw_files = decrypt_service_files(
                 self._key(what),
@@ -299,26 +340,43 @@ class Configurator:
                 ) from None
         return self._provider_key
 
+    def _http(self) -> tuple[httpx.Client, NetPolicy]:
+        """The stage's one client (its TLS context and connections reused across files) and the policy
+        it enforces; it connects only to addresses the policy checked, on every hop (c2d_core.netguard)."""
+        if self._policy is None:
+            self._policy = self.settings.policy()
+        if self.client is None:
+            from c2d_core.netguard import guarded_client
+
+            if TUNE_SOCKET_READS:
+                import httpcore
+
+                httpcore.HTTP11Connection.READ_NUM_BYTES = SOCKET_READ_BYTES
+            self.client = self._owned_client = guarded_client(self._policy)
+        return self.client, self._policy
+
     def _fetch(
         self, file_object: FileObject, target: Path, userdata: dict[str, Any] | None, index: int, label: str
     ) -> FileReport:
         remaining = self.deadline_at - self.clock()
         if remaining <= 0:
             raise StageFailure(
-                f"{label}: the stage's {self.settings.limits.deadline:.0f}-second fetch deadline has passed"
+                f"{label}: the stage's {self.settings.deadline:.0f}-second fetch deadline has passed"
             )
-        limits = replace(self.settings.limits, deadline=remaining)
+        client, policy = self._http()
+        from c2d_core.fetch import FetchError, fetch_to_file
+
         started = self.clock()
         try:
             fetched = fetch_to_file(
                 file_object,
                 target,
-                limits,
+                self.settings.limits(remaining),
                 userdata=userdata,
-                client=self.client,
+                client=client,
                 label=label,
-                url_guard=self.settings.policy.check,
-                sources=self.settings.sources,
+                url_guard=policy.check,
+                sources=self.settings.sources(),
             )
         except FetchError as error:
             raise StageFailure(error.message) from None
@@ -394,14 +452,11 @@ def main(environ: Mapping[str, str] | None = None, client: httpx.Client | None =
         settings = ConfigureSettings.from_env(environ)
         # The file sources C2D_EXTENSIONS registers; a missing one fails the stage by name, at once.
         load_pod_extensions(environ)
-        # One client for the stage: its TLS context and connections are reused across files.
-        # It connects only to addresses the policy checked, on every hop (see c2d_core.netguard).
-        owned = guarded_client(settings.policy) if client is None else None
+        configurator = Configurator(settings, log, report, client=client)
         try:
-            status = Configurator(settings, log, report, client=client or owned).run()
+            status = configurator.run()
         finally:
-            if owned is not None:
-                owned.close()
+            configurator.close()
     except (EnvError, Terminated) as error:
         status, report.message = JobStatus.DATA_PROVISIONING_FAILED, f"configure: {error}"
         log(report.message)
@@ -418,10 +473,13 @@ def main(environ: Mapping[str, str] | None = None, client: httpx.Client | None =
 
 # Socket reads of the pod process. httpcore reads 64 KiB at a time; a read returns whatever has
 # arrived (so a trickling source is not held back), and fewer, larger reads move a large input about
-# 1.5x faster through h11 (bench/staging.py). Set here, for this process only, not in the library.
+# 1.5x faster through h11 (bench/staging.py). Set for the pod's process only (TUNE_SOCKET_READS),
+# when its client is made, not in the library.
 SOCKET_READ_BYTES = 256 * 1024
+TUNE_SOCKET_READS = False
 
 if __name__ == "__main__":
+    isolate_interpreter(os.environ)
     raise_on_sigterm()
-    httpcore.HTTP11Connection.READ_NUM_BYTES = SOCKET_READ_BYTES
+    TUNE_SOCKET_READS = True
     sys.exit(main())

@@ -35,6 +35,9 @@ CONFIGURE_LOG = "adminlogs/configure.log"
 PUBLISH_LOG = "adminlogs/publish.log"
 ALGO_CUSTOM_DATA = "algoCustomData.json"
 MANIFEST_NAME = results.MANIFEST_NAME
+# c2d_core.attestation.FILENAME, named here so the publish pod need not import the attestation's
+# models (tests/unit/test_pod_imports.py holds them equal).
+ATTESTATION_NAME = "attestation.json"
 
 # Exit codes of the pod programs; equal to the job status they report, so a pod's exit code alone
 # says what happened even when its termination message is lost.

@@ -21,19 +21,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from c2d_core.attestation import FILENAME as ATTESTATION_NAME
 from c2d_core.results import ResultEntry, ResultStore, ResultType, manifest_document
 from c2d_core.review import store_key_problem
-from c2d_core.s3 import S3Settings
-from c2d_core.settings import EngineSettings
 from c2d_core.status import JobStatus
-from c2d_core.workflow import JOB_ID_PATTERN
 from c2d_defs.pods import layout
 from c2d_defs.pods.common import (
     EnvError,
     PodLog,
     Terminated,
     env_int,
+    isolate_interpreter,
     raise_on_sigterm,
     write_termination_message,
 )
@@ -47,6 +44,10 @@ PUBLISH_LOG_NAME = "publish.log"
 # Set by the engine (c2d_defs.stage_pods.publish_spec) to "true" or "false"; anything else withholds.
 PUBLISH_OUTPUTS_ENV = "C2D_PUBLISH_OUTPUTS"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+# EngineSettings' default and c2d_core.workflow's job id pattern, repeated so the pod imports neither
+# pydantic-settings nor the workflow models (tests/unit/test_pod_imports.py holds them equal).
+DEFAULT_MAX_OUTPUT_FILES = 1000
+JOB_ID_PATTERN = re.compile(r"^[0-9a-f]{32}\Z")
 
 
 # --- result stores -----------------------------------------------------------------------------------
@@ -57,6 +58,7 @@ def make_result_store(environ: Mapping[str, str]) -> ResultStore:
     variables, or the shared credentials file the runner mounts as a secret (AWS_SHARED_CREDENTIALS_FILE);
     never in the pod spec's env, so never in a Job manifest."""
     from c2d_core.result_stores import result_store_from_settings
+    from c2d_core.s3 import S3Settings
 
     kind = (environ.get("C2D_RESULT_STORE") or "local").strip()
     try:
@@ -196,7 +198,7 @@ class PublishSettings:
         job_id = (environ.get("WORKFLOWID") or "").strip()
         if not JOB_ID_PATTERN.match(job_id):
             raise EnvError("WORKFLOWID must be the job id, 32 lowercase hex characters")
-        default_cap = int(EngineSettings.model_fields["max_output_files"].default)
+        default_cap = DEFAULT_MAX_OUTPUT_FILES
         store_key = (environ.get("C2D_RESULTS_KEY") or job_id).strip()
         problem = store_key_problem(job_id, store_key)
         if problem:
@@ -263,7 +265,7 @@ class Publisher:
             self.log(self.errors[-1])
             outputs = []
         # The attestation is added by the publish op after this pod (c2d_defs/ops/attestation.py).
-        reserved = (ALGORITHM_LOG_NAME, CONFIGURE_LOG_NAME, PUBLISH_LOG_NAME, ATTESTATION_NAME)
+        reserved = (ALGORITHM_LOG_NAME, CONFIGURE_LOG_NAME, PUBLISH_LOG_NAME, layout.ATTESTATION_NAME)
         names = unique_names((relative for relative, _ in outputs), reserved)
         self.log(f"{len(outputs)} output file(s) to publish")
         for (relative, path), name in zip(outputs, names, strict=True):
@@ -378,5 +380,6 @@ def main(environ: Mapping[str, str] | None = None, store: ResultStore | None = N
 
 
 if __name__ == "__main__":
+    isolate_interpreter(os.environ)
     raise_on_sigterm()
     sys.exit(main())

@@ -68,6 +68,13 @@ def warm_imports() -> None:
     definition = repository.get_definition()
     for name in definition.job_names:
         definition.get_job(name)
+    # What a compute run imports lazily on its way: the sandbox (built with the pod_runner resource)
+    # and eth_account, which signs the attestation at publish (about 0.45 s to import, paid by every
+    # forked run otherwise; bench/job_overhead.py).
+    import eth_account
+    import eth_account.messages  # noqa: F401
+
+    import c2d_defs.sandbox  # noqa: F401
 
 
 @dataclass
