@@ -2,8 +2,8 @@
 
 Reads go to Dagster's run storage through Dagster's own storage API, never through the webserver: a
 `DagsterInstance` over the instance the engine writes (the SQLite files of the embedded stack's
-DAGSTER_HOME, or Postgres through dagster-postgres in production), used to read runs, count them and
-record a consumer's stop. Status polls are answered from a per-process cache (provider_api.status_cache):
+DAGSTER_HOME, or Postgres through dagster-postgres in production), of which only the storage is built
+(`storage_instance`), used to read runs, count them and record a consumer's stop. Status polls are answered from a per-process cache (provider_api.status_cache):
 
 - a finished job (its run ended and publish wrote the job's finish date) is kept until its results
   are due to expire (`storageExpiry` after it finished); from then on it is read again at most every
@@ -151,6 +151,42 @@ def _client_error_kind(error: BaseException) -> str:
     return f"the compute engine answered {kind}"
 
 
+def storage_instance(home: str | Path) -> DagsterInstance:
+    """A `DagsterInstance` over the run, event-log and schedule storage that `home`/dagster.yaml names,
+    and nothing else of that file.
+
+    The engine's instance file also names its run launcher (dagster_k8s.K8sRunLauncher on Kubernetes),
+    run coordinator (c2d_defs.run_coordinator), compute log manager (dagster_aws S3) and scheduler.
+    The Provider neither launches, queues nor reads compute logs through Dagster, so those are replaced
+    by Dagster's own defaults here: the Provider never imports c2d_defs or an engine-only integration,
+    whichever code path touches the instance, and the dagster chart's instance ConfigMap can be mounted
+    as it is (docs/deploy-kubernetes.md). Settings are dropped too (telemetry off: nothing is written
+    into `home`, which is a read-only mount there). The storage config itself, its `{env: ...}`
+    credentials (DAGSTER_PG_PASSWORD) included, is read exactly as Dagster reads it. (A custom
+    `instance_class` would still be imported while Dagster parses the file; the dagster chart sets none.)
+    """
+    import yaml
+    from dagster import DagsterInstance
+    from dagster._core.instance.ref import InstanceRef
+    from dagster._serdes import ConfigurableClassData
+
+    def core(module: str, name: str) -> ConfigurableClassData:
+        return ConfigurableClassData(module, name, yaml.dump({}))
+
+    ref = InstanceRef.from_dir(str(home))
+    storage_only = ref._replace(
+        compute_logs_data=core("dagster._core.storage.noop_compute_log_manager", "NoOpComputeLogManager"),
+        scheduler_data=None,
+        run_coordinator_data=core("dagster._core.run_coordinator", "DefaultRunCoordinator"),
+        run_launcher_data=core("dagster", "DefaultRunLauncher"),
+        secrets_loader_data=None,
+        defs_state_storage_data=None,
+        custom_instance_class_data=None,
+        settings={"telemetry": {"enabled": False}},
+    )
+    return DagsterInstance.from_ref(storage_only)
+
+
 class DagsterJobs:
     """Submit, list, read and stop compute jobs; count an environment's running and queued jobs.
 
@@ -218,11 +254,8 @@ class DagsterJobs:
                         "no Dagster instance to read jobs from: set DAGSTER_HOME (or PROVIDER_DAGSTER_HOME) "
                         "to the folder of the engine's dagster.yaml"
                     )
-                from dagster import DagsterInstance
-                from dagster._core.instance.ref import InstanceRef
-
                 try:
-                    self._instance = DagsterInstance.from_ref(InstanceRef.from_dir(home))
+                    self._instance = storage_instance(home)
                 except Exception as error:  # a storage that is down, a config it cannot read
                     raise BackendUnavailable(
                         f"the compute engine's run storage is unavailable ({type(error).__name__})"

@@ -46,6 +46,13 @@ MISSING_DAGSTER = "chart directory is missing these dependencies: dagster"
 # The subchart is absent (see the module docstring); its condition says so to Helm.
 NO_DAGSTER = "dagster: {enabled: false}\n"
 
+
+def _without_dagster(text: str) -> str:
+    """A values set with the dagster dependency's condition off (merged into its own `dagster:`)."""
+    merged, found = re.subn(r"^dagster:\n", "dagster:\n  enabled: false\n", text, count=1, flags=re.M)
+    return merged if found else NO_DAGSTER + text
+
+
 # Values files as an operator writes them (`helm install -f`), one per option set that values.yaml
 # and docs/deploy-kubernetes.md describe. Parsed by Helm (values_from_yaml), so numbers arrive as
 # Helm sees them (float64), which is where `quote` alone goes wrong.
@@ -137,6 +144,24 @@ jobs:
   startTimeoutSeconds: 1200
   ttlSecondsAfterFinished: 86400
 """,
+    # The dagster chart renamed (its fullnameOverride) and its Postgres user name in the Secret too:
+    # the Provider follows that chart's names for the instance ConfigMap and the Postgres Secret.
+    "dagster-renamed": """
+dagster:
+  global:
+    fullnameOverride: engine
+    postgresqlSecretName: ""
+    postgresqlSecretUsernameKey: postgresql-username
+""",
+    # Dagster installed apart (its own release): the Provider is told its instance file and Secret.
+    "external-dagster": """
+provider:
+  dagsterInstance:
+    configMap: ops-dagster-instance
+    postgresSecret: ops-dagster-postgres
+    postgresSecretKey: password
+    mountPath: /etc/dagster-home
+""",
     # Engine only: the Provider elsewhere, RBAC and policies managed by the platform team.
     "engine-only": """
 provider: {enabled: false}
@@ -172,7 +197,7 @@ def renders(chart: helm.Chart) -> dict[str, Render]:
     """Every values set rendered once per session."""
     result = {}
     for name, text in VALUE_SETS.items():
-        overrides = helm.values_from_yaml(NO_DAGSTER + text)
+        overrides = helm.values_from_yaml(_without_dagster(text))
         manifests = chart.render(overrides, name=RELEASE, namespace=RELEASE_NAMESPACE)
         objects = [
             doc
@@ -198,6 +223,61 @@ def _provider_env(render: Render) -> dict[str, dict[str, Any]]:
     return {item["name"]: item for item in container["env"]}
 
 
+@dataclass(frozen=True)
+class DagsterNames:
+    """What the Provider needs of the dagster chart to read its run storage."""
+
+    instance_config_map: str  # key dagster.yaml
+    postgres_secret: str
+    password_key: str
+    username_key: str  # "" = the user name is written in the instance file
+
+
+def _dagster_names(values: dict[str, Any]) -> DagsterNames:
+    """The dagster chart's names by that chart's own rules (its "dagster.fullname", the instance
+    ConfigMap `<fullname>-instance` and "dagster.postgresql.secretName"; checked against its
+    templates, docs/deploy-kubernetes.md), unless provider.dagsterInstance names others."""
+    own = values["provider"]["dagsterInstance"]
+    dagster_global = values["dagster"].get("global", {})
+    fullname = dagster_global.get("fullnameOverride") or f"{RELEASE}-dagster"
+    return DagsterNames(
+        instance_config_map=own["configMap"] or f"{fullname}-instance",
+        postgres_secret=own["postgresSecret"]
+        or dagster_global.get("postgresqlSecretName")
+        or f"{fullname}-postgresql-secret",
+        password_key=own["postgresSecretKey"],
+        username_key=dagster_global.get("postgresqlSecretUsernameKey", ""),
+    )
+
+
+# The only secrets in the Provider's env that are not the Provider's own: the run storage's Postgres
+# credentials, which the engine's instance file reads from the environment. They come from the
+# dagster chart's Postgres Secret, the one Dagster's own pods read (docs/deploy-kubernetes.md).
+RUN_STORAGE_SECRET_ENV = {"DAGSTER_PG_PASSWORD", "DAGSTER_PG_USERNAME"}
+
+
+def _provider_pod_env(
+    render: Render, provider_secret: dict[str, str], run_storage_secret: dict[str, str]
+) -> dict[str, str]:
+    """The Provider container's environment as Kubernetes would give it (the engine ConfigMap, then
+    `env`), with each secret taken from the Secret it must come from: the Provider's own
+    (provider.existingSecret), or, for the run storage's credentials only, the dagster chart's."""
+    names = _dagster_names(render.values)
+    env = dict(_engine_env(render))
+    for item in _provider_env(render).values():
+        if "valueFrom" not in item:
+            env[item["name"]] = item["value"]
+            continue
+        ref = item["valueFrom"]["secretKeyRef"]
+        if item["name"] in RUN_STORAGE_SECRET_ENV:
+            assert ref["name"] == names.postgres_secret, item
+            env[item["name"]] = run_storage_secret[ref["key"]]
+        else:
+            assert ref["name"] == render.values["provider"]["existingSecret"], item
+            env[item["name"]] = provider_secret[ref["key"]]
+    return env
+
+
 def _engine_env(render: Render) -> dict[str, str]:
     return dict(render.one("ConfigMap", render.values["jobs"]["engineEnvConfigMap"])["data"])
 
@@ -209,7 +289,7 @@ def _engine_env(render: Render) -> dict[str, str]:
 def test_strict_helm_lint_finds_nothing_but_the_absent_dagster_chart(name: str) -> None:
     report = helm.lint(
         CHART,
-        helm.values_from_yaml(NO_DAGSTER + VALUE_SETS[name]),
+        helm.values_from_yaml(_without_dagster(VALUE_SETS[name])),
         strict=True,
         namespace=RELEASE_NAMESPACE,
         kube_version="v" + K8S_VERSION,
@@ -361,16 +441,11 @@ def test_the_provider_starts_in_production_on_the_rendered_env(
         "rpc-url": "https://rpc.example.com/KEY",
         "nonce-db-url": "postgresql+psycopg2://provider@127.0.0.1/provider",
     }
-    env = dict(_engine_env(render))
-    for item in _provider_env(render).values():
-        if "valueFrom" in item:
-            ref = item["valueFrom"]["secretKeyRef"]
-            assert ref["name"] == render.values["provider"]["existingSecret"]
-            env[item["name"]] = secret[ref["key"]]
-        else:
-            env[item["name"]] = item["value"]
+    names = _dagster_names(render.values)
+    env = _provider_pod_env(render, secret, {names.password_key: "pg-secret", names.username_key: "dagster"})
     _settings_from(monkeypatch, env)
     settings = ProviderSettings()
+    assert settings.dagster_home == Path(render.values["provider"]["dagsterInstance"]["mountPath"])
     fetch = render.values["fetch"]
     assert settings.environment == "production"
     assert settings.fetch_allow == fetch["allow"], "fileinfo may reach what configure pods may reach"
@@ -382,6 +457,291 @@ def test_the_provider_starts_in_production_on_the_rendered_env(
     assert settings.rpc_url == secret["rpc-url"]
     for key, value in render.values["provider"]["env"].items():
         assert env[key] == value
+
+
+# --- The Provider reads job state from Dagster's run storage -------------------------------------
+
+PROVIDER_SETS = [n for n in VALUE_SETS if n != "engine-only"]
+# (instance ConfigMap, Postgres Secret, its password key) the Provider must use, as the dagster chart
+# names them for that values set (or as the operator named their own Dagster's).
+EXPECTED_RUN_STORAGE = {
+    "default": ("c2d-dagster-instance", "c2d-dagster-postgresql", "postgresql-password"),
+    "dagster-renamed": ("engine-instance", "engine-postgresql-secret", "postgresql-password"),
+    "external-dagster": ("ops-dagster-instance", "ops-dagster-postgres", "password"),
+}
+
+
+@pytest.mark.parametrize("name", PROVIDER_SETS)
+def test_each_provider_secret_is_its_own_but_the_run_storage_password_the_dagster_charts(
+    renders: dict[str, Render], name: str
+) -> None:
+    """The rule: every secret in the Provider's env comes from the Provider's own Secret, except the
+    run storage's Postgres credentials, which come from the dagster chart's Postgres Secret (named
+    here as that chart names it): the same Postgres, read with the credentials Dagster's pods use."""
+    render = renders[name]
+    names = _dagster_names(render.values)
+    own = render.values["provider"]["existingSecret"]
+    refs = {
+        key: item["valueFrom"]["secretKeyRef"]
+        for key, item in _provider_env(render).items()
+        if "valueFrom" in item
+    }
+    expected = {
+        "PROVIDER_PRIVATE_KEY": {"name": own, "key": "provider-key"},
+        "PROVIDER_RPC_URL": {"name": own, "key": "rpc-url"},
+        "PROVIDER_NONCE_DB_URL": {"name": own, "key": "nonce-db-url"},
+        "DAGSTER_PG_PASSWORD": {"name": names.postgres_secret, "key": names.password_key},
+    }
+    if names.username_key:
+        expected["DAGSTER_PG_USERNAME"] = {"name": names.postgres_secret, "key": names.username_key}
+    assert refs == expected
+    assert names.postgres_secret != own
+
+
+@pytest.mark.parametrize("name", EXPECTED_RUN_STORAGE)
+def test_the_provider_mounts_the_engines_instance_file_as_its_dagster_home(
+    renders: dict[str, Render], name: str
+) -> None:
+    render = renders[name]
+    deployment = _provider(render)
+    kubernetes_validate.validate(deployment, K8S_VERSION, strict=True)
+    config_map, secret, key = EXPECTED_RUN_STORAGE[name]
+    names = _dagster_names(render.values)
+    assert (names.instance_config_map, names.postgres_secret, names.password_key) == (config_map, secret, key)
+    pod = deployment["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    home = render.values["provider"]["dagsterInstance"]["mountPath"]
+    [volume] = [v for v in pod["volumes"] if v["name"] == "dagster-instance"]
+    assert volume["configMap"] == {
+        "name": config_map,
+        "items": [{"key": "dagster.yaml", "path": "dagster.yaml"}],
+    }
+    [mount] = [m for m in container["volumeMounts"] if m["name"] == "dagster-instance"]
+    assert mount == {"name": "dagster-instance", "mountPath": home, "readOnly": True}
+    assert [m["mountPath"] for m in container["volumeMounts"] if m["mountPath"].startswith(home)] == [home]
+    env = _provider_env(render)
+    assert env["PROVIDER_DAGSTER_HOME"]["value"] == home
+    assert env["DAGSTER_PG_PASSWORD"]["valueFrom"] == {"secretKeyRef": {"name": secret, "key": key}}
+    assert ("DAGSTER_PG_USERNAME" in env) == (name == "dagster-renamed")
+
+
+def test_without_a_postgres_password_the_provider_gets_none(chart: helm.Chart) -> None:
+    """The dagster chart's workload-identity mode (no password): nothing to take from a Secret."""
+    text = _without_dagster("dagster:\n  global: {postgresqlAuthWifEnabled: true}\n")
+    manifests = chart.render(helm.values_from_yaml(text), name=RELEASE, namespace=RELEASE_NAMESPACE)
+    deployment = yaml.safe_load(manifests["c2d/templates/provider-deployment.yaml"])
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    names = [item["name"] for item in container["env"]]
+    assert "DAGSTER_PG_PASSWORD" not in names and "PROVIDER_DAGSTER_HOME" in names
+
+
+@pytest.mark.parametrize("name", PROVIDER_SETS)
+def test_no_network_policy_stands_between_the_provider_and_run_storage(
+    renders: dict[str, Render], name: str
+) -> None:
+    """The Provider now reaches Postgres (run storage) besides the webserver, the chain and the
+    result store: the chart's policies are the job namespace's and none selects the Provider's pods,
+    so its egress is the cluster's default. A policy of your own there must allow Postgres
+    (docs/deploy-kubernetes.md)."""
+    render = renders[name]
+    labels = _provider(render)["spec"]["template"]["metadata"]["labels"]
+    for policy in _network_policies(render):
+        assert _namespace(policy) != RELEASE_NAMESPACE or not _selects(policy, labels), policy["metadata"]
+
+
+def _dagster_chart_instance_file(dagster: dict[str, Any]) -> dict[str, Any]:
+    """The instance file the dagster chart writes into its `<fullname>-instance` ConfigMap for these
+    dagster values, in that chart's layout (checked against its templates, docs/deploy-kubernetes.md):
+    run, event-log and schedule storage as three dagster_postgres classes whose password is read from
+    DAGSTER_PG_PASSWORD, next to the engine-only parts it names (K8sRunLauncher from dagster_k8s, our
+    run coordinator from c2d_defs, S3 compute logs from dagster_aws)."""
+    postgres = dagster["postgresql"]
+    dagster_global = dagster.get("global", {})
+    db = {
+        "username": {"env": "DAGSTER_PG_USERNAME"}
+        if dagster_global.get("postgresqlSecretUsernameKey")
+        else postgres["postgresqlUsername"],
+        "password": {"env": "DAGSTER_PG_PASSWORD"},
+        "hostname": postgres["postgresqlHost"],
+        "db_name": postgres["postgresqlDatabase"],
+        "port": postgres["service"]["port"],
+        "params": postgres.get("postgresqlParams", {}),
+        "scheme": postgres["postgresqlScheme"],
+    }
+
+    def storage(module: str, name: str) -> dict[str, Any]:
+        return {"module": f"dagster_postgres.{module}", "class": name, "config": {"postgres_db": db}}
+
+    launcher = dagster["runLauncher"]["config"]["k8sRunLauncher"]
+    coordinator = dagster["dagsterDaemon"]["runCoordinator"]["config"]["customRunCoordinator"]
+    logs = dagster["computeLogManager"]["config"]["s3ComputeLogManager"]
+    monitoring = dagster["dagsterDaemon"]["runMonitoring"]
+    return {
+        "scheduler": {"module": "dagster._core.scheduler", "class": "DagsterDaemonScheduler"},
+        "schedule_storage": storage("schedule_storage", "PostgresScheduleStorage"),
+        "run_launcher": {
+            "module": "dagster_k8s",
+            "class": "K8sRunLauncher",
+            "config": {
+                "load_incluster_config": True,
+                "job_namespace": RELEASE_NAMESPACE,
+                "image_pull_policy": "Always",
+                "service_account_name": dagster["serviceAccount"]["name"],
+                "dagster_home": {"env": "DAGSTER_HOME"},
+                "instance_config_map": {"env": "DAGSTER_K8S_INSTANCE_CONFIG_MAP"},
+                "postgres_password_secret": {"env": "DAGSTER_K8S_PG_PASSWORD_SECRET"},
+                "env_config_maps": [
+                    {"env": "DAGSTER_K8S_PIPELINE_RUN_ENV_CONFIGMAP"},
+                    *(item["name"] for item in launcher["envConfigMaps"]),
+                ],
+            },
+        },
+        "run_storage": storage("run_storage", "PostgresRunStorage"),
+        "event_log_storage": storage("event_log", "PostgresEventLogStorage"),
+        "run_coordinator": {
+            "module": coordinator["module"],
+            "class": coordinator["class"],
+            "config": coordinator["config"],
+        },
+        "compute_logs": {
+            "module": "dagster_aws.s3.compute_log_manager",
+            "class": "S3ComputeLogManager",
+            "config": {"bucket": logs["bucket"], "prefix": logs["prefix"]},
+        },
+        "run_monitoring": {
+            "enabled": True,
+            "start_timeout_seconds": monitoring["startTimeoutSeconds"],
+            "poll_interval_seconds": monitoring["pollIntervalSeconds"],
+        },
+        "telemetry": {"enabled": True},
+    }
+
+
+# The Provider's process as the Deployment starts it, less what the engine's image alone must have:
+# importing c2d_defs or an engine-only Dagster integration fails, as it would in an image without them.
+PROVIDER_READ = r"""
+import importlib.abc, json, sys
+
+ENGINE_ONLY = ("c2d_defs", "dagster_k8s", "dagster_aws")
+
+
+class EngineOnly(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ENGINE_ONLY:
+            raise ImportError(f"{name} is the engine's, not the Provider's")
+        return None
+
+
+sys.meta_path.insert(0, EngineOnly())
+from provider_api.dagster_jobs import DagsterJobs
+from provider_api.settings import ProviderSettings
+
+settings = ProviderSettings()
+with DagsterJobs(
+    settings.graphql_url, environments_file=settings.environments_file, dagster_home=settings.dagster_home
+) as jobs:
+    record = jobs.job(sys.argv[1])
+    found = record and {"run_id": record.run_id, "run_status": record.run_status, "tags": record.tags}
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in ENGINE_ONLY)
+print(json.dumps({"record": found, "engine_only_loaded": loaded}))
+"""
+
+
+def test_the_provider_reads_a_run_through_the_mounted_instance_file_on_postgres(
+    chart: helm.Chart, tmp_path: Path
+) -> None:
+    """End to end on the machine's Postgres: the chart rendered for a Postgres at 127.0.0.1, the
+    dagster chart's instance file for those values written where the Deployment mounts it, a run
+    written by the engine's side through that file, and the Provider's process, started on the
+    rendered env (secrets from the Secrets they must come from), reads it back from run storage,
+    without c2d_defs, dagster_k8s or dagster_aws importable."""
+    import subprocess
+    import sys
+    import uuid
+
+    from dagster import DagsterInstance, DagsterRun, DagsterRunStatus
+    from dagster._core.instance.ref import InstanceRef
+    from eth_account import Account
+    from fixtures_postgres import fresh_database
+
+    from c2d_core import engine
+
+    with fresh_database("c2d_chart") as database:
+        text = _without_dagster(
+            "dagster:\n  postgresql:\n    postgresqlHost: 127.0.0.1\n    postgresqlUsername: postgres\n"
+            f"    postgresqlDatabase: {database}\n"
+        )
+        overrides = helm.values_from_yaml(text)
+        manifests = chart.render(overrides, name=RELEASE, namespace=RELEASE_NAMESPACE)
+        objects = [
+            doc
+            for path, manifest in sorted(manifests.items())
+            if not path.endswith("NOTES.txt")
+            for doc in yaml.safe_load_all(manifest)
+            if doc
+        ]
+        render = Render(chart.merge_values(overrides), objects)
+        provider_secret = {
+            "provider-key": Account.create().key.hex(),
+            "rpc-url": "http://127.0.0.1:9",
+            "nonce-db-url": f"sqlite:///{tmp_path / 'nonces.db'}",
+        }
+        # The machine's Postgres trusts loopback: the Secret's password is empty.
+        pod_env = _provider_pod_env(render, provider_secret, {"postgresql-password": ""})
+        # The pod's files, under tmp_path: the instance ConfigMap at its mount, the environments file.
+        home = tmp_path / pod_env["PROVIDER_DAGSTER_HOME"].lstrip("/")
+        home.mkdir(parents=True)
+        (home / "dagster.yaml").write_text(
+            yaml.safe_dump(_dagster_chart_instance_file(render.values["dagster"]))
+        )
+        environments = tmp_path / "environments.yaml"
+        environments.write_text(
+            render.one("ConfigMap", render.values["environmentsConfigMap"])["data"]["environments.yaml"]
+        )
+        pod_env |= {
+            "PROVIDER_DAGSTER_HOME": str(home),
+            "PROVIDER_ENVIRONMENTS_FILE": str(environments),
+            "C2D_HOME": str(tmp_path / "c2d"),
+        }
+
+        job_id = uuid.uuid4().hex
+        run_id = str(uuid.uuid4())
+        tags = {
+            engine.JOB_ID: job_id,
+            engine.OWNER: "0x" + "ab" * 20,
+            engine.ENVIRONMENT: "small",
+            engine.STATUS: "40",
+        }
+        os.environ["DAGSTER_PG_PASSWORD"] = ""
+        try:
+            # The engine's side: Dagster's full instance over the same file (what its pods load).
+            with DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as dagster:
+                dagster.add_run(
+                    DagsterRun(
+                        job_name=engine.JOB_NAME, run_id=run_id, status=DagsterRunStatus.STARTED, tags=tags
+                    )
+                )
+        finally:
+            del os.environ["DAGSTER_PG_PASSWORD"]
+
+        base = {
+            k: v for k, v in os.environ.items() if not k.startswith(("C2D_", "PROVIDER_", "AWS_", "DAGSTER_"))
+        }
+        done = subprocess.run(
+            [sys.executable, "-c", PROVIDER_READ, job_id],
+            env=base | pod_env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        answer = json.loads(done.stdout.strip().splitlines()[-1])
+    assert answer["engine_only_loaded"] == []
+    record = answer["record"]
+    assert record is not None, "the Provider did not find the run the engine wrote"
+    assert (record["run_id"], record["run_status"]) == (run_id, "STARTED")
+    assert record["tags"][engine.STATUS] == "40" and record["tags"][engine.JOB_ID] == job_id
 
 
 # --- Security-critical fields, on the rendered objects ------------------------------------------
@@ -526,7 +886,7 @@ def test_no_secret_is_inlined(renders: dict[str, Render], name: str) -> None:
     if not render.values["provider"]["enabled"]:
         return
     env = _provider_env(render)
-    for key in ("PROVIDER_PRIVATE_KEY", "PROVIDER_RPC_URL", "PROVIDER_NONCE_DB_URL"):
+    for key in ("PROVIDER_PRIVATE_KEY", "PROVIDER_RPC_URL", "PROVIDER_NONCE_DB_URL", "DAGSTER_PG_PASSWORD"):
         assert set(env[key]) == {"name", "valueFrom"} and "secretKeyRef" in env[key]["valueFrom"]
     assert not [key for key, item in env.items() if "value" in item and SECRET_NAME.search(key)]
     volumes = _provider(render)["spec"]["template"]["spec"]["volumes"]
@@ -619,7 +979,7 @@ def test_every_values_set_and_the_defaults_pass_the_schema(chart: helm.Chart) ->
     jsonschema.Draft7Validator.check_schema(SCHEMA)
     jsonschema.validate(VALUES, SCHEMA)
     for text in VALUE_SETS.values():
-        chart.validate_schema(chart.merge_values(helm.values_from_yaml(NO_DAGSTER + text)))
+        chart.validate_schema(chart.merge_values(helm.values_from_yaml(_without_dagster(text))))
 
 
 # --- Static checks: the chart's files against the code that reads them ---------------------------

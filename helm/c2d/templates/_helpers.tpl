@@ -59,3 +59,32 @@ C2D_S3_TIMEOUT: {{ $r.s3.timeoutSeconds | quote }}
 C2D_IPFS_API_URL: {{ $r.ipfs.apiUrl | quote }}
 {{- end }}
 {{- end -}}
+
+{{/* The dagster subchart's full name, by that chart's own rule (its "dagster.fullname"): the instance
+ConfigMap and the Postgres Secret it names are derived from it. */}}
+{{- define "c2d.dagsterFullname" -}}
+{{- $g := .Values.dagster.global | default dict -}}
+{{- if $g.fullnameOverride -}}
+{{- $g.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default "dagster" $g.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The ConfigMap holding the engine's instance file (key dagster.yaml) the Provider reads run storage
+through: provider.dagsterInstance.configMap, else the dagster chart's `<fullname>-instance`. */}}
+{{- define "c2d.dagsterInstanceConfigMap" -}}
+{{- .Values.provider.dagsterInstance.configMap | default (printf "%s-instance" (include "c2d.dagsterFullname" .)) -}}
+{{- end -}}
+
+{{/* The Secret with the run storage's Postgres password: provider.dagsterInstance.postgresSecret, else
+the dagster chart's (dagster.global.postgresqlSecretName, else `<fullname>-postgresql-secret`). */}}
+{{- define "c2d.dagsterPostgresSecret" -}}
+{{- $g := .Values.dagster.global | default dict -}}
+{{- .Values.provider.dagsterInstance.postgresSecret | default $g.postgresqlSecretName | default (printf "%s-postgresql-secret" (include "c2d.dagsterFullname" .)) -}}
+{{- end -}}
