@@ -3,7 +3,8 @@
 Reads go to Dagster's run storage through Dagster's own storage API, never through the webserver: a
 `DagsterInstance` over the instance the engine writes (the SQLite files of the embedded stack's
 DAGSTER_HOME, or Postgres through dagster-postgres in production), of which only the storage is built
-(`storage_instance`), used to read runs, count them and record a consumer's stop. Status polls are answered from a per-process cache (provider_api.status_cache):
+(`storage_instance`), used to read runs, count them and record a consumer's stop. Status polls are
+answered from a per-process cache (provider_api.status_cache):
 
 - a finished job (its run ended and publish wrote the job's finish date) is kept until its results
   are due to expire (`storageExpiry` after it finished); from then on it is read again at most every
