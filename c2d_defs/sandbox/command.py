@@ -2,13 +2,15 @@
 
 How one pod is started (`sandbox_command` builds it, a pure function):
 
-    unshare --mount  sh -c '<join cgroups; bind every source onto a stage dir>; exec "$@"'
+    unshare --mount  sh -c '<join cgroups>; mount --all --fstab <stage>/mounts; exec "$@"'
       prlimit ...  setpriv --reuid U ...  bwrap --unshare-all ... --ro-bind <stage>/<i> <dest> ... -- cmd
 
 bwrap runs as the sandbox uid, so it could only bind what that uid may traverse: not the interpreter
 under /root/.pyenv, nor a work dir under a 0700 parent (/root/..., pytest's /tmp/pytest-of-root). Root
 therefore first binds every source onto a world-traversable stage dir, in a private mount namespace
-that only this launch sees and that vanishes with it; bwrap then binds from the stage.
+that only this launch sees and that vanishes with it; bwrap then binds from the stage. The binds are
+one table (`stage_table`, fstab's format, written into the stage dir by the host side) that one `mount`
+process mounts: a pod has 10 to 20 of them, and a `mount` process each cost about 25 ms per pod.
 """
 
 from __future__ import annotations
@@ -82,6 +84,31 @@ def stage_path(stage_dir: str, index: int) -> str:
     return f"{stage_dir}/{index}"
 
 
+# The stage dir's mount table (fstab format): every bind of the plan onto its staged mount point.
+STAGE_TABLE = "mounts"
+
+
+def stage_table_path(stage_dir: str) -> str:
+    return f"{stage_dir}/{STAGE_TABLE}"
+
+
+def _fstab_field(path: str) -> str:
+    """A path as one fstab field: the characters fstab separates or ends fields with, octal-escaped
+    (libmount's own escapes), the backslash first."""
+    for char, escaped in (("\\", "\\134"), (" ", "\\040"), ("\t", "\\011"), ("\n", "\\012")):
+        path = path.replace(char, escaped)
+    return path
+
+
+def stage_table(plan: SandboxPlan, stage_dir: str) -> str:
+    """The mount table that stages every bind of `plan` (`mount --bind <source> <stage>/<i>`, in
+    order): plain, non-recursive binds; bwrap makes them read-only where the plan says so."""
+    return "".join(
+        f"{_fstab_field(bind.source)} {_fstab_field(stage_path(stage_dir, index))} none bind 0 0\n"
+        for index, bind in enumerate(plan.binds)
+    )
+
+
 def sandbox_command(plan: SandboxPlan, launch: SandboxLaunch) -> list[str]:
     """The full command line of one pod (see the module docstring for its shape)."""
     if len(launch.file_fds) != len(plan.files):
@@ -89,9 +116,9 @@ def sandbox_command(plan: SandboxPlan, launch: SandboxLaunch) -> list[str]:
     script = [f'fail() {{ echo "c2d sandbox: $*" >&2; exit {LAUNCH_FAILED}; }}']
     for procs in launch.cgroup_procs:
         script.append(f"echo $$ > {shlex.quote(procs)} || fail cannot join cgroup {shlex.quote(procs)}")
-    for index, bind in enumerate(plan.binds):
-        source, staged = shlex.quote(bind.source), shlex.quote(stage_path(launch.stage_dir, index))
-        script.append(f"mount --bind {source} {staged} || fail cannot stage {source}")
+    if plan.binds:
+        table = shlex.quote(stage_table_path(launch.stage_dir))
+        script.append(f"mount --all --fstab {table} || fail cannot stage the sandbox mounts")
     script.append('exec "$@"')
 
     command = ["unshare", "--mount", "--propagation", "private", "--"]

@@ -18,7 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from c2d_core.sandbox_cgroups import NoCgroups, PodCgroup, PodLimits
-from c2d_defs.sandbox.command import HostBind, SandboxPlan, is_within, stage_path
+from c2d_defs.sandbox.command import (
+    HostBind,
+    SandboxPlan,
+    is_within,
+    stage_path,
+    stage_table,
+    stage_table_path,
+)
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +102,8 @@ def read_volume_file(volume: Path, sub_path: str, offset: int, limit: int) -> by
 
 
 def make_stage(stage_root: Path, plan: SandboxPlan, uid: int, prefix: str) -> Path:
-    """A fresh stage dir: one empty mount point per bind, and the pod's termination-log file.
+    """A fresh stage dir: one empty mount point per bind, the table that binds them (root's, 0600),
+    and the pod's termination-log file.
 
     Mode 0711 down from the state dir: the sandbox uid can traverse it to the staged mounts but
     cannot list it (another pod's stage is not guessable from inside a sandbox anyway).
@@ -112,6 +120,9 @@ def make_stage(stage_root: Path, plan: SandboxPlan, uid: int, prefix: str) -> Pa
             target.mkdir()
         else:
             target.touch()
+    fd = os.open(stage_table_path(str(stage)), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as table:
+        table.write(stage_table(plan, str(stage)))
     termination_log = stage / "termination-log"
     termination_log.touch(mode=0o600)
     os.chown(termination_log, uid, uid)
@@ -193,21 +204,43 @@ def disk_usage(paths: Iterable[str]) -> int:
 
 
 def processes_of_uid(uid: int, *, include_zombies: bool = False) -> list[int]:
-    """Pids whose real uid is `uid` (what RLIMIT_NPROC counts)."""
+    """Pids whose real uid is `uid` (what RLIMIT_NPROC counts).
+
+    Read from each /proc/<pid>/status (a process cannot hide its real uid there, as it can hide the
+    owner of /proc/<pid> by making itself non-dumpable); only the two lines it needs are parsed, since
+    every pod start and end walks every process of the host (three times per pod).
+    """
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
-            with open(f"/proc/{entry}/status", encoding="utf-8", errors="replace") as status:
-                fields = dict(line.split(":", 1) for line in status if ":" in line)
+            with open(f"/proc/{entry}/status", "rb") as status:
+                text = status.read()
         except OSError:
             continue
-        if int(fields.get("Uid", "-1 ").split()[0]) != uid:
+        if _real_uid_in(text) != uid:
             continue
-        if include_zombies or not fields.get("State", "").strip().startswith("Z"):
+        if include_zombies or not _is_zombie(text):
             found.append(int(entry))
     return found
+
+
+def _real_uid_in(status: bytes) -> int | None:
+    """The first of the `Uid:` line's four ids (real, effective, saved, filesystem)."""
+    start = status.find(b"\nUid:")
+    if start < 0:
+        return None
+    fields = status[start + 5 : status.find(b"\n", start + 1)].split()
+    try:
+        return int(fields[0])
+    except (IndexError, ValueError):
+        return None
+
+
+def _is_zombie(status: bytes) -> bool:
+    start = status.find(b"\nState:")
+    return start >= 0 and status[start + 7 : start + 24].lstrip().startswith(b"Z")
 
 
 def processes_naming(marker: str) -> list[int]:

@@ -8,6 +8,7 @@ deadline and every test a timeout.
 from __future__ import annotations
 
 import _thread
+import dataclasses
 import hashlib
 import json
 import os
@@ -38,6 +39,7 @@ from c2d_defs.sandbox import (
     rootfs_layout,
     sandbox_command,
 )
+from c2d_defs.sandbox.command import stage_table
 
 MIB = 1024**2
 # Not the engine's default range (61000): a developer's running engine keeps its uids.
@@ -193,10 +195,49 @@ def test_command_drops_to_the_slot_uid_before_bwrap_and_binds_only_staged_paths(
         ("--bind", "/run/c2d-sandbox/stage/x/2", "/data/outputs"),
         ("--bind", "/run/c2d-sandbox/stage/x/termination-log", "/dev/termination-log"),
     ]
+    # Root stages every bind in the launch's own mount namespace, with one mount process over the
+    # stage's table (the host side writes it there, `stage_table`).
     script = command[command.index("-c") + 1]
-    assert "mount --bind /w/job/data/outputs /run/c2d-sandbox/stage/x/2" in script
+    assert "mount --all --fstab /run/c2d-sandbox/stage/x/mounts" in script
+    assert stage_table(_plan(), LAUNCH.stage_dir).splitlines() == [
+        "/usr /run/c2d-sandbox/stage/x/0 none bind 0 0",
+        "/w/job/data/inputs /run/c2d-sandbox/stage/x/1 none bind 0 0",
+        "/w/job/data/outputs /run/c2d-sandbox/stage/x/2 none bind 0 0",
+    ]
     assert "/sys/fs/cgroup/memory/c2d/j/cgroup.procs" in script
     assert command[-2:] == ["python", "/data/transformations/algorithm"]
+
+
+def test_stage_table_escapes_what_would_split_a_field(tmp_path: Path) -> None:
+    """A source path with a space, tab, newline or backslash stays one field, and `mount` reads it
+    back as that path: bound for real in a private mount namespace."""
+    odd = tmp_path / "a dir\twith\\odd\nname"
+    odd.mkdir()
+    (odd / "marker").write_text("found")
+    plan = dataclasses.replace(_plan(), binds=(HostBind(str(odd), "/odd"),))
+    stage = tmp_path / "stage"
+    (stage / "0").mkdir(parents=True)
+    table = stage_table(plan, str(stage))
+    assert len(table.splitlines()) == 1 and len(table.split()) == 6
+    (stage / "mounts").write_text(table)
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("binding needs root and unshare")
+    done = subprocess.run(
+        [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-c",
+            f"mount --all --fstab {stage}/mounts && cat {stage}/0/marker",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0 and done.stdout == "found", done.stderr
 
 
 def test_command_shares_the_network_only_when_asked() -> None:
