@@ -168,7 +168,7 @@ class Engine:
         if not isinstance(body, dict) or not (body.get("errors") or answer.status_code == 200):
             raise self._unusable(
                 f"{self.url}/graphql answered HTTP {answer.status_code}"
-                + ("" if isinstance(body, dict) else ", not JSON")
+                + (", not JSON" if answer.status_code == 200 else "")
                 + ": it is not a Dagster webserver's GraphQL API"
             )
         if body.get("errors"):
