@@ -98,14 +98,6 @@ def outputs_cleared(environment: Environment | None, tags: dict[str, str]) -> bo
     )
 
 
-def live_log_allowed(environment: Environment) -> bool:
-    """Whether the algorithm's log is copied, as it grows, where the Provider streams it to the job's
-    owner. Not for a job held for review (its consumer sees nothing before the decision), nor where
-    output stages judge what the algorithm wrote: its log is checked with its outputs and withheld
-    with them, so a live copy would hand it out before the stages have looked at it."""
-    return not environment.review.required and not environment.output_stages
-
-
 class WorkflowConfig(dg.Config):
     """Run config of compute_job: the workflow the Provider built (see c2d_core.workflow)."""
 
@@ -153,11 +145,20 @@ class JobRecorder:
         self.instance.add_run_tags(self.run_id, tags)
 
     def status(
-        self, status: JobStatus, detail: str = "", extra: dict[str, str] | None = None, said: str = ""
+        self,
+        status: JobStatus,
+        detail: str = "",
+        extra: dict[str, str] | None = None,
+        said: str = "",
+        *,
+        phase: tuple[Stage, str] | None = None,
     ) -> None:
         """Record `status`; the log line is `said` when given (a failed algorithm's job ends 70 for
-        Ocean, and its log must not read as a success)."""
+        Ocean, and its log must not read as a success). `phase` (stage, edge) is recorded in the same
+        write: one run-storage write per stage edge, not one per tag."""
         tags = {engine.STATUS: str(int(status)), engine.STATUS_TEXT: status.text, **(extra or {})}
+        if phase is not None:
+            tags.update(phase_tags(*phase))
         if detail:
             tags[engine.STATUS_DETAIL] = detail[:1000]
         if engine.DATE_FINISHED in tags:
@@ -170,14 +171,24 @@ class JobRecorder:
             said or f"status {int(status)} {status.text.strip()}" + (f": {detail}" if detail else "")
         )
 
-    def phase(self, stage: Stage, edge: str) -> None:
-        self.tags({engine.phase_tag(stage, edge): f"{time.time():.3f}"})
+    def phase(self, stage: Stage, edge: str, extra: dict[str, str] | None = None) -> None:
+        self.tags({**phase_tags(stage, edge), **(extra or {})})
+
+
+def phase_tags(stage: Stage, edge: str) -> dict[str, str]:
+    """The tag that says when `stage` started or finished (now)."""
+    return {engine.phase_tag(stage, edge): f"{time.time():.3f}"}
 
 
 def record_status(
-    context: dg.OpExecutionContext, status: JobStatus, detail: str = "", extra: dict[str, str] | None = None
+    context: dg.OpExecutionContext,
+    status: JobStatus,
+    detail: str = "",
+    extra: dict[str, str] | None = None,
+    *,
+    phase: tuple[Stage, str] | None = None,
 ) -> None:
-    JobRecorder.of(context).status(status, detail, extra)
+    JobRecorder.of(context).status(status, detail, extra, phase=phase)
 
 
 def record_phase(context: dg.OpExecutionContext, stage: Stage, edge: str) -> None:
@@ -245,9 +256,8 @@ def configure_stage(
     result_store: dg.ResourceParam[ResultStorage],
 ) -> JobState:
     settings = engine_settings()
-    record_phase(context, Stage.CONFIGURE, "started")
     state = JobState(job_id=_job_id_of(context, config.workflow), status=JobStatus.CONFIGURING_VOLUMES)
-    record_status(context, JobStatus.CONFIGURING_VOLUMES)
+    record_status(context, JobStatus.CONFIGURING_VOLUMES, phase=(Stage.CONFIGURE, "started"))
     try:
         try:
             workflow = Workflow.model_validate(config.workflow)
@@ -298,8 +308,7 @@ def configure_stage(
                 context.instance.add_run_tags(context.run_id, {engine.STOP_REQUESTED: "1"})
             state.status = JobStatus.DATA_PROVISIONING_FAILED
             state.detail = ended_by or "stopped on request while fetching the inputs"
-            record_status(context, state.status, state.detail)
-            record_phase(context, Stage.CONFIGURE, "finished")
+            record_status(context, state.status, state.detail, phase=(Stage.CONFIGURE, "finished"))
             publish_results(context, state, pod_runner, result_store)
             raise
         log_pod(context.log, "configure", result)
@@ -319,8 +328,8 @@ def configure_stage(
             state.detail = f"configure pod: {result.termination} {result.message}".strip()
         return state
     finally:
-        record_status(context, state.status, state.detail if state.status.is_failure else "")
-        record_phase(context, Stage.CONFIGURE, "finished")
+        detail = state.detail if state.status.is_failure else ""
+        record_status(context, state.status, detail, phase=(Stage.CONFIGURE, "finished"))
 
 
 def algorithm_stage(
@@ -332,15 +341,15 @@ def algorithm_stage(
     if state.status is not JobStatus.PROVISIONING_SUCCESS or not state.workflow or not state.environment:
         context.log.info(f"algorithm not run: the job is at status {int(state.status)} {state.status.text}")
         return state
-    record_phase(context, Stage.ALGORITHM, "started")
     state.status = JobStatus.RUNNING_ALGORITHM
-    record_status(context, state.status)
+    record_status(context, state.status, phase=(Stage.ALGORITHM, "started"))
     env = state.environment
     try:
         # The algorithm's log also goes, as it grows, where the Provider streams it to the job's owner.
         recorder = JobRecorder.of(context)
+        # Not for a job held for review: its consumer sees no log before the decision.
         live = None
-        if live_log_allowed(env):
+        if not env.review.required:
             live = LiveLogCopy(
                 result_store.store, state.job_id, lambda at: recorder.tags({engine.LIVE_LOG: at})
             )
@@ -352,14 +361,12 @@ def algorithm_stage(
         context.log.warning("run terminated: the algorithm was killed; publishing its outputs and logs")
         ended_by = engine_end(context)
         if ended_by is None:
-            context.instance.add_run_tags(
-                context.run_id, {engine.ALGORITHM_TERMINATION: "Stopped", engine.STOP_REQUESTED: "1"}
-            )
+            ended = {engine.ALGORITHM_TERMINATION: "Stopped", engine.STOP_REQUESTED: "1"}
             state.detail = "algorithm stopped on request"
         else:
-            context.instance.add_run_tags(context.run_id, {engine.ALGORITHM_TERMINATION: "DeadlineExceeded"})
+            ended = {engine.ALGORITHM_TERMINATION: "DeadlineExceeded"}
             state.status, state.detail = JobStatus.ALGORITHM_FAILED, ended_by
-        record_phase(context, Stage.ALGORITHM, "finished")
+        recorder.phase(Stage.ALGORITHM, "finished", extra=ended)
         state.algorithm_ran = True
         publish_results(context, state, pod_runner, result_store)
         raise
@@ -367,18 +374,19 @@ def algorithm_stage(
     tags: dict[str, str] = {engine.ALGORITHM_TERMINATION: result.termination}
     if result.exit_code is not None:
         tags[engine.ALGORITHM_EXIT_CODE] = str(result.exit_code)
-    context.instance.add_run_tags(context.run_id, tags)
-    record_phase(context, Stage.ALGORITHM, "finished")
     state.algorithm_ran = result.termination not in NEVER_STARTED
     # Like Ocean Node, an algorithm that ran but failed still publishes and finishes (70); the
     # termination tags and the detail say how it ended. Failing to start at all is status 41.
+    # How it ended, its phase and any new status: one write.
     if result.termination in NEVER_STARTED:
         state.status, state.detail = JobStatus.ALGORITHM_FAILED, result.message
-        record_status(context, state.status, state.detail)
+        recorder.status(state.status, state.detail, tags, phase=(Stage.ALGORITHM, "finished"))
     elif result.termination == "DiskQuotaExceeded":
         state.status, state.detail = JobStatus.DISK_QUOTA_EXCEEDED, result.message
-        record_status(context, state.status, state.detail)
-    elif result.termination == "Error":
+        recorder.status(state.status, state.detail, tags, phase=(Stage.ALGORITHM, "finished"))
+    else:
+        recorder.phase(Stage.ALGORITHM, "finished", extra=tags)
+    if result.termination == "Error":
         state.detail = f"algorithm exited with code {result.exit_code}"
     elif result.termination == "DeadlineExceeded":
         state.detail = f"algorithm stopped at the environment's maxJobDuration ({env.max_job_duration} s)"
@@ -416,10 +424,10 @@ def publish_job(
     # A publish cut short by a stop or a termination releases it like any other end.
     store_failed = False
     cut_short = False  # an error or interrupt is on its way out of publish
-    public: list[dict[str, Any]] = []
-    recorder.phase(Stage.PUBLISH, "started")
     if on_success_path:
-        recorder.status(JobStatus.PUBLISHING_RESULTS)
+        recorder.status(JobStatus.PUBLISHING_RESULTS, phase=(Stage.PUBLISH, "started"))
+    else:
+        recorder.phase(Stage.PUBLISH, "started")
     try:
         if state.environment is None:
             recorder.log.info("nothing to publish: the job never got a volume")
@@ -476,74 +484,51 @@ def publish_job(
         cut_short = True
         raise
     finally:
-        # A held job's publish cut short is left to salvage (below), which publishes from the volume.
-        held_cut_short = cut_short and review_required(state)
         if state.environment is not None and store_failed:
             # What did not reach the result store (outputs, logs) stays in the volume, so an operator
             # can publish it again; it is kept until removed by hand (docs/operations.md).
             recorder.tags({engine.VOLUME_KEPT: "1"})
             recorder.log.warning(f"publishing failed: the volume of job {state.job_id} is kept")
-        elif state.environment is not None and not settings.keep_work_dirs and not held_cut_short:
+        elif state.environment is not None and not settings.keep_work_dirs:
             pod_runner.release_volume(state.job_id)
         if not state.status.is_failure:
             state.status = JobStatus.JOB_FINISHED
-        if held_cut_short:
-            # What it stored is under the held key, which only a decision may release: no RESULTS
-            # (the Provider would serve those locations) and no finish date. The run ends unfinished,
-            # and the stage watchdog's salvage_job publishes the volume again and holds the job.
-            recorder.log.warning(
-                f"publishing job {state.job_id}, held for review, was cut short: no results and no "
-                "finish date recorded, the volume kept; the stage watchdog's salvage publishes it "
-                "again and holds it for review"
-            )
-        elif review_required(state) and manifest:
+        if review_required(state) and manifest and not cut_short:
             # The review gate: the job waits at 55 for an operator; review_job ends it (no finish
-            # date, attestation or results asset before then).
+            # date, attestation or results asset before then). Never while an error is in flight.
             recorder.phase(Stage.PUBLISH, "finished")
             park_for_review(recorder, state, manifest)
-            public = [entry.public() for entry in manifest]
-        else:
-            public = _finish_job(recorder, state, manifest, result_store, settings)
-    return public
-
-
-def _finish_job(
-    recorder: JobRecorder,
-    state: JobState,
-    manifest: list[ResultEntry],
-    result_store: ResultStorage,
-    settings: EngineSettings,
-) -> list[dict[str, Any]]:
-    """Publish's last writes for a job that is not held: the attestation, RESULTS, the results asset,
-    then the final status with its finish date."""
-    finished_at = time.time()
-    if manifest:
-        attested = attest_job(
-            workflow=state.workflow,
-            provisioned=state.provisioned,
-            status=state.status,
-            tags=_fresh_tags(recorder),
-            manifest=manifest,
-            store=result_store.store,
-            key_file=settings.resolved_provider_key_file,
-            finished_at=finished_at,
-            log=recorder.log,
+            return [entry.public() for entry in manifest]  # noqa: B012 (cut_short: nothing in flight)
+        finished_at = time.time()
+        if manifest:
+            attested = attest_job(
+                workflow=state.workflow,
+                provisioned=state.provisioned,
+                status=state.status,
+                tags=_fresh_tags(recorder),
+                manifest=manifest,
+                store=result_store.store,
+                key_file=settings.resolved_provider_key_file,
+                finished_at=finished_at,
+                log=recorder.log,
+            )
+            if attested is not None:
+                manifest.append(attested.entry)
+                recorder.tags({engine.MANIFEST: attested.manifest_location})
+        public = [entry.public() for entry in manifest]
+        recorder.phase(Stage.PUBLISH, "finished")
+        recorder.tags({engine.RESULTS: json.dumps(public, separators=(",", ":"))})
+        if wants_results_asset(state.workflow):
+            record_results_asset(recorder, state, manifest, settings)
+        said = ""
+        ended = engine.JobTags.from_tags(_fresh_tags(recorder)).algorithm_termination
+        if state.status is JobStatus.JOB_FINISHED and ended in ALGORITHM_FAILURES:
+            said = f"job ended, the algorithm failed: {state.detail}; its outputs and logs are published"
+        # The final status and dateFinished land together (one write), so no reader ever sees a
+        # finished date beside a status that is still moving. The attestation states the same date.
+        recorder.status(
+            state.status, state.detail, extra={engine.DATE_FINISHED: f"{finished_at:.3f}"}, said=said
         )
-        if attested is not None:
-            manifest.append(attested.entry)
-            recorder.tags({engine.MANIFEST: attested.manifest_location})
-    public = [entry.public() for entry in manifest]
-    recorder.phase(Stage.PUBLISH, "finished")
-    recorder.tags({engine.RESULTS: json.dumps(public, separators=(",", ":"))})
-    if wants_results_asset(state.workflow):
-        record_results_asset(recorder, state, manifest, settings)
-    said = ""
-    ended = engine.JobTags.from_tags(_fresh_tags(recorder)).algorithm_termination
-    if state.status is JobStatus.JOB_FINISHED and ended in ALGORITHM_FAILURES:
-        said = f"job ended, the algorithm failed: {state.detail}; its outputs and logs are published"
-    # The final status and dateFinished land together (one write), so no reader ever sees a
-    # finished date beside a status that is still moving. The attestation states the same date.
-    recorder.status(state.status, state.detail, extra={engine.DATE_FINISHED: f"{finished_at:.3f}"}, said=said)
     return public
 
 

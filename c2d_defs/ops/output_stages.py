@@ -25,6 +25,7 @@ from c2d_defs.ops.compute import (
     JobState,
     engine_end,
     output_stage_tag,
+    phase_tags,
     publish_results,
     register_output_stage_parser,
 )
@@ -58,11 +59,12 @@ def run_output_stage(
         return state, None
     recorder = JobRecorder.of(context)
     names = _configured(env)
-    if names[0] == name:
-        recorder.phase(Stage.FILTER, "started")
     started = time.time()
-    recorder.tags({output_stage_tag(name, "started"): f"{started:.3f}"})
-    recorder.status(stage.status)
+    # The stage's start, the filter phase's (at the first stage) and the status: one write.
+    begun = {output_stage_tag(name, "started"): f"{started:.3f}"}
+    if names[0] == name:
+        begun.update(phase_tags(Stage.FILTER, "started"))
+    recorder.status(stage.status, extra=begun)
     ctx = StageContext(
         job_id=state.job_id,
         workflow=state.workflow,
@@ -124,11 +126,13 @@ def run_output_stage(
 
 
 def _finish(recorder: JobRecorder, name: str, verdict: str, filter_done: bool = True) -> None:
-    recorder.tags(
-        {output_stage_tag(name, "finished"): f"{time.time():.3f}", output_stage_tag(name, "verdict"): verdict}
-    )
+    tags = {
+        output_stage_tag(name, "finished"): f"{time.time():.3f}",
+        output_stage_tag(name, "verdict"): verdict,
+    }
     if filter_done:
-        recorder.phase(Stage.FILTER, "finished")
+        tags.update(phase_tags(Stage.FILTER, "finished"))
+    recorder.tags(tags)  # the stage's end and the filter phase's: one write
 
 
 def _metadata(

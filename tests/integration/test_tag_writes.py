@@ -1,0 +1,119 @@
+"""Each stage edge of a compute job is one write to run storage (issue 14, item 3).
+
+The real compute_job runs in process (the bubblewrap sandbox, the pod programs, a loopback origin) on a
+real instance whose `add_run_tags` is wrapped to record what each call wrote; the job then ends as
+before (70, phases in order), and each phase tag arrived in the same write as the status or the
+termination that edge records.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+from engine_kit import run_compute_job
+from eth_account import Account
+
+from c2d_cli.origin import LocalOrigin
+from c2d_core import engine
+from c2d_core.crypto import encrypt_for, public_key_of
+
+DID = "did:op:" + "d" * 64
+ENVIRONMENTS = """
+environments:
+  - id: test-env
+    ramGB: 0.5
+    diskGB: 0.05
+    maxJobDuration: 10
+    maxJobs: 2
+    imageMap:
+      - image: "python:3.11*"
+        aliases: {python: /usr/bin/python3}
+"""
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "home"
+    (home / "secrets").mkdir(parents=True)
+    (home / "secrets" / "provider-key").write_text(Account.create().key.hex())
+    environments = tmp_path / "environments.yaml"
+    environments.write_text(ENVIRONMENTS)
+    monkeypatch.setenv("C2D_HOME", str(home))
+    monkeypatch.setenv("C2D_ENVIRONMENTS_FILE", str(environments))
+    monkeypatch.setenv("C2D_FETCH_RETRIES", "0")
+    monkeypatch.setenv("C2D_FETCH_ALLOW", "127.0.0.1/32")
+    return home
+
+
+@pytest.fixture
+def origin(tmp_path: Path) -> Iterator[LocalOrigin]:
+    folder = tmp_path / "origin"
+    folder.mkdir()
+    (folder / "a.txt").write_text("1\n2\n")
+    with LocalOrigin(folder) as server:
+        yield server
+
+
+def test_each_stage_edge_is_one_write(
+    home: Path, origin: LocalOrigin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = (home / "secrets" / "provider-key").read_text().strip()
+    files = {
+        "nftAddress": "0x" + "0" * 40,
+        "datatokenAddress": "0x" + "0" * 40,
+        "files": [{"type": "url", "url": f"{origin.url}/a.txt", "method": "GET"}],
+    }
+    workflow = {
+        "jobId": "e" * 32,
+        "owner": "0x" + "1" * 40,
+        "environment": "test-env",
+        "inputs": [
+            {
+                "did": DID,
+                "serviceId": "compute",
+                "files": {"encryptedFiles": encrypt_for(public_key_of(key), json.dumps(files).encode())},
+            }
+        ],
+        "algorithm": {
+            "rawcode": "print('ok')\n",
+            "container": {"entrypoint": "python $ALGO", "image": "python", "tag": "3.11-slim"},
+        },
+    }
+    writes: list[dict[str, str]] = []
+    real = dg.DagsterInstance.add_run_tags
+
+    def recording(self: dg.DagsterInstance, run_id: str, new_tags: dict[str, Any]) -> None:
+        writes.append(dict(new_tags))
+        real(self, run_id, new_tags)
+
+    monkeypatch.setattr(dg.DagsterInstance, "add_run_tags", recording)
+    instance = dg.DagsterInstance.ephemeral()
+    result = run_compute_job(workflow, instance)
+    run = instance.get_run_by_id(result.run_id)
+    assert run is not None and result.success, run.tags if run else None
+    assert run.tags[engine.STATUS] == "70"
+
+    def write_of(stage: str, edge: str) -> dict[str, str]:
+        (found,) = [w for w in writes if engine.phase_tag(stage, edge) in w]
+        return found
+
+    assert write_of("configure", "started")[engine.STATUS] == "20"
+    assert write_of("configure", "finished")[engine.STATUS] == "30"
+    assert write_of("algorithm", "started")[engine.STATUS] == "40"
+    ended = write_of("algorithm", "finished")
+    assert ended[engine.ALGORITHM_TERMINATION] == "Completed" and ended[engine.ALGORITHM_EXIT_CODE] == "0"
+    assert write_of("publish", "started")[engine.STATUS] == "60"
+    times = [
+        float(run.tags[engine.phase_tag(stage, edge)])
+        for stage in ("configure", "algorithm", "publish")
+        for edge in ("started", "finished")
+    ]
+    assert times == sorted(times)
+    # Nothing else writes a status apart from the edges and the final one.
+    statuses = [w[engine.STATUS] for w in writes if engine.STATUS in w]
+    assert statuses == ["20", "30", "40", "60", "70"]
