@@ -98,6 +98,14 @@ def outputs_cleared(environment: Environment | None, tags: dict[str, str]) -> bo
     )
 
 
+def live_log_allowed(environment: Environment) -> bool:
+    """Whether the algorithm's log is copied, as it grows, where the Provider streams it to the job's
+    owner. Not for a job held for review (its consumer sees nothing before the decision), nor where
+    output stages judge what the algorithm wrote: its log is checked with its outputs and withheld
+    with them, so a live copy would hand it out before the stages have looked at it."""
+    return not environment.review.required and not environment.output_stages
+
+
 class WorkflowConfig(dg.Config):
     """Run config of compute_job: the workflow the Provider built (see c2d_core.workflow)."""
 
@@ -347,9 +355,8 @@ def algorithm_stage(
     try:
         # The algorithm's log also goes, as it grows, where the Provider streams it to the job's owner.
         recorder = JobRecorder.of(context)
-        # Not for a job held for review: its consumer sees no log before the decision.
         live = None
-        if not env.review.required:
+        if live_log_allowed(env):
             live = LiveLogCopy(
                 result_store.store, state.job_id, lambda at: recorder.tags({engine.LIVE_LOG: at})
             )
@@ -424,6 +431,7 @@ def publish_job(
     # A publish cut short by a stop or a termination releases it like any other end.
     store_failed = False
     cut_short = False  # an error or interrupt is on its way out of publish
+    public: list[dict[str, Any]] = []
     if on_success_path:
         recorder.status(JobStatus.PUBLISHING_RESULTS, phase=(Stage.PUBLISH, "started"))
     else:
@@ -484,51 +492,74 @@ def publish_job(
         cut_short = True
         raise
     finally:
+        # A held job's publish cut short is left to salvage (below), which publishes from the volume.
+        held_cut_short = cut_short and review_required(state)
         if state.environment is not None and store_failed:
             # What did not reach the result store (outputs, logs) stays in the volume, so an operator
             # can publish it again; it is kept until removed by hand (docs/operations.md).
             recorder.tags({engine.VOLUME_KEPT: "1"})
             recorder.log.warning(f"publishing failed: the volume of job {state.job_id} is kept")
-        elif state.environment is not None and not settings.keep_work_dirs:
+        elif state.environment is not None and not settings.keep_work_dirs and not held_cut_short:
             pod_runner.release_volume(state.job_id)
         if not state.status.is_failure:
             state.status = JobStatus.JOB_FINISHED
-        if review_required(state) and manifest and not cut_short:
+        if held_cut_short:
+            # What it stored is under the held key, which only a decision may release: no RESULTS
+            # (the Provider would serve those locations) and no finish date. The run ends unfinished,
+            # and the stage watchdog's salvage_job publishes the volume again and holds the job.
+            recorder.log.warning(
+                f"publishing job {state.job_id}, held for review, was cut short: no results and no "
+                "finish date recorded, the volume kept; the stage watchdog's salvage publishes it "
+                "again and holds it for review"
+            )
+        elif review_required(state) and manifest:
             # The review gate: the job waits at 55 for an operator; review_job ends it (no finish
-            # date, attestation or results asset before then). Never while an error is in flight.
+            # date, attestation or results asset before then).
             recorder.phase(Stage.PUBLISH, "finished")
             park_for_review(recorder, state, manifest)
-            return [entry.public() for entry in manifest]  # noqa: B012 (cut_short: nothing in flight)
-        finished_at = time.time()
-        if manifest:
-            attested = attest_job(
-                workflow=state.workflow,
-                provisioned=state.provisioned,
-                status=state.status,
-                tags=_fresh_tags(recorder),
-                manifest=manifest,
-                store=result_store.store,
-                key_file=settings.resolved_provider_key_file,
-                finished_at=finished_at,
-                log=recorder.log,
-            )
-            if attested is not None:
-                manifest.append(attested.entry)
-                recorder.tags({engine.MANIFEST: attested.manifest_location})
-        public = [entry.public() for entry in manifest]
-        recorder.phase(Stage.PUBLISH, "finished")
-        recorder.tags({engine.RESULTS: json.dumps(public, separators=(",", ":"))})
-        if wants_results_asset(state.workflow):
-            record_results_asset(recorder, state, manifest, settings)
-        said = ""
-        ended = engine.JobTags.from_tags(_fresh_tags(recorder)).algorithm_termination
-        if state.status is JobStatus.JOB_FINISHED and ended in ALGORITHM_FAILURES:
-            said = f"job ended, the algorithm failed: {state.detail}; its outputs and logs are published"
-        # The final status and dateFinished land together (one write), so no reader ever sees a
-        # finished date beside a status that is still moving. The attestation states the same date.
-        recorder.status(
-            state.status, state.detail, extra={engine.DATE_FINISHED: f"{finished_at:.3f}"}, said=said
+            public = [entry.public() for entry in manifest]
+        else:
+            public = _finish_job(recorder, state, manifest, result_store, settings)
+    return public
+
+
+def _finish_job(
+    recorder: JobRecorder,
+    state: JobState,
+    manifest: list[ResultEntry],
+    result_store: ResultStorage,
+    settings: EngineSettings,
+) -> list[dict[str, Any]]:
+    """Publish's last writes for a job that is not held: the attestation, RESULTS, the results asset,
+    then the final status with its finish date."""
+    finished_at = time.time()
+    if manifest:
+        attested = attest_job(
+            workflow=state.workflow,
+            provisioned=state.provisioned,
+            status=state.status,
+            tags=_fresh_tags(recorder),
+            manifest=manifest,
+            store=result_store.store,
+            key_file=settings.resolved_provider_key_file,
+            finished_at=finished_at,
+            log=recorder.log,
         )
+        if attested is not None:
+            manifest.append(attested.entry)
+            recorder.tags({engine.MANIFEST: attested.manifest_location})
+    public = [entry.public() for entry in manifest]
+    recorder.phase(Stage.PUBLISH, "finished")
+    recorder.tags({engine.RESULTS: json.dumps(public, separators=(",", ":"))})
+    if wants_results_asset(state.workflow):
+        record_results_asset(recorder, state, manifest, settings)
+    said = ""
+    ended = engine.JobTags.from_tags(_fresh_tags(recorder)).algorithm_termination
+    if state.status is JobStatus.JOB_FINISHED and ended in ALGORITHM_FAILURES:
+        said = f"job ended, the algorithm failed: {state.detail}; its outputs and logs are published"
+    # The final status and dateFinished land together (one write), so no reader ever sees a
+    # finished date beside a status that is still moving. The attestation states the same date.
+    recorder.status(state.status, state.detail, extra={engine.DATE_FINISHED: f"{finished_at:.3f}"}, said=said)
     return public
 
 
