@@ -19,6 +19,7 @@ from eth_account import Account
 from c2d_cli.origin import LocalOrigin
 from c2d_core import engine
 from c2d_core.crypto import encrypt_for, public_key_of
+from c2d_core.live_logs import LIVE_LOG_NAME
 from c2d_defs.ops.compute import output_stage_tag
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -178,6 +179,41 @@ def test_a_copying_algorithm_is_refused_with_status_61_and_only_its_logs_publish
     assert failure.user_failure_data.description.startswith("Failed to fetch results: outputs withheld")
     metadata = {key: value.value for key, value in failure.user_failure_data.metadata.items()}
     assert metadata["ocean_status"] == 61 and metadata["output_stage"] == "leak_filter"
+
+
+PRINTS = "import sys\nsys.stdout.write(data.decode())\nsys.stdout.flush()\n"
+
+
+def test_an_algorithm_that_prints_its_input_gets_neither_its_outputs_nor_its_log_out(
+    c2d_home: Path, origin: LocalOrigin
+) -> None:
+    # The security review's case: the input written to stdout and copied to an output. The job is
+    # refused, and the algorithm's log (which holds the whole input) is withheld with the outputs:
+    # neither in the results nor anywhere in the store, and no live copy of it was ever made.
+    _instance, _run_id, tags = _run(_workflow(c2d_home, origin, READ + PRINTS + COPIES["plain"]))
+    assert _tag(tags, engine.STATUS) == "61", _tag(tags, engine.STATUS_DETAIL)
+    results = json.loads(_tag(tags, engine.RESULTS) or "[]")
+    kinds = {entry["type"] for entry in results}
+    assert not {"output", "algorithmLog"} & kinds and {"configurationLog", "publishLog"} <= kinds
+    assert engine.LIVE_LOG not in tags
+    data = _weather_like().encode()
+    stored = [path for path in _results_root(c2d_home).rglob("*") if path.is_file()]
+    assert stored and not {"algorithm.log", LIVE_LOG_NAME, "copy.csv"} & {path.name for path in stored}
+    for path in stored:
+        assert data[:2000] not in path.read_bytes(), path.name
+    said = next(path for path in stored if path.name == "publish.log").read_text()
+    assert "outputs and the algorithm's log withheld" in said, said
+
+
+def test_an_input_printed_to_the_log_alone_is_refused(c2d_home: Path, origin: LocalOrigin) -> None:
+    # No output holds the input, only the log: the filter checks it as if it were an output.
+    _instance, _run_id, tags = _run(_workflow(c2d_home, origin, READ + PRINTS))
+    detail = _tag(tags, engine.STATUS_DETAIL) or ""
+    assert _tag(tags, engine.STATUS) == "61", detail
+    assert detail.startswith("outputs withheld by the leak_filter stage: logs/algorithm.log holds "), detail
+    assert "copied verbatim from the inputs" in detail
+    results = json.loads(_tag(tags, engine.RESULTS) or "[]")
+    assert "algorithmLog" not in {entry["type"] for entry in results}
 
 
 def test_the_demo_algorithm_passes_the_same_filter(c2d_home: Path, origin: LocalOrigin) -> None:
