@@ -108,6 +108,7 @@ def test_each_stage_edge_is_one_write(
     ended = write_of("algorithm", "finished")
     assert ended[engine.ALGORITHM_TERMINATION] == "Completed" and ended[engine.ALGORITHM_EXIT_CODE] == "0"
     assert write_of("publish", "started")[engine.STATUS] == "60"
+    assert json.loads(write_of("publish", "finished")[engine.RESULTS])[-1]["filename"] == "attestation.json"
     times = [
         float(run.tags[engine.phase_tag(stage, edge)])
         for stage in ("configure", "algorithm", "publish")
