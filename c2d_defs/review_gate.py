@@ -53,20 +53,30 @@ class ReviewRefused(Exception):
 # --- parking ----------------------------------------------------------------------------------------
 
 
-def review_required(state: JobState) -> bool:
-    """Whether publish holds this job's results: its environment requires review and its algorithm
-    ran (a job that never ran an algorithm holds nothing but the configure log)."""
-    return state.environment is not None and state.environment.review.required and state.algorithm_ran
+def review_required(state: JobState, outputs_cleared: bool) -> bool:
+    """Whether publish holds this job's results for an operator: its environment requires review, its
+    algorithm ran (a job that never ran one holds nothing but the configure log), and the output
+    stages let its outputs through (`outputs_cleared`: c2d_defs.ops.compute.outputs_cleared, true
+    where the environment has none).
+
+    The output stages judge before the gate. A job whose outputs they withheld (rejected, failed or
+    never judged them) is not held: publish stores its logs only, there is nothing for a reviewer to
+    release, and the job ends at once with the stages' failure (61), never reaching 55.
+    """
+    environment = state.environment
+    return environment is not None and environment.review.required and state.algorithm_ran and outputs_cleared
 
 
-def results_key(state: JobState) -> str:
+def results_key(state: JobState, outputs_cleared: bool) -> str:
     """The result store key the publish pod stores this job's results under."""
-    return review.held_key(state.job_id) if review_required(state) else state.job_id
+    return review.held_key(state.job_id) if review_required(state, outputs_cleared) else state.job_id
 
 
-def publish_env(state: JobState) -> dict[str, str]:
+def publish_env(state: JobState, outputs_cleared: bool) -> dict[str, str]:
     """What the publish pod is told about the key (nothing for a job that is not held)."""
-    return {"C2D_RESULTS_KEY": review.held_key(state.job_id)} if review_required(state) else {}
+    if not review_required(state, outputs_cleared):
+        return {}
+    return {"C2D_RESULTS_KEY": review.held_key(state.job_id)}
 
 
 def park_for_review(recorder: JobRecorder, state: JobState, manifest: list[ResultEntry]) -> None:

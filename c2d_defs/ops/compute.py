@@ -431,6 +431,8 @@ def publish_job(
     # A publish cut short by a stop or a termination releases it like any other end.
     store_failed = False
     cut_short = False  # an error or interrupt is on its way out of publish
+    # The output stages' verdict on the outputs (no stages: cleared); the review gate holds only those.
+    cleared = True
     public: list[dict[str, Any]] = []
     if on_success_path:
         recorder.status(JobStatus.PUBLISHING_RESULTS, phase=(Stage.PUBLISH, "started"))
@@ -456,8 +458,8 @@ def publish_job(
                 state.environment,
                 settings,
                 # A job held for review stores under its held key (c2d_defs.review_gate).
-                result_store.publish_mounts(results_key(state)),
-                {**result_store.publish_env(), **publish_env(state)},
+                result_store.publish_mounts(results_key(state, cleared)),
+                {**result_store.publish_env(), **publish_env(state, cleared)},
                 result_store.publish_secrets(),
                 result_store.publish_network,
                 outputs=cleared,
@@ -493,7 +495,7 @@ def publish_job(
         raise
     finally:
         # A held job's publish cut short is left to salvage (below), which publishes from the volume.
-        held_cut_short = cut_short and review_required(state)
+        held_cut_short = cut_short and review_required(state, cleared)
         if state.environment is not None and store_failed:
             # What did not reach the result store (outputs, logs) stays in the volume, so an operator
             # can publish it again; it is kept until removed by hand (docs/operations.md).
@@ -512,7 +514,7 @@ def publish_job(
                 "finish date recorded, the volume kept; the stage watchdog's salvage publishes it "
                 "again and holds it for review"
             )
-        elif review_required(state) and manifest:
+        elif review_required(state, cleared) and manifest:
             # The review gate: the job waits at 55 for an operator; review_job ends it (no finish
             # date, attestation or results asset before then).
             recorder.phase(Stage.PUBLISH, "finished")
@@ -549,10 +551,8 @@ def _finish_job(
             manifest.append(attested.entry)
             recorder.tags({engine.MANIFEST: attested.manifest_location})
     public = [entry.public() for entry in manifest]
-    # Publish's end and what it published: one write.
-    recorder.phase(
-        Stage.PUBLISH, "finished", extra={engine.RESULTS: json.dumps(public, separators=(",", ":"))}
-    )
+    recorder.phase(Stage.PUBLISH, "finished")
+    recorder.tags({engine.RESULTS: json.dumps(public, separators=(",", ":"))})
     if wants_results_asset(state.workflow):
         record_results_asset(recorder, state, manifest, settings)
     said = ""

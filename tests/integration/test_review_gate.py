@@ -49,6 +49,16 @@ environments:
     maxProcesses: 64
     review: {required: true, deadlineSeconds: 3600}
     imageMap: [{image: "python:3.11*", aliases: {python: /usr/bin/python3}}]
+  - id: screened-review-env
+    ramGB: 0.5
+    diskGB: 0.05
+    maxJobDuration: 10
+    maxProcesses: 64
+    outputStages:
+      - name: leak_filter
+        settings: {min_whole_file_bytes: 1}
+    review: {required: true, deadlineSeconds: 3600}
+    imageMap: [{image: "python:3.11*", aliases: {python: /usr/bin/python3}}]
   - id: hasty-env
     ramGB: 0.5
     diskGB: 0.05
@@ -62,6 +72,14 @@ import os
 total = sum(int(line) for line in open(os.path.join("/data/inputs", os.listdir("/data/inputs")[0], "0")))
 open("/data/outputs/total.txt", "w").write(str(total))
 print("summed", total)
+"""
+
+# Hands the dataset's file back as an output: the leak filter's business, before any reviewer's.
+COPYING = """
+import os, shutil
+folder = os.path.join("/data/inputs", os.listdir("/data/inputs")[0])
+shutil.copy(os.path.join(folder, "0"), "/data/outputs/copy.txt")
+print("copied")
 """
 
 
@@ -91,7 +109,9 @@ def origin(tmp_path: Path) -> Iterator[LocalOrigin]:
         yield server
 
 
-def _workflow(home: Path, origin: LocalOrigin, environment: str, job: str) -> dict[str, Any]:
+def _workflow(
+    home: Path, origin: LocalOrigin, environment: str, job: str, rawcode: str = ALGORITHM
+) -> dict[str, Any]:
     key = (home / "secrets" / "provider-key").read_text().strip()
     files = {
         "nftAddress": "0x" + "0" * 40,
@@ -110,7 +130,7 @@ def _workflow(home: Path, origin: LocalOrigin, environment: str, job: str) -> di
             }
         ],
         "algorithm": {
-            "rawcode": ALGORITHM,
+            "rawcode": rawcode,
             "container": {"entrypoint": "python $ALGO", "image": "python", "tag": "3.11-slim"},
         },
     }
@@ -270,6 +290,59 @@ def test_an_environment_without_review_publishes_as_before(c2d_home: Path, origi
     assert not refused.success
     review_run = instance.get_run_by_id(refused.run_id)
     assert review_run is not None and "not held for review" in review_run.tags[review.REVIEW_REFUSED]
+
+
+def test_output_stages_run_before_the_gate_and_a_refused_job_is_never_held(
+    c2d_home: Path, origin: LocalOrigin
+) -> None:
+    """An environment with both outputStages and review: the filter judges first. What it refuses
+    ends 61 at once (nothing for a reviewer: the outputs are withheld, never stored); what it accepts
+    waits at 55 and is released only by a decision."""
+    instance = dg.DagsterInstance.ephemeral()
+    results_dir = EngineSettings(home=c2d_home).resolved_results_dir
+
+    copier = _workflow(c2d_home, origin, "screened-review-env", "copy-then-review", rawcode=COPYING)
+    refused = run_compute_job(copier, instance)
+    record = _record(instance, refused.run_id)
+    statuses = _statuses(instance, refused.run_id)
+    assert int(JobStatus.FILTERING_RESULTS) in statuses and int(JobStatus.AWAITING_REVIEW) not in statuses
+    assert review.STATE not in record.tags and review.DEADLINE not in record.tags
+    job = ocean_job_json(record)
+    assert (job["status"], job["dateFinished"] is not None) == (61, True), job
+    assert "leak_filter" in job["statusDetail"]
+    assert "filter" in job["phases"] and all(entry["type"] != "output" for entry in job["results"])
+    assert not (results_dir / review.held_key(record.job_id)).exists()
+    assert not (results_dir / record.job_id / "copy.txt").exists()
+    not_held = _review(instance, record.job_id, "approve", reviewer="frank")
+    assert not not_held.success
+
+    summer = _workflow(c2d_home, origin, "screened-review-env", "sum-then-review")
+    accepted = run_compute_job(summer, instance)
+    assert accepted.success
+    record = _record(instance, accepted.run_id)
+    statuses = _statuses(instance, accepted.run_id)
+    assert statuses.index(int(JobStatus.FILTERING_RESULTS)) < statuses.index(int(JobStatus.AWAITING_REVIEW))
+    job = ocean_job_json(record)
+    assert (job["status"], job["dateFinished"], job["results"]) == (55, None, "")
+    assert job["phases"]["filter"]["finished"] is not None
+    assert (results_dir / review.held_key(record.job_id) / "total.txt").read_text() == "6"
+    assert _review(instance, record.job_id, "approve", reviewer="frank").success
+    record = _record(instance, accepted.run_id)
+    assert ocean_job_json(record)["status"] == 70
+    body = b"".join(_chunks(stream_job_result(lambda: _stores(c2d_home), record, 0, None)))
+    assert body == b"6"
+
+
+def _statuses(instance: dg.DagsterInstance, run_id: str) -> list[int]:
+    """Every status the job's run recorded, in order (the engine logs each change with its code)."""
+    import re
+
+    said = [
+        event.message
+        for event in instance.all_logs(run_id)
+        if event.message and event.message.startswith("status ")
+    ]
+    return [int(match.group(1)) for text in said if (match := re.match(r"status (\d+)", text))]
 
 
 def test_the_provider_has_no_way_for_a_consumer_to_decide(
