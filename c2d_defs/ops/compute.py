@@ -551,8 +551,10 @@ def _finish_job(
             manifest.append(attested.entry)
             recorder.tags({engine.MANIFEST: attested.manifest_location})
     public = [entry.public() for entry in manifest]
-    recorder.phase(Stage.PUBLISH, "finished")
-    recorder.tags({engine.RESULTS: json.dumps(public, separators=(",", ":"))})
+    # Publish's end and what it published: one write.
+    recorder.phase(
+        Stage.PUBLISH, "finished", extra={engine.RESULTS: json.dumps(public, separators=(",", ":"))}
+    )
     if wants_results_asset(state.workflow):
         record_results_asset(recorder, state, manifest, settings)
     said = ""
