@@ -130,19 +130,65 @@ def project_layout(network: bool) -> RuntimeLayout:
 
 
 def _extension_folders() -> list[str]:
-    """C2D_EXTENSIONS_PATH's folders, refused when one holds the engine's state (keys, run storage)."""
+    """C2D_EXTENSIONS_PATH's folders, refused when one overlaps a folder of the engine's state."""
     settings = engine_settings()
-    home = os.path.realpath(settings.home)
+    protected = engine_state_folders(
+        home=settings.home,
+        provider_key_file=settings.resolved_provider_key_file,
+        dagster_home=os.environ.get("DAGSTER_HOME") or None,
+        work_dir=settings.resolved_work_dir,
+        results_dir=settings.resolved_results_dir,
+    )
     folders = []
     for folder in settings.extensions_path:
+        problem = extension_folder_problem(folder, protected)
+        if problem is not None:
+            raise StartRefused("StartError", problem)
         real = os.path.realpath(folder)
-        if home == real or home.startswith(real.rstrip("/") + "/"):
-            raise StartRefused(
-                "StartError", f"C2D_EXTENSIONS_PATH folder {folder} holds the engine's state folder {home}"
-            )
         if os.path.isdir(real):
             folders.append(real)
     return folders
+
+
+def engine_state_folders(
+    *,
+    home: str | os.PathLike[str],
+    provider_key_file: str | os.PathLike[str],
+    dagster_home: str | os.PathLike[str] | None,
+    work_dir: str | os.PathLike[str],
+    results_dir: str | os.PathLike[str],
+) -> dict[str, str]:
+    """What an engine pod must never see through an extension folder, by what it is: the engine's
+    home, the Provider key's folder, Dagster's home (run storage), the job volumes (every job's inputs)
+    and the local result store (every job's results). Resolved, so a symlink cannot hide an overlap."""
+    folders = {
+        "the engine's state folder (C2D_HOME)": home,
+        "the Provider key's folder": os.path.dirname(os.path.realpath(provider_key_file)),
+        "the job volumes' folder (C2D_WORK_DIR)": work_dir,
+        "the local results folder (C2D_RESULTS_DIR)": results_dir,
+    }
+    if dagster_home:
+        folders["Dagster's home (DAGSTER_HOME)"] = dagster_home
+    return {name: os.path.realpath(path) for name, path in folders.items()}
+
+
+def _within(inner: str, outer: str) -> bool:
+    return inner == outer or inner.startswith(outer.rstrip("/") + "/")
+
+
+def extension_folder_problem(folder: str, protected: Mapping[str, str]) -> str | None:
+    """Why `folder` of C2D_EXTENSIONS_PATH may not be bound into the engine's pods, or None.
+
+    Refused when it overlaps any of `protected` (engine_state_folders) either way: a folder that holds
+    one would show it to the pod, and a folder inside one would show part of it (`/` holds them all;
+    a folder under C2D_WORK_DIR shows other jobs' inputs)."""
+    real = os.path.realpath(folder)
+    for what, path in protected.items():
+        if _within(path, real):
+            return f"C2D_EXTENSIONS_PATH folder {folder} holds {what} {path}"
+        if _within(real, path):
+            return f"C2D_EXTENSIONS_PATH folder {folder} is inside {what} {path}"
+    return None
 
 
 def _alias_links(aliases: Mapping[str, str]) -> list[tuple[str, str]]:
