@@ -7,6 +7,7 @@ its salvage then holds it for review."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import time
 import uuid
@@ -273,3 +274,26 @@ def test_a_held_job_whose_publish_is_cut_short_records_no_results_until_salvage_
     assert record_verdict(instance, verdict)
     assert _salvage(instance, run_id).success
     _assert_held(c2d_home, _tags(instance, run_id), job_id)
+
+
+def test_results_expiry_deletes_the_held_key_too(tmp_path: Path) -> None:
+    # What a salvage or a decision cut short may leave under the held key goes with the job's results.
+    from c2d_core.results import LocalResultStore
+    from c2d_defs.expiry import expire_results
+
+    instance = dg.DagsterInstance.ephemeral()
+    store = LocalResultStore(tmp_path / "results")
+    job_id = uuid.uuid4().hex
+    for key in (job_id, review.held_key(job_id)):
+        store.put(key, "total.txt", io.BytesIO(b"6"))
+    run = dg.DagsterRun(
+        job_name=engine.JOB_NAME,
+        run_id=str(uuid.uuid4()),
+        status=dg.DagsterRunStatus.SUCCESS,
+        tags={engine.JOB_ID: job_id, engine.ENVIRONMENT: "review-env", engine.DATE_FINISHED: "1000.000"},
+    )
+    instance.add_run(run)
+    assert expire_results(instance, store, lambda _env: 60, now=2000.0) == [job_id]
+    assert not (tmp_path / "results" / job_id).exists()
+    assert not (tmp_path / "results" / review.held_key(job_id)).exists()
+    assert _tags(instance, run.run_id)[engine.RESULTS_EXPIRED] == "1"

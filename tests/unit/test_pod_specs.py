@@ -3,6 +3,8 @@
 import hashlib
 import json
 
+import pytest
+
 from c2d_core.environments import Environment
 from c2d_core.settings import EngineSettings
 from c2d_core.workflow import Workflow
@@ -88,6 +90,15 @@ def test_publish_pod_reads_data_read_only_and_has_its_own_deadline() -> None:
     data = next(m for m in spec.mounts if m.mount_path == "/data")
     assert data.read_only
     assert spec.env["C2D_RESULT_STORE"] == "local"
+
+
+@pytest.mark.parametrize("outputs", [True, False])
+def test_the_engine_always_tells_the_publish_pod_whether_outputs_go_out(outputs: bool) -> None:
+    # The pod withholds on anything but "true": the engine must say "true" or "false" every time, and
+    # no store variable may say it instead.
+    store_env = {"C2D_RESULT_STORE": "local", "C2D_PUBLISH_OUTPUTS": "true"}
+    spec = publish_spec("c" * 32, ENV, EngineSettings(), [], store_env, outputs=outputs)
+    assert spec.env["C2D_PUBLISH_OUTPUTS"] == ("true" if outputs else "false")
 
 
 def test_entrypoint_without_algo_placeholder_is_kept() -> None:
