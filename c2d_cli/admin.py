@@ -341,6 +341,25 @@ def _when(value: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value)) if value is not None else "-"
 
 
+def _age(seconds: float) -> str:
+    """A duration as an operator reads it at a glance: 45s, 12m, 3h, 2d."""
+    seconds = max(0.0, seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
+def _until(deadline: float | None, now: float) -> str:
+    if deadline is None:
+        return "none"
+    return f"in {_age(deadline - now)}" if deadline > now else "passed"
+
+
+def _short_address(address: str) -> str:
+    return f"{address[:6]}…{address[-4:]}" if len(address) > 12 else address
+
+
 def _review_row(run: dict[str, Any]) -> dict[str, Any]:
     tags = run["tags"]
     return {
@@ -384,20 +403,27 @@ def review_list(
     if not rows:
         out.print("no job is awaiting review" if not all_states else "no job was held for review")
         return
-    table = Table(box=box.SIMPLE)
-    # The job id is what an operator copies into the next command: never folded or cut.
+    now = time.time()
+    table = Table(box=box.SIMPLE, pad_edge=False)
+    # The job id is what an operator copies into the next command: never folded or cut. Times are
+    # ages (exact ones: show, -o json); the state and who decided only with --all (the queue has
+    # neither), so the queue fits 80 columns.
     table.add_column("job", no_wrap=True, min_width=32)
-    for column in ("state", "owner", "environment", "held since", "deadline", "decided by"):
-        table.add_column(column, overflow="fold")
+    if all_states:
+        table.add_column("state", no_wrap=True)
+    table.add_column("owner", no_wrap=True)
+    table.add_column("environment", overflow="fold", min_width=8)
+    table.add_column("held", no_wrap=True, justify="right")
+    table.add_column("decided by" if all_states else "deadline", overflow="fold", min_width=6)
     for row in rows:
+        last = row["decidedBy"] or "-" if all_states else _until(row["deadline"], now)
         table.add_row(
             row["jobId"],
-            row["state"],
-            row["owner"],
+            *([row["state"]] if all_states else []),
+            _short_address(row["owner"]),
             row["environment"],
-            _when(row["requestedAt"]),
-            _when(row["deadline"]) if row["deadline"] else "none",
-            row["decidedBy"] or "-",
+            _age(now - row["requestedAt"]) if row["requestedAt"] else "-",
+            last,
         )
     out.print(table)
 
@@ -461,12 +487,18 @@ def review_show(
         out.print(note, highlight=False)
     if held:
         table = Table(box=box.SIMPLE)
-        for column in ("index", "filename", "type", "filesize"):
+        table.add_column("index", justify="right")
+        for column in ("filename", "type"):
             table.add_column(column, overflow="fold")
+        table.add_column("filesize", justify="right")
         table.add_column("sha256", no_wrap=True)
+        # A narrow terminal gets the digests' first 16 digits (-o json and download have them whole).
+        whole = out.width >= 130
         for entry in held:
+            digest = str(entry.get("sha256", ""))
             table.add_row(
-                *(str(entry.get(key, "")) for key in ("index", "filename", "type", "filesize", "sha256"))
+                *(str(entry.get(key, "")) for key in ("index", "filename", "type", "filesize")),
+                digest if whole else f"{digest[:16]}…",
             )
         out.print(table)
 
