@@ -19,7 +19,7 @@ from c2d_core import engine
 from c2d_core.environments import Environment, UnknownEnvironmentError
 from c2d_core.review import ReviewView
 from c2d_core.status import NEVER_STARTED, Stage
-from c2d_defs.ops.compute import JobRecorder, JobState, finish_results_handover, publish_job
+from c2d_defs.ops.compute import JobRecorder, JobState, finish_results_handover, outputs_cleared, publish_job
 from c2d_defs.pod_runner import PodRunner
 from c2d_defs.resources import ComputeEnvironments, ResultStorage
 from c2d_defs.stage_watchdog import (
@@ -97,7 +97,10 @@ def salvage(
     except UnknownEnvironmentError:
         environment = None
     ran = algorithm_ran(tags)
-    held = environment is not None and environment.review.required and ran
+    # As publish decides (c2d_defs.review_gate.review_required): withheld outputs are not held.
+    held = (
+        environment is not None and environment.review.required and ran and outputs_cleared(environment, tags)
+    )
     if results_stored(tags) and not held:
         # The worker died after the results were stored (in the results-asset step, or just before
         # the last write): publishing again would find no volume and record an empty result list.
