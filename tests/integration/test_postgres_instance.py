@@ -140,7 +140,11 @@ def test_compute_job_runs_on_the_postgres_instance_and_tags_land_in_run_storage(
             status = conn.execute(text("SELECT status FROM runs WHERE run_id = :r"), {"r": run_id}).scalar()
             tags = dict(
                 conn.execute(
-                    text("SELECT key, value FROM run_tags WHERE run_id = :r AND key LIKE 'c2d/%'"),
+                    # The job's tags: the visible c2d/* and the state under Dagster's hidden prefix.
+                    text(
+                        "SELECT key, value FROM run_tags WHERE run_id = :r"
+                        " AND (key LIKE 'c2d/%' OR key LIKE '.dagster/c2d/%')"
+                    ),
                     {"r": run_id},
                 ).all()
             )
