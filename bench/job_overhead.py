@@ -5,10 +5,12 @@ whose code server spawns a process per run, or the warm run worker of c2d_defs/w
 run coordinator's `launch_at_once`, off ("queued": Dagster's queue, the daemon dequeues) or on
 ("at-once": the submitter launches when limits allow)), starts the embedded stack with it,
 submits N trivial jobs (one small CSV input, a one-line raw algorithm) over Dagster's GraphQL API (the
-Provider's DagsterJobs, no Provider in front), one after another, and measures submit -> status 70.
+Provider's DagsterJobs, no Provider in front), one after another, and measures submit -> status 70
+(polling run storage every 50 ms, past the Provider's status cache: the engine's time, not the cache's).
 Then runs the same algorithm N times bare in the sandbox (LocalPodRunner, no Dagster). Prints p50/p95
-of each, the overhead, and a per-phase table read back from run storage (run events, phase tags and
-the stage logs' "<pod> pod ended ... after X s").
+of each, the overhead, and a per-phase table read back from run storage (run events, phase tags, the
+stage logs' "<pod> pod ended ... after X s" and the pods' own "... after X s" for their work, the
+rest of a pod's time being its start: sandbox, interpreter, imports).
 
     .venv/bin/python bench/job_overhead.py [-n 10] [--variants default/queued,warm/at-once]
 """
@@ -55,12 +57,21 @@ def pct(values: list[float], q: float) -> float:
 
 STAGES = ("configure", "algorithm", "publish")
 POD_ENDED = re.compile(r"^(\w+) pod ended: .* after ([0-9.]+) s")
+# The pod programs' last line says how long their own work took (c2d_defs/pods: main's clock).
+POD_WORKED = re.compile(r"Z (configure|publish): (?:status \d+|finished,) .* after ([0-9.]+) s$", re.M)
 PHASES = (
     "queue (submit -> STARTING)",
-    "launch (STARTING -> run worker started)",
-    "worker -> configure started",
-    *(f"{stage} {part}" for stage in STAGES for part in ("pod", "runner set-up + tags")),
-    "between stages (tag and event writes)",
+    "launch (STARTING -> run process started)",
+    "run start -> configure op (resources, step)",
+    "configure pod start (sandbox, interpreter)",
+    "configure pod work (decrypt, fetch, write)",
+    "configure op around its pod (runner, tags)",
+    "algorithm pod (sandbox + the algorithm)",
+    "algorithm op around its pod (runner, tags)",
+    "publish pod start (sandbox, interpreter)",
+    "publish pod work (store results)",
+    "publish op around its pod (attest, tags)",
+    "between ops (step events, tag writes)",
     "publish finished -> run end",
     "run end -> seen by the poller",
 )
@@ -81,9 +92,13 @@ def phases_of(instance: dg.DagsterInstance, run_id: str, submitted: float, seen:
         if (kind := entry.dagster_event_type) is not None
     }
     pods: dict[str, float] = {}
+    worked: dict[str, float] = {}
     for entry in instance.all_logs(run_id):
         if entry.message and (match := POD_ENDED.match(entry.message)):
             pods[match.group(1)] = float(match.group(2))
+        if entry.message and " log (last lines):" in entry.message:
+            for found in POD_WORKED.finditer(entry.message):
+                worked[found.group(1)] = float(found.group(2))
     starting = events[dg.DagsterEventType.RUN_STARTING]
     worker = events[dg.DagsterEventType.RUN_START]
     ended = events[dg.DagsterEventType.RUN_SUCCESS]
@@ -95,8 +110,14 @@ def phases_of(instance: dg.DagsterInstance, run_id: str, submitted: float, seen:
     for stage in STAGES:
         wall = edge(stage, "finished") - edge(stage, "started")
         pod = pods.get(stage, 0.0)
-        found[f"{stage} pod"] = pod
-        found[f"{stage} runner set-up + tags"] = wall - pod
+        around = next(name for name in PHASES if name.startswith(f"{stage} op around"))
+        found[around] = wall - pod
+        if stage == "algorithm":
+            found[PHASES[6]] = pod
+        else:
+            work = worked.get(stage, 0.0)
+            found[f"{stage} pod start (sandbox, interpreter)"] = pod - work
+            found[next(name for name in PHASES if name.startswith(f"{stage} pod work"))] = work
     found[PHASES[-3]] = sum(edge(b, "started") - edge(a, "finished") for a, b in itertools.pairwise(STAGES))
     found[PHASES[-2]] = ended - edge("publish", "finished")
     found[PHASES[-1]] = seen - ended
@@ -138,7 +159,7 @@ def bench_jobs(n: int, home: Path, variant: str) -> tuple[list[float], dict[str,
             t0 = time.monotonic()
             operator.submit(workflow)
             record = poll_until(
-                partial(operator.job, workflow.job_id),
+                partial(operator.job, workflow.job_id, fresh=True),
                 lambda found: found is not None and found.run_ended,
                 timeout=120,
                 interval=0.05,

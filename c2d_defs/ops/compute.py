@@ -212,15 +212,15 @@ def _job_id_of(context: dg.OpExecutionContext, raw: dict[str, Any]) -> str:
 
 
 def log_pod(log: StageLog, component: str, result: PodResult) -> None:
-    log.info(
+    """How the pod ended and its log's last lines: one event (each is a write to the event log)."""
+    ended = (
         f"{component} pod ended: {result.termination}"
         + (f" (exit code {result.exit_code})" if result.exit_code is not None else "")
         + f" after {result.duration:.2f} s"
         + (f": {result.message}" if result.message else "")
     )
     tail = "\n".join(result.log_tail.splitlines()[-LOG_TAIL_LINES:])
-    if tail:
-        log.info(f"{component} log (last lines):\n{tail}")
+    log.info(f"{ended}\n{component} log (last lines):\n{tail}" if tail else ended)
 
 
 def engine_end(context: dg.OpExecutionContext) -> str | None:
