@@ -217,7 +217,13 @@ class Engine:
         return _run(result)
 
     def launch_review(
-        self, job_id: str, decision: str, reviewer: str, reason: str, release_logs: bool
+        self,
+        job_id: str,
+        decision: str,
+        reviewer: str,
+        reason: str,
+        release_logs: bool,
+        release_algorithm_log: bool = False,
     ) -> str:
         config: dict[str, Any] = {
             "job_id": job_id,
@@ -225,6 +231,7 @@ class Engine:
             "reviewer": reviewer,
             "reason": reason,
             "release_logs": release_logs,
+            "release_algorithm_log": release_algorithm_log,
         }
         params = {
             "selector": {
@@ -593,6 +600,7 @@ def _decide(
     dagster_url: str | None,
     home: Path | None,
     json_output: bool,
+    release_algorithm_log: bool = False,
 ) -> None:
     who = (reviewer or "").strip() or getpass.getuser()
     with _reported():
@@ -603,7 +611,7 @@ def _decide(
             problem = review.decision_problem(dagster.job(job_id)["tags"], decision, time.time())
             if problem:
                 raise AdminError(f"refused: {problem}", f"`c2d admin review show {job_id}` shows its review")
-            run_id = dagster.launch_review(job_id, decision, who, reason, release_logs)
+            run_id = dagster.launch_review(job_id, decision, who, reason, release_logs, release_algorithm_log)
             review_run: dict[str, Any] = {"runId": run_id, "status": "QUEUED", "tags": {}}
             deadline = time.monotonic() + DECISION_WAIT_SECONDS
             while wait and review_run["status"] not in ENDED and time.monotonic() < deadline:
@@ -666,6 +674,10 @@ def review_reject(
     job_id: JobArgument,
     reason: Annotated[str, typer.Option(help="Why (required): the consumer reads it in statusDetail.")],
     withhold_logs: Annotated[bool, typer.Option(help="Release no logs either.")] = False,
+    release_algorithm_log: Annotated[
+        bool,
+        typer.Option(help="Release the algorithm's log too (read it first: it may hold what you reject)."),
+    ] = False,
     reviewer: ReviewerOption = None,
     wait: Annotated[bool, typer.Option(help="Wait for review_job's outcome.")] = True,
     dagster_url: DagsterUrlOption = None,
@@ -673,7 +685,8 @@ def review_reject(
     json_output: JsonOption = False,
     output: OutputOption = None,
 ) -> None:
-    """Delete the held outputs: the job ends 56 with your reason (its logs released unless withheld)."""
+    """Delete the held outputs: the job ends 56 with your reason; the engine's logs are released unless
+    withheld, the algorithm's log only with --release-algorithm-log."""
     if not reason.strip():
         raise typer.BadParameter("give the reason the consumer will read", param_hint="'--reason'")
     _decide(
@@ -686,4 +699,5 @@ def review_reject(
         dagster_url,
         home,
         wants_json(json_output, output),
+        release_algorithm_log,
     )

@@ -18,7 +18,7 @@ import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import dagster as dg
 
@@ -27,11 +27,8 @@ from c2d_core.results import MANIFEST_NAME, ResultEntry, ResultStore, manifest_d
 from c2d_core.settings import EngineSettings
 from c2d_core.status import JobStatus
 from c2d_defs.ops.attestation import attest_job
+from c2d_defs.ops.recorder import JobRecorder, JobState, StageLog, record_results_asset
 from c2d_defs.pods.report import ConfigureReport
-
-if TYPE_CHECKING:
-    # c2d_defs.ops.compute calls the parking half from publish; the deciding half imports it at run time.
-    from c2d_defs.ops.compute import JobRecorder, JobState, StageLog
 
 # What a decision may be: an operator's two, and the expiry's.
 Verdict = Literal["approve", "reject", "expire"]
@@ -192,11 +189,10 @@ def decide(
     log: StageLog,
     decision_run: str,
     release_logs: bool = True,
+    release_algorithm_log: bool = False,
     now: float | None = None,
 ) -> Decided:
     """Carry out `verdict` on the held job of compute run `run_id`; ReviewRefused when it may not be."""
-    from c2d_defs.ops.compute import JobRecorder, JobState, record_results_asset
-
     now = time.time() if now is None else now
     run = instance.get_run_by_id(run_id)
     if run is None:
@@ -218,8 +214,12 @@ def decide(
         keep = held
         status, detail = outcome_status, outcome_detail
     else:
-        logs = [entry for entry in held if entry.type not in ("output", "attestation")]
-        keep = logs if release_logs else []
+        # The engine's own logs go back; the algorithm's log only when the reviewer, having read it,
+        # says so: it is the algorithm's output too, and may carry what the outputs were held for.
+        released_types = {"configurationLog", "publishLog"}
+        if release_algorithm_log and verdict == "reject":
+            released_types.add("algorithmLog")
+        keep = [entry for entry in held if entry.type in released_types] if release_logs else []
         if verdict == "reject":
             status = JobStatus.REVIEW_REJECTED
             detail = f"the results were rejected by review: {reason}"

@@ -450,6 +450,10 @@ class ComputeJob(BaseModel):
     terminationDetails: TerminationDetails
     runStatus: str = Field(description="The Dagster run's status")
     queuePosition: int | None = Field(description="1 for the next queued job of its environment")
+    stoppedBy: Literal["consumer", "operator"] | None = Field(
+        default=None, description="Who stopped it: its consumer (computeStop) or an operator (the Dagster UI)"
+    )
+    stoppedAt: str | None = Field(default=None, description="When it was stopped (epoch seconds)")
 
 
 class FileInfo(BaseModel):

@@ -31,7 +31,12 @@ class ReviewConfig(dg.Config):
     reviewer: str = Field(description="who decides: kept with the job as the decision's author")
     reason: str = Field(default="", description="why; required to reject, shown to the consumer")
     release_logs: bool = Field(
-        default=True, description="on reject: release the job's logs to the consumer (outputs never)"
+        default=True,
+        description="on reject: release the engine's logs (configure, publish), never the outputs",
+    )
+    release_algorithm_log: bool = Field(
+        default=False,
+        description="on reject: release the algorithm's log too (it may carry what was held back)",
     )
 
 
@@ -80,6 +85,7 @@ def review_op(
             log=context.log,
             decision_run=context.run_id,
             release_logs=config.release_logs,
+            release_algorithm_log=config.release_algorithm_log,
         )
     except ReviewRefused as error:
         raise _refuse(context, str(error)) from None

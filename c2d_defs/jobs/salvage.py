@@ -19,7 +19,8 @@ from c2d_core import engine
 from c2d_core.environments import Environment, UnknownEnvironmentError
 from c2d_core.review import ReviewView
 from c2d_core.status import NEVER_STARTED, Stage
-from c2d_defs.ops.compute import JobRecorder, JobState, finish_results_handover, outputs_cleared, publish_job
+from c2d_defs.ops.compute import finish_results_handover, outputs_cleared, publish_job
+from c2d_defs.ops.recorder import JobRecorder, JobState
 from c2d_defs.pod_runner import PodRunner
 from c2d_defs.resources import ComputeEnvironments, ResultStorage
 from c2d_defs.stage_watchdog import (

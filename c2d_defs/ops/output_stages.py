@@ -21,14 +21,12 @@ from c2d_core.status import Stage
 from c2d_defs.ops.compute import (
     BUILTIN_OPS,
     OUTPUT_STAGE_TAG,
-    JobRecorder,
-    JobState,
     engine_end,
     output_stage_tag,
-    phase_tags,
     publish_results,
     register_output_stage_parser,
 )
+from c2d_defs.ops.recorder import JobRecorder, JobState, phase_tags
 from c2d_defs.ops.stages import stage_failure
 from c2d_defs.output_stages import OutputStage, StageContext, StageVerdict
 from c2d_defs.pod_runner import PodRunner

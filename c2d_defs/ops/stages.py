@@ -16,12 +16,12 @@ from c2d_core import engine, run_stamp
 from c2d_core.settings import engine_settings
 from c2d_core.status import ALGORITHM_FAILURES, JobStatus, Stage
 from c2d_defs.ops.compute import (
-    JobState,
     WorkflowConfig,
     algorithm_stage,
     configure_stage,
     publish_results,
 )
+from c2d_defs.ops.recorder import JobState
 from c2d_defs.pod_runner import PodRunner
 from c2d_defs.resources import ComputeEnvironments, ResultStorage
 

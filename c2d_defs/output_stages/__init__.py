@@ -72,7 +72,8 @@ from c2d_core.environments import Environment, OutputStageConfig
 from c2d_core.settings import EngineSettings
 from c2d_core.status import OUTPUTS_REJECTED, JobStatus
 from c2d_core.workflow import Workflow
-from c2d_defs.ops.compute import JobRecorder, StageLog, log_pod
+from c2d_defs.ops.compute import log_pod
+from c2d_defs.ops.recorder import JobRecorder, StageLog
 from c2d_defs.pod_output import run_followed
 from c2d_defs.pod_runner import PodResult, PodRunner, PodSpec
 from c2d_defs.resources import ResultStorage

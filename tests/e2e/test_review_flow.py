@@ -5,7 +5,7 @@ environment that requires review; Ocean-style polling shows a running job at 55 
 and computeResult refuses the held results in Ocean's error shape. The operator works with
 `c2d admin review list|show|download|approve|reject` as real subprocesses (Dagster's GraphQL API and the
 result store, no consumer key): approved, the consumer downloads the results (70); rejected, the job
-ends 56 with the reason in statusDetail, the outputs are never downloadable and the logs are. A
+ends 56 with the reason in statusDetail, the outputs are never downloadable, the engine's logs are. A
 review_job launched from the launchpad path (GraphQL launchRun, as the Dagster UI sends it) for a job
 not awaiting review is refused with a sentence and changes nothing.
 """
@@ -231,9 +231,10 @@ def test_operator_rejects_and_the_consumer_gets_the_reason_and_only_the_logs(s: 
     assert (final["status"], final["statusText"]) == (56, "Results rejected by review"), final
     assert final["dateFinished"] is not None
     assert reason in final["statusDetail"] and "outputs were deleted" in final["statusDetail"]
-    assert [entry["type"] for entry in final["results"]] == ["algorithmLog", "configurationLog", "publishLog"]
+    # The engine's logs; the algorithm's log is held back with the outputs (--release-algorithm-log).
+    assert [entry["type"] for entry in final["results"]] == ["configurationLog", "publishLog"]
     saved = download_results(s.provider, consumer, final, tmp_path / "consumer")
-    assert sorted(path.path.name for path in saved) == ["algorithm.log", "configure.log", "publish.log"]
+    assert sorted(path.path.name for path in saved) == ["configure.log", "publish.log"]
     beyond = s.provider.result(consumer, job_id, len(final["results"]))
     assert beyond.status_code == 404, beyond.text
 

@@ -348,7 +348,7 @@ def test_finished_job_is_a_green_run(c2d_home: Path, origin: LocalOrigin) -> Non
 def test_out_of_memory_fails_the_algorithm_step_and_keeps_status_70() -> None:
     """OOMKilled needs a memory cgroup this host may lack: the verdict itself, on the tags it reads."""
     from c2d_core.status import JobStatus, Stage
-    from c2d_defs.ops.compute import JobState
+    from c2d_defs.ops.recorder import JobState
     from c2d_defs.ops.stages import stage_failure
 
     state = JobState(

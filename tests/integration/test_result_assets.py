@@ -331,7 +331,8 @@ def test_the_salvage_hands_over_an_nft_its_dead_run_recorded(
 ) -> None:
     """The salvage step on a run that recorded `c2d/results_nft` and no DID: the owner gets the NFT and
     the job's results asset is a clear failure."""
-    from c2d_defs.ops.compute import JobRecorder, finish_results_handover
+    from c2d_defs.ops.compute import finish_results_handover
+    from c2d_defs.ops.recorder import JobRecorder
 
     dev = evm_snapshot
     workflow = _workflow(chain_assets, dev.consumer.address)

@@ -246,13 +246,31 @@ def test_rejected_job_fails_with_the_reason_and_its_outputs_are_gone(
     job = ocean_job_json(record)
     assert job["status"] == int(JobStatus.REVIEW_REJECTED) and job["dateFinished"] is not None
     assert "copies rows of the input" in job["statusDetail"]
-    assert [entry["type"] for entry in job["results"]] == ["algorithmLog", "configurationLog", "publishLog"]
+    # The engine's logs come back; the algorithm's log is the algorithm's output too, and stays held
+    # back unless the reviewer releases it.
+    assert [entry["type"] for entry in job["results"]] == ["configurationLog", "publishLog"]
     results_dir = EngineSettings(home=c2d_home).resolved_results_dir
     assert not (results_dir / job_id / "total.txt").exists()
+    assert not (results_dir / job_id / "algorithm.log").exists()
     assert not (results_dir / review.held_key(job_id)).exists()
     assert (
         record.tags[review.DECIDED_BY] == "carol" and record.tags[review.REASON] == "copies rows of the input"
     )
+
+
+def test_a_reviewer_may_release_the_algorithm_log_of_a_rejected_job(
+    c2d_home: Path, origin: LocalOrigin
+) -> None:
+    instance = dg.DagsterInstance.ephemeral()
+    run_id = _held_job(c2d_home, origin, instance, "review-env", "reject-but-tell")
+    job_id = _record(instance, run_id).job_id
+    decided = _review(
+        instance, job_id, "reject", reviewer="carol", reason="too fine-grained", release_algorithm_log=True
+    )
+    assert decided.success
+    job = ocean_job_json(_record(instance, run_id))
+    assert [entry["type"] for entry in job["results"]] == ["algorithmLog", "configurationLog", "publishLog"]
+    assert not (EngineSettings(home=c2d_home).resolved_results_dir / job_id / "total.txt").exists()
 
 
 def test_an_undecided_job_expires_at_its_deadline(c2d_home: Path, origin: LocalOrigin) -> None:

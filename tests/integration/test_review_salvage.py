@@ -28,7 +28,8 @@ from c2d_core.environments import Environments
 from c2d_core.settings import EngineSettings
 from c2d_core.status import JobStatus
 from c2d_defs.jobs import salvage_job
-from c2d_defs.ops.compute import JobRecorder, JobState, publish_job
+from c2d_defs.ops.compute import publish_job
+from c2d_defs.ops.recorder import JobRecorder, JobState
 from c2d_defs.resources import ComputeEnvironments, LocalPodRunnerResource, LocalResultStoreResource
 from c2d_defs.stage_watchdog import find_stuck_jobs, record_verdict
 

@@ -451,7 +451,8 @@ def test_the_volume_is_kept_only_when_the_result_store_failed(store_failed: bool
 
     from dagster._core.errors import DagsterExecutionInterruptedError
 
-    from c2d_defs.ops.compute import JobRecorder, JobState, publish_job
+    from c2d_defs.ops.compute import publish_job
+    from c2d_defs.ops.recorder import JobRecorder, JobState
 
     report = '{"status": 62, "message": "S3 upload failed (ConnectionClosedError)"}'
     runner = _Runner(report if store_failed else None)
