@@ -80,7 +80,8 @@ def result_of(file_object: dict[str, Any], did: str, jobs: DagsterJobs) -> tuple
     ):
         raise bad_request(f"malformed {C2D_RESULT} file: it needs a jobId and an index")
     try:
-        record = jobs.job(job_id)
+        # As it is now, not as the status cache last saw it: storage expiry may have deleted the files.
+        record = jobs.job(job_id, fresh=True)
     except BackendUnavailable as error:
         raise backend_error(f"compute backend unavailable: {error}") from None
     if record is None or record.tags.get(engine.RESULTS_DID, "").lower() != did.lower():

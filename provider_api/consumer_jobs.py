@@ -142,4 +142,10 @@ def signed_result_job(
     records = owned_jobs(jobs, consumer, job_id, None)
     if not records:
         raise no_job(job_id, None)
-    return records[0]
+    # A download reads the run as it is now, not as the status cache last saw it: storage expiry
+    # (or the stage watchdog) may have changed a finished job since.
+    try:
+        fresh = jobs.job(records[0].job_id, fresh=True)
+    except BackendUnavailable as error:
+        raise backend_error(f"compute backend unavailable: {error}") from None
+    return fresh if fresh is not None else records[0]

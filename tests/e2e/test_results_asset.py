@@ -9,7 +9,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from c2d_cli.consumer import order_and_start, wait_for_status
@@ -22,21 +21,15 @@ from provider_api.assets import ChainDdoResolver
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
-_RUN_TAGS = """
-query ($filter: RunsFilter) {
-  runsOrError(filter: $filter) { ... on Runs { results { runId tags { key value } } } }
-}
-"""
 
+def _run_tags(dagster_home: str, job_id: str) -> dict[str, str]:
+    """The job's run tags, read from Dagster's run storage (as the Provider does: the job's state is
+    under Dagster's hidden prefix, which GraphQL's Run.tags leaves out)."""
+    import dagster as dg
 
-def _run_tags(webserver_url: str, job_id: str) -> dict[str, str]:
-    """The job's run tags, read from Dagster's run storage over GraphQL (as the Provider does)."""
-    variables = {"filter": {"tags": [{"key": engine.JOB_ID, "value": job_id}]}}
-    body = httpx.post(
-        f"{webserver_url}/graphql", json={"query": _RUN_TAGS, "variables": variables}, timeout=30
-    )
-    (run,) = body.json()["data"]["runsOrError"]["results"]
-    return {tag["key"]: tag["value"] for tag in run["tags"]}
+    with dg.DagsterInstance.from_config(dagster_home) as instance:
+        (run,) = instance.get_runs(filters=dg.RunsFilter(tags={engine.JOB_ID: job_id}))
+        return dict(run.tags)
 
 
 def test_job_with_publish_output_ends_70_with_a_resolvable_results_asset(ocean_stack: Any) -> None:
@@ -52,7 +45,7 @@ def test_job_with_publish_output_ends_70_with_a_resolvable_results_asset(ocean_s
     final = wait_for_status(s.provider, s.consumer.address, job["jobId"], timeout=240)
     assert final["status"] == 70, final
 
-    tags = _run_tags(s.running.webserver_url, job["jobId"])
+    tags = _run_tags(s.running.dagster_home, job["jobId"])
     assert tags[engine.STATUS] == "70"
     assert json.loads(tags[engine.RESULTS_ASSET])["status"] == "published", tags[engine.RESULTS_ASSET]
     did = tags[engine.RESULTS_DID]
