@@ -94,13 +94,16 @@ def _kill(component: str, running: stack.Stack) -> None:
 
 
 def _run_workers(running: stack.Stack) -> list[int]:
-    """The run worker processes, whichever of the webserver's and the daemon's code servers spawned them."""
-    return [
+    """The run worker processes, whichever of the webserver's and the daemon's code servers spawned them,
+    or the warm run worker forked (its children, each in a process group of its own)."""
+    spawned = [
         pid
         for group in (running.webserver_pid, running.daemon_pid)
         for pid in process_group(group)
         if "multiprocessing" in command_line(pid)
     ]
+    forked = children(running.worker_pid) if running.worker_pid else []
+    return spawned + forked
 
 
 def _fill_environment(gs: GatedStack, operator: DagsterJobs, instance: Any) -> list[Workflow]:

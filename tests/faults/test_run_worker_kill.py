@@ -161,7 +161,13 @@ def run_worker(run_id: str, launchers: tuple[int, ...]) -> int:
     parents = {
         _parent(pid) for pid in _pids() if _cmdline(pid).startswith("tail ") and marker in _cmdline(pid)
     }
-    workers = [pid for pid in parents if "multiprocessing" in _cmdline(pid)]
+    # Spawned by a code server (Dagster's default launcher), or forked by the warm run worker
+    # (c2d_defs/warm_launcher), whose children keep its command line.
+    workers = [
+        pid
+        for pid in parents
+        if "multiprocessing" in _cmdline(pid) or "c2d_defs.warm_launcher.worker" in _cmdline(pid)
+    ]
     assert len(workers) == 1, (run_id, parents)
     ancestor = workers[0]
     while ancestor > 1 and ancestor not in launchers:
@@ -213,7 +219,10 @@ def _kill_and_check(
     record = kill_stack.operator.submit(workflow)
     assert int(record.tags[engine.MAX_RUNTIME]) > 0  # every compute run carries its deadline
     _wait(
-        "the stage's pod to run", lambda: _in_stage(kill_stack.operator.job(workflow.job_id), phase), 45, 0.05
+        "the stage's pod to run",
+        lambda: _in_stage(kill_stack.operator.job(workflow.job_id, fresh=True), phase),
+        45,
+        0.05,
     )
     if stage_log is not None:
         # The stage's pod has written the line the consumer must get back: the kill cannot come first.
@@ -225,7 +234,12 @@ def _kill_and_check(
             0.05,
         )
     running = kill_stack.running
-    worker = run_worker(record.run_id, (running.webserver_pid, running.daemon_pid))
+    launchers = (
+        running.webserver_pid,
+        running.daemon_pid,
+        *([running.worker_pid] if running.worker_pid else []),
+    )
+    worker = run_worker(record.run_id, launchers)
     assert sandbox_processes(workflow.job_id), "the stage's sandbox should be running"
     os.kill(worker, signal.SIGKILL)
     _wait("the run worker to die", lambda: not alive(worker), 5)
