@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 from typing import Any, ClassVar
 
 import h11
@@ -202,6 +202,17 @@ def worker_count(requested: int) -> int:
     return max(1, min(cpus, MAX_AUTO_WORKERS))
 
 
+def several_workers_env(environ: MutableMapping[str, str]) -> None:
+    """What server processes sharing a port need in their environment (they inherit it).
+
+    Each process keeps its own status cache. A poll answered by one process after another has seen
+    the job move on would show an older state (a finished job read back as running), so with several
+    processes an unfinished job is not kept between requests (concurrent reads of one job are still
+    one read; finished jobs are still kept). An explicit PROVIDER_STATUS_CACHE_SECONDS is respected.
+    """
+    environ.setdefault("PROVIDER_STATUS_CACHE_SECONDS", "0")
+
+
 def server_config(
     host: str,
     port: int,
@@ -266,6 +277,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     if config.workers > 1:
         from uvicorn.supervisors import Multiprocess
+
+        several_workers_env(os.environ)
 
         # As uvicorn.run does: the supervisor binds the port once and each worker serves on it.
         Multiprocess(config, sockets=[config.bind_socket()]).run()

@@ -87,3 +87,18 @@ def test_uvicorn_serves_discovery_docs_and_errors(provider_url: str) -> None:
         )
         assert encrypted.status_code == 201
         assert decrypt_with(anvil_dev_key(PROVIDER_DEV_ACCOUNT_INDEX), encrypted.text) == b"hello"
+
+
+def test_several_server_processes_keep_no_unfinished_job_between_requests() -> None:
+    """Each process has its own cache: with several, a job one has seen finish must not be answered
+    as running by another, so unfinished jobs are read each time (unless the operator says otherwise)."""
+    from provider_api.server import several_workers_env
+    from provider_api.settings import ProviderSettings
+
+    environ: dict[str, str] = {}
+    several_workers_env(environ)
+    assert environ["PROVIDER_STATUS_CACHE_SECONDS"] == "0"
+    explicit = {"PROVIDER_STATUS_CACHE_SECONDS": "2.5"}
+    several_workers_env(explicit)
+    assert explicit["PROVIDER_STATUS_CACHE_SECONDS"] == "2.5"
+    assert ProviderSettings.model_fields["status_cache_seconds"].default == 1.0  # one process: 1 s
