@@ -138,6 +138,9 @@ class RunStorage:
     def jobs(self, owner: str | None = None, job_id: str | None = None, agreement_id: str | None = None):
         return [self.record] if job_id in (None, self.record.job_id) else []
 
+    def job(self, job_id: str, *, fresh: bool = False) -> JobRecord | None:
+        return self.record if job_id == self.record.job_id else None
+
     def close(self) -> None:
         pass
 
