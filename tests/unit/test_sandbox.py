@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -650,9 +651,15 @@ def test_stop_and_interrupt_kill_the_pod(runner: LocalPodRunner) -> None:
     assert result.termination == "Stopped" and result.duration < 5
     _assert_no_process_left(runner, job_id)
 
-    # A Dagster run termination arrives as an exception in the waiting thread.
+    # A Dagster run termination arrives as an exception in the waiting thread. Python's own SIGINT
+    # handler raises it: an earlier test of the session (a server, a Dagster execution in this
+    # process) may have left another one installed, which would swallow the interrupt.
     job_id = _job(runner, code)
-    threading.Timer(1.0, _thread.interrupt_main).start()
-    with pytest.raises(KeyboardInterrupt):
-        runner.run(_spec(job_id))
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        threading.Timer(1.0, _thread.interrupt_main).start()
+        with pytest.raises(KeyboardInterrupt):
+            runner.run(_spec(job_id))
+    finally:
+        signal.signal(signal.SIGINT, previous)
     _assert_no_process_left(runner, job_id)
