@@ -38,6 +38,10 @@ WAITING = (
 ROUTE = "/api/services/computeStreamableLogs"
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _cli_env(home: str, folder: Path) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("C2D_")}
     env.update({"C2D_HOME": home, "XDG_CONFIG_HOME": str(folder / "xdg")})
@@ -116,7 +120,15 @@ def test_the_log_streams_while_the_job_runs_and_the_cli_follows_it(ocean_stack, 
 
         # Ctrl-C stops following, not the job.
         interrupted = subprocess.Popen(
-            command, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            command,
+            cwd=folder,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            # Ctrl-C as a terminal delivers it: a test session started in the background (`cmd &` in a
+            # script) ignores SIGINT, and an ignored disposition is inherited across exec.
+            preexec_fn=_default_sigint,
         )
         assert "first line" in _read_until(interrupted, "first line")
         interrupted.send_signal(signal.SIGINT)

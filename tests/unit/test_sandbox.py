@@ -652,8 +652,8 @@ def test_stop_and_interrupt_kill_the_pod(runner: LocalPodRunner) -> None:
     _assert_no_process_left(runner, job_id)
 
     # A Dagster run termination arrives as an exception in the waiting thread. Python's own SIGINT
-    # handler raises it: an earlier test of the session (a server, a Dagster execution in this
-    # process) may have left another one installed, which would swallow the interrupt.
+    # handler raises it; a session started in the background (`cmd &` in a script) inherits SIGINT
+    # ignored, and then interrupt_main does nothing.
     job_id = _job(runner, code)
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
