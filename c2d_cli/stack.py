@@ -1,5 +1,6 @@
 """The embedded local stack on 127.0.0.1: anvil with the Ocean contracts, dagster-webserver,
-dagster-daemon and the Provider, with all state under `.c2d/`.
+dagster-daemon, the warm run worker (Dagster's run launcher of the embedded default; none with
+`run_launcher="default"`), the Provider and a data origin, with all state under `.c2d/`.
 
 `up` is idempotent (a running stack is reused), writes `.c2d/stack.json` with URLs and PIDs, and
 renders the Dagster instance file with one queue limit per compute environment. `down` stops by PID.
@@ -105,8 +106,9 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-# Which run launcher `up` writes into the instance file: the template's own (None), Dagster's default
-# (a code server spawns a process per run) or the warm run worker (c2d_defs/warm_launcher).
+# Which run launcher `up` writes into the instance file: the template's own (None; the embedded
+# dagster.yaml names the warm run worker, deploy/dagster-postgres.yaml none), Dagster's default (a code
+# server spawns a process per run) or the warm run worker (c2d_defs/warm_launcher).
 RunLauncherChoice = Literal["default", "warm"]
 WARM_LAUNCHER = {"module": "c2d_defs.warm_launcher", "class": "WarmRunLauncher"}
 # Below $DAGSTER_HOME; the stack passes it to both the launcher (config) and the worker (--socket).
@@ -280,6 +282,32 @@ def _daemon_command() -> list[str]:
     return [str(bin_dir / "dagster-daemon"), "run", "-w", str(PROJECT_ROOT / "workspace.yaml")]
 
 
+def _check_worker_socket(home: Path) -> None:
+    """The worker's socket path must fit a Unix socket address (107 bytes): refuse a home too deep for
+    it before anything starts, rather than a worker that exits at once."""
+    from c2d_defs.warm_launcher import protocol
+
+    try:
+        protocol.check_socket_path(home / WORKER_SOCKET)
+    except ValueError as error:
+        raise StackError(
+            f"{error}: start the stack in a shorter folder (--home), or with `--run-launcher default`"
+        ) from error
+
+
+def _check_same_launcher(home: Path, existing: Stack, run_launcher: RunLauncherChoice | None) -> None:
+    """A running stack is reused only with the launcher asked for: switching launchers means new
+    Dagster processes, which would end the jobs in flight, so that is left to `down` then `up`."""
+    if run_launcher is None:
+        return
+    running = "warm" if existing.worker_pid else "default"
+    if running != run_launcher:
+        raise StackError(
+            f"the stack in {home} is running with the {running} run launcher, not {run_launcher}: "
+            f"stop it first (`c2d dev down`), then `c2d dev up --run-launcher {run_launcher}`"
+        )
+
+
 def _worker_command(home: Path) -> list[str]:
     return [sys.executable, "-m", "c2d_defs.warm_launcher.worker", "--socket", str(home / WORKER_SOCKET)]
 
@@ -412,9 +440,11 @@ def up(
     (its DAGSTER_PG_* variables must then be set in this process's environment). `provider_port`
     (default: 8030, or a free port) pins the Provider's port, e.g. to a random one for a test that
     restarts the Provider and must not find another stack's on the default port. `run_launcher`
-    replaces the instance file's launcher ("warm": the warm run worker, which `up` then starts and
-    `down` stops; "default": Dagster's). A running stack whose only dead part is the warm worker gets
-    a new worker, and is reused.
+    replaces the instance file's launcher ("warm": the warm run worker; "default": Dagster's, no
+    worker); None keeps the file's (the embedded dagster.yaml's is the warm worker). `up` starts the
+    worker when the instance names it and `down` stops it. A running stack whose only dead part is the
+    warm worker gets a new worker, and is reused; one running with the other launcher than
+    `run_launcher` asks for is refused (StackError), not restarted under its jobs.
     """
     from c2d_cli import chain_stack
 
@@ -423,8 +453,10 @@ def up(
     if existing and existing.worker_pid and not alive(existing.worker_pid):
         others = Stack(**{**asdict(existing), "worker_pid": 0})
         if _healthy(others):
+            _check_same_launcher(home, existing, run_launcher)
             return restart(home, "worker", timeout), True
     if existing and _healthy(existing):
+        _check_same_launcher(home, existing, run_launcher)
         return existing, True
     if existing:
         down(home)
@@ -432,6 +464,8 @@ def up(
     (home / STACK_LOGS).mkdir(exist_ok=True)
     settings = EngineSettings(home=home)
     render_instance(home, Environments.load(settings.environments_file), instance_template, run_launcher)
+    if _instance_uses_warm_launcher(home):
+        _check_worker_socket(home)
     ensure_provider_key(home)
     if port is None:
         port = _pick_port(DEFAULT_PORT)
