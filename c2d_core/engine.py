@@ -118,8 +118,8 @@ STAMP = STATE_PREFIX + "stamp"
 # (the consumer's address) and when (epoch seconds). A run terminated without them was stopped by an
 # operator (the Dagster UI, the GraphQL API) or by the engine itself. Hidden like the stamp: the job
 # JSON says who stopped a job (`stoppedBy`, `stoppedAt`); the runs list need not.
-STOPPED_BY = ".dagster/c2d/stopped_by"
-STOPPED_AT = ".dagster/c2d/stopped_at"
+STOPPED_BY = STATE_PREFIX + "stopped_by"
+STOPPED_AT = STATE_PREFIX + "stopped_at"
 # Why the engine refused to run this run (a re-execution, a launchpad run, a second run of a job id):
 # such a run is not its job's and touched no data; readers of jobs skip it (`job_run`). Its outcome
 # (visible) says "refused".

@@ -94,7 +94,7 @@ _FAILURES = frozenset(
 
 class Stage(StrEnum):
     """The stages of a compute job, in order; each runs one pod. The values are the names of the
-    phase tags (`c2d/phase/<stage>/...`), of the job JSON's `phases` and of the pods' components."""
+    phase tags (`.dagster/c2d/phase/<stage>/...`), of the job JSON's `phases` and of the pods' components."""
 
     CONFIGURE = "configure"
     ALGORITHM = "algorithm"
@@ -150,6 +150,7 @@ ALGORITHM_FAILURES: frozenset[Termination] = frozenset(
 # Terminations of an algorithm that never started: the job ends 41.
 NEVER_STARTED: frozenset[Termination] = frozenset({"ImageNotFound", "StartError"})
 
-# The status of a job whose outputs an output stage refused (or could not check): Ocean's 61, with
-# the stage's sentence in statusDetail; its logs are published, its outputs never (docs/leak-filter.md).
-OUTPUTS_REJECTED = JobStatus.RESULTS_FETCH_FAILED
+# The status of a job whose outputs an output stage refused (or could not check): the filter stage's
+# failure (Ocean's 61, why that one: `_STAGE_FAILURES`), with the stage's sentence in statusDetail; its
+# logs are published, its outputs never (docs/leak-filter.md).
+OUTPUTS_REJECTED = _STAGE_FAILURES[Stage.FILTER]
