@@ -65,8 +65,8 @@ class MintedResultsAsset:
 
 @dataclass(frozen=True)
 class ResultsAssetOutcome:
-    """What the job records about its results asset (tags `c2d/results_asset`, `c2d/results_did` and
-    `c2d/results_asset_files`, all in one write)."""
+    """What the job records about its results asset (hidden tags `.dagster/c2d/results_asset`,
+    `.dagster/c2d/results_did` and `.dagster/c2d/results_asset_files`, all in one write)."""
 
     status: OutcomeStatus
     detail: str
@@ -84,7 +84,8 @@ class ResultsAssetOutcome:
 
 
 def served_indexes(tags: Mapping[str, str]) -> frozenset[int]:
-    """The result indexes a job's results asset serves (`c2d/results_asset_files`); none when unset."""
+    """The result indexes a job's results asset serves (`.dagster/c2d/results_asset_files`); none when
+    unset."""
     try:
         raw = json.loads(tags.get(engine.RESULTS_ASSET_FILES, "[]"))
     except json.JSONDecodeError:

@@ -3,7 +3,8 @@
 The `results_expiry` sensor reads finished `compute_job` runs from run storage and asks for a
 `results_expiry_job` run (c2d_defs.jobs) for those past their environment's `storageExpiry`. Its op
 deletes their results through the `result_store` resource and tags each run
-`c2d/results_expired=1`, which the Provider turns into "expired" in the job JSON and 410 on download.
+`.dagster/c2d/results_expired=1` (hidden), which the Provider turns into "expired" in the job JSON and
+410 on download.
 The tick itself deletes nothing: an S3 or IPFS stall costs a retried op, not a sensor timeout.
 An environment with `storageExpiry: 0` keeps results until an operator deletes them.
 

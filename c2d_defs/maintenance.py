@@ -6,8 +6,8 @@ op's config, `c2d/maintenance` (what) and `c2d/maintenance_reason` (why) as tags
 target again with fresh state, acts, logs each one and lets Dagster retry known-transient errors.
 
 A maintenance run never counts as a consumer's job: it carries no `c2d/environment` (the run queue's
-`maxJobs` limits key on it), no `c2d/owner`, `c2d/job_id` or `c2d/agreement_id`, and is not a
-`compute_job` run (the Provider lists only those).
+`maxJobs` limits key on it), no `c2d/owner`, `c2d/job_id` or `.dagster/c2d/agreement_id`, and is not
+a `compute_job` run (the Provider lists only those).
 """
 
 from __future__ import annotations

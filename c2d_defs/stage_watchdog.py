@@ -6,8 +6,8 @@ cannot catch is the run worker itself dying (kill -9, an OOM kill, a lost node) 
 c2d status then never moves again. The `stage_watchdog` sensor finds such jobs:
 
 - a `compute_job` run that ended (FAILURE, CANCELED: the code server or run monitoring saw its worker
-  die, or `dagster/max_runtime` fired) while the job has no `c2d/date_finished`;
-- a run still going whose current stage (from the `c2d/phase/<p>/started` tags) is older than that
+  die, or `dagster/max_runtime` fired) while the job has no `.dagster/c2d/date_finished`;
+- a run still going whose current stage (from the `.dagster/c2d/phase/<p>/started` tags) is older than that
   stage's deadline plus C2D_WATCHDOG_GRACE; the sensor terminates that run first.
 
 It records Ocean's closest failure status at once (configure: 31, algorithm: 41, publish: 62) with a

@@ -5,9 +5,10 @@ A results asset's `access` service holds, encrypted for this Provider, file obje
 the asset's datatoken downloads that result, streamed from the result store by the same code as
 `computeResult`. The DDO cannot point this Provider at any job it likes: anyone may encrypt a files
 document to the Provider's public key, so a c2dResult file is served only when the job itself records
-this very DID as its results asset (`c2d/results_did`, written by the engine that published it), and
-only for a result the asset was published with (`c2d/results_asset_files`): the asset's owner may
-rewrite its DDO later, but not to reach the job's logs or any result it was not published with.
+this very DID as its results asset (the hidden tag `.dagster/c2d/results_did`, written by the engine
+that published it), and only for a result the asset was published with
+(`.dagster/c2d/results_asset_files`): the asset's owner may rewrite its DDO later, but not to reach the
+job's logs or any result it was not published with.
 
 Other file types (url, ipfs, ...) are refused with a 400: this Provider serves compute datasets to its
 own engine, not downloads of third-party access assets.

@@ -232,8 +232,8 @@ RESULTS_ASSET_STATES = frozenset({"pending", "published", "failed", "skipped"})
 def _results_asset(record: JobRecord) -> dict[str, str] | None:
     """How publishing the results as an asset went, for a job that asked for it; else None.
 
-    The engine writes the outcome (`c2d/results_asset`) when its publish step ends. Before that the
-    asset is pending, unless the run already ended: then it will never be published.
+    The engine writes the outcome (`.dagster/c2d/results_asset`) when its publish step ends. Before
+    that the asset is pending, unless the run already ended: then it will never be published.
     """
     tags = record.tags
     raw = tags.get(engine.RESULTS_ASSET)
@@ -257,10 +257,11 @@ def ocean_job_json(record: JobRecord) -> dict[str, Any]:
     `runStatus`, `resultsDid`, `stoppedBy`, `stoppedAt` and (when the job asked to publish its
     results) `resultsAsset`.
 
-    A run the stage watchdog took over (`c2d/watchdog`, no finish date yet) is still publishing: its
-    salvage run publishes the logs and outputs, then writes the final status and finish date. Until
-    then the job is 60 "Publishing results" with the watchdog's detail and no `dateFinished`, so a
-    client keeps polling and then finds the results (computeResult answers 409 meanwhile).
+    A run the stage watchdog took over (`.dagster/c2d/watchdog`, no finish date yet) is still
+    publishing: its salvage run publishes the logs and outputs, then writes the final status and
+    finish date. Until then the job is 60 "Publishing results" with the watchdog's detail and no
+    `dateFinished`, so a client keeps polling and then finds the results (computeResult answers 409
+    meanwhile).
     Any other run that ended without publish's final word is reported as finished with a failure
     status, so no client waits forever. A stopped job keeps Ocean's marker `stopreq: 1`: its status
     is 70 if publish still ran, else the failure status of the stage it was stopped in.

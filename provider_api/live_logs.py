@@ -1,9 +1,10 @@
 """computeStreamableLogs: the algorithm's log, streamed to the job's owner while the job runs.
 
 The run worker keeps a live copy of the algorithm's log in the result store as it grows (bounded,
-c2d_core.live_logs) and records its location on the run (`c2d/live_log`); this module finds it from
-the job's own tags, never from anything the client sent, and sends what was added since the last
-read until the job has finished. The complete log comes with the results (computeResult).
+c2d_core.live_logs) and records its location on the run (the hidden tag `.dagster/c2d/live_log`);
+this module finds it from the job's own tags, never from anything the client sent, and sends what was
+added since the last read until the job has finished. The complete log comes with the results
+(computeResult).
 """
 
 from __future__ import annotations

@@ -31,7 +31,8 @@ _RANGE = re.compile(r"bytes=([^,-]*)-([^,-]*)")
 
 
 def read_job_manifest(stores: ResultStores, record: JobRecord) -> list[ResultEntry]:
-    """The job's manifest, from where publish recorded it (`c2d/manifest`), else the local store."""
+    """The job's manifest, from where publish recorded it (`.dagster/c2d/manifest`), else the local
+    store."""
     location = record.tags.get(engine.MANIFEST) or f"{record.job_id}/{MANIFEST_NAME}"
     try:
         with stores.for_location(location).open(location) as handle:

@@ -44,7 +44,7 @@ def expire_queued(
 @dg.op(
     name=RESULTS_EXPIRY_OP,
     description="Delete the results of finished jobs past their environment's storageExpiry and "
-    "tag their runs c2d/results_expired.",
+    "tag their runs .dagster/c2d/results_expired (a hidden tag).",
     retry_policy=RETRY_POLICY,
 )
 def expire_job_results(

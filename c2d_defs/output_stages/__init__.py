@@ -26,9 +26,9 @@ The contract (what the engine does for a stage, and what the stage does):
 - The engine gives each configured stage a Dagster op of its own (named after the stage), run in the
   job's order, only for environments that list it; in an environment that does not, the op does
   nothing and the job is as it was. Before the first one the job enters the `filter` phase (phase
-  tags `c2d/phase/filter/started|finished`, the job JSON's `phases.filter`); each stage records its
+  tags `.dagster/c2d/phase/filter/started|finished`, the job JSON's `phases.filter`); each stage records its
   own `status` (default 50 "Filtering results") while it runs, and its times in
-  `c2d/output_stage/<name>/started|finished`.
+  `.dagster/c2d/output_stage/<name>/started|finished` (hidden tags, like the job's other state).
 - `run(ctx, settings)` does the stage's work and returns a `StageVerdict`. The default runs one pod,
   `pod(ctx, settings)`, through the job's `PodRunner` (`ctx.run_pod`: the pod's log is followed into
   the step's logs) and hands its `PodResult` to `judge`. Algorithm outputs are only ever read inside a
