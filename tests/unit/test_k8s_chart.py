@@ -192,22 +192,24 @@ def chart() -> Iterator[helm.Chart]:
         yield loaded
 
 
+def _render(chart: helm.Chart, text: str) -> Render:
+    """One values file (as an operator writes it) rendered by Helm."""
+    overrides = helm.values_from_yaml(_without_dagster(text))
+    manifests = chart.render(overrides, name=RELEASE, namespace=RELEASE_NAMESPACE)
+    objects = [
+        doc
+        for path, manifest in sorted(manifests.items())
+        if not path.endswith("NOTES.txt")
+        for doc in yaml.safe_load_all(manifest)
+        if doc
+    ]
+    return Render(chart.merge_values(overrides), objects)
+
+
 @pytest.fixture(scope="session")
 def renders(chart: helm.Chart) -> dict[str, Render]:
     """Every values set rendered once per session."""
-    result = {}
-    for name, text in VALUE_SETS.items():
-        overrides = helm.values_from_yaml(_without_dagster(text))
-        manifests = chart.render(overrides, name=RELEASE, namespace=RELEASE_NAMESPACE)
-        objects = [
-            doc
-            for path, manifest in sorted(manifests.items())
-            if not path.endswith("NOTES.txt")
-            for doc in yaml.safe_load_all(manifest)
-            if doc
-        ]
-        result[name] = Render(chart.merge_values(overrides), objects)
-    return result
+    return {name: _render(chart, text) for name, text in VALUE_SETS.items()}
 
 
 def _namespace(obj: dict[str, Any]) -> str:
@@ -430,17 +432,10 @@ def test_the_engine_reads_back_what_the_values_say(
 def test_the_provider_starts_in_production_on_the_rendered_env(
     renders: dict[str, Render], name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from eth_account import Account
-
     from provider_api.settings import ProviderSettings
 
     render = renders[name]
-    # The Secret's values (created by the operator, never by the chart); a fresh key, not a dev one.
-    secret = {
-        "provider-key": Account.create().key.hex(),
-        "rpc-url": "https://rpc.example.com/KEY",
-        "nonce-db-url": "postgresql+psycopg2://provider@127.0.0.1/provider",
-    }
+    secret = _production_secret()
     names = _dagster_names(render.values)
     env = _provider_pod_env(render, secret, {names.password_key: "pg-secret", names.username_key: "dagster"})
     _settings_from(monkeypatch, env)
@@ -457,6 +452,52 @@ def test_the_provider_starts_in_production_on_the_rendered_env(
     assert settings.rpc_url == secret["rpc-url"]
     for key, value in render.values["provider"]["env"].items():
         assert env[key] == value
+
+
+def _production_secret() -> dict[str, str]:
+    """The Provider's Secret as an operator creates it (never the chart); a fresh key, not a dev one."""
+    from eth_account import Account
+
+    return {
+        "provider-key": Account.create().key.hex(),
+        "rpc-url": "https://rpc.example.com/KEY",
+        "nonce-db-url": "postgresql+psycopg2://provider@127.0.0.1/provider",
+    }
+
+
+@pytest.mark.parametrize(
+    ("values", "rendered", "cache_seconds"),
+    [
+        # The chart's default (2 replicas): each replica has its own status cache, so none keeps an
+        # unfinished job between requests (a poll reaching the other one could go back in time).
+        ("", "0", 0.0),
+        ("provider: {replicas: 3}\n", "0", 0.0),
+        # One replica: nothing to disagree with, the Provider's own default (1 s) stands.
+        ("provider: {replicas: 1}\n", None, 1.0),
+        # The operator's word wins, with one entry for the name (no duplicate for kubectl to pick).
+        ('provider: {replicas: 2, env: {PROVIDER_STATUS_CACHE_SECONDS: "0.5"}}\n', "0.5", 0.5),
+    ],
+)
+def test_several_provider_replicas_keep_no_unfinished_job_in_their_caches(
+    chart: helm.Chart,
+    values: str,
+    rendered: str | None,
+    cache_seconds: float,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from provider_api.settings import ProviderSettings
+
+    render = _render(chart, values)
+    [container] = _provider(render)["spec"]["template"]["spec"]["containers"]
+    entries = [item for item in container["env"] if item["name"] == "PROVIDER_STATUS_CACHE_SECONDS"]
+    assert [item["value"] for item in entries] == ([] if rendered is None else [rendered])
+    kubernetes_validate.validate(_provider(render), K8S_VERSION, strict=True)
+    names = _dagster_names(render.values)
+    env = _provider_pod_env(
+        render, _production_secret(), {names.password_key: "pg-secret", names.username_key: "dagster"}
+    )
+    _settings_from(monkeypatch, env)
+    assert ProviderSettings().status_cache_seconds == cache_seconds
 
 
 # --- The Provider reads job state from Dagster's run storage -------------------------------------
