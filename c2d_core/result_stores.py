@@ -6,8 +6,8 @@ store's own scheme (`<scheme>://…`), or a plain `<job id>/<name>` for the loca
 opens any of them, so the Provider streams a result from wherever the manifest says it lives. Only
 boto3 and httpx here: the publish pod and the Provider use these without importing Dagster.
 `result_store_from_settings` is the one store factory (`C2D_RESULT_STORE` names the kind); the S3
-client comes from c2d_core.s3 and the `ResultStore` interface from c2d_core.results. A new store is a
-`ResultStore` subclass plus `register_result_store(ResultStoreType(...))` (docs/extending.md).
+client comes from c2d_core.s3 and the `ResultStore` interface from c2d_core.result_store_base. A new
+store is a `ResultStore` subclass plus `register_result_store(ResultStoreType(...))` (docs/extending.md).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from c2d_core.extensions import ExtensionError, load_extensions
-from c2d_core.results import (
+from c2d_core.result_store_base import (
     CHUNK,
     LocalResultStore,
     ResultStore,
@@ -32,13 +32,14 @@ from c2d_core.results import (
     check_job_id,
     check_name,
 )
-from c2d_core.s3 import S3Settings, s3_client
 
 if TYPE_CHECKING:
-    # httpx only for the IPFS store, imported when one is made: the publish pod of a local or S3
-    # store starts without it (tests/unit/test_pod_imports.py).
+    # httpx only for the IPFS store, and the S3 settings (pydantic) and client only for the S3 one,
+    # imported when one is made: the publish pod of a local store starts without either
+    # (tests/unit/test_pod_imports.py).
     import httpx
 
+    from c2d_core.s3 import S3Settings
     from c2d_core.settings import EngineSettings
 
 S3_SCHEME = "s3://"
@@ -431,6 +432,8 @@ def result_store_from_settings(
             raise ValueError("the local result store needs a folder (C2D_RESULTS_DIR)")
         return LocalResultStore(local_root)
     if kind == "s3":
+        from c2d_core.s3 import S3Settings, s3_client
+
         settings = s3 or S3Settings()
         if not settings.bucket:
             raise ValueError("the S3 result store needs a bucket (C2D_S3_BUCKET)")

@@ -23,6 +23,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from c2d_core import engine
+
+# Where held results live is defined beside the result store interface, which the publish pod imports
+# without this module's pydantic models; re-exported here, where the review gate's callers look.
+from c2d_core.result_store_base import HELD_SUFFIX as HELD_SUFFIX
+from c2d_core.result_store_base import held_key as held_key
+from c2d_core.result_store_base import store_key_problem as store_key_problem
 from c2d_core.status import JobStatus
 
 # --- the environment's policy --------------------------------------------------------------------------
@@ -76,19 +82,7 @@ REVIEW_OP = "review"
 
 # --- where held results live -------------------------------------------------------------------------
 
-HELD_SUFFIX = ".held"
-
-
-def held_key(job_id: str) -> str:
-    """The result store key a held job's results are stored under (a job id never holds a dot)."""
-    return f"{job_id}{HELD_SUFFIX}"
-
-
-def store_key_problem(job_id: str, key: str) -> str | None:
-    """Why `key` may not be the store key of job `job_id`'s results (publish pod check), or None."""
-    if key in (job_id, held_key(job_id)):
-        return None
-    return f"the results key must be the job id or {held_key('<job id>')}"
+# HELD_SUFFIX, held_key and store_key_problem: c2d_core.result_store_base (imported above).
 
 
 # --- reading a job's review -----------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Helpers shared by the configure and publish pod programs: logging, env numbers, the termination report.
 
-Pod programs start in a fresh interpreter for every job, so this imports nothing heavier than pydantic.
+Pod programs start in a fresh interpreter for every job, so this imports only the standard library.
 """
 
 from __future__ import annotations
@@ -14,9 +14,11 @@ import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
+if TYPE_CHECKING:
+    # Only the configure pod validates with pydantic; the publish pod starts without it.
+    from pydantic import ValidationError
 
 # Kubernetes reads at most 4096 bytes of /dev/termination-log; the runner in local mode does the same.
 TERMINATION_MESSAGE_LIMIT = 4096

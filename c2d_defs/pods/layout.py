@@ -8,7 +8,7 @@ workflow document) sit beside it so the algorithm pod, which mounts only `data/.
 
 from __future__ import annotations
 
-from c2d_core import results
+from c2d_core import result_store_base
 
 # Sub-paths of the job volume.
 DATA = "data"
@@ -34,7 +34,7 @@ ALGORITHM_LOG = "data/logs/algorithm.log"
 CONFIGURE_LOG = "adminlogs/configure.log"
 PUBLISH_LOG = "adminlogs/publish.log"
 ALGO_CUSTOM_DATA = "algoCustomData.json"
-MANIFEST_NAME = results.MANIFEST_NAME
+MANIFEST_NAME = result_store_base.MANIFEST_NAME
 # c2d_core.attestation.FILENAME, named here so the publish pod need not import the attestation's
 # models (tests/unit/test_pod_imports.py holds them equal).
 ATTESTATION_NAME = "attestation.json"

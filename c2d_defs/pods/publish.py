@@ -19,10 +19,10 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
-from c2d_core.results import ResultEntry, ResultStore, ResultType, manifest_document
-from c2d_core.review import store_key_problem
+# Not c2d_core.results or c2d_core.review: their models would load pydantic in every publish pod.
+from c2d_core.result_store_base import ResultStore, ResultType, manifest_bytes, store_key_problem
 from c2d_core.status import JobStatus
 from c2d_defs.pods import layout
 from c2d_defs.pods.common import (
@@ -34,7 +34,6 @@ from c2d_defs.pods.common import (
     raise_on_sigterm,
     write_termination_message,
 )
-from c2d_defs.pods.report import PublishReport
 
 MAX_NAME_LENGTH = 200
 MAX_EXTENSION_LENGTH = 16
@@ -58,14 +57,18 @@ def make_result_store(environ: Mapping[str, str]) -> ResultStore:
     variables, or the shared credentials file the runner mounts as a secret (AWS_SHARED_CREDENTIALS_FILE);
     never in the pod spec's env, so never in a Job manifest."""
     from c2d_core.result_stores import result_store_from_settings
-    from c2d_core.s3 import S3Settings
 
     kind = (environ.get("C2D_RESULT_STORE") or "local").strip()
     try:
+        s3 = None
+        if kind == "s3":
+            from c2d_core.s3 import S3Settings  # pydantic, for the S3 store's pods only
+
+            s3 = S3Settings.from_env(environ)
         return result_store_from_settings(
             kind,
             local_root=Path(environ.get("RESULTS_ROOT") or layout.RESULTS_PATH),
-            s3=S3Settings.from_env(environ) if kind == "s3" else None,
+            s3=s3,
             ipfs_api_url=environ.get("C2D_IPFS_API_URL", ""),
         )
     except ValueError as error:
@@ -237,7 +240,8 @@ class Publisher:
         self.settings = settings
         self.store = store
         self.log = log
-        self.entries: list[ResultEntry] = []
+        # The manifest's entries, as c2d_core.results.ResultEntry dumps them (same keys, same order).
+        self.entries: list[dict[str, Any]] = []
         self.errors: list[str] = []
 
     def run(self) -> tuple[JobStatus, str, str]:
@@ -274,7 +278,7 @@ class Publisher:
             self._store_file(settings.volume / "logs" / "algorithm.log", ALGORITHM_LOG_NAME, "algorithmLog")
         self._store_file(settings.adminlogs / "configure.log", CONFIGURE_LOG_NAME, "configurationLog")
 
-        total = sum(entry.filesize for entry in self.entries)
+        total = sum(entry["filesize"] for entry in self.entries)
         status = JobStatus.RESULTS_UPLOAD_FAILED if self.errors else JobStatus.JOB_FINISHED
         # The last lines of the publish log are written before it is stored, so it is complete
         # (Ocean uploads its own log while still writing it, and loses the end).
@@ -292,10 +296,16 @@ class Publisher:
         return status, message, manifest
 
     def _add(self, name: str, kind: ResultType, location: str, size: int, sha256: str) -> None:
-        entry = ResultEntry(
-            index=len(self.entries), filename=name, filesize=size, type=kind, sha256=sha256, location=location
+        self.entries.append(
+            {
+                "index": len(self.entries),
+                "filename": name,
+                "filesize": size,
+                "type": kind,
+                "sha256": sha256,
+                "location": location,
+            }
         )
-        self.entries.append(entry)
 
     def _store_file(self, path: Path, name: str, kind: ResultType, shown: str | None = None) -> None:
         shown = shown or f"{kind} {name}"
@@ -329,7 +339,7 @@ class Publisher:
         self._add(name, kind, stored.location, stored.size, stored.sha256)
 
     def _store_manifest(self) -> str:
-        document = manifest_document(self.entries)
+        document = manifest_bytes(self.entries)
         try:
             stored = self.store.put(self.settings.store_key, layout.MANIFEST_NAME, io.BytesIO(document))
         except (OSError, ValueError) as error:
@@ -348,34 +358,46 @@ def _reason(error: BaseException) -> str:
     return str(error)[:200] or type(error).__name__
 
 
+def publish_report(status: int, message: str, manifest: str, entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """The termination report: c2d_defs.pods.report.PublishReport's document, written without its
+    model (pydantic) in this process; the op reads it with the model, and
+    tests/unit/test_pod_publish.py holds the two equal."""
+    return {
+        "status": status,
+        "message": message,
+        "manifest": manifest,
+        "count": len(entries),
+        "bytes": sum(entry["filesize"] for entry in entries),
+    }
+
+
 def main(environ: Mapping[str, str] | None = None, store: ResultStore | None = None) -> int:
     environ = os.environ if environ is None else environ
     log = PodLog("publish")
     termination_log = Path(environ.get("TERMINATION_LOG") or layout.TERMINATION_LOG_PATH)
     started = time.monotonic()
-    report = PublishReport(status=int(JobStatus.RESULTS_UPLOAD_FAILED))
     publisher: Publisher | None = None
+    manifest = ""
     try:
         settings = PublishSettings.from_env(environ)
         publisher = Publisher(settings, store or make_result_store(environ), log)
-        status, report.message, report.manifest = publisher.run()
+        status, message, manifest = publisher.run()
     except (EnvError, Terminated) as error:
-        status, report.message = JobStatus.RESULTS_UPLOAD_FAILED, f"publish: {error}"
-        log(report.message)
+        status, message = JobStatus.RESULTS_UPLOAD_FAILED, f"publish: {error}"
+        log(message)
     except Exception as error:
         status = JobStatus.RESULTS_UPLOAD_FAILED
-        report.message = f"publish failed unexpectedly ({type(error).__name__})"
-        log(report.message)
+        message = f"publish failed unexpectedly ({type(error).__name__})"
+        log(message)
     entries = publisher.entries if publisher is not None else []
-    report.status, report.count = int(status), len(entries)
-    report.bytes = sum(entry.filesize for entry in entries)
+    report = publish_report(int(status), message, manifest, entries)
     outcome = (
         "published"
         if status is JobStatus.JOB_FINISHED
         else f"publishing failed ({int(status)} {status.text})"
     )
     log(f"finished, {outcome}, after {time.monotonic() - started:.2f} s")
-    write_termination_message(termination_log, report.document(), log)
+    write_termination_message(termination_log, report, log)
     return layout.EXIT_OK if status is JobStatus.JOB_FINISHED else int(status)
 
 
