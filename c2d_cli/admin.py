@@ -6,6 +6,14 @@ reach (`--dagster-url`, env C2D_DAGSTER_URL, else the embedded stack's), the ope
 the engine's settings configure it (C2D_RESULTS_DIR, C2D_S3_*, C2D_IPFS_API_URL; the embedded stack's
 folder by default). Approving or rejecting launches `review_job` (c2d_defs.jobs.review) and waits for
 its outcome; the engine checks the job again there, so these commands decide nothing themselves.
+
+What the commands know of a job is what the webserver's GraphQL API shows of its run: the visible
+tags only (Dagster leaves out every tag under `.dagster/`, where most of the job's state lives). That
+is a choice: an operator may have a webserver URL and nothing else (no run storage credentials, no
+dagster.yaml), and the commands must say the same thing whichever way they are pointed. So they read
+only what is visible on purpose: the review's tags (`c2d/review/...`, the outcome approval gives
+included), the job's status and `c2d/outcome` (written with the finish date; "refused" on a run the
+engine refused), and the held files from the result store's held manifest, never from a tag.
 """
 
 from __future__ import annotations
@@ -199,9 +207,7 @@ class Engine:
 
     def job(self, job_id: str) -> dict[str, Any]:
         """The job's own compute run (the first of its id; re-executions and refused runs skipped)."""
-        runs = [
-            run for run in self.runs(engine.JOB_NAME, {engine.JOB_ID: job_id}) if engine.job_run(run["tags"])
-        ]
+        runs = [run for run in self.runs(engine.JOB_NAME, {engine.JOB_ID: job_id}) if own_run(run["tags"])]
         if not runs:
             raise AdminError(
                 f"no compute job {job_id} on the Dagster webserver at {self.url}",
@@ -266,7 +272,18 @@ class Engine:
 
 
 def _run(raw: dict[str, Any]) -> dict[str, Any]:
-    return {**raw, "tags": {str(item["key"]): str(item["value"]) for item in raw.get("tags") or []}}
+    # current_tags: a run written before the state tags were hidden shows them under their old
+    # visible names; read those as today's.
+    tags = {str(item["key"]): str(item["value"]) for item in raw.get("tags") or []}
+    return {**raw, "tags": engine.current_tags(tags)}
+
+
+def own_run(tags: dict[str, str]) -> bool:
+    """engine.job_run on the tags GraphQL shows: the REFUSED tag is hidden from it, the visible outcome
+    a refused run gets with it ("refused") is not. A launchpad copy of a held run carries the job's
+    visible tags, its review state included, and is refused: without this it would be listed as the
+    job a second time."""
+    return engine.job_run(tags) and tags.get(engine.OUTCOME) != engine.REFUSED_OUTCOME
 
 
 def _stack(home: Path | None) -> tuple[Path, dict[str, Any] | None]:
@@ -402,7 +419,7 @@ def review_list(
         finally:
             dagster.close()
     rows = sorted(
-        (_review_row(run) for run in runs if engine.job_run(run["tags"])), key=lambda r: r["requestedAt"] or 0
+        (_review_row(run) for run in runs if own_run(run["tags"])), key=lambda r: r["requestedAt"] or 0
     )
     if json_output:
         print_json(rows)
@@ -457,23 +474,36 @@ def review_show(
             dagster.close()
     row = _review_row(run)
     view = review.ReviewView(run["tags"])
-    outcome = view.summary()["outcomeIfApproved"] if row["state"] == "awaiting" else None
+    outcome = None
     held: list[dict[str, Any]] = []
-    note = ""
-    if row["state"] == "awaiting":
+    notes: list[str] = []
+    if view.awaiting:
+        if review.OUTCOME in run["tags"]:
+            outcome = view.summary()["outcomeIfApproved"]
+        else:
+            # Parked before the outcome was a visible tag: unknown here, and not to be guessed as 70.
+            notes.append(
+                "the outcome approval gives is not shown by this webserver (the job was held before it "
+                "was recorded visibly): approval ends the job as it would have ended without review"
+            )
         try:
             store, where = _store(home)
             held = [_public(entry) for entry in held_manifest(store, where, job_id)]
         except AdminError as error:
-            # The run keeps the held manifest's public part too: show it, and say the files are not
-            # readable from here (download needs the store).
-            held = view.held
-            note = f"the held results cannot be read here: {error.message}"
-    elif not row["state"]:
-        note = (
+            # The held list is the store's manifest (the run's copy of it is a hidden tag): without
+            # the store, say so; the Dagster UI's publish step metadata lists the held files too.
+            notes.append(
+                f"the held results cannot be read here: {error.message} (the publish step's output "
+                "metadata in the Dagster UI lists them)"
+            )
+    elif view.state == "awaiting":
+        notes.append(f"job {job_id} has ended without a decision: it is no longer awaiting review")
+    elif not view.state:
+        notes.append(
             f"job {job_id} is not held for review (its environment does not require review, or it ended "
             "before its results were stored)"
         )
+    note = "; ".join(notes)
     document = {**row, "outcomeIfApproved": outcome, "held": held, "note": note or None}
     if json_output:
         print_json(document)

@@ -47,8 +47,10 @@ class ReviewPolicy(BaseModel):
 
 # --- tags on the compute run ----------------------------------------------------------------------------
 # Visible (Dagster's GraphQL API, so the runs list and `c2d admin review`, shows them; an operator
-# filters on `c2d/review/state=awaiting`): the state, its times, who decided and why. The rest under
-# Dagster's hidden-tag prefix, like the job's other internal state.
+# filters on `c2d/review/state=awaiting`): the state, its times, who decided and why, and the outcome
+# approval would give. The rest under Dagster's hidden-tag prefix, like the job's other internal state.
+# `c2d admin review` reads runs through the webserver's GraphQL API only (an operator may have nothing
+# else), so what it shows must be among the visible tags.
 
 _HIDDEN = ".dagster/c2d/review/"  # dagster._core.storage.tags.HIDDEN_TAG_PREFIX + c2d/review/
 
@@ -60,9 +62,13 @@ DECIDED_AT = "c2d/review/decided_at"  # epoch seconds
 REASON = "c2d/review/reason"  # the reviewer's sentence (required on reject)
 DECISION_RUN = _HIDDEN + "decision_run"  # the review_job run (or expiry run) that decided
 # JSON {"status": int, "detail": str}: how the job would have ended without the gate; approval ends it so.
-OUTCOME = _HIDDEN + "outcome"
+# Visible: `c2d admin review show` tells the operator what approving does (a failure status is not 70).
+OUTCOME = "c2d/review/outcome"
+# Where jobs parked before the outcome became visible keep it: read when OUTCOME is absent.
+LEGACY_OUTCOME = _HIDDEN + "outcome"
 # JSON list of the held results' public entries (index, filename, filesize, type, sha256): what the
-# review run's metadata shows; never a location. (`c2d admin review show` reads the held manifest.)
+# review run's metadata shows; never a location. Hidden (a list would crowd the runs list): `c2d admin
+# review show` reads the held manifest from the result store instead.
 HELD = _HIDDEN + "held"
 # The configure pod's report (ids, sizes, sha256: never a location), kept so approval can still sign
 # the job's attestation, which needs it, from another run.
@@ -101,7 +107,11 @@ class ReviewView:
     @property
     def awaiting(self) -> bool:
         """Parked and undecided: the job is at 55 and its results are held."""
-        return self.state == "awaiting" and engine.DATE_FINISHED not in self.tags
+        # A job's end writes its finish date (hidden) and its outcome (visible) in one write; a reader
+        # of GraphQL's tags sees only the outcome, so either one means the job has ended. (A run the
+        # engine refused carries an outcome too, "refused": it awaits nothing either.)
+        ended = engine.DATE_FINISHED in self.tags or engine.OUTCOME in self.tags
+        return self.state == "awaiting" and not ended
 
     @property
     def deadline(self) -> float | None:
@@ -115,7 +125,7 @@ class ReviewView:
     def outcome(self) -> tuple[JobStatus, str]:
         """The status (and detail) the job would have ended with; 70 when unreadable."""
         try:
-            raw: Any = json.loads(self.tags.get(OUTCOME, "{}"))
+            raw: Any = json.loads(self.tags.get(OUTCOME) or self.tags.get(LEGACY_OUTCOME) or "{}")
             return JobStatus(int(raw["status"])), str(raw.get("detail") or "")
         except (ValueError, KeyError, TypeError):
             return JobStatus.JOB_FINISHED, ""
@@ -159,6 +169,8 @@ def decision_problem(tags: Mapping[str, str], decision: str, now: float) -> str 
             f"job {job_id} is not held for review (its environment does not require review, or it "
             "ended before its results were stored)"
         )
+    if not view.awaiting and view.state == "awaiting":
+        return f"job {job_id} has ended without a decision: it is no longer awaiting review"
     if not view.awaiting:
         who = tags.get(DECIDED_BY)
         return f"job {job_id} was already decided: {view.state}" + (f" by {who}" if who else "")

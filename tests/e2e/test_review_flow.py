@@ -8,6 +8,13 @@ result store, no consumer key): approved, the consumer downloads the results (70
 ends 56 with the reason in statusDetail, the outputs are never downloadable, the engine's logs are. A
 review_job launched from the launchpad path (GraphQL launchRun, as the Dagster UI sends it) for a job
 not awaiting review is refused with a sentence and changes nothing.
+
+The operator commands see only the tags GraphQL shows (most of a job's state is hidden under
+`.dagster/`), so the module checks what they make of them: the outcome approval gives, read from a
+job whose algorithm was killed over its disk limit (42, not 70), and that approval ends it so; a
+refused launchpad copy of a held run (it carries the job's visible tags, its review state included) is
+neither listed as the job a second time nor taken for it; and a decision on a job that has ended is
+refused from the visible tags alone.
 """
 
 import hashlib
@@ -22,8 +29,16 @@ from typing import Any
 import httpx
 import pytest
 
-from c2d_cli.consumer import download_results, order_and_start, wait_for_status
-from c2d_cli.publisher import mint_to
+from c2d_cli.consumer import (
+    Target,
+    download_results,
+    initialize,
+    order_and_start,
+    place_orders,
+    start_job,
+    wait_for_status,
+)
+from c2d_cli.publisher import SAMPLE_CONTAINER, mint_to
 from c2d_core import engine, review
 from c2d_core.chain import dev_account
 
@@ -41,6 +56,24 @@ mutation LaunchRunMutation($executionParams: ExecutionParams!) {
     ... on PythonError { message }
   }
 }
+"""
+_VISIBLE = """
+query C2dTestRuns($filter: RunsFilter!) {
+  runsOrError(filter: $filter) {
+    ... on Runs { results { runId status creationTime runConfig tags { key value } } }
+  }
+}
+"""
+# A raw algorithm that is killed over its environment's disk limit (1 GB): two sparse files under
+# $LOGS, which the disk watcher counts at their size but which take no space and are never published.
+# The job's status is then 42, and it still reaches review: its algorithm ran, its log is held.
+OVER_DISK = """\
+import os, time
+for name in ("pad-a", "pad-b"):
+    with open(os.path.join(os.environ["LOGS"], name), "wb") as handle:
+        handle.truncate(600 * 1024 * 1024)
+print("padded", flush=True)
+time.sleep(120)
 """
 _RUN = """
 query RunRoot($runId: ID!) {
@@ -70,10 +103,18 @@ def operator(stack: Any, *args: str) -> subprocess.CompletedProcess:
     )
 
 
-def held_job(s: Any) -> dict[str, Any]:
-    """A job of the review environment, polled as Ocean's clients poll until it waits at 55."""
+def held_job(s: Any, rawcode: str | None = None) -> dict[str, Any]:
+    """A job of the review environment (the published algorithm, or `rawcode` on the dataset that
+    allows raw algorithms), polled as Ocean's clients poll until it waits at 55."""
     consumer = dev_account(CONSUMER)
-    job = order_and_start(s.chain, consumer, s.provider, s.dataset, s.algorithm, s.review_env)
+    if rawcode is None:
+        job = order_and_start(s.chain, consumer, s.provider, s.dataset, s.algorithm, s.review_env)
+    else:
+        meta = {"rawcode": rawcode, "container": SAMPLE_CONTAINER}
+        datasets = [Target.of(s.raw_dataset, "dataset")]
+        quoted = initialize(s.provider, s.chain, consumer.address, s.review_env, datasets, None, meta=meta)
+        orders = place_orders(s.chain, consumer, s.review_env, quoted, lambda _text: None)
+        job = start_job(s.provider, consumer, s.review_env, datasets, None, orders, meta=meta)
     assert job["status"] == 1, job
     return wait_for_status(
         s.provider,
@@ -85,7 +126,7 @@ def held_job(s: Any) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def s(ocean_stack: Any) -> Any:
-    for asset in (ocean_stack.dataset, ocean_stack.algorithm):
+    for asset in (ocean_stack.dataset, ocean_stack.algorithm, ocean_stack.raw_dataset):
         mint_to(ocean_stack.chain, ocean_stack.publisher, asset, dev_account(CONSUMER).address, 10)
     return ocean_stack
 
@@ -98,6 +139,16 @@ def graphql(s: Any, query: str, variables: dict[str, Any]) -> dict[str, Any]:
     body = answer.json()
     assert not body.get("errors"), body
     return dict(body["data"])
+
+
+def visible_runs(s: Any, job_id: str) -> list[dict[str, Any]]:
+    """The compute runs of `job_id` as the webserver's GraphQL API shows them (visible tags only)."""
+    run_filter = {"pipelineName": engine.JOB_NAME, "tags": [{"key": engine.JOB_ID, "value": job_id}]}
+    runs = graphql(s, _VISIBLE, {"filter": run_filter})["runsOrError"]["results"]
+    return [
+        {**run, "tags": {item["key"]: item["value"] for item in run["tags"]}}
+        for run in sorted(runs, key=lambda run: run["creationTime"])
+    ]
 
 
 def assert_held_at_55(s: Any, job: dict[str, Any]) -> None:
@@ -147,6 +198,36 @@ def test_operator_reviews_downloads_and_approves_then_the_consumer_downloads(s: 
     assert document["outcomeIfApproved"] == {"status": 70, "statusText": "Job finished", "detail": ""}
     # Names, sizes and digests only: where the store keeps them and where the data came from stay out.
     assert "location" not in shown.stdout and s.origin_url.split("//")[1] not in shown.stdout
+
+    # The launchpad's copy of the held run (the UI copies its run config and the tags it shows, the
+    # review state among them): refused by the engine, and still not the job for the operator.
+    [held_run] = visible_runs(s, job_id)
+    assert held_run["runId"] == document["runId"]
+    copy_params = {
+        "selector": {
+            "repositoryLocationName": engine.LOCATION,
+            "repositoryName": engine.REPOSITORY,
+            "jobName": engine.JOB_NAME,
+        },
+        "runConfigData": held_run["runConfig"],
+        "executionMetadata": {
+            "tags": [{"key": k, "value": v} for k, v in held_run["tags"].items() if k.startswith("c2d/")]
+        },
+    }
+    copied = graphql(s, _LAUNCH, {"executionParams": copy_params})["launchRun"]
+    assert copied["__typename"] == "LaunchRunSuccess", copied
+    assert ended_run(s, copied["run"]["runId"])["status"] == "FAILURE"
+    [_, copy] = visible_runs(s, job_id)
+    assert copy["runId"] == copied["run"]["runId"]
+    assert copy["tags"][review.STATE] == "awaiting" and copy["tags"][engine.OUTCOME] == "refused"
+    # What the webserver shows of the copy is all decision_problem gets: it sees a run that has ended.
+    assert review.decision_problem(copy["tags"], "approve", time.time()) == (
+        f"job {job_id} has ended without a decision: it is no longer awaiting review"
+    )
+    queue = operator(s, "list", "-o", "json")
+    assert queue.returncode == 0, queue.stderr
+    assert [row["runId"] for row in json.loads(queue.stdout) if row["jobId"] == job_id] == [held_run["runId"]]
+    assert json.loads(operator(s, "show", job_id, "-o", "json").stdout)["runId"] == held_run["runId"]
 
     folder = tmp_path / "review"
     fetched = operator(s, "download", job_id, "--dir", str(folder))
@@ -212,6 +293,58 @@ def test_operator_reviews_downloads_and_approves_then_the_consumer_downloads(s: 
     assert (after["status"], after["dateFinished"]) == (70, final["dateFinished"])
     again = operator(s, "show", job_id, "-o", "json")
     assert json.loads(again.stdout)["decidedBy"] == "alice@operator"
+    # The finish date is hidden from GraphQL; its visible twin, the outcome, is enough for
+    # decision_problem to see the job has ended, whatever the review state says.
+    finished = visible_runs(s, job_id)[0]["tags"]
+    assert engine.DATE_FINISHED not in finished and finished[engine.OUTCOME] == "succeeded"
+    assert review.decision_problem({**finished, review.STATE: "awaiting"}, "reject", time.time()) == (
+        f"job {job_id} has ended without a decision: it is no longer awaiting review"
+    )
+
+
+def test_show_reports_the_outcome_approval_gives_and_approval_ends_the_job_so(s: Any, tmp_path: Path) -> None:
+    consumer = dev_account(CONSUMER)
+    job = held_job(s, OVER_DISK)
+    job_id = job["jobId"]
+    assert (job["status"], job["dateFinished"]) == (55, None), job
+
+    shown = operator(s, "show", job_id, "-o", "json")
+    assert shown.returncode == 0, shown.stderr
+    document = json.loads(shown.stdout)
+    outcome = document["outcomeIfApproved"]
+    assert (outcome["status"], outcome["statusText"]) == (42, "Error: disk quota exceeded"), outcome
+    assert "over its disk limit" in outcome["detail"], outcome
+    # Held: the algorithm's log and the engine's (it wrote no output; the pads under $LOGS are not stored).
+    assert [entry["filename"] for entry in document["held"]] == HELD[1:]
+    assert document["note"] is None
+    table = operator(s, "show", job_id)
+    assert table.returncode == 0, table.stderr
+    assert "if approved 42 Error: disk quota exceeded: " in " ".join(table.stdout.split())
+
+    # Without the result store the held files cannot be listed (their copy on the run is hidden from
+    # the webserver): said, and the outcome still shown.
+    env = {key: value for key, value in os.environ.items() if not key.startswith("C2D_")}
+    env.pop("COLUMNS", None)
+    env["C2D_RESULTS_DIR"] = str(tmp_path / "another-store")
+    blind = subprocess.run(
+        [C2D, "admin", "review", "show", job_id, "--dagster-url", s.running.webserver_url, "-o", "json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert blind.returncode == 0, blind.stderr
+    without_store = json.loads(blind.stdout)
+    assert without_store["held"] == [] and without_store["outcomeIfApproved"] == outcome
+    assert f"job {job_id} holds no results for review" in without_store["note"]
+
+    approved = operator(s, "approve", job_id, "--reviewer", "dave@operator", "-o", "json")
+    assert approved.returncode == 0, approved.stderr
+    assert (json.loads(approved.stdout)["job"]["status"]) == 42
+    final = wait_for_status(s.provider, consumer.address, job_id)
+    assert (final["status"], final["statusText"]) == (42, "Error: disk quota exceeded"), final
+    assert final["dateFinished"] is not None and outcome["detail"] in final["statusDetail"]
 
 
 def test_operator_rejects_and_the_consumer_gets_the_reason_and_only_the_logs(s: Any, tmp_path: Path) -> None:
