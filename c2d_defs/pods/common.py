@@ -14,6 +14,7 @@ import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -94,6 +95,21 @@ def isolate_interpreter(environ: Mapping[str, str]) -> None:
     for name in UNUSED_OPTIONAL_PACKAGES:
         # A None entry is Python's own "not importable" marker: `import name` raises ImportError.
         sys.modules.setdefault(name, None)  # type: ignore[arg-type]
+    # No pydantic plugins in a pod (as PYDANTIC_DISABLE_PLUGINS=__all__ would say): pydantic looks them
+    # up when it builds its first model, through importlib.metadata (the email package, zipfile...)
+    # and a scan of every installed distribution's entry points, about 60 modules and a directory
+    # walk at each configure pod start. Its loader is replaced by one that finds none.
+    sys.modules.setdefault(PYDANTIC_PLUGIN_LOADER, _no_pydantic_plugins())
+
+
+# pydantic.plugin._schema_validator imports `get_plugins` from here when it builds a model's validator.
+PYDANTIC_PLUGIN_LOADER = "pydantic.plugin._loader"
+
+
+def _no_pydantic_plugins() -> ModuleType:
+    loader = ModuleType(PYDANTIC_PLUGIN_LOADER, "A pod's pydantic plugin loader: there are none.")
+    loader.get_plugins = lambda: ()  # type: ignore[attr-defined]
+    return loader
 
 
 class EnvError(ValueError):

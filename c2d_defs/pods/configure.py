@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from c2d_core.status import JobStatus
-from c2d_core.workflow import AlgorithmSpec, DatasetInput, FileObject, ServiceFiles, Workflow
 from c2d_defs.pods import layout
 from c2d_defs.pods.common import (
     EnvError,
@@ -33,15 +32,17 @@ from c2d_defs.pods.common import (
     raise_on_sigterm,
     write_termination_message,
 )
-from c2d_defs.pods.report import AssetReport, ConfigureReport, FileReport
 
 if TYPE_CHECKING:
     # Imported where they are used (HTTP at the first fetch, crypto at the first sealed blob): this
-    # program starts in a fresh interpreter for every job (tests/unit/test_pod_imports.py).
+    # program starts in a fresh interpreter for every job (tests/unit/test_pod_imports.py). The
+    # workflow's and the report's models too, so that they are built after `isolate_interpreter`.
     import httpx
 
     from c2d_core.fetch import Clock, FetchLimits, SourceSettings
     from c2d_core.netguard import NetPolicy
+    from c2d_core.workflow import AlgorithmSpec, DatasetInput, FileObject, ServiceFiles, Workflow
+    from c2d_defs.pods.report import ConfigureReport, FileReport
 
 # EngineSettings' defaults (c2d_core.settings), repeated so the pod need not import pydantic-settings;
 # tests/unit/test_pod_imports.py holds them equal.
@@ -130,6 +131,8 @@ class ConfigureSettings:
 
 
 def _file_report(index: int, size: int, sha256: str) -> FileReport:
+    from c2d_defs.pods.report import FileReport
+
     return FileReport(index=index, size=size, sha256=sha256)
 
 
@@ -210,6 +213,8 @@ class Configurator:
             self.report.message = f"cannot read the workflow document: {error.strerror}"
             self.log(self.report.message)
             return None
+        from c2d_core.workflow import Workflow
+
         try:
             return Workflow.model_validate_json(raw)
         except ValidationError as error:
@@ -221,6 +226,8 @@ class Configurator:
 
     def _input(self, index: int, item: DatasetInput) -> str | None:
         """Provision one dataset; returns the failure message, or None when all its files arrived."""
+        from c2d_defs.pods.report import AssetReport
+
         entry = AssetReport(did=item.did)
         self.report.inputs.append(entry)
         self.log(f"input {index} ({item.did_hash}): started")
@@ -249,6 +256,8 @@ class Configurator:
 
     def _algorithm(self, algorithm: AlgorithmSpec) -> str | None:
         name = algorithm.did_hash or "raw"
+        from c2d_defs.pods.report import AssetReport
+
         entry = AssetReport(did=algorithm.did or "raw")
         self.report.algorithm = entry
         self.log(f"algorithm ({name}): started")
@@ -400,6 +409,8 @@ def _expected_addresses(ddo: dict[str, Any] | None, service_id: str | None) -> t
 
 def _file_object(raw: dict[str, Any], label: str) -> FileObject:
     # Ocean's DDOs spell methods in lower case ("get"); the model takes Ocean's upper-case form.
+    from c2d_core.workflow import FileObject
+
     fields = dict(raw)
     if isinstance(fields.get("method"), str):
         fields["method"] = fields["method"].upper()
@@ -443,6 +454,8 @@ def _where(error: BaseException) -> str:
 
 
 def main(environ: Mapping[str, str] | None = None, client: httpx.Client | None = None) -> int:
+    from c2d_defs.pods.report import ConfigureReport
+
     environ = os.environ if environ is None else environ
     log = PodLog("configure")
     report = ConfigureReport(status=0)
