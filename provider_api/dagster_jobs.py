@@ -12,7 +12,8 @@ answered from a per-process cache (provider_api.status_cache):
   finished job: the stage watchdog only takes over runs that ended *without* publishing, which are
   not finished yet;
 - anything else (an unfinished job, a job not found, a listing, the queue counts) is kept for
-  `active_seconds` (1 s by default): a poll sees a change at most that late;
+  `active_seconds` (PROVIDER_STATUS_CACHE_SECONDS: 1 s in a single server process, 0 with several,
+  provider_api.server): a poll sees a change at most that late;
 - what this process writes (a launch, a stop) replaces or drops the entries it touches at once.
 
 Concurrent misses for one key are one read. A run an operator deletes from Dagster stays visible to
@@ -42,6 +43,7 @@ from c2d_core.environments import Environments
 from c2d_core.run_stamp import stamp_key_from_file
 from c2d_core.settings import engine_settings
 from provider_api.jobs import CANCELED_RUN_STATES, JobRecord
+from provider_api.settings import STATUS_CACHE_ENTRIES, STATUS_CACHE_SECONDS
 from provider_api.status_cache import FOREVER, ReadCache
 
 if TYPE_CHECKING:
@@ -60,10 +62,6 @@ LOCK_STRIPES = 64
 # A run worker takes about 2 s to start on a small machine; Dagster cannot terminate it before.
 STARTING_WAIT = 15.0
 STARTING_POLL = 0.2
-# How long an unfinished job's status (and a listing, a count) is served from memory.
-ACTIVE_SECONDS = 1.0
-# Cached reads per process; a finished job's record is a few kilobytes.
-CACHE_ENTRIES = 10_000
 
 
 class BackendUnavailable(RuntimeError):
@@ -193,6 +191,8 @@ class DagsterJobs:
 
     `dagster_home` is the Dagster instance folder whose run storage is read (its dagster.yaml names
     the storage; default: $DAGSTER_HOME); `instance` gives the instance itself instead.
+    `active_seconds` and `cache_entries` bound the status cache (the Provider passes its settings
+    status_cache_seconds / status_cache_entries, whose defaults these are).
     """
 
     def __init__(
@@ -204,8 +204,8 @@ class DagsterJobs:
         *,
         dagster_home: str | Path | None = None,
         instance: DagsterInstance | None = None,
-        active_seconds: float = ACTIVE_SECONDS,
-        cache_entries: int = CACHE_ENTRIES,
+        active_seconds: float = STATUS_CACHE_SECONDS,
+        cache_entries: int = STATUS_CACHE_ENTRIES,
     ) -> None:
         self.graphql_url = graphql_url
         self._timeout = timeout

@@ -24,6 +24,10 @@ if TYPE_CHECKING:
     from c2d_core.netguard import NetPolicy
 
 MIB = 1024**2
+# The status cache's defaults (PROVIDER_STATUS_CACHE_SECONDS / _ENTRIES below), also DagsterJobs' own
+# when it is built without settings (tests, benches): one place to change them.
+STATUS_CACHE_SECONDS = 1.0
+STATUS_CACHE_ENTRIES = 10_000
 
 # Anvil's (and Hardhat's) default mnemonic: public, so every key derived from it is public too.
 ANVIL_MNEMONIC = "test test test test test test test test test test test junk"
@@ -96,9 +100,9 @@ class ProviderSettings(BaseSettings):
     # Seconds an unfinished job's status (and a job list, an environment's counts) is answered from
     # memory before run storage is read again; finished jobs are kept until their results expire
     # (provider_api.dagster_jobs). 0 reads run storage on every request.
-    status_cache_seconds: float = Field(default=1.0, ge=0, le=60)
+    status_cache_seconds: float = Field(default=STATUS_CACHE_SECONDS, ge=0, le=60)
     # Reads each Provider process keeps (least recently used out); a finished job is a few kB.
-    status_cache_entries: int = Field(default=10_000, ge=1, le=1_000_000)
+    status_cache_entries: int = Field(default=STATUS_CACHE_ENTRIES, ge=1, le=1_000_000)
     # SQLAlchemy URL of the nonce store: SQLite embedded, `postgresql+psycopg2://...` in production.
     nonce_db_url: str = Field(default_factory=_default_nonce_db_url)
     environments_file: Path = Field(default_factory=_default_environments_file)

@@ -234,3 +234,14 @@ def test_a_storage_that_does_not_answer_is_backend_unavailable(tmp_path: Path) -
         pytest.raises(BackendUnavailable, match="run storage"),
     ):
         jobs.job(uuid.uuid4().hex)
+
+
+def test_without_bounds_the_cache_takes_the_settings_defaults(home: Path) -> None:
+    from provider_api.settings import ProviderSettings
+
+    fields = ProviderSettings.model_fields
+    with DagsterJobs(CLOSED, dagster_home=home) as jobs:
+        assert jobs.active_seconds == fields["status_cache_seconds"].default
+        assert jobs.cache.max_entries == fields["status_cache_entries"].default
+    with DagsterJobs(CLOSED, dagster_home=home, active_seconds=0, cache_entries=5) as jobs:
+        assert jobs.active_seconds == 0 and jobs.cache.max_entries == 5
