@@ -10,13 +10,20 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from engine_kit import run_compute_job
+from engine_kit import (
+    dataset_input,
+    encrypted_files,
+    make_c2d_home,
+    python_algorithm,
+    raw_workflow,
+    run_compute_job,
+    serve_origin,
+)
 from eth_account import Account
 
 from c2d_cli.origin import LocalOrigin
 from c2d_core import engine
 from c2d_core.attestation import iso_time, verify_attestation, verify_files
-from c2d_core.crypto import encrypt_for, public_key_of
 from c2d_core.live_logs import LIVE_LOG_NAME
 from c2d_core.results import MANIFEST_NAME
 from c2d_core.settings import EngineSettings
@@ -54,57 +61,25 @@ print("sum done", total)
 
 @pytest.fixture
 def c2d_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "home"
-    (home / "secrets").mkdir(parents=True)
-    envs = tmp_path / "environments.yaml"
-    envs.write_text(ENVIRONMENTS)
-    monkeypatch.setenv("C2D_HOME", str(home))
-    monkeypatch.setenv("C2D_ENVIRONMENTS_FILE", str(envs))
-    monkeypatch.setenv("C2D_CONFIGURE_DEADLINE", "30")
-    monkeypatch.setenv("C2D_FETCH_RETRIES", "0")
-    # The data origin is on loopback, which the SSRF guard refuses unless allow-listed.
-    monkeypatch.setenv("C2D_FETCH_ALLOW", "127.0.0.1/32")
-    from eth_account import Account
-
-    (home / "secrets" / "provider-key").write_text(Account.create().key.hex())
-    return home
+    return make_c2d_home(tmp_path, monkeypatch, ENVIRONMENTS)
 
 
 @pytest.fixture
 def origin(tmp_path: Path):
-    folder = tmp_path / "origin"
-    folder.mkdir()
-    (folder / "a.txt").write_text("1\n2\n3\n")
-    (folder / "b.txt").write_text("10\n20\n")
-    with LocalOrigin(folder) as server:
+    with serve_origin(tmp_path / "origin", {"a.txt": "1\n2\n3\n", "b.txt": "10\n20\n"}) as server:
         yield server
 
 
-def _encrypted(home: Path, urls: list[str]) -> dict:
-    key = (home / "secrets" / "provider-key").read_text().strip()
-    document = {
-        "nftAddress": "0x" + "0" * 40,
-        "datatokenAddress": "0x" + "0" * 40,
-        "files": [{"type": "url", "url": url, "method": "GET"} for url in urls],
-    }
-    return {"encryptedFiles": encrypt_for(public_key_of(key), json.dumps(document).encode())}
-
-
 def _workflow(home: Path, origin: LocalOrigin, **overrides) -> dict:
-    workflow = {
-        "jobId": hashlib.md5(json.dumps(overrides, sort_keys=True, default=str).encode()).hexdigest(),
-        "owner": "0x" + "1" * 40,
-        "environment": "test-env",
-        "inputs": [
-            {"did": DID_A, "serviceId": "compute", "files": _encrypted(home, [f"{origin.url}/a.txt"])},
-            {"did": DID_B, "serviceId": "compute", "files": _encrypted(home, [f"{origin.url}/b.txt"])},
+    workflow = raw_workflow(
+        job_id=hashlib.md5(json.dumps(overrides, sort_keys=True, default=str).encode()).hexdigest(),
+        environment="test-env",
+        inputs=[
+            dataset_input(home, DID_A, [f"{origin.url}/a.txt"]),
+            dataset_input(home, DID_B, [f"{origin.url}/b.txt"]),
         ],
-        "algorithm": {
-            "rawcode": SUM_ALGORITHM,
-            "container": {"entrypoint": "python $ALGO", "image": "python", "tag": "3.11-slim"},
-            "algocustomdata": {"factor": 2},
-        },
-    }
+        algorithm=python_algorithm(SUM_ALGORITHM, algocustomdata={"factor": 2}),
+    )
     workflow.update(overrides)
     return workflow
 
@@ -171,11 +146,7 @@ def test_missing_input_ends_31_skips_algorithm_and_still_publishes_logs(
     c2d_home: Path, origin: LocalOrigin
 ) -> None:
     workflow = _workflow(c2d_home, origin)
-    workflow["inputs"][1] = {
-        "did": DID_B,
-        "serviceId": "compute",
-        "files": _encrypted(c2d_home, [f"{origin.url}/missing.txt"]),
-    }
+    workflow["inputs"][1] = dataset_input(c2d_home, DID_B, [f"{origin.url}/missing.txt"])
     result, tags, _ = _run(workflow)
     assert not result.success
     assert tags[engine.STATUS] == "31" and tags[engine.STATUS_TEXT] == "Data provisioning failed"
@@ -185,10 +156,7 @@ def test_missing_input_ends_31_skips_algorithm_and_still_publishes_logs(
 
 
 def test_algorithm_exiting_non_zero_finishes_with_its_exit_code(c2d_home: Path, origin: LocalOrigin) -> None:
-    algorithm = {
-        "rawcode": "import sys; print('bad'); sys.exit(3)",
-        "container": {"entrypoint": "python $ALGO", "image": "python", "tag": "3.11"},
-    }
+    algorithm = python_algorithm("import sys; print('bad'); sys.exit(3)", tag="3.11")
     _result, tags, _ = _run(_workflow(c2d_home, origin, algorithm=algorithm))
     assert tags[engine.STATUS] == "70"
     assert tags[engine.ALGORITHM_EXIT_CODE] == "3" and tags[engine.ALGORITHM_TERMINATION] == "Error"
@@ -197,10 +165,9 @@ def test_algorithm_exiting_non_zero_finishes_with_its_exit_code(c2d_home: Path, 
 
 
 def test_algorithm_past_deadline_is_killed_and_recorded(c2d_home: Path, origin: LocalOrigin) -> None:
-    algorithm = {
-        "rawcode": "import time\nopen('/data/outputs/partial.txt','w').write('p')\ntime.sleep(60)",
-        "container": {"entrypoint": "python $ALGO", "image": "python", "tag": "3.11"},
-    }
+    algorithm = python_algorithm(
+        "import time\nopen('/data/outputs/partial.txt','w').write('p')\ntime.sleep(60)", tag="3.11"
+    )
     _result, tags, _ = _run(_workflow(c2d_home, origin, algorithm=algorithm))
     assert tags[engine.ALGORITHM_TERMINATION] == "DeadlineExceeded"
     assert "maxJobDuration (4 s)" in tags[engine.STATUS_DETAIL]
@@ -219,10 +186,9 @@ def test_unmapped_image_fails_41_without_fallback(c2d_home: Path, origin: LocalO
 
 
 def test_disk_quota_is_status_42(c2d_home: Path, origin: LocalOrigin) -> None:
-    algorithm = {
-        "rawcode": "f=open('/data/outputs/big','wb')\nfor _ in range(200): f.write(b'x'*1048576)\n",
-        "container": {"entrypoint": "python $ALGO", "image": "python", "tag": "3.11"},
-    }
+    algorithm = python_algorithm(
+        "f=open('/data/outputs/big','wb')\nfor _ in range(200): f.write(b'x'*1048576)\n", tag="3.11"
+    )
     result, tags, _ = _run(_workflow(c2d_home, origin, algorithm=algorithm))
     assert not result.success
     assert tags[engine.STATUS] == "42", tags.get(engine.STATUS_DETAIL)
@@ -301,7 +267,7 @@ def test_failed_job_is_a_failed_run_with_its_failing_stage_red_and_publish_green
     elif case == "image":
         workflow["algorithm"] = {"rawcode": "print(1)", "container": {**container, "image": "node"}}
     else:
-        workflow["inputs"][1]["files"] = _encrypted(c2d_home, [f"{origin.url}/missing.txt"])
+        workflow["inputs"][1]["files"] = encrypted_files(c2d_home, [f"{origin.url}/missing.txt"])
     instance = dg.DagsterInstance.ephemeral()
     result = run_compute_job(workflow, instance)
     run = instance.get_run_by_id(result.run_id)

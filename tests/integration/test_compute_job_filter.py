@@ -13,12 +13,17 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from engine_kit import run_compute_job
-from eth_account import Account
+from engine_kit import (
+    dataset_input,
+    make_c2d_home,
+    python_algorithm,
+    raw_workflow,
+    run_compute_job,
+    serve_origin,
+)
 
 from c2d_cli.origin import LocalOrigin
 from c2d_core import engine
-from c2d_core.crypto import encrypt_for, public_key_of
 from c2d_core.live_logs import LIVE_LOG_NAME
 from c2d_defs.ops.compute import output_stage_tag
 
@@ -76,51 +81,23 @@ def _weather_like() -> str:
 
 @pytest.fixture
 def c2d_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "home"
-    (home / "secrets").mkdir(parents=True)
-    envs = tmp_path / "environments.yaml"
-    envs.write_text(ENVIRONMENTS)
-    monkeypatch.setenv("C2D_HOME", str(home))
-    monkeypatch.setenv("C2D_ENVIRONMENTS_FILE", str(envs))
-    monkeypatch.setenv("C2D_CONFIGURE_DEADLINE", "30")
-    monkeypatch.setenv("C2D_FETCH_RETRIES", "0")
-    monkeypatch.setenv("C2D_FETCH_ALLOW", "127.0.0.1/32")
-    (home / "secrets" / "provider-key").write_text(Account.create().key.hex())
-    return home
+    return make_c2d_home(tmp_path, monkeypatch, ENVIRONMENTS)
 
 
 @pytest.fixture(scope="module")
 def origin(tmp_path_factory: pytest.TempPathFactory):
-    folder = tmp_path_factory.mktemp("origin")
-    (folder / "weather.csv").write_text(_weather_like())
-    with LocalOrigin(folder) as server:
+    with serve_origin(tmp_path_factory.mktemp("origin"), {"weather.csv": _weather_like()}) as server:
         yield server
 
 
 def _workflow(home: Path, origin: LocalOrigin, rawcode: str, environment: str = "filtered", **extra) -> dict:
-    key = (home / "secrets" / "provider-key").read_text().strip()
-    files = {
-        "nftAddress": "0x" + "0" * 40,
-        "datatokenAddress": "0x" + "0" * 40,
-        "files": [{"type": "url", "url": f"{origin.url}/weather.csv", "method": "GET"}],
-    }
-    return {
-        "jobId": hashlib.md5((rawcode + environment).encode()).hexdigest(),
-        "owner": "0x" + "2" * 40,
-        "environment": environment,
-        "inputs": [
-            {
-                "did": DID,
-                "serviceId": "compute",
-                "files": {"encryptedFiles": encrypt_for(public_key_of(key), json.dumps(files).encode())},
-            }
-        ],
-        "algorithm": {
-            "rawcode": rawcode,
-            "container": {"entrypoint": "python $ALGO", "image": "python", "tag": "3.11-slim"},
-            **extra,
-        },
-    }
+    return raw_workflow(
+        job_id=hashlib.md5((rawcode + environment).encode()).hexdigest(),
+        owner="0x" + "2" * 40,
+        environment=environment,
+        inputs=[dataset_input(home, DID, [f"{origin.url}/weather.csv"])],
+        algorithm=python_algorithm(rawcode, **extra),
+    )
 
 
 def _run(workflow: dict) -> tuple[dg.DagsterInstance, str, dict[str, str]]:

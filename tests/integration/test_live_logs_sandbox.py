@@ -9,17 +9,22 @@ line was read back: what was read cannot have come from the end of the job.
 from __future__ import annotations
 
 import hashlib
-import json
 import threading
 from pathlib import Path
 
 import dagster as dg
 import pytest
-from engine_kit import run_compute_job
+from engine_kit import (
+    dataset_input,
+    make_c2d_home,
+    python_algorithm,
+    raw_workflow,
+    run_compute_job,
+    serve_origin,
+)
 
 from c2d_cli.origin import LocalOrigin
 from c2d_core import engine
-from c2d_core.crypto import encrypt_for, public_key_of
 from c2d_core.live_logs import LIVE_LOG_NAME, STEP_LOG_CAP
 from c2d_core.settings import EngineSettings
 
@@ -51,53 +56,22 @@ print("second line", flush=True)
 
 @pytest.fixture
 def c2d_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    from eth_account import Account
-
-    home = tmp_path / "home"
-    (home / "secrets").mkdir(parents=True)
-    envs = tmp_path / "environments.yaml"
-    envs.write_text(ENVIRONMENTS)
-    monkeypatch.setenv("C2D_HOME", str(home))
-    monkeypatch.setenv("C2D_ENVIRONMENTS_FILE", str(envs))
-    monkeypatch.setenv("C2D_CONFIGURE_DEADLINE", "30")
-    monkeypatch.setenv("C2D_FETCH_RETRIES", "0")
-    monkeypatch.setenv("C2D_FETCH_ALLOW", "127.0.0.1/32")
-    (home / "secrets" / "provider-key").write_text(Account.create().key.hex())
-    return home
+    return make_c2d_home(tmp_path, monkeypatch, ENVIRONMENTS)
 
 
 @pytest.fixture
 def origin(tmp_path: Path):
-    folder = tmp_path / "origin"
-    folder.mkdir()
-    (folder / "a.txt").write_text("1\n")
-    with LocalOrigin(folder) as server:
+    with serve_origin(tmp_path / "origin", {"a.txt": "1\n"}) as server:
         yield server
 
 
 def _workflow(home: Path, origin: LocalOrigin, rawcode: str, job_id: str) -> dict:
-    key = (home / "secrets" / "provider-key").read_text().strip()
-    files = {
-        "nftAddress": "0x" + "0" * 40,
-        "datatokenAddress": "0x" + "0" * 40,
-        "files": [{"type": "url", "url": f"{origin.url}/a.txt", "method": "GET"}],
-    }
-    return {
-        "jobId": job_id,
-        "owner": "0x" + "1" * 40,
-        "environment": "test-env",
-        "inputs": [
-            {
-                "did": DID,
-                "serviceId": "compute",
-                "files": {"encryptedFiles": encrypt_for(public_key_of(key), json.dumps(files).encode())},
-            }
-        ],
-        "algorithm": {
-            "rawcode": rawcode,
-            "container": {"entrypoint": "python $ALGO", "image": "python", "tag": "3.11"},
-        },
-    }
+    return raw_workflow(
+        job_id=job_id,
+        environment="test-env",
+        inputs=[dataset_input(home, DID, [f"{origin.url}/a.txt"])],
+        algorithm=python_algorithm(rawcode, tag="3.11"),
+    )
 
 
 def _instance(tmp_path: Path) -> dg.DagsterInstance:

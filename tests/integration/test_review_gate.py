@@ -6,19 +6,25 @@ a running job and serves nothing meanwhile, and offers no way for a consumer to 
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import pytest
-from engine_kit import run_compute_job, run_requested_job
+from engine_kit import (
+    dataset_input,
+    make_c2d_home,
+    python_algorithm,
+    raw_workflow,
+    run_compute_job,
+    run_requested_job,
+    serve_origin,
+)
 from fastapi.testclient import TestClient
 
 from c2d_cli.origin import LocalOrigin
 from c2d_core import engine, review
-from c2d_core.crypto import encrypt_for, public_key_of
 from c2d_core.result_stores import ResultStores
 from c2d_core.results import LocalResultStore
 from c2d_core.settings import EngineSettings
@@ -85,55 +91,24 @@ print("copied")
 
 @pytest.fixture
 def c2d_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    from eth_account import Account
-
-    home = tmp_path / "home"
-    (home / "secrets").mkdir(parents=True)
-    envs = tmp_path / "environments.yaml"
-    envs.write_text(ENVIRONMENTS)
-    monkeypatch.setenv("C2D_HOME", str(home))
-    monkeypatch.setenv("C2D_ENVIRONMENTS_FILE", str(envs))
-    monkeypatch.setenv("C2D_CONFIGURE_DEADLINE", "30")
-    monkeypatch.setenv("C2D_FETCH_RETRIES", "0")
-    monkeypatch.setenv("C2D_FETCH_ALLOW", "127.0.0.1/32")
-    (home / "secrets" / "provider-key").write_text(Account.create().key.hex())
-    return home
+    return make_c2d_home(tmp_path, monkeypatch, ENVIRONMENTS)
 
 
 @pytest.fixture
 def origin(tmp_path: Path) -> Iterator[LocalOrigin]:
-    folder = tmp_path / "origin"
-    folder.mkdir()
-    (folder / "numbers.txt").write_text("1\n2\n3\n")
-    with LocalOrigin(folder) as server:
+    with serve_origin(tmp_path / "origin", {"numbers.txt": "1\n2\n3\n"}) as server:
         yield server
 
 
 def _workflow(
     home: Path, origin: LocalOrigin, environment: str, job: str, rawcode: str = ALGORITHM
 ) -> dict[str, Any]:
-    key = (home / "secrets" / "provider-key").read_text().strip()
-    files = {
-        "nftAddress": "0x" + "0" * 40,
-        "datatokenAddress": "0x" + "0" * 40,
-        "files": [{"type": "url", "url": f"{origin.url}/numbers.txt", "method": "GET"}],
-    }
-    return {
-        "jobId": hashlib.md5(job.encode()).hexdigest(),
-        "owner": "0x" + "1" * 40,
-        "environment": environment,
-        "inputs": [
-            {
-                "did": DID,
-                "serviceId": "compute",
-                "files": {"encryptedFiles": encrypt_for(public_key_of(key), json.dumps(files).encode())},
-            }
-        ],
-        "algorithm": {
-            "rawcode": rawcode,
-            "container": {"entrypoint": "python $ALGO", "image": "python", "tag": "3.11-slim"},
-        },
-    }
+    return raw_workflow(
+        job_id=hashlib.md5(job.encode()).hexdigest(),
+        environment=environment,
+        inputs=[dataset_input(home, DID, [f"{origin.url}/numbers.txt"])],
+        algorithm=python_algorithm(rawcode),
+    )
 
 
 def _record(instance: dg.DagsterInstance, run_id: str) -> JobRecord:

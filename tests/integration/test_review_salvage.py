@@ -19,11 +19,17 @@ from typing import Any
 import dagster as dg
 import pytest
 from dagster._core.errors import DagsterExecutionInterruptedError
-from engine_kit import run_compute_job
+from engine_kit import (
+    dataset_input,
+    make_c2d_home,
+    python_algorithm,
+    raw_workflow,
+    run_compute_job,
+    serve_origin,
+)
 
 from c2d_cli.origin import LocalOrigin
 from c2d_core import engine, review
-from c2d_core.crypto import encrypt_for, public_key_of
 from c2d_core.environments import Environments
 from c2d_core.settings import EngineSettings
 from c2d_core.status import JobStatus
@@ -56,27 +62,12 @@ print("summed", total)
 
 @pytest.fixture
 def c2d_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    from eth_account import Account
-
-    home = tmp_path / "home"
-    (home / "secrets").mkdir(parents=True)
-    envs = tmp_path / "environments.yaml"
-    envs.write_text(ENVIRONMENTS)
-    monkeypatch.setenv("C2D_HOME", str(home))
-    monkeypatch.setenv("C2D_ENVIRONMENTS_FILE", str(envs))
-    monkeypatch.setenv("C2D_CONFIGURE_DEADLINE", "30")
-    monkeypatch.setenv("C2D_FETCH_RETRIES", "0")
-    monkeypatch.setenv("C2D_FETCH_ALLOW", "127.0.0.1/32")
-    (home / "secrets" / "provider-key").write_text(Account.create().key.hex())
-    return home
+    return make_c2d_home(tmp_path, monkeypatch, ENVIRONMENTS)
 
 
 @pytest.fixture
 def origin(tmp_path: Path) -> Iterator[LocalOrigin]:
-    folder = tmp_path / "origin"
-    folder.mkdir()
-    (folder / "numbers.txt").write_text("1\n2\n3\n")
-    with LocalOrigin(folder) as server:
+    with serve_origin(tmp_path / "origin", {"numbers.txt": "1\n2\n3\n"}) as server:
         yield server
 
 
@@ -185,28 +176,12 @@ def test_salvage_refuses_a_job_awaiting_review_and_touches_nothing(
     c2d_home: Path, origin: LocalOrigin
 ) -> None:
     instance = dg.DagsterInstance.ephemeral()
-    key = (c2d_home / "secrets" / "provider-key").read_text().strip()
-    files = {
-        "nftAddress": "0x" + "0" * 40,
-        "datatokenAddress": "0x" + "0" * 40,
-        "files": [{"type": "url", "url": f"{origin.url}/numbers.txt", "method": "GET"}],
-    }
-    workflow = {
-        "jobId": uuid.uuid4().hex,
-        "owner": "0x" + "1" * 40,
-        "environment": "review-env",
-        "inputs": [
-            {
-                "did": DID,
-                "serviceId": "compute",
-                "files": {"encryptedFiles": encrypt_for(public_key_of(key), json.dumps(files).encode())},
-            }
-        ],
-        "algorithm": {
-            "rawcode": ALGORITHM,
-            "container": {"entrypoint": "python $ALGO", "image": "python", "tag": "3.11-slim"},
-        },
-    }
+    workflow = raw_workflow(
+        job_id=uuid.uuid4().hex,
+        environment="review-env",
+        inputs=[dataset_input(c2d_home, DID, [f"{origin.url}/numbers.txt"])],
+        algorithm=python_algorithm(ALGORITHM),
+    )
     compute = run_compute_job(workflow, instance)
     assert compute.success
     before = _tags(instance, compute.run_id)
