@@ -11,12 +11,10 @@ from typing import Any
 
 import dagster as dg
 import pytest
-from engine_kit import provider_tags
-from eth_account import Account
+from engine_kit import dataset_input, make_c2d_home, python_algorithm, raw_workflow, run_compute_job
 from extension_kit import EXAMPLES, SECRET_PATH, dav_server, extensions_loaded, graphql_origin
 
 from c2d_core import engine
-from c2d_core.crypto import encrypt_for, public_key_of
 from c2d_core.result_stores import ResultStores
 from c2d_core.results import LocalResultStore
 
@@ -46,44 +44,17 @@ print("total", total)
 
 @pytest.fixture
 def c2d_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "home"
-    (home / "secrets").mkdir(parents=True)
-    envs = tmp_path / "environments.yaml"
-    envs.write_text(ENVIRONMENTS)
-    monkeypatch.setenv("C2D_HOME", str(home))
-    monkeypatch.setenv("C2D_ENVIRONMENTS_FILE", str(envs))
-    monkeypatch.setenv("C2D_CONFIGURE_DEADLINE", "30")
-    monkeypatch.setenv("C2D_FETCH_RETRIES", "0")
-    monkeypatch.setenv("C2D_FETCH_ALLOW", "127.0.0.1/32")  # the origins are on loopback
-    (home / "secrets" / "provider-key").write_text(Account.create().key.hex())
-    return home
-
-
-def _encrypted(home: Path, files: list[dict[str, Any]]) -> dict[str, str]:
-    key = (home / "secrets" / "provider-key").read_text().strip()
-    document = {"nftAddress": "0x" + "0" * 40, "datatokenAddress": "0x" + "0" * 40, "files": files}
-    return {"encryptedFiles": encrypt_for(public_key_of(key), json.dumps(document).encode())}
+    return make_c2d_home(tmp_path, monkeypatch, ENVIRONMENTS)
 
 
 def _workflow(home: Path, graphql_url: str, job_id: str) -> dict[str, Any]:
     file_object = {"type": "graphql", "url": graphql_url, "query": "query { rows { city sales } }"}
-    return {
-        "jobId": job_id,
-        "owner": "0x" + "1" * 40,
-        "environment": "test-env",
-        "inputs": [
-            {
-                "did": DID,
-                "serviceId": "compute",
-                "files": _encrypted(home, [file_object]),
-                "userdata": {"limit": 2},
-            }
-        ],
-        "algorithm": {
-            "rawcode": TOTAL_ALGORITHM,
-            "container": {"entrypoint": "python $ALGO", "image": "python", "tag": "3.11-slim"},
-        },
-    }
+    return raw_workflow(
+        job_id=job_id,
+        environment="test-env",
+        inputs=[dataset_input(home, DID, [file_object], userdata={"limit": 2})],
+        algorithm=python_algorithm(TOTAL_ALGORITHM),
+    )
 
 
 def compute_job_with_configured_store() -> dg.JobDefinition:
@@ -109,16 +80,7 @@ def engine_settings_store() -> str:
 
 def _run(workflow: dict[str, Any]) -> tuple[dg.ExecutionResult, dict[str, str], str]:
     instance = dg.DagsterInstance.ephemeral()
-    job = dg.reconstructable(compute_job_with_configured_store)
-    type(job).get_definition.cache_clear()
-    type(job).get_repository_definition.cache_clear()
-    result = dg.execute_job(
-        job,
-        instance=instance,
-        run_config=engine.run_config(workflow),
-        tags=provider_tags(workflow),
-        raise_on_error=False,
-    )
+    result = run_compute_job(workflow, instance, job_def=compute_job_with_configured_store)
     tags = engine.current_tags(instance.get_run_by_id(result.run_id).tags)
     logs = "\n".join(event.message or "" for event in instance.all_logs(result.run_id) if event.message)
     return result, tags, logs

@@ -17,13 +17,18 @@ from pathlib import Path
 import dagster as dg
 import pytest
 import yaml
-from engine_kit import run_compute_job
+from engine_kit import (
+    dataset_input,
+    make_c2d_home,
+    python_algorithm,
+    raw_workflow,
+    run_compute_job,
+    serve_origin,
+)
 from fixtures_postgres import database_url, fresh_database
 from sqlalchemy import create_engine, text
 
-from c2d_cli.origin import LocalOrigin
 from c2d_core import engine
-from c2d_core.crypto import encrypt_for, public_key_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
@@ -60,18 +65,7 @@ def database(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
 @pytest.fixture
 def c2d_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "home"
-    (home / "secrets").mkdir(parents=True)
-    envs = tmp_path / "environments.yaml"
-    envs.write_text(ENVIRONMENTS)
-    monkeypatch.setenv("C2D_HOME", str(home))
-    monkeypatch.setenv("C2D_ENVIRONMENTS_FILE", str(envs))
-    monkeypatch.setenv("C2D_FETCH_RETRIES", "0")
-    monkeypatch.setenv("C2D_FETCH_ALLOW", "127.0.0.1/32")
-    from eth_account import Account
-
-    (home / "secrets" / "provider-key").write_text(Account.create().key.hex())
-    return home
+    return make_c2d_home(tmp_path, monkeypatch, ENVIRONMENTS, configure_deadline=None)
 
 
 def test_instance_file_is_postgres_with_queue_and_run_monitoring() -> None:
@@ -93,40 +87,22 @@ def test_compute_job_runs_on_the_postgres_instance_and_tags_land_in_run_storage(
     dagster_home = tmp_path / "dagster_home"
     dagster_home.mkdir()
     shutil.copy(INSTANCE_FILE, dagster_home / "dagster.yaml")
-    data = tmp_path / "origin"
-    data.mkdir()
-    (data / "in.txt").write_text("1\n")
-    key = (c2d_home / "secrets" / "provider-key").read_text().strip()
-    with LocalOrigin(data) as origin, dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+    with (
+        serve_origin(tmp_path / "origin", {"in.txt": "1\n"}) as origin,
+        dg.DagsterInstance.from_config(str(dagster_home)) as instance,
+    ):
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         assert type(instance.run_coordinator).__name__ == "ImmediateRunCoordinator"
         assert instance.run_monitoring_enabled and instance.run_monitoring_start_timeout_seconds == 180
-        document = {
-            "nftAddress": "0x" + "0" * 40,
-            "datatokenAddress": "0x" + "0" * 40,
-            "files": [{"type": "url", "url": f"{origin.url}/in.txt", "method": "GET"}],
-        }
         did = "did:op:" + hashlib.sha256(b"pg").hexdigest()
         job_id = uuid.uuid4().hex
-        workflow = {
-            "jobId": job_id,
-            "owner": "0x" + "1" * 40,
-            "environment": "pg-env",
-            "agreementId": "0x" + "ab" * 32,
-            "inputs": [
-                {
-                    "did": did,
-                    "serviceId": "compute",
-                    "files": {
-                        "encryptedFiles": encrypt_for(public_key_of(key), json.dumps(document).encode())
-                    },
-                }
-            ],
-            "algorithm": {
-                "rawcode": ALGORITHM,
-                "container": {"entrypoint": "python $ALGO", "image": "python", "tag": "3.11-slim"},
-            },
-        }
+        workflow = raw_workflow(
+            job_id=job_id,
+            environment="pg-env",
+            agreementId="0x" + "ab" * 32,
+            inputs=[dataset_input(c2d_home, did, [f"{origin.url}/in.txt"])],
+            algorithm=python_algorithm(ALGORITHM),
+        )
         result = run_compute_job(
             workflow, instance, tags={engine.JOB_ID: job_id, engine.ENVIRONMENT: "pg-env"}
         )

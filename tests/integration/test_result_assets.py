@@ -16,13 +16,20 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from engine_kit import run_compute_job
+from engine_kit import (
+    dataset_input,
+    make_c2d_home,
+    python_algorithm,
+    raw_workflow,
+    run_compute_job,
+    serve_origin,
+)
 from eth_account import Account
 from fixtures_chain import DT, ChainAsset, DevChain
 
 from c2d_cli.origin import LocalOrigin
 from c2d_core import engine
-from c2d_core.crypto import decrypt_service_files, encrypt_for, public_key_of
+from c2d_core.crypto import decrypt_service_files
 from c2d_core.ocean.ddo_reader import read_metadata_events
 from c2d_core.publishing import create_asset, ecies_decryptor
 from c2d_core.result_assets import (
@@ -408,16 +415,10 @@ print("trained", total)
 
 @pytest.fixture
 def engine_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dev_chain: DevChain) -> Path:
-    home = tmp_path / "home"
-    (home / "secrets").mkdir(parents=True)
-    (home / "secrets" / "provider-key").write_text(dev_chain.provider_key)
-    envs = tmp_path / "environments.yaml"
-    envs.write_text(ENVIRONMENTS)
+    home = make_c2d_home(
+        tmp_path, monkeypatch, ENVIRONMENTS, configure_deadline=None, provider_key=dev_chain.provider_key
+    )
     for name, value in {
-        "C2D_HOME": str(home),
-        "C2D_ENVIRONMENTS_FILE": str(envs),
-        "C2D_FETCH_RETRIES": "0",
-        "C2D_FETCH_ALLOW": "127.0.0.1/32",
         "C2D_CHAIN_RPC_URL": dev_chain.rpc_url,
         "C2D_CHAIN_ID": "8996",
         "C2D_ADDRESSES_FILE": str(dev_chain.addresses_file),
@@ -430,30 +431,17 @@ def engine_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dev_chain: DevC
 def _run_job(
     home: Path, origin_url: str, job_id: str, owner: str, rawcode: str = TRAIN, data: str = "numbers.txt"
 ) -> dict[str, str]:
-    key = (home / "secrets" / "provider-key").read_text().strip()
-    document = {
-        "nftAddress": "0x" + "0" * 40,
-        "datatokenAddress": "0x" + "0" * 40,
-        "files": [{"type": "url", "url": f"{origin_url}/{data}", "method": "GET"}],
-    }
-    workflow = {
-        "jobId": job_id,
-        "owner": owner,
-        "environment": "test-env",
-        "chainId": 8996,
-        "inputs": [
-            {
-                "did": "did:op:" + hashlib.sha256(b"numbers").hexdigest(),
-                "serviceId": "compute",
-                "files": {"encryptedFiles": encrypt_for(public_key_of(key), json.dumps(document).encode())},
-            }
+    workflow = raw_workflow(
+        job_id=job_id,
+        owner=owner,
+        environment="test-env",
+        chainId=8996,
+        inputs=[
+            dataset_input(home, "did:op:" + hashlib.sha256(b"numbers").hexdigest(), [f"{origin_url}/{data}"])
         ],
-        "algorithm": {
-            "rawcode": rawcode,
-            "container": {"entrypoint": "python $ALGO", "image": "python", "tag": "3.11"},
-        },
-        "output": {"publishOutput": True, "metadata": {"name": "Sum model", "tags": ["c2d"]}},
-    }
+        algorithm=python_algorithm(rawcode, tag="3.11"),
+        output={"publishOutput": True, "metadata": {"name": "Sum model", "tags": ["c2d"]}},
+    )
     instance = dg.DagsterInstance.ephemeral()
     result = run_compute_job(workflow, instance)
     run = instance.get_run_by_id(result.run_id)
@@ -463,10 +451,7 @@ def _run_job(
 
 @pytest.fixture
 def numbers_origin(tmp_path: Path):
-    folder = tmp_path / "origin"
-    folder.mkdir()
-    (folder / "numbers.txt").write_text("1\n2\n39\n")
-    with LocalOrigin(folder) as server:
+    with serve_origin(tmp_path / "origin", {"numbers.txt": "1\n2\n39\n"}) as server:
         yield server
 
 

@@ -19,13 +19,18 @@ from typing import Any
 
 import dagster as dg
 import pytest
-from engine_kit import provider_tags
-from eth_account import Account
+from engine_kit import (
+    dataset_input,
+    make_c2d_home,
+    python_algorithm,
+    raw_workflow,
+    run_compute_job,
+    serve_origin,
+)
 from extension_kit import EXAMPLES
 
 from c2d_cli.origin import LocalOrigin
 from c2d_core import engine, environments, extensions
-from c2d_core.crypto import encrypt_for, public_key_of
 from c2d_defs.ops import compute as compute_ops
 from c2d_defs.ops.compute import output_stage_tag
 
@@ -73,17 +78,7 @@ with open("/data/outputs/by_age.csv", "w") as out:
 
 @pytest.fixture
 def c2d_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "home"
-    (home / "secrets").mkdir(parents=True)
-    envs = tmp_path / "environments.yaml"
-    envs.write_text(ENVIRONMENTS)
-    monkeypatch.setenv("C2D_HOME", str(home))
-    monkeypatch.setenv("C2D_ENVIRONMENTS_FILE", str(envs))
-    monkeypatch.setenv("C2D_CONFIGURE_DEADLINE", "30")
-    monkeypatch.setenv("C2D_FETCH_RETRIES", "0")
-    monkeypatch.setenv("C2D_FETCH_ALLOW", "127.0.0.1/32")
-    (home / "secrets" / "provider-key").write_text(Account.create().key.hex())
-    return home
+    return make_c2d_home(tmp_path, monkeypatch, ENVIRONMENTS)
 
 
 @pytest.fixture
@@ -113,19 +108,11 @@ def stage_loaded(c2d_home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[No
 
 @pytest.fixture(scope="module")
 def origin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalOrigin]:
-    folder = tmp_path_factory.mktemp("origin")
-    (folder / "patients.csv").write_text(PATIENTS)
-    with LocalOrigin(folder) as server:
+    with serve_origin(tmp_path_factory.mktemp("origin"), {"patients.csv": PATIENTS}) as server:
         yield server
 
 
 def _workflow(home: Path, origin: LocalOrigin, rawcode: str) -> dict[str, Any]:
-    key = (home / "secrets" / "provider-key").read_text().strip()
-    files = {
-        "nftAddress": "0x" + "0" * 40,
-        "datatokenAddress": "0x" + "0" * 40,
-        "files": [{"type": "url", "url": f"{origin.url}/patients.csv", "method": "GET"}],
-    }
     ddo = {
         "id": DID,
         "version": "4.1.0",
@@ -136,23 +123,13 @@ def _workflow(home: Path, origin: LocalOrigin, rawcode: str) -> dict[str, Any]:
         },
         "services": [{"id": "compute", "type": "compute", "files": "0x00"}],
     }
-    return {
-        "jobId": hashlib.md5(rawcode.encode()).hexdigest(),
-        "owner": "0x" + "3" * 40,
-        "environment": "guarded",
-        "inputs": [
-            {
-                "did": DID,
-                "serviceId": "compute",
-                "ddo": ddo,
-                "files": {"encryptedFiles": encrypt_for(public_key_of(key), json.dumps(files).encode())},
-            }
-        ],
-        "algorithm": {
-            "rawcode": rawcode,
-            "container": {"entrypoint": "python $ALGO", "image": "python", "tag": "3.11-slim"},
-        },
-    }
+    return raw_workflow(
+        job_id=hashlib.md5(rawcode.encode()).hexdigest(),
+        owner="0x" + "3" * 40,
+        environment="guarded",
+        inputs=[dataset_input(home, DID, [f"{origin.url}/patients.csv"], ddo=ddo)],
+        algorithm=python_algorithm(rawcode),
+    )
 
 
 def location_compute_job() -> dg.JobDefinition:
@@ -174,16 +151,7 @@ def location_compute_job() -> dg.JobDefinition:
 
 def _run(workflow: dict[str, Any]) -> tuple[dg.DagsterInstance, str, dict[str, str]]:
     instance = dg.DagsterInstance.ephemeral()
-    job = dg.reconstructable(location_compute_job)
-    type(job).get_definition.cache_clear()
-    type(job).get_repository_definition.cache_clear()
-    result = dg.execute_job(
-        job,
-        instance=instance,
-        run_config=engine.run_config(workflow),
-        tags=provider_tags(workflow),
-        raise_on_error=False,
-    )
+    result = run_compute_job(workflow, instance, job_def=location_compute_job)
     return instance, result.run_id, engine.current_tags(instance.get_run_by_id(result.run_id).tags)
 
 

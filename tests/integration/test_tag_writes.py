@@ -15,12 +15,17 @@ from typing import Any
 
 import dagster as dg
 import pytest
-from engine_kit import run_compute_job
-from eth_account import Account
+from engine_kit import (
+    dataset_input,
+    make_c2d_home,
+    python_algorithm,
+    raw_workflow,
+    run_compute_job,
+    serve_origin,
+)
 
 from c2d_cli.origin import LocalOrigin
 from c2d_core import engine
-from c2d_core.crypto import encrypt_for, public_key_of
 
 DID = "did:op:" + "d" * 64
 ENVIRONMENTS = """
@@ -38,52 +43,24 @@ environments:
 
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "home"
-    (home / "secrets").mkdir(parents=True)
-    (home / "secrets" / "provider-key").write_text(Account.create().key.hex())
-    environments = tmp_path / "environments.yaml"
-    environments.write_text(ENVIRONMENTS)
-    monkeypatch.setenv("C2D_HOME", str(home))
-    monkeypatch.setenv("C2D_ENVIRONMENTS_FILE", str(environments))
-    monkeypatch.setenv("C2D_FETCH_RETRIES", "0")
-    monkeypatch.setenv("C2D_FETCH_ALLOW", "127.0.0.1/32")
-    return home
+    return make_c2d_home(tmp_path, monkeypatch, ENVIRONMENTS, configure_deadline=None)
 
 
 @pytest.fixture
 def origin(tmp_path: Path) -> Iterator[LocalOrigin]:
-    folder = tmp_path / "origin"
-    folder.mkdir()
-    (folder / "a.txt").write_text("1\n2\n")
-    with LocalOrigin(folder) as server:
+    with serve_origin(tmp_path / "origin", {"a.txt": "1\n2\n"}) as server:
         yield server
 
 
 def test_each_stage_edge_is_one_write(
     home: Path, origin: LocalOrigin, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    key = (home / "secrets" / "provider-key").read_text().strip()
-    files = {
-        "nftAddress": "0x" + "0" * 40,
-        "datatokenAddress": "0x" + "0" * 40,
-        "files": [{"type": "url", "url": f"{origin.url}/a.txt", "method": "GET"}],
-    }
-    workflow = {
-        "jobId": "e" * 32,
-        "owner": "0x" + "1" * 40,
-        "environment": "test-env",
-        "inputs": [
-            {
-                "did": DID,
-                "serviceId": "compute",
-                "files": {"encryptedFiles": encrypt_for(public_key_of(key), json.dumps(files).encode())},
-            }
-        ],
-        "algorithm": {
-            "rawcode": "print('ok')\n",
-            "container": {"entrypoint": "python $ALGO", "image": "python", "tag": "3.11-slim"},
-        },
-    }
+    workflow = raw_workflow(
+        job_id="e" * 32,
+        environment="test-env",
+        inputs=[dataset_input(home, DID, [f"{origin.url}/a.txt"])],
+        algorithm=python_algorithm("print('ok')\n"),
+    )
     writes: list[dict[str, str]] = []
     real = dg.DagsterInstance.add_run_tags
 

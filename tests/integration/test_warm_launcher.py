@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import json
 import os
 import signal
 import subprocess
@@ -23,12 +22,11 @@ import yaml
 from dagster._core.definitions.reconstruct import ReconstructableRepository
 from dagster._core.errors import DagsterLaunchFailedError, DagsterUserCodeUnreachableError
 from dagster._core.launcher import LaunchRunContext, WorkerStatus
-from eth_account import Account
+from engine_kit import dataset_input, make_c2d_home, python_algorithm, raw_workflow, serve_origin
 from fixtures_postgres import fresh_database
 
 from c2d_cli.origin import LocalOrigin
 from c2d_core import engine
-from c2d_core.crypto import encrypt_for, public_key_of
 from c2d_defs.definitions import defs
 from c2d_defs.warm_launcher import WORKER_PID_TAG, WarmRunLauncher, protocol
 
@@ -102,22 +100,11 @@ class Worker:
 
 
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     # Short: the worker's socket path must fit a Unix socket address.
     home = Path(os.environ.get("TMPDIR", "/tmp")) / f"c2dw-{os.getpid()}-{time.monotonic_ns() % 10**6}"
-    (home / "secrets").mkdir(parents=True)
-    envs = tmp_path / "environments.yaml"
-    envs.write_text(ENVIRONMENTS)
-    for key, value in {
-        "C2D_HOME": str(home),
-        "DAGSTER_HOME": str(home),
-        "C2D_ENVIRONMENTS_FILE": str(envs),
-        "C2D_CONFIGURE_DEADLINE": "30",
-        "C2D_FETCH_RETRIES": "0",
-        "C2D_FETCH_ALLOW": "127.0.0.1/32",
-    }.items():
-        monkeypatch.setenv(key, value)
-    (home / "secrets" / "provider-key").write_text(Account.create().key.hex())
+    make_c2d_home(tmp_path, monkeypatch, ENVIRONMENTS, home=home)
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
     yield home
     subprocess.run(["rm", "-rf", str(home)], check=False)
 
@@ -131,31 +118,17 @@ def write_instance(home: Path, storage: dict[str, Any] | None = None) -> None:
 
 @pytest.fixture
 def origin(tmp_path: Path) -> Iterator[LocalOrigin]:
-    folder = tmp_path / "origin"
-    folder.mkdir()
-    (folder / "a.txt").write_text("1\n2\n3\n")
-    with LocalOrigin(folder) as server:
+    with serve_origin(tmp_path / "origin", {"a.txt": "1\n2\n3\n"}) as server:
         yield server
 
 
 def workflow(home: Path, origin: LocalOrigin, algorithm: str) -> dict[str, Any]:
-    key = (home / "secrets" / "provider-key").read_text().strip()
-    document = {
-        "nftAddress": "0x" + "0" * 40,
-        "datatokenAddress": "0x" + "0" * 40,
-        "files": [{"type": "url", "url": f"{origin.url}/a.txt", "method": "GET"}],
-    }
-    files = {"encryptedFiles": encrypt_for(public_key_of(key), json.dumps(document).encode())}
-    return {
-        "jobId": hashlib.md5(f"{algorithm}{time.time_ns()}".encode()).hexdigest(),
-        "owner": "0x" + "1" * 40,
-        "environment": "test-env",
-        "inputs": [{"did": DID, "serviceId": "compute", "files": files}],
-        "algorithm": {
-            "rawcode": algorithm,
-            "container": {"entrypoint": "python $ALGO", "image": "python", "tag": "3.11-slim"},
-        },
-    }
+    return raw_workflow(
+        job_id=hashlib.md5(f"{algorithm}{time.time_ns()}".encode()).hexdigest(),
+        environment="test-env",
+        inputs=[dataset_input(home, DID, [f"{origin.url}/a.txt"])],
+        algorithm=python_algorithm(algorithm),
+    )
 
 
 def launch(instance: dg.DagsterInstance, job: dict[str, Any]) -> dg.DagsterRun:
