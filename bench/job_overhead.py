@@ -27,6 +27,7 @@ if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().p
 
 import argparse
 import itertools
+import os
 import re
 import statistics
 import tempfile
@@ -75,6 +76,8 @@ PHASES = (
     "publish finished -> run end",
     "run end -> seen by the poller",
 )
+# Not a time: how many events the run stored (each one a write to the event log, load-independent).
+EVENTS = "events stored per run (count, not s)"
 
 
 def phases_of(instance: dg.DagsterInstance, run_id: str, submitted: float, seen: float) -> dict[str, float]:
@@ -121,6 +124,7 @@ def phases_of(instance: dg.DagsterInstance, run_id: str, submitted: float, seen:
     found[PHASES[-3]] = sum(edge(b, "started") - edge(a, "finished") for a, b in itertools.pairwise(STAGES))
     found[PHASES[-2]] = ended - edge("publish", "finished")
     found[PHASES[-1]] = seen - ended
+    found[EVENTS] = float(len(instance.all_logs(run_id)))
     return found
 
 
@@ -147,7 +151,7 @@ def bench_jobs(n: int, home: Path, variant: str) -> tuple[list[float], dict[str,
     )
     settings = EngineSettings(home=home)
     totals: list[float] = []
-    phases: dict[str, list[float]] = {name: [] for name in PHASES}
+    phases: dict[str, list[float]] = {name: [] for name in (*PHASES, EVENTS)}
     operator = DagsterJobs(f"{running.webserver_url}/graphql", dagster_home=running.dagster_home)
     with operator, LocalOrigin(EXAMPLES) as origin, dg.DagsterInstance.from_config(str(home)) as instance:
         for i in range(n + 1):  # job 0 warms the code servers up and is not counted
@@ -210,6 +214,8 @@ def main() -> None:
     args = parser.parse_args()
     launchers = [name.strip() for name in args.variants.split(",") if name.strip()]
     results: dict[str, tuple[list[float], dict[str, list[float]]]] = {}
+    # The machine may be shared: the load around the measurement says how far to trust it.
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="c2d-bench-") as tmp:
         for launcher in launchers:
             home = Path(tmp) / launcher.replace("/", "-") / ".c2d"
@@ -218,7 +224,15 @@ def main() -> None:
             finally:
                 stack.down(home)
         bare = bench_bare(args.n, Path(tmp) / launchers[0].replace("/", "-") / ".c2d")
-    print(f"\n{'measure (n=' + str(args.n) + ')':<44}{'p50 s':>8}{'p95 s':>8}")
+    load_after = os.getloadavg()
+    cores = os.cpu_count() or 1
+    print(
+        f"\nload average (1/5/15 min) on {cores} cores: before "
+        + "/".join(f"{value:.2f}" for value in load_before)
+        + ", after "
+        + "/".join(f"{value:.2f}" for value in load_after)
+    )
+    print(f"{'measure (n=' + str(args.n) + ')':<44}{'p50 s':>8}{'p95 s':>8}")
     for launcher, (totals, _) in results.items():
         print(
             f"{'job: submit -> status 70, ' + launcher:<44}{pct(totals, 0.5):>8.2f}{pct(totals, 0.95):>8.2f}"
@@ -230,7 +244,7 @@ def main() -> None:
         print(f"{label:<44}{pct(overhead, 0.5):>8.2f}{pct(overhead, 0.95):>8.2f}")
     print("\nwhere a job's time goes (p50 s; pod = the sandboxed process, interpreter start included)")
     print(f"{'phase':<44}" + "".join(f"{name:>16}" for name in results))
-    for phase in PHASES:
+    for phase in (*PHASES, EVENTS):
         print(f"{phase:<44}" + "".join(f"{statistics.median(p[phase]):>16.3f}" for _, p in results.values()))
 
 
