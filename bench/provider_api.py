@@ -6,8 +6,13 @@ Provider under uvicorn), publishes a dataset and a trusted algorithm once, then 
 1. Status throughput. With 1,000 and then 10,000 compute jobs in Dagster run storage, a bounded number
    of `GET /api/services/compute?consumerAddress=X&jobId=Y` requests (the Provider's status route, over
    real HTTP on loopback, from 1, 20 and 200 concurrent clients: asyncio tasks on raw kept-alive
-   sockets), for 2,000 jobs read once before (cached) and for jobs never read (each a storage read):
-   requests/s, p50/p99 latency and errors.
+   sockets, connected one after another, each polling its own share of the jobs over and over as a
+   consumer polls its own), for 2,000 jobs that every Provider server process has read before
+   (cached: the steady state of consumers that keep polling) and for jobs never read (each a storage
+   read): requests/s, p50/p99 latency, errors, and how the Provider's caches answered (hits, storage
+   reads, requests per server process: bench/cache_probe counts them inside the Provider's
+   processes). Before the reads are timed, storage is settled (Postgres ANALYZE, SQLite WAL
+   checkpoint; --no-settle skips it) and the 2,000 jobs are read once by each server process.
    Also the listing by owner (`consumerAddress` only) for an owner with 10 jobs, and for an owner with
    thousands (the Provider answers with the newest 100).
    The jobs are synthetic runs in the same storage: launching 10,000 real jobs would take hours, so
@@ -36,7 +41,8 @@ Provider under uvicorn), publishes a dataset and a trusted algorithm once, then 
 Every process shares the machine's CPUs, so the load average is printed with the figures. The run
 takes about 3 to 4 minutes, most of it waiting for the 2 (N + 1) real jobs to finish.
 
-    .venv/bin/python bench/provider_api.py [-n 10] [--requests 2000] [--clients 1,20,200] [--postgres]
+    .venv/bin/python bench/provider_api.py [-n 10] [--requests 2000] [--clients 1,20,200]
+        [--sizes 1000,10000] [--postgres] [--no-settle] [--no-probe]
 
 `-n 0` measures the status route only (part 1).
 """
@@ -63,13 +69,14 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 from unittest import mock
 from urllib.parse import urlencode, urlsplit
 
 import httpx
+from pydantic import SecretStr
 
 from c2d_cli import consumer as consumer_flow
 from c2d_cli import stack
@@ -102,6 +109,14 @@ JOB_TIMEOUT = 120.0
 PARTS = ("signature + nonce", "assets + policy", "order validation", "workflow build", "Dagster submit")
 LOOKUPS = "  of which run-storage lookups (job id, agreement, read back)"
 LAUNCH = "  of which GraphQL launch (submit_job_execution)"
+POLLED_JOBS = 2000  # the jobs the cached rows poll, each read before by every server process
+WARM_CLIENTS = 40  # connections per warm-up pass: enough that every server process accepts some
+WARM_PER_PROCESS = 4  # connections per server process that warm its cache (with the probe)
+WARM_MAX_CONNECTIONS = 100  # opened one by one until every process has WARM_PER_PROCESS
+WARM_PASSES = 6  # without the probe: shuffled passes over WARM_CLIENTS fresh connections
+PROBE = Path(__file__).resolve().parent / "cache_probe"  # its sitecustomize.py counts cache answers
+PROBE_PERIOD = 0.05  # how often the probe writes its counters (cache_probe/sitecustomize.py PERIOD)
+T = TypeVar("T")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -226,6 +241,7 @@ class Population:
     light: str
     jobs: dict[str, list[str]]  # owner -> job ids
     count: int = 0
+    asked: set[str] = field(default_factory=set)  # job ids a measurement has polled (cached since)
 
 
 def synthetic_tags(owner: str, env_id: str, created: float, rng: random.Random) -> dict[str, str]:
@@ -319,7 +335,7 @@ def populate(
         # `endTime` of a finished run falls back to one event-log query per run.
         values.update(start_time=created.timestamp() + 1.0, end_time=created.timestamp() + 3.5)
         values["update_timestamp"] = created + timedelta(seconds=3.5)
-        batch.append((values, run.tags_for_storage()))
+        batch.append((values, dict(run.tags_for_storage())))
         population.jobs.setdefault(owner, []).append(tags[engine.JOB_ID])
         population.count += 1
         if len(batch) == 500:
@@ -336,48 +352,141 @@ def populate(
     return time.monotonic() - t0
 
 
+@dataclass
+class Row:
+    """One status measurement: what, runs in storage, clients, requests, req/s, latencies, errors, and
+    how the Provider's caches answered the timed requests (None without the probe)."""
+
+    what: str
+    runs: int
+    clients: int
+    requests: int
+    rps: float
+    latencies: list[float]
+    errors: int
+    cache: CacheCounts | None = None
+
+
+@dataclass
+class CacheCounts:
+    """Cache answers during one measurement, summed over the Provider's server processes, and the
+    timed requests each process served (hits + loads + joined: one cache lookup per status request)."""
+
+    hits: int
+    loads: int  # misses: one run-storage read each
+    joined: int  # misses that waited for another request's read of the same job
+    per_process: list[int]
+
+    def spread(self) -> str:
+        return "/".join(str(count) for count in sorted(self.per_process, reverse=True))
+
+
+class CacheProbe:
+    """The counters bench/cache_probe/sitecustomize.py writes for each Provider server process."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def read(self) -> dict[str, dict[str, int]]:
+        # The files are rewritten every PROBE_PERIOD: wait for a write that follows the last request.
+        time.sleep(3 * PROBE_PERIOD)
+        counts = {}
+        for path in self.folder.glob("*.json"):
+            with contextlib.suppress(FileNotFoundError, ValueError):
+                counts[path.stem] = json.loads(path.read_text())
+        return counts
+
+    @staticmethod
+    def difference(before: dict[str, dict[str, int]], after: dict[str, dict[str, int]]) -> CacheCounts:
+        zero = {"hits": 0, "loads": 0, "joined": 0}
+        delta = {
+            pid: {key: now[key] - before.get(pid, zero)[key] for key in zero} for pid, now in after.items()
+        }
+        return CacheCounts(
+            hits=sum(d["hits"] for d in delta.values()),
+            loads=sum(d["loads"] for d in delta.values()),
+            joined=sum(d["joined"] for d in delta.values()),
+            per_process=[sum(d.values()) for d in delta.values()],
+        )
+
+
+def settle(instance: Any) -> str:
+    """Bring run storage to the state a storage that grew over days is in, before its reads are
+    timed: Postgres has statistics for the rows just written (autovacuum would analyze them on its
+    own within a minute, changing the query plans in the middle of a measurement), and SQLite's
+    write-ahead log is folded back into the database file (readers otherwise look pages up in a log
+    that the bulk insert grew). Returns what was done."""
+    storage = instance.run_storage
+    with storage.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql("ANALYZE runs")
+            conn.exec_driver_sql("ANALYZE run_tags")
+            return "ANALYZE"
+    if "sqlite" in type(storage).__name__.lower():
+        import sqlite3
+
+        # Outside SQLAlchemy's transaction: a checkpoint cannot run inside one.
+        path = Path(instance.root_directory) / "history" / "runs.db"
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            busy, log_pages, moved = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        return f"WAL checkpoint ({moved}/{log_pages} pages{', busy' if busy else ''})"
+    return "nothing"
+
+
 def hammer(
-    url: str, queries: list[dict[str, str]], clients: int, expect: Callable[[bytes], bool]
-) -> tuple[float, list[float], list[str]]:
-    """GET `url` once per query from `clients` concurrent clients, each on its own kept-alive
-    connection, one request at a time (a poller waits for its answer before asking again).
+    url: str,
+    queries: list[list[dict[str, str]]],
+    expect: Callable[[bytes], bool],
+    probe: CacheProbe | None = None,
+) -> tuple[float, list[float], list[str], CacheCounts | None]:
+    """GET `url` from one concurrent client per list in `queries`, each on its own kept-alive
+    connection, asking its own queries in order, one request at a time (a poller waits for its
+    answer before asking again).
 
     The clients are asyncio tasks on raw sockets in this process: a Python HTTP client library
-    would spend more CPU per request than the Provider does and measure itself. Returns
-    (requests/s, latencies in seconds, failures)."""
-    return asyncio.run(_hammer(url, queries, clients, expect))
+    would spend more CPU per request than the Provider does and measure itself. Each client's first
+    request only opens its connection, before the clock starts: it is neither timed nor counted.
+    Returns (requests/s, latencies in seconds, failures, the caches' answers to the timed requests)."""
+    return asyncio.run(_hammer(url, queries, expect, probe))
+
+
+def request_bytes(url: str, query: dict[str, str]) -> bytes:
+    parts = urlsplit(url)
+    return f"GET {parts.path}?{urlencode(query)} HTTP/1.1\r\nHost: {parts.hostname}\r\n\r\n".encode()
+
+
+async def exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> bytes:
+    """One request on a kept-alive connection; the body of its 200 answer (anything else raises)."""
+    writer.write(request)
+    head = await reader.readuntil(b"\r\n\r\n")
+    match = re.search(rb"(?i)content-length:\s*(\d+)", head)
+    body = await reader.readexactly(int(match.group(1)) if match else 0)
+    if head[9:12] != b"200":
+        raise ValueError(head[9:12].decode() + " " + body[:200].decode(errors="replace"))
+    return body
 
 
 async def _hammer(
-    url: str, queries: list[dict[str, str]], clients: int, expect: Callable[[bytes], bool]
-) -> tuple[float, list[float], list[str]]:
+    url: str,
+    queries: list[list[dict[str, str]]],
+    expect: Callable[[bytes], bool],
+    probe: CacheProbe | None,
+) -> tuple[float, list[float], list[str], CacheCounts | None]:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    requests = [
-        f"GET {parts.path}?{urlencode(query)} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode() for query in queries
-    ]
     latencies: list[float] = []
     failures: list[str] = []
     go = asyncio.Event()
 
-    async def exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> bytes:
-        writer.write(request)
-        head = await reader.readuntil(b"\r\n\r\n")
-        match = re.search(rb"(?i)content-length:\s*(\d+)", head)
-        body = await reader.readexactly(int(match.group(1)) if match else 0)
-        if head[9:12] != b"200":
-            raise ValueError(head[9:12].decode() + " " + body[:200].decode(errors="replace"))
-        return body
-
-    async def client(mine: list[bytes]) -> None:
-        if not mine:
-            return
-        reader, writer = await asyncio.open_connection(host, port)
+    async def client(mine: list[bytes], opened: asyncio.Event) -> None:
         try:
+            reader, writer = await asyncio.open_connection(host, port)
             await exchange(reader, writer, mine[0])  # the connection is open before the clock starts
-            ready.append(1)
+        finally:
+            opened.set()  # (failed or not: the next client connects)
+        try:
             await go.wait()
-            for request in mine:
+            for request in mine[1:]:
                 t0 = time.perf_counter()
                 try:
                     body = await exchange(reader, writer, request)
@@ -392,15 +501,113 @@ async def _hammer(
         finally:
             writer.close()
 
-    ready: list[int] = []
-    tasks = [asyncio.create_task(client(requests[i::clients])) for i in range(clients)]
-    while len(ready) < min(clients, len(requests)) and not any(task.done() for task in tasks):
-        await asyncio.sleep(0.01)
+    lists = [[request_bytes(url, query) for query in mine] for mine in queries if mine]
+    # Consumers connect one after another, not in one burst: the server processes share the port,
+    # and asyncio accepts every connection already waiting at once, so a burst would all go to the
+    # process that woke first (half the Provider idle). The opening request repeats the client's
+    # first query: the timed ones are all of `queries`.
+    tasks = []
+    for mine in lists:
+        opened = asyncio.Event()
+        tasks.append(asyncio.create_task(client([mine[0], *mine], opened)))
+        await opened.wait()
+    if any(task.done() for task in tasks):  # a client could not connect: its error ends the bench
+        go.set()
+        await asyncio.gather(*tasks)
+    before = probe.read() if probe else None  # (the clients wait meanwhile: nothing is in flight)
     t0 = time.perf_counter()
     go.set()
     await asyncio.gather(*tasks)
     wall = time.perf_counter() - t0
-    return len(latencies) / wall, latencies, failures
+    counts = CacheProbe.difference(before, probe.read()) if probe and before is not None else None
+    return len(latencies) / wall, latencies, failures, counts
+
+
+def deal(items: list[T], clients: int, count: int) -> list[list[T]]:
+    """`count` requests for `clients` pollers: each poller gets its own share of `items` and asks for
+    them in turn, over and over (a consumer polls its own jobs), the shares as even as they can be."""
+    shares = [items[i::clients] for i in range(clients)]
+    per_client = [count // clients + (1 if i < count % clients else 0) for i in range(clients)]
+    return [
+        [share[k % len(share)] for k in range(n)]
+        for share, n in zip(shares, per_client, strict=True)
+        if share
+    ]
+
+
+def warm(
+    url: str, polled: list[dict[str, str]], probe: CacheProbe | None, processes: int, rng: random.Random
+) -> str:
+    """Have every Provider server process read each job in `polled` once (its cache then holds it),
+    as a Provider whose consumers have been polling their jobs for a while; says what was done.
+
+    A connection stays with the server process that accepted it, and which one accepts is the
+    kernel's and asyncio's choice (often the same process many times in a row). With the probe,
+    connections are opened one at a time until each process holds WARM_PER_PROCESS of them (the
+    probe's counters tell which process answered each one's first request), and then each process
+    is asked for every job exactly once. Without it, WARM_PASSES passes deal the jobs anew over
+    fresh connections, which leaves a process that accepted few connections with some jobs unread.
+    """
+    if probe is None:
+        for _ in range(WARM_PASSES):
+            order = rng.sample(polled, len(polled))
+            hammer(url, deal(order, WARM_CLIENTS, len(order)), lambda body: True)
+        return f"{WARM_PASSES} passes over {len(polled):,} jobs (no probe: cache state unknown)"
+    return asyncio.run(_warm_each_process(url, polled, probe, processes))
+
+
+async def _warm_each_process(
+    url: str, polled: list[dict[str, str]], probe: CacheProbe, processes: int
+) -> str:
+    parts = urlsplit(url)
+    requests = [request_bytes(url, query) for query in polled]
+    held: dict[str, list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]] = {}
+    opened: list[asyncio.StreamWriter] = []
+
+    def served(counts: dict[str, int]) -> int:
+        return counts["hits"] + counts["loads"] + counts["joined"]
+
+    def enough() -> bool:
+        return len(held) >= processes and all(len(mine) >= WARM_PER_PROCESS for mine in held.values())
+
+    try:
+        before = probe.read()
+        while not enough() and len(opened) < WARM_MAX_CONNECTIONS:
+            reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+            opened.append(writer)
+            await exchange(reader, writer, requests[0])
+            after = probe.read()
+            grew = [
+                pid
+                for pid, now in after.items()
+                if pid not in before or served(now) > served(before[pid])  # (a process's first answer)
+            ]
+            before = after
+            if len(grew) == 1 and len(held.get(grew[0], [])) < WARM_PER_PROCESS:
+                held.setdefault(grew[0], []).append((reader, writer))
+
+        async def poll(
+            connection: tuple[asyncio.StreamReader, asyncio.StreamWriter], mine: list[bytes]
+        ) -> None:
+            for request in mine:
+                await exchange(*connection, request)
+
+        await asyncio.gather(
+            *(
+                poll(connection, requests[i :: len(mine)])
+                for mine in held.values()
+                for i, connection in enumerate(mine)
+            )
+        )
+        counts = CacheProbe.difference(before, probe.read())
+    finally:
+        for writer in opened:
+            writer.close()
+    reached = f"{len(held)} of {processes} server processes" + ("" if enough() else " (not all reached)")
+    return (
+        f"{reached} each asked once for {len(polled):,} jobs over {len(opened)} connections opened "
+        f"one by one: {counts.loads + counts.joined:,} storage reads, {counts.hits:,} hits"
+    )
 
 
 def bench_status(
@@ -409,61 +616,62 @@ def bench_status(
     requests: int,
     client_counts: list[int],
     rng: random.Random,
-) -> list[tuple[str, int, int, int, float, list[float], int]]:
-    """Rows (what, runs in storage, clients, requests, req/s, latencies, failures)."""
+    probe: CacheProbe | None,
+    processes: int,
+    notes: list[str],
+) -> list[Row]:
     url = f"{provider_url}/api/services/compute"
+    runs = population.count
     heavy_jobs = [(owner, job) for owner in population.heavy for job in population.jobs[owner]]
-    # The jobs the pollers ask for: 2,000 (or all) of them, read once before the clock starts, as
-    # a Provider whose consumers poll has read each job before (each worker process has its cache).
-    polled = [
-        {"consumerAddress": owner, "jobId": job}
-        for owner, job in rng.sample(heavy_jobs, min(2000, len(heavy_jobs)))
-    ]
-    unread = [job for job in heavy_jobs if {"consumerAddress": job[0], "jobId": job[1]} not in polled]
+    # The jobs the pollers ask for: 2,000 (or all) of them, each already read by every server
+    # process before the clock starts, as a Provider whose consumers have been polling (a finished
+    # job stays in each process's cache until its results are due to expire).
+    sample = rng.sample(heavy_jobs, min(POLLED_JOBS, len(heavy_jobs)))
+    polled = [{"consumerAddress": owner, "jobId": job} for owner, job in sample]
+    population.asked.update(job for _, job in sample)
+    # Never polled, at this size or a smaller one before: each Provider process reads them anew.
+    unread = [(owner, job) for owner, job in heavy_jobs if job not in population.asked]
 
     def finished_job(body: bytes) -> bool:
         return b'"status":70' in body and body.count(b'"jobId"') == 1
 
-    hammer(url, polled * 3, 20, lambda body: True)
+    def measure(what: str, queries: list[list[dict[str, str]]], expect: Callable[[bytes], bool]) -> Row:
+        rps, latencies, failures, counts = hammer(url, queries, expect, probe)
+        if failures:
+            print(f"  {what}, {len(queries)} clients: {len(failures)} failures, e.g. {failures[0]}")
+        count = sum(len(mine) for mine in queries)
+        return Row(what, runs, len(queries), count, rps, latencies, len(failures), counts)
+
+    t0 = time.monotonic()
+    done = warm(url, polled, probe, processes, rng)
+    notes.append(f"warm-up at {runs:,}: {done}, {time.monotonic() - t0:.0f} s")
     rows = []
     for clients in client_counts:
         count = max(requests, clients * 25)
-        queries = (polled * (count // len(polled) + 1))[:count]
-        rps, latencies, failures = hammer(url, queries, clients, finished_job)
-        rows.append(
-            ("status by jobId (cached)", population.count, clients, count, rps, latencies, len(failures))
-        )
-        if failures:
-            print(f"  {clients} clients: {len(failures)} failures, e.g. {failures[0]}")
+        rows.append(measure("status by jobId (cached)", deal(polled, clients, count), finished_job))
     # Jobs never asked for before: every request is a read of run storage (a cache miss).
     cold = [
         {"consumerAddress": owner, "jobId": job}
         for owner, job in rng.sample(unread, min(requests, len(unread)))
     ]
+    population.asked.update(query["jobId"] for query in cold)
     if cold:
-        rps, latencies, failures = hammer(url, cold, 20, finished_job)
-        rows.append(
-            ("status by jobId (not cached)", population.count, 20, len(cold), rps, latencies, len(failures))
-        )
-    light = [{"consumerAddress": population.light}] * requests
-    rps, latencies, failures = hammer(url, light, 20, lambda body: body.count(b'"jobId"') == LIGHT_OWNER_JOBS)
+        rows.append(measure("status by jobId (not cached)", deal(cold, 20, len(cold)), finished_job))
+    light = [{"consumerAddress": population.light}]
     rows.append(
-        (
+        measure(
             f"list, owner of {LIGHT_OWNER_JOBS} jobs",
-            population.count,
-            20,
-            len(light),
-            rps,
-            latencies,
-            len(failures),
+            deal(light * 20, 20, requests),
+            lambda body: body.count(b'"jobId"') == LIGHT_OWNER_JOBS,
         )
     )
     heavy = population.heavy[0]
     expected = min(JOBS_LIMIT, len(population.jobs[heavy]))
-    big = [{"consumerAddress": heavy}] * max(20, requests // 10)
-    rps, latencies, failures = hammer(url, big, 20, lambda body: body.count(b'"jobId"') == expected)
+    big = [{"consumerAddress": heavy}]
     label = f"list, owner of {len(population.jobs[heavy]):,} jobs ({JOBS_LIMIT} sent)"
-    rows.append((label, population.count, 20, len(big), rps, latencies, len(failures)))
+    rows.append(
+        measure(label, deal(big * 20, 20, max(20, requests // 10)), lambda b: b.count(b'"jobId"') == expected)
+    )
     return rows
 
 
@@ -539,7 +747,7 @@ def provider_pieces(running: stack.Stack, home: Path) -> tuple[ComputeService, N
     engine = EngineSettings(home=home)
     settings = ProviderSettings(
         environment="development",
-        private_key=engine.resolved_provider_key_file.read_text().strip(),
+        private_key=SecretStr(engine.resolved_provider_key_file.read_text().strip()),
         rpc_url=running.rpc_url,
         chain_id=running.chain_id,
         addresses_file=Path(running.addresses_file),
@@ -663,11 +871,27 @@ def main() -> None:
     parser.add_argument(
         "--clients", default="1,20,200", help="concurrent status clients, comma-separated (default 1,20,200)"
     )
+    parser.add_argument(
+        "--sizes",
+        default="1000,10000",
+        help="runs in storage at which the status route is measured, ascending (default 1000,10000)",
+    )
     parser.add_argument("--postgres", action="store_true", help="Dagster storage on the local Postgres")
+    parser.add_argument(
+        "--no-settle",
+        action="store_true",
+        help="time reads right after the synthetic runs are written (no ANALYZE / WAL checkpoint first)",
+    )
+    parser.add_argument(
+        "--no-probe",
+        action="store_true",
+        help="no cache counters from the Provider's processes (bench/cache_probe off)",
+    )
     args = parser.parse_args()
     rng = random.Random(20240607)
     client_counts = [int(item) for item in args.clients.split(",") if item.strip()]
-    status_rows: list[tuple[str, int, int, int, float, list[float], int]] = []
+    sizes = sorted(int(item) for item in args.sizes.split(",") if item.strip())
+    status_rows: list[Row] = []
     parts: dict[str, list[float]] = {part: [] for part in (*PARTS, LOOKUPS, LAUNCH)}
     http_times: list[float] = []
     notes: list[str] = []
@@ -679,7 +903,14 @@ def main() -> None:
         try:
             t0 = time.monotonic()
             # The data origin is on loopback: let the engine's fetches reach it, as a developer would.
-            with mock.patch.dict(os.environ, {"C2D_FETCH_ALLOW": "127.0.0.0/8"}):
+            env = {"C2D_FETCH_ALLOW": "127.0.0.0/8"}
+            probe = None if args.no_probe else CacheProbe(Path(tmp) / "cache-counts")
+            if probe:
+                # Every process of the stack imports the probe; only the Provider's use a status cache.
+                probe.folder.mkdir()
+                env["C2D_BENCH_CACHE_PROBE"] = str(probe.folder)
+                env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROBE), os.environ.get("PYTHONPATH")]))
+            with mock.patch.dict(os.environ, env):
                 running, _ = stack.up(home, port=stack._free_port())
             notes.append(f"stack up {time.monotonic() - t0:.0f} s")
             from dagster import DagsterInstance
@@ -702,12 +933,29 @@ def main() -> None:
                     light=address("light"),
                     jobs={},
                 )
-                for target in (1_000, 10_000):
+                # The server processes the stack's Provider runs (`--workers auto`: one per CPU).
+                from provider_api.server import worker_count
+
+                asked = stack._provider_command(0)[-1]
+                processes = worker_count(0 if asked == "auto" else int(asked))
+                for target in sizes:
                     took = populate(instance, population, target, template, pub.env["id"], rng)
                     notes.append(f"{target:,} synthetic runs written in {took:.1f} s")
+                    if not args.no_settle:
+                        t0 = time.monotonic()
+                        done = settle(instance)
+                        notes.append(f"storage settled at {target:,}: {done}, {time.monotonic() - t0:.1f} s")
+                    notes.append(f"load average before the reads at {target:,}: {os.getloadavg()[0]:.2f}")
                     t0 = time.monotonic()
                     status_rows += bench_status(
-                        running.provider_url, population, args.requests, client_counts, rng
+                        running.provider_url,
+                        population,
+                        args.requests,
+                        client_counts,
+                        rng,
+                        probe,
+                        processes,
+                        notes,
                     )
                     notes.append(f"status requests at {target:,} took {time.monotonic() - t0:.0f} s")
 
@@ -741,14 +989,28 @@ def main() -> None:
 
     where = f"Postgres (db {pg})" if pg else "SQLite"
     workers = stack._provider_command(0)[-1]
-    print(f"\nstatus route over HTTP, run storage {storage_name} ({where}), Provider --workers {workers}")
+    print(
+        f"\nstatus route over HTTP, run storage {storage_name} ({where}), Provider --workers {workers}"
+        f" ({processes} processes)"
+    )
     print(
         f"{'request':<40}{'runs':>8}{'clients':>8}{'reqs':>7}{'req/s':>9}"
-        f"{'p50 ms':>9}{'p99 ms':>9}{'errors':>7}"
+        f"{'p50 ms':>9}{'p99 ms':>9}{'errors':>7}{'hits':>7}{'reads':>7}  per process"
     )
-    for label, runs, clients, count, rps, latencies, errors in status_rows:
+    for row in status_rows:
+        latencies = row.latencies
         p50, p99 = (ms(pct(latencies, 0.5)), ms(pct(latencies, 0.99))) if latencies else ("-", "-")
-        print(f"{label:<40}{runs:>8,}{clients:>8}{count:>7}{rps:>9.1f}{p50}{p99}{errors:>7}")
+        # reads: run-storage reads (cache misses, and misses that joined another's read of the job)
+        counts = row.cache
+        cache = (
+            f"{counts.hits:>7}{counts.loads + counts.joined:>7}  {counts.spread()}"
+            if counts
+            else f"{'-':>7}{'-':>7}"
+        )
+        print(
+            f"{row.what:<40}{row.runs:>8,}{row.clients:>8}{row.requests:>7}{row.rps:>9.1f}{p50}{p99}"
+            f"{row.errors:>7}{cache}"
+        )
     if not args.n:
         print("; ".join(notes))
         return
