@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import subprocess
 import threading
 import time
@@ -27,6 +26,7 @@ import pytest
 import yaml
 from dagster._core.storage.dagster_run import FINISHED_STATUSES
 from dagster_graphql import DagsterGraphQLClient
+from engine_kit import dataset_input, python_algorithm, raw_workflow, serve_origin
 from eth_account import Account
 from fixtures_postgres import fresh_database
 
@@ -34,7 +34,6 @@ from c2d_cli import stack
 from c2d_cli.origin import LocalOrigin
 from c2d_cli.processes import stop_group
 from c2d_core import engine
-from c2d_core.crypto import encrypt_for, public_key_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -72,10 +71,7 @@ def home(tmp_path: Path) -> Iterator[Path]:
 
 @pytest.fixture
 def origin(tmp_path: Path) -> Iterator[LocalOrigin]:
-    folder = tmp_path / "origin"
-    folder.mkdir()
-    (folder / "a.txt").write_text("1\n2\n")
-    with LocalOrigin(folder) as server:
+    with serve_origin(tmp_path / "origin", {"a.txt": "1\n2\n"}) as server:
         yield server
 
 
@@ -103,28 +99,12 @@ def write_instance(home: Path, storage: dict[str, Any] | None) -> None:
 
 
 def workflow(home: Path, origin: LocalOrigin, index: int) -> dict[str, Any]:
-    key = (home / "secrets" / "provider-key").read_text().strip()
-    document = {
-        "nftAddress": "0x" + "0" * 40,
-        "datatokenAddress": "0x" + "0" * 40,
-        "files": [{"type": "url", "url": f"{origin.url}/a.txt", "method": "GET"}],
-    }
-    return {
-        "jobId": hashlib.md5(f"rc-{index}-{time.time_ns()}".encode()).hexdigest(),
-        "owner": "0x" + "1" * 40,
-        "environment": ENV,
-        "inputs": [
-            {
-                "did": DID,
-                "serviceId": "compute",
-                "files": {"encryptedFiles": encrypt_for(public_key_of(key), json.dumps(document).encode())},
-            }
-        ],
-        "algorithm": {
-            "rawcode": ALGORITHM,
-            "container": {"entrypoint": "python $ALGO", "image": "python", "tag": "3.11-slim"},
-        },
-    }
+    return raw_workflow(
+        job_id=hashlib.md5(f"rc-{index}-{time.time_ns()}".encode()).hexdigest(),
+        environment=ENV,
+        inputs=[dataset_input(home, DID, [f"{origin.url}/a.txt"])],
+        algorithm=python_algorithm(ALGORITHM),
+    )
 
 
 class Sampler(threading.Thread):
