@@ -76,7 +76,7 @@ PROVISIONED = _HIDDEN + "provisioned"
 
 # On review_job runs: the job the run decides on (the CLI sets it at launch; the op sets it otherwise).
 REVIEW_JOB_ID = "c2d/review/job_id"
-# On a review_job run that refused to decide: why (a sentence), as c2d/refused on a compute run.
+# On a review_job run that refused to decide: why (a sentence), as .dagster/c2d/refused is on a compute run.
 REVIEW_REFUSED = "c2d/review/refused"
 
 ReviewState = Literal["awaiting", "approved", "rejected", "expired"]
