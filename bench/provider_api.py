@@ -444,8 +444,9 @@ def hammer(
     answer before asking again).
 
     The clients are asyncio tasks on raw sockets in this process: a Python HTTP client library
-    would spend more CPU per request than the Provider does and measure itself. Each client's first
-    request only opens its connection, before the clock starts: it is neither timed nor counted.
+    would spend more CPU per request than the Provider does and measure itself. Each client opens
+    its connection with a request for the Provider's root before the clock starts (not timed, reads
+    no job).
     Returns (requests/s, latencies in seconds, failures, the caches' answers to the timed requests)."""
     return asyncio.run(_hammer(url, queries, expect, probe))
 
@@ -481,12 +482,12 @@ async def _hammer(
     async def client(mine: list[bytes], opened: asyncio.Event) -> None:
         try:
             reader, writer = await asyncio.open_connection(host, port)
-            await exchange(reader, writer, mine[0])  # the connection is open before the clock starts
+            await exchange(reader, writer, opening)  # the connection is open before the clock starts
         finally:
             opened.set()  # (failed or not: the next client connects)
         try:
             await go.wait()
-            for request in mine[1:]:
+            for request in mine:
                 t0 = time.perf_counter()
                 try:
                     body = await exchange(reader, writer, request)
@@ -504,12 +505,13 @@ async def _hammer(
     lists = [[request_bytes(url, query) for query in mine] for mine in queries if mine]
     # Consumers connect one after another, not in one burst: the server processes share the port,
     # and asyncio accepts every connection already waiting at once, so a burst would all go to the
-    # process that woke first (half the Provider idle). The opening request repeats the client's
-    # first query: the timed ones are all of `queries`.
+    # process that woke first (half the Provider idle). The opening request is the Provider's root
+    # (no job read, nothing cached): the timed ones are all of `queries`.
+    opening = f"GET / HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
     tasks = []
     for mine in lists:
         opened = asyncio.Event()
-        tasks.append(asyncio.create_task(client([mine[0], *mine], opened)))
+        tasks.append(asyncio.create_task(client(mine, opened)))
         await opened.wait()
     if any(task.done() for task in tasks):  # a client could not connect: its error ends the bench
         go.set()
