@@ -143,13 +143,19 @@ def wait_for(check: Callable[[], T | None], timeout: float, what: str, interval:
     raise AssertionError(f"timed out waiting for {what} (last seen: {last!r})")
 
 
+# A Provider server process builds Dagster's storage at its first status read, which takes seconds on
+# a loaded machine (a just-restarted Provider's second process is still cold): a slow answer is still
+# an answer. A Provider that is down refuses the connection at once, whatever this is.
+JOB_JSON_TIMEOUT = 30.0
+
+
 def job_json(provider_url: str, workflow: Workflow) -> dict[str, Any] | None:
     """The Provider's job JSON, or None while the Provider (or Dagster behind it) cannot answer."""
     try:
         response = httpx.get(
             f"{provider_url}/api/services/compute",
             params={"consumerAddress": workflow.owner, "jobId": workflow.job_id},
-            timeout=5,
+            timeout=JOB_JSON_TIMEOUT,
         )
     except httpx.HTTPError:
         return None

@@ -7,10 +7,11 @@ Why: runs do not depend on the webserver or the Provider once launched. The run 
 launches a run with room at submit (in the webserver, c2d_defs/run_coordinator.py) and the daemon
 dequeues the rest; the run worker is a process of its own that writes events and tags to run
 storage. The webserver is the Provider's GraphQL door, and the Provider keeps no job state (a job is
-a Dagster run found by its tags). Locally the run workers are spawned by the code server of
-whichever process launched them, so "the webserver dies" and "the daemon dies" here are that
-process and its code server SIGKILLed, the run workers left alone, as they are separate pods under
-the K8sRunLauncher.
+a Dagster run found by its tags). Locally the run workers are forked by the warm run worker, a stack
+process of its own (the embedded default's launcher), or, with Dagster's default launcher, spawned by
+the code server of whichever process launched them; so "the webserver dies" and "the daemon dies"
+here are that process and its code server SIGKILLed, the run workers left alone, as they are
+separate pods under the K8sRunLauncher. The warm worker's own death is test_warm_worker_kill.py.
 
 Each phase is pinned without timing guesses: the environment is full of jobs held at configure
 (queued), the data origin or the S3 API holds its connection (configure, publish), or the algorithm
@@ -82,7 +83,8 @@ def gated_stack(tmp_path_factory: pytest.TempPathFactory, moto_endpoint: str) ->
 
 def _kill(component: str, running: stack.Stack) -> None:
     if component in ("daemon", "webserver"):
-        # The process and its code server; the run workers that code server spawned stay (pods).
+        # The process and its code server; the run workers stay (pods): the warm worker's children,
+        # or those this code server spawned under Dagster's default launcher.
         pid = running.daemon_pid if component == "daemon" else running.webserver_pid
         code_servers = [child for child in children(pid) if "dagster api grpc" in command_line(child)]
         assert code_servers, f"the {component} has no code server"

@@ -1,11 +1,13 @@
 """kill -9 of a job's run worker, in each stage: the job ends with a clear failure status, its logs
 published, its sandbox gone, and the Provider reports it finished; it never stays "running".
 
-The run worker is the process the daemon's code server spawns for the run (a multiprocessing child
-running the whole `compute_job` in process); it is found as the parent of the `tail -F` processes
-that capture the run's compute logs. After the kill, the code server sees its child gone and fails
-the run; the stage watchdog (C2D_WATCHDOG_INTERVAL=1 here) then tags the failure status, and its
-salvage run kills what is left of the sandbox, publishes the job volume and writes the finish date.
+The run worker is the process running the whole `compute_job` in process: the warm run worker's child
+for the run (the embedded default's launcher), or with Dagster's default launcher the multiprocessing
+child a code server spawns. It is found as the parent of the `tail -F` processes that capture the
+run's compute logs. After the kill, whoever started it (the warm worker, or the code server) sees its
+child gone and fails the run; the stage watchdog (C2D_WATCHDOG_INTERVAL=1 here) then tags the failure
+status, and its salvage run kills what is left of the sandbox, publishes the job volume and writes
+the finish date.
 """
 
 from __future__ import annotations

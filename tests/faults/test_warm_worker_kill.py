@@ -1,5 +1,7 @@
 """kill -9 of the warm run worker (c2d_defs/warm_launcher) while a job's algorithm runs, on the embedded
-stack started with `run_launcher="warm"`.
+stack as `c2d dev up` starts it with no option (the warm worker is the embedded default's launcher).
+`stack_health.check` (`c2d dev status`) lists the worker, healthy, then down once killed; `stack.down`
+stops the new one.
 
 The run's process dies with the worker (PDEATHSIG) and its sandbox with it (bwrap --die-with-parent).
 Run monitoring's health check (C2D_RUN_MONITORING_INTERVAL=2 here) finds no worker and fails the run;
@@ -20,7 +22,7 @@ import dagster as dg
 import pytest
 from faultkit import dagster_instance, demo_job, finished_job, kill9, run_of, wait_for
 
-from c2d_cli import stack
+from c2d_cli import stack, stack_health
 from c2d_cli.origin import LocalOrigin
 from c2d_cli.processes import alive
 from c2d_cli.provider_client import ProviderClient
@@ -65,13 +67,20 @@ def warm_stack(tmp_path: Path) -> Iterator[stack.Stack]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("C2D_WATCHDOG_INTERVAL", "1")
         patch.setenv("C2D_RUN_MONITORING_INTERVAL", "2")
-        running, _ = stack.up(
-            home, port=stack._free_port(), provider_port=stack._free_port(), run_launcher="warm"
-        )
+        # No run_launcher: the embedded dagster.yaml's, which names the warm worker.
+        running, _ = stack.up(home, port=stack._free_port(), provider_port=stack._free_port())
     try:
         yield running
     finally:
+        last = stack.read_stack(home)
         stack.down(home)
+        if last is not None and last.worker_pid:
+            wait_for(lambda: not alive(last.worker_pid), 10, "`down` to stop the warm worker")
+
+
+def _worker_health(running: stack.Stack) -> stack_health.PartHealth:
+    [part] = [part for part in stack_health.check(running) if part.name == "worker"]
+    return part
 
 
 def _messages(instance: Any, run_id: str) -> str:
@@ -81,7 +90,8 @@ def _messages(instance: Any, run_id: str) -> str:
 @pytest.mark.timeout(240)
 def test_worker_killed_while_the_algorithm_runs(warm_stack: stack.Stack) -> None:
     home = Path(warm_stack.home)
-    assert warm_stack.worker_pid and alive(warm_stack.worker_pid)
+    assert warm_stack.worker_pid and alive(warm_stack.worker_pid), "the embedded default starts no worker"
+    assert _worker_health(warm_stack).healthy  # its socket accepts
     key_file = EngineSettings(home=home).resolved_provider_key_file
     with (
         LocalOrigin(EXAMPLES) as origin,
@@ -108,6 +118,8 @@ def test_worker_killed_while_the_algorithm_runs(warm_stack: stack.Stack) -> None
         )
         run_process = int(instance.get_run_by_id(record.run_id).tags[WORKER_PID_TAG])
         kill9(warm_stack.worker_pid)
+        dead = _worker_health(warm_stack)
+        assert not dead.alive and not dead.healthy and dead.detail == "not running"
         # The run's process and its sandbox die with the worker.
         wait_for(lambda: not alive(run_process), 10, "the run's process to die with the worker")
         wait_for(lambda: not _sandbox_processes(sleeper.job_id), 10, "the sandbox to die")
@@ -138,6 +150,7 @@ def test_worker_killed_while_the_algorithm_runs(warm_stack: stack.Stack) -> None
         assert reused and restarted.worker_pid != warm_stack.worker_pid and alive(restarted.worker_pid)
         assert restarted.webserver_pid == warm_stack.webserver_pid
         assert restarted.daemon_pid == warm_stack.daemon_pid
+        assert _worker_health(restarted).healthy
 
         job = finished_job(warm_stack.provider_url, sleeper, timeout=120)
         assert job["status"] == 41 and job["runStatus"] == "FAILURE", job
