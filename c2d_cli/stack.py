@@ -23,6 +23,7 @@ import yaml
 
 from c2d_cli.processes import alive, stop_group
 from c2d_cli.stack_paths import STACK_LOGS
+from c2d_core import engine
 from c2d_core.environments import Environments
 from c2d_core.settings import EngineSettings, engine_settings
 
@@ -285,10 +286,8 @@ def _daemon_command() -> list[str]:
 def _check_worker_socket(home: Path) -> None:
     """The worker's socket path must fit a Unix socket address (107 bytes): refuse a home too deep for
     it before anything starts, rather than a worker that exits at once."""
-    from c2d_defs.warm_launcher import protocol
-
     try:
-        protocol.check_socket_path(home / WORKER_SOCKET)
+        engine.check_socket_path(home / WORKER_SOCKET)
     except ValueError as error:
         raise StackError(
             f"{error}: start the stack in a shorter folder (--home), or with `--run-launcher default`"

@@ -11,6 +11,7 @@ here imports Dagster: the Provider and the CLI use it too.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -50,6 +51,20 @@ def workflow_from_run_config(raw: Any) -> Workflow:
     except (KeyError, TypeError):
         raise ValueError("the run config holds no workflow") from None
     return Workflow.model_validate(document)
+
+
+# The embedded stack's warm run worker listens on a Unix socket whose path the CLI chooses (under the
+# stack's home) and the worker binds: the kernel caps such a path (sun_path, 108 bytes with its NUL).
+MAX_SOCKET_PATH = 107
+
+
+def check_socket_path(path: os.PathLike[str] | str) -> None:
+    """ValueError when `path` is too long to be a Unix socket's address."""
+    if len(os.fsencode(path)) > MAX_SOCKET_PATH:
+        raise ValueError(
+            f"the warm run worker's socket path {os.fspath(path)} is longer than {MAX_SOCKET_PATH} bytes; "
+            "set the launcher's socket_path (and the worker's --socket) to a shorter one"
+        )
 
 
 # --- the tags of a compute run -----------------------------------------------------------------------

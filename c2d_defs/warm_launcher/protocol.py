@@ -13,8 +13,6 @@ STATE_DIR = "warm-worker"
 SOCKET_NAME = "worker.sock"
 RUNS_FILE = "runs.json"
 MAX_LINE = 1 << 20  # an ExecuteRunArgs with its instance ref is a few KiB
-# Kernel limit on a Unix socket's path (sun_path, 108 bytes with its terminating NUL).
-MAX_SOCKET_PATH = 107
 
 
 class WorkerUnreachable(ConnectionError):
@@ -30,14 +28,6 @@ def default_socket_path(dagster_home: str | os.PathLike[str] | None = None) -> P
     if not home:
         raise ValueError("DAGSTER_HOME is not set: the warm run worker's socket lives in it")
     return state_dir(home) / SOCKET_NAME
-
-
-def check_socket_path(path: Path) -> None:
-    if len(os.fsencode(path)) > MAX_SOCKET_PATH:
-        raise ValueError(
-            f"the warm run worker's socket path {path} is longer than {MAX_SOCKET_PATH} bytes; "
-            "set the launcher's socket_path (and the worker's --socket) to a shorter one"
-        )
 
 
 def read_line(sock: socket.socket) -> dict[str, Any]:

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from c2d_core import engine
 from c2d_defs.warm_launcher import protocol
 
 # The packages whose code the worker holds in memory: a change to one of their files re-executes it.
@@ -147,7 +148,7 @@ class Worker:
         self._shut_down()
 
     def _listen(self) -> None:
-        protocol.check_socket_path(self.socket_path)
+        engine.check_socket_path(self.socket_path)
         self.socket_path.parent.mkdir(parents=True, exist_ok=True)
         os.chmod(self.socket_path.parent, 0o700)  # only the stack's user may launch runs
         self.socket_path.unlink(missing_ok=True)
