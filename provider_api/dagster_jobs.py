@@ -3,8 +3,10 @@
 Reads go to Dagster's run storage through Dagster's own storage API, never through the webserver: a
 `DagsterInstance` over the instance the engine writes (the SQLite files of the embedded stack's
 DAGSTER_HOME, or Postgres through dagster-postgres in production), of which only the storage is built
-(`storage_instance`), used to read runs, count them and record a consumer's stop. Status polls are
-answered from a per-process cache (provider_api.status_cache):
+(`storage_instance`), used to read runs, count them and record a consumer's stop. On Postgres its
+connections stay open between reads, in a pool per storage, and each is checked before use, so a
+restarted database costs no failed read. Status polls are answered from a per-process cache
+(provider_api.status_cache):
 
 - a finished job (its run ended and publish wrote the job's finish date) is kept until its results
   are due to expire (`storageExpiry` after it finished); from then on it is read again at most every
@@ -49,6 +51,7 @@ from provider_api.status_cache import FOREVER, ReadCache
 if TYPE_CHECKING:
     from dagster import DagsterInstance
     from dagster_graphql import DagsterGraphQLClient
+    from sqlalchemy.engine import Engine
 
     from c2d_core.workflow import Workflow
 
@@ -59,6 +62,16 @@ JOBS_LIMIT = 100
 RUNNING_STATES = ("STARTING", "STARTED", "CANCELING")
 QUEUED_STATES = ("QUEUED", "NOT_STARTED")
 LOCK_STRIPES = 64
+# Run storage connection pool (storage_instance, on Postgres). No read may take longer than the
+# Provider's own deadlines (10 s for a chain call or a Dagster GraphQL request), so a statement that
+# runs longer is cancelled by Postgres. Connections are replaced after an hour, as Dagster's webserver
+# does. One connection per storage stays open; more, up to 1 + 20 (Dagster's webserver default), are
+# opened only while that many reads run at once and closed after. A server process runs up to 40
+# requests at once (its thread pool), so at such a peak a read may wait a few milliseconds for a free
+# connection, and Postgres's default limit of 100 connections is not reached by a couple of processes.
+STATEMENT_TIMEOUT_MS = 10_000
+POOL_RECYCLE_SECONDS = 3600
+POOL_MAX_OVERFLOW = 20
 # A run worker takes about 2 s to start on a small machine; Dagster cannot terminate it before.
 STARTING_WAIT = 15.0
 STARTING_POLL = 0.2
@@ -183,7 +196,57 @@ def storage_instance(home: str | Path) -> DagsterInstance:
         custom_instance_class_data=None,
         settings={"telemetry": {"enabled": False}},
     )
-    return DagsterInstance.from_ref(storage_only)
+    instance = DagsterInstance.from_ref(storage_only)
+    _pool_connections(instance)
+    return instance
+
+
+def _pool_connections(instance: DagsterInstance) -> None:
+    """Keep run storage connections open between reads, as Dagster's webserver does.
+
+    Outside the webserver, dagster-postgres opens a new connection for each read (NullPool), about
+    30 ms under load, and a status poll that the cache does not answer pays that every time.
+    `optimize_for_webserver` gives each Postgres storage a connection pool instead. Storage on
+    SQLite ignores the call: it keeps no connection open anyway.
+
+    Dagster's pool does not check a pooled connection before use. After Postgres restarts (or
+    fails over, or ends an idle session), the first read on a stale connection would fail and the
+    consumer would get a 503. SQLAlchemy's pre-ping prevents that: every checkout first sends a
+    `SELECT 1`, and if that fails, the pool drops all its connections and reconnects. A ping costs
+    one round trip, much less than a new connection.
+    """
+    from sqlalchemy.pool import QueuePool
+
+    instance.optimize_for_webserver(
+        statement_timeout=STATEMENT_TIMEOUT_MS,
+        pool_recycle=POOL_RECYCLE_SECONDS,
+        max_overflow=POOL_MAX_OVERFLOW,
+    )
+    for sql_engine in _storage_engines(instance):
+        if isinstance(sql_engine.pool, QueuePool):
+            # The pool's own pre-ping switch. Dagster builds the engine and has no option for it.
+            sql_engine.pool._pre_ping = True
+
+
+def _storage_engines(instance: DagsterInstance) -> list[Engine]:
+    """The SQLAlchemy engines that the instance's storages keep (dagster-postgres's `_engine`;
+    SQLite storage keeps none)."""
+    from sqlalchemy.engine import Engine
+
+    engines = []
+    for storage in (instance.run_storage, instance.event_log_storage, instance.schedule_storage):
+        sql_engine = getattr(storage, "_engine", None)
+        if isinstance(sql_engine, Engine):
+            engines.append(sql_engine)
+    return engines
+
+
+def release_storage(instance: DagsterInstance) -> None:
+    """Dispose of `instance` and close its pooled connections. Dagster's `dispose` leaves those open
+    until the engine is garbage collected."""
+    instance.dispose()
+    for sql_engine in _storage_engines(instance):
+        sql_engine.dispose()
 
 
 class DagsterJobs:
@@ -234,7 +297,7 @@ class DagsterJobs:
         with self._instance_lock:
             instance, self._instance = self._instance, None
         if instance is not None and self._own_instance:
-            instance.dispose()
+            release_storage(instance)
 
     def __enter__(self) -> DagsterJobs:
         return self
