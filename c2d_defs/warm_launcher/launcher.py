@@ -52,7 +52,8 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
     ) -> None:
         self._inst_data = inst_data
         self._socket_path = Path(socket_path) if socket_path else None
-        # A worker re-executing itself (code change) is away for about a second: wait that out.
+        # A worker starting (or started again) is not listening yet: wait that out. A worker
+        # re-executing itself (code change, reload) keeps its listener, so a request then just waits.
         self._connect_wait = connect_wait_seconds
         super().__init__()
 

@@ -61,5 +61,12 @@ def request(path: Path, message: dict[str, Any], timeout: float = 30.0) -> dict[
             raise WorkerUnreachable(
                 f"no warm run worker listens on {path} ({type(error).__name__})"
             ) from error
-        write_line(sock, message)
-        return read_line(sock)
+        try:
+            write_line(sock, message)
+            return read_line(sock)
+        except ConnectionError as error:
+            # Reset, or closed without an answer: the worker answers every request it reads, so it
+            # went away (died) with this one; a launch is not taken then (its child died with it).
+            raise WorkerUnreachable(
+                f"the warm run worker on {path} went away without answering ({error})"
+            ) from error

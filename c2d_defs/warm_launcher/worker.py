@@ -17,7 +17,10 @@ started again after a crash fails the runs its predecessor left unfinished at on
 
 It re-executes itself (same pid, so its children stay its children and `c2d dev down` still finds it)
 when a file of the code location changes (mtimes of the c2d_defs and c2d_core packages, checked every
-second) or on a `reload` request; runs in flight finish on the code they started with.
+second) or on a `reload` request; runs in flight finish on the code they started with. The listening
+socket survives the re-exec (its fd is handed to the new image): a request that comes while the new
+image imports Dagster (several seconds under load, longer than the launcher's connect wait) waits in
+the socket's backlog and is answered by the new image, instead of being refused or reset.
 """
 
 from __future__ import annotations
@@ -47,6 +50,8 @@ WATCH_INTERVAL = 1.0
 _PR_SET_PDEATHSIG = 1
 # Kept per finished run for health checks that come after the child is gone.
 _FINISHED_KEPT = 2000
+# The listening socket's fd, handed from an image to the one it re-executes into.
+LISTENER_FD_ENV = "C2D_WARM_WORKER_LISTENER_FD"
 
 
 def warm_imports() -> None:
@@ -97,6 +102,7 @@ class Worker:
     runs_file: Path
     argv: list[str]
     fork: Any = os.fork  # injectable: a test makes the kernel refuse a fork
+    inherited_listener: int | None = None  # the fd of the previous image's listener (re-exec)
     children: dict[str, Child] = field(default_factory=dict)
     by_pid: dict[int, Child] = field(default_factory=dict)
     reporters: set[int] = field(default_factory=set)
@@ -142,12 +148,16 @@ class Worker:
                     log("the code location changed: re-executing")
                     self._reload = True
         selector.close()
+        if self._reload and not self._stopping:
+            self._reexec()  # with the listener open: what connects meanwhile waits for the new image
         self._close_listener()
-        if self._reload:
-            self._reexec()
         self._shut_down()
 
     def _listen(self) -> None:
+        listener = self._inherit_listener()
+        if listener is not None:
+            self._listener = listener
+            return
         engine.check_socket_path(self.socket_path)
         self.socket_path.parent.mkdir(parents=True, exist_ok=True)
         os.chmod(self.socket_path.parent, 0o700)  # only the stack's user may launch runs
@@ -157,6 +167,28 @@ class Worker:
         listener.listen(64)
         listener.setblocking(False)
         self._listener = listener
+
+    def _inherit_listener(self) -> socket.socket | None:
+        """The previous image's listener, when it is still bound to our socket file."""
+        fd, self.inherited_listener = self.inherited_listener, None
+        if fd is None:
+            return None
+        try:
+            listener = socket.socket(fileno=fd)
+        except OSError as error:
+            log(f"the listener handed over (fd {fd}) is unusable ({error}): binding anew")
+            return None
+        try:
+            same_file = os.stat(self.socket_path).st_ino == os.stat(listener.getsockname()).st_ino
+        except (OSError, TypeError):
+            same_file = False
+        if listener.family != socket.AF_UNIX or not same_file:
+            log(f"the listener handed over (fd {fd}) is not bound to {self.socket_path}: binding anew")
+            listener.close()
+            return None
+        listener.set_inheritable(False)
+        listener.setblocking(False)
+        return listener
 
     def _close_listener(self) -> None:
         if self._listener is not None:
@@ -183,10 +215,18 @@ class Worker:
     def _reexec(self) -> None:
         self._save_runs()
         signal.set_wakeup_fd(-1)
+        log("re-executing")
         sys.stdout.flush()
         sys.stderr.flush()
+        env = dict(os.environ)
+        if self._listener is not None:
+            # Kept open across the exec: closing it would reset the connections in its backlog and
+            # refuse the next ones until the new image has imported Dagster and bound again.
+            self._listener.set_inheritable(True)
+            env[LISTENER_FD_ENV] = str(self._listener.fileno())
         # Same pid: the children stay ours and are adopted from runs.json by the new image.
-        os.execv(sys.executable, [sys.executable, "-m", "c2d_defs.warm_launcher.worker", *self.argv])  # noqa: S606
+        command = [sys.executable, "-m", "c2d_defs.warm_launcher.worker", *self.argv]
+        os.execve(sys.executable, command, env)  # noqa: S606
 
     # --- requests ---------------------------------------------------------------------------------
 
@@ -444,11 +484,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--socket", type=Path, help="default: $DAGSTER_HOME/warm-worker/worker.sock")
     args = parser.parse_args(argv)
     socket_path = args.socket or protocol.default_socket_path()
+    # Popped before anything forks: a run's process must not take the fd for a listener of its own.
+    handed = os.environ.pop(LISTENER_FD_ENV, None)
+    inherited = int(handed) if handed and handed.isdigit() else None
     warm_imports()
     home = os.environ.get("DAGSTER_HOME") or str(socket_path.parent.parent)
     runs_file = protocol.state_dir(home) / protocol.RUNS_FILE
     runs_file.parent.mkdir(parents=True, exist_ok=True)
-    Worker(socket_path=socket_path, runs_file=runs_file, argv=argv).serve()
+    Worker(socket_path=socket_path, runs_file=runs_file, argv=argv, inherited_listener=inherited).serve()
 
 
 if __name__ == "__main__":
