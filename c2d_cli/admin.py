@@ -418,9 +418,14 @@ def review_list(
             runs = [run for state in states for run in dagster.runs(engine.JOB_NAME, {review.STATE: state})]
         finally:
             dagster.close()
-    rows = sorted(
-        (_review_row(run) for run in runs if own_run(run["tags"])), key=lambda r: r["requestedAt"] or 0
-    )
+    # One row per job, its own (oldest) run: a launchpad copy still queued carries the job's visible
+    # tags and is refused only once its configure op runs. Without --all, only jobs still awaiting: a
+    # job that ended undecided keeps state=awaiting, but approve would refuse it.
+    jobs: dict[str, dict[str, Any]] = {}
+    for run in sorted(runs, key=lambda run: run["creationTime"]):
+        if own_run(run["tags"]) and (all_states or review.ReviewView(run["tags"]).awaiting):
+            jobs.setdefault(run["tags"].get(engine.JOB_ID, run["runId"]), run)
+    rows = sorted((_review_row(run) for run in jobs.values()), key=lambda r: r["requestedAt"] or 0)
     if json_output:
         print_json(rows)
         return

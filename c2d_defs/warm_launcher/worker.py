@@ -116,8 +116,11 @@ class Worker:
     # --- life cycle -------------------------------------------------------------------------------
 
     def serve(self) -> None:
-        self._adopt_or_fail_recorded_runs()
+        # Listen first: a re-exec hands the listener over as an inheritable fd, and `_listen` takes it
+        # (non-inheritable, as `self._listener`) before adopting runs can fork a reporter, which would
+        # otherwise keep the listening socket open.
         self._listen()
+        self._adopt_or_fail_recorded_runs()
         signal.signal(signal.SIGTERM, self._on_sigterm)
         signal.signal(signal.SIGINT, self._on_sigterm)
         signal.signal(signal.SIGCHLD, lambda *_: None)  # only to wake the selector
