@@ -1,8 +1,9 @@
 """The machine's PostgreSQL (127.0.0.1:5432, trust, user postgres): a fresh database per test.
 
 `fresh_database` creates a uniquely named database and drops it afterwards (with every session still
-on it). Tests that need Postgres fail, never skip, when the server is not there: this machine kind
-runs it before every session and in CI.
+on it); `point_dagster_at` sets the `DAGSTER_PG_*` variables the production instance file reads. Tests
+that need Postgres fail, never skip, when the server is not there: this machine kind runs it before
+every session and in CI.
 """
 
 from __future__ import annotations
@@ -40,3 +41,16 @@ def fresh_database(prefix: str) -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def point_dagster_at(monkeypatch: pytest.MonkeyPatch, database: str, port: int = 5432) -> None:
+    """Point the production instance file (deploy/dagster-postgres.yaml: `DAGSTER_PG_*`) at `database`
+    on the local server (or another one on `port`)."""
+    for key, value in {
+        "DAGSTER_PG_USERNAME": "postgres",
+        "DAGSTER_PG_PASSWORD": "",
+        "DAGSTER_PG_HOST": "127.0.0.1",
+        "DAGSTER_PG_DB": database,
+        "DAGSTER_PG_PORT": str(port),
+    }.items():
+        monkeypatch.setenv(key, value)

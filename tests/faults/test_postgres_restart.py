@@ -24,6 +24,7 @@ from faultkit import (
     private_postgres,
     wait_for,
 )
+from fixtures_postgres import point_dagster_at
 
 from c2d_cli import stack
 from c2d_cli.origin import LocalOrigin
@@ -59,14 +60,7 @@ def pg_stack(
 ) -> Iterator[PgStack]:
     database = f"c2d_dagster_{uuid.uuid4().hex[:12]}"
     postgres.create_database(database)
-    for key, value in {
-        "DAGSTER_PG_USERNAME": "postgres",
-        "DAGSTER_PG_PASSWORD": "",
-        "DAGSTER_PG_HOST": "127.0.0.1",
-        "DAGSTER_PG_DB": database,
-        "DAGSTER_PG_PORT": str(postgres.port),
-    }.items():
-        monkeypatch.setenv(key, value)
+    point_dagster_at(monkeypatch, database, postgres.port)
     # Should a run fail on a write, the stage watchdog ends its job within seconds, not minutes.
     monkeypatch.setenv("C2D_WATCHDOG_INTERVAL", "1")
     monkeypatch.setenv("C2D_WATCHDOG_GRACE", "5")

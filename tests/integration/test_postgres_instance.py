@@ -25,7 +25,7 @@ from engine_kit import (
     run_compute_job,
     serve_origin,
 )
-from fixtures_postgres import database_url, fresh_database
+from fixtures_postgres import database_url, fresh_database, point_dagster_at
 from sqlalchemy import create_engine, text
 
 from c2d_core import engine
@@ -52,14 +52,7 @@ ALGORITHM = "import os; open('/data/outputs/out.txt', 'w').write('pg'); print('r
 @pytest.fixture
 def database(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     with fresh_database("c2d_dagster") as name:
-        for key, value in {
-            "DAGSTER_PG_USERNAME": "postgres",
-            "DAGSTER_PG_PASSWORD": "",
-            "DAGSTER_PG_HOST": "127.0.0.1",
-            "DAGSTER_PG_DB": name,
-            "DAGSTER_PG_PORT": "5432",
-        }.items():
-            monkeypatch.setenv(key, value)
+        point_dagster_at(monkeypatch, name)
         yield name
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from dagster import DagsterRun, DagsterRunStatus
-from fixtures_postgres import database_url, fresh_database
+from fixtures_postgres import database_url, fresh_database, point_dagster_at
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 
@@ -40,14 +40,7 @@ READS = 20
 @pytest.fixture
 def database(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     with fresh_database("c2d_pg_pool") as name:
-        for key, value in {
-            "DAGSTER_PG_USERNAME": "postgres",
-            "DAGSTER_PG_PASSWORD": "",
-            "DAGSTER_PG_HOST": "127.0.0.1",
-            "DAGSTER_PG_DB": name,
-            "DAGSTER_PG_PORT": "5432",
-        }.items():
-            monkeypatch.setenv(key, value)
+        point_dagster_at(monkeypatch, name)
         yield name
 
 
